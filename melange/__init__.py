@@ -1,0 +1,3 @@
+"""Melange: IP address management and DHCP address discovery."""
+
+__version__ = "0.1.0"

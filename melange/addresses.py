@@ -1,0 +1,344 @@
+"""Allocated addresses: allocation, lookup, update, release and restore."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+import netaddr
+from sqlalchemy import Connection, delete, func, insert, select, update
+
+from melange import blocks as block_ops
+from melange import generators
+from melange.errors import Conflict, InvalidInput, NotFound
+from melange.models import blocks, interfaces, ip_addresses
+from melange.records import address_record
+from melange.store import lock_block, utcnow
+from melange.validate import (
+    format_mac,
+    parse_ip,
+    parse_mac,
+    validate_count,
+    validate_hostname,
+    validate_name,
+)
+
+IP = ip_addresses.c
+INSERT_BATCH = 5000
+
+
+def _joined():
+    """Addresses with the block columns their records need."""
+    return (
+        select(
+            ip_addresses,
+            blocks.c.version.label("block_version"),
+            blocks.c.name.label("block_name"),
+            blocks.c.cidr.label("block_cidr"),
+            blocks.c.network.label("block_network"),
+            interfaces.c.vif_id,
+        )
+        .join(blocks, blocks.c.id == IP.block_id)
+        .outerjoin(interfaces, interfaces.c.id == IP.interface_id)
+    )
+
+
+def _cutoff(hold_seconds: int):
+    return utcnow() - timedelta(seconds=hold_seconds)
+
+
+def _live():
+    """Rows that count: allocated, or held with the hold not yet expired (bind :cutoff)."""
+    from sqlalchemy import bindparam, or_
+
+    return or_(IP.state == "allocated", IP.released_at > bindparam("cutoff"))
+
+
+def reclaim_expired(conn: Connection, block, space, hold_seconds: int) -> None:
+    """Expired holds become free space again, in the allocation's own transaction."""
+    expired = conn.execute(
+        select(IP.id, IP.address).where(
+            IP.block_id == block.id, IP.state == "held", IP.released_at <= _cutoff(hold_seconds)
+        )
+    ).all()
+    if not expired:
+        return
+    conn.execute(delete(ip_addresses).where(IP.id.in_([row.id for row in expired])))
+    space.give_back(row.address for row in expired)
+
+
+def _interface_id(conn: Connection, vif: str) -> tuple[int, int]:
+    row = conn.execute(
+        select(interfaces.c.id, interfaces.c.mac).where(interfaces.c.vif_id == vif)
+    ).first()
+    if row is None:
+        raise NotFound(f"no interface {vif!r}")
+    return row.id, row.mac
+
+
+def allocate(
+    conn: Connection,
+    block_ref: str,
+    *,
+    hold_seconds: int,
+    mac: str | int | None = None,
+    address: str | None = None,
+    count: int | None = None,
+    hostname: str | None = None,
+    interface: str | None = None,
+    tenant: str | None = None,
+) -> list[dict]:
+    """Hand out addresses from a block under its lock; all of them or none."""
+    if count is not None and (mac is not None or address is not None or hostname is not None):
+        raise InvalidInput("--count cannot be combined with --mac, --address or --hostname")
+    count = validate_count(count) if count is not None else 1
+    mac_value = parse_mac(mac) if isinstance(mac, str) else mac
+    if hostname is not None:
+        hostname = validate_hostname(hostname)
+    if tenant is not None:
+        validate_name(tenant, "tenant")
+    wanted = parse_ip(address) if address is not None else None
+    block = block_ops.resolve(conn, block_ref)
+    lock_block(conn, block.id)
+    interface_id = None
+    if interface is not None:
+        interface_id, interface_mac = _interface_id(conn, interface)
+        mac_value = mac_value if mac_value is not None else interface_mac
+    if conn.execute(select(blocks.c.id).where(blocks.c.parent_id == block.id).limit(1)).first():
+        raise Conflict(f"block {block.cidr} has subnets and hands out no addresses itself")
+    if wanted is not None:
+        network = netaddr.IPNetwork(block.cidr)
+        if wanted.version != block.version or wanted not in network:
+            raise InvalidInput(f"{wanted} is not inside block {block.cidr}")
+    if mac_value is not None:
+        existing = conn.execute(
+            _joined().where(IP.block_id == block.id, IP.active_mac == mac_value)
+        ).first()
+        if existing is not None:
+            if wanted is not None and int(wanted) != existing.address:
+                raise Conflict(
+                    f"MAC {format_mac(mac_value)} already holds "
+                    f"{address_record(existing, hold_seconds)['address']} in block {block.cidr}"
+                )
+            return [address_record(existing, hold_seconds)]
+    space = block_ops.free_space(conn, block)
+    reclaim_expired(conn, block, space, hold_seconds)
+    if wanted is not None:
+        reason = space.exclusions.reason(int(wanted))
+        if reason:
+            raise Conflict(f"{wanted} cannot be allocated: {reason}")
+        if not space.is_free(int(wanted)):
+            state = conn.execute(
+                select(IP.state).where(IP.block_id == block.id, IP.address == int(wanted))
+            ).scalar()
+            raise Conflict(f"{wanted} is already {state or 'taken'} in block {block.cidr}")
+        space.claim(int(wanted))
+        chosen = [int(wanted)]
+    else:
+        generator = generators.load(block.generator)
+        request = generators.Request(count=count, mac=mac_value, tenant=tenant)
+        chosen = generator.choose(block_ops.block_info(block), request, space)
+    now = utcnow()
+    rows = [
+        {
+            "block_id": block.id,
+            "address": value,
+            "mac": mac_value,
+            "active_mac": mac_value,
+            "hostname": hostname,
+            "interface_id": interface_id,
+            "tenant": tenant,
+            "state": "allocated",
+            "allocated_at": now,
+            "released_at": None,
+        }
+        for value in chosen
+    ]
+    for start in range(0, len(rows), INSERT_BATCH):
+        conn.execute(insert(ip_addresses), rows[start : start + INSERT_BATCH])
+    if count == 1:
+        found = conn.execute(
+            _joined().where(IP.block_id == block.id, IP.address == chosen[0])
+        ).first()
+        return [address_record(found, hold_seconds)]
+    return [_record_from_insert(row, block, interface, hold_seconds) for row in rows]
+
+
+def _record_from_insert(row: dict, block, vif: str | None, hold_seconds: int) -> dict:
+    """Build records of a bulk insert without reading the rows back."""
+
+    class _Row:
+        pass
+
+    view = _Row()
+    view.__dict__.update(row)
+    view.block_version = block.version
+    view.block_name = block.name
+    view.block_cidr = block.cidr
+    view.block_network = block.network
+    view.vif_id = vif
+    return address_record(view, hold_seconds)
+
+
+def find(conn: Connection, address: str, block_ref: str | None, hold_seconds: int):
+    """The one live row for ADDRESS (in BLOCK); ambiguity is a usage error."""
+    value = parse_ip(address)
+    query = _joined().where(IP.address == int(value), blocks.c.version == value.version)
+    if block_ref is not None:
+        block = block_ops.resolve(conn, block_ref)
+        query = query.where(IP.block_id == block.id)
+    rows = conn.execute(query.where(_live()), {"cutoff": _cutoff(hold_seconds)}).all()
+    if not rows:
+        where = f" in block {block_ref}" if block_ref is not None else ""
+        raise NotFound(f"{value} is not allocated{where}")
+    if len(rows) > 1:
+        names = ", ".join(r.block_name or r.block_cidr for r in rows)
+        raise InvalidInput(f"{value} is in several blocks ({names}); choose one with --block")
+    return rows[0]
+
+
+def show(conn: Connection, address: str, block_ref: str | None, hold_seconds: int) -> dict:
+    return address_record(find(conn, address, block_ref, hold_seconds), hold_seconds)
+
+
+def list_addresses(
+    conn: Connection,
+    *,
+    hold_seconds: int,
+    block: str | None = None,
+    network: str | None = None,
+    mac: str | None = None,
+    interface: str | None = None,
+    released: bool = False,
+) -> list[dict]:
+    """Allocated addresses (or, with `released`, the ones still held), ordered by address."""
+    query = _joined()
+    if released:
+        query = query.where(IP.state == "held", IP.released_at > _cutoff(hold_seconds))
+    else:
+        query = query.where(IP.state == "allocated")
+    if block is not None:
+        query = query.where(IP.block_id == block_ops.resolve(conn, block).id)
+    if network is not None:
+        query = query.where(blocks.c.network == network)
+    if mac is not None:
+        query = query.where(IP.mac == parse_mac(mac))
+    if interface is not None:
+        query = query.where(IP.interface_id == _interface_id(conn, interface)[0])
+    query = query.order_by(blocks.c.version, IP.address, IP.block_id)
+    return [address_record(row, hold_seconds) for row in conn.execute(query)]
+
+
+def update_address(
+    conn: Connection,
+    address: str,
+    *,
+    hold_seconds: int,
+    block: str | None = None,
+    mac: str | None = None,
+    hostname: str | None = None,
+) -> dict:
+    values: dict = {}
+    if mac is not None:
+        values["mac"] = parse_mac(mac)
+    if hostname is not None:
+        values["hostname"] = validate_hostname(hostname)
+    row = find(conn, address, block, hold_seconds)
+    lock_block(conn, row.block_id)
+    if "mac" in values:
+        if row.state == "allocated":
+            clash = conn.execute(
+                select(IP.address).where(
+                    IP.block_id == row.block_id,
+                    IP.active_mac == values["mac"],
+                    IP.id != row.id,
+                )
+            ).first()
+            if clash is not None:
+                raise Conflict(
+                    f"MAC {format_mac(values['mac'])} already holds another address in this block"
+                )
+            values["active_mac"] = values["mac"]
+    if values:
+        conn.execute(update(ip_addresses).where(IP.id == row.id).values(**values))
+    return address_record(conn.execute(_joined().where(IP.id == row.id)).first(), hold_seconds)
+
+
+def release(
+    conn: Connection,
+    address: str,
+    *,
+    hold_seconds: int,
+    block: str | None = None,
+    now: bool = False,
+) -> dict:
+    """Hold the address for the release time, or free it at once with `now`."""
+    row = find(conn, address, block, hold_seconds)
+    lock_block(conn, row.block_id)
+    if row.state == "held" and not now:
+        raise Conflict(f"{address_record(row, hold_seconds)['address']} is already released")
+    result = address_record(row, hold_seconds)
+    if now or hold_seconds == 0:
+        conn.execute(delete(ip_addresses).where(IP.id == row.id))
+        block_row = block_ops.resolve(conn, str(row.block_id))
+        block_ops.free_space(conn, block_row).give_back([row.address])
+        result.update(state="free", released_at=result["released_at"], held_until=None)
+        return result
+    moment = utcnow()
+    conn.execute(
+        update(ip_addresses)
+        .where(IP.id == row.id)
+        .values(state="held", active_mac=None, released_at=moment)
+    )
+    return address_record(conn.execute(_joined().where(IP.id == row.id)).first(), hold_seconds)
+
+
+def restore(conn: Connection, address: str, *, hold_seconds: int, block: str | None = None) -> dict:
+    """Undo a release whose hold has not expired."""
+    row = find(conn, address, block, hold_seconds)
+    lock_block(conn, row.block_id)
+    text = address_record(row, hold_seconds)["address"]
+    if row.state != "held":
+        raise Conflict(f"{text} is allocated, not released; nothing to restore")
+    if row.mac is not None:
+        clash = conn.execute(
+            select(IP.address).where(IP.block_id == row.block_id, IP.active_mac == row.mac)
+        ).first()
+        if clash is not None:
+            raise Conflict(
+                f"cannot restore {text}: MAC {format_mac(row.mac)} holds another address now"
+            )
+    conn.execute(
+        update(ip_addresses)
+        .where(IP.id == row.id)
+        .values(state="allocated", active_mac=row.mac, released_at=None)
+    )
+    return address_record(conn.execute(_joined().where(IP.id == row.id)).first(), hold_seconds)
+
+
+def release_for_interface(conn: Connection, interface_id: int, hold_seconds: int) -> list[str]:
+    """Release (hold) every allocated address of an interface being deleted."""
+    rows = conn.execute(
+        _joined().where(IP.interface_id == interface_id, IP.state == "allocated")
+    ).all()
+    for row in rows:
+        lock_block(conn, row.block_id)
+    if rows:
+        if hold_seconds == 0:
+            for row in rows:
+                conn.execute(delete(ip_addresses).where(IP.id == row.id))
+                block_row = block_ops.resolve(conn, str(row.block_id))
+                block_ops.free_space(conn, block_row).give_back([row.address])
+        else:
+            conn.execute(
+                update(ip_addresses)
+                .where(IP.id.in_([r.id for r in rows]))
+                .values(state="held", active_mac=None, released_at=utcnow())
+            )
+    return [address_record(row, hold_seconds)["address"] for row in rows]
+
+
+def count_live(conn: Connection, block_id: int, hold_seconds: int) -> int:
+    return conn.execute(
+        select(func.count()).where(IP.block_id == block_id, _live()),
+        {"cutoff": _cutoff(hold_seconds)},
+    ).scalar()

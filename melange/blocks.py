@@ -1,0 +1,480 @@
+"""IP blocks: creation under the overlap rules, lookup, update and deletion."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+import netaddr
+from sqlalchemy import Connection, and_, delete, func, insert, or_, select, update
+
+from melange import generators
+from melange.errors import Conflict, InvalidInput, NotFound
+from melange.exclusions import Exclusions
+from melange.freespace import FreeSpace
+from melange.models import (
+    block_dns_servers,
+    blocks,
+    free_ranges,
+    ip_addresses,
+    policies,
+    routes,
+    unusable_octets,
+    unusable_ranges,
+)
+from melange.records import block_label, ip_text, iso
+from melange.store import utcnow
+from melange.validate import (
+    parse_cidr,
+    parse_ip,
+    validate_block_name,
+    validate_name,
+    validate_network,
+)
+
+B = blocks.c
+TYPES = ("private", "public")
+MAX_DNS = 8
+
+
+def resolve(conn: Connection, ref: str, *, for_update: bool = False):
+    """A block by id, name, or CIDR (when exactly one block has it)."""
+    ref = str(ref)
+    if ref.isdigit():
+        row = conn.execute(select(blocks).where(B.id == int(ref))).first()
+    elif "/" in ref:
+        cidr = str(parse_cidr(ref))
+        rows = conn.execute(select(blocks).where(B.cidr == cidr)).all()
+        if len(rows) > 1:
+            ids = ", ".join(str(r.id) for r in rows)
+            raise InvalidInput(f"{cidr} names several blocks (ids {ids}); give an id or a name")
+        row = rows[0] if rows else None
+    else:
+        row = conn.execute(select(blocks).where(B.name == ref)).first()
+    if row is None:
+        raise NotFound(f"no block {ref!r}")
+    return row
+
+
+def exclusions_for(conn: Connection, block) -> Exclusions:
+    """Network, broadcast, gateway and the policy's ranges and octets, as intervals."""
+    intervals: list[tuple[int, int, str]] = []
+    first, last = block.first_addr, block.last_addr
+    if block.version == 4 and block.prefixlen < 31:
+        intervals.append((first, first, "it is the network address"))
+        intervals.append((last, last, "it is the broadcast address"))
+    if block.gateway is not None:
+        intervals.append((block.gateway, block.gateway, "it is the block's gateway"))
+    octets: set[int] = set()
+    if block.policy_id is not None:
+        size = last - first + 1
+        policy_name = conn.execute(
+            select(policies.c.name).where(policies.c.id == block.policy_id)
+        ).scalar()
+        why = f"it is unusable by policy {policy_name}"
+        for offset, length in conn.execute(
+            select(unusable_ranges.c.start_offset, unusable_ranges.c.length).where(
+                unusable_ranges.c.policy_id == block.policy_id
+            )
+        ):
+            start = first + offset if offset >= 0 else first + size + offset
+            intervals.append((start, start + length - 1, why))
+        if block.version == 4:
+            octets = set(
+                conn.execute(
+                    select(unusable_octets.c.octet).where(
+                        unusable_octets.c.policy_id == block.policy_id
+                    )
+                ).scalars()
+            )
+    return Exclusions.build(first, last, intervals, octets)
+
+
+def free_space(conn: Connection, block) -> FreeSpace:
+    return FreeSpace(conn, block.id, exclusions_for(conn, block), block.version)
+
+
+def block_info(block) -> generators.BlockInfo:
+    return generators.BlockInfo(
+        id=block.id,
+        version=block.version,
+        first=block.first_addr,
+        last=block.last_addr,
+        prefixlen=block.prefixlen,
+        tenant=block.tenant,
+    )
+
+
+def _overlapping(conn: Connection, version: int, first: int, last: int, *conditions):
+    return conn.execute(
+        select(blocks)
+        .where(
+            B.version == version,
+            B.first_addr <= last,
+            B.last_addr >= first,
+            *conditions,
+        )
+        .order_by(B.id)
+        .limit(1)
+    ).first()
+
+
+def _describe(row) -> str:
+    where = f" in network {row.network}" if row.network else ""
+    name = f" ({row.name})" if row.name else ""
+    return f"block {row.id} {row.cidr}{name}{where}"
+
+
+def _check_placement(conn: Connection, net: netaddr.IPNetwork, parent, network, type_) -> None:
+    """The contract's overlap rules; any violation is a conflict."""
+    first, last = int(net.first), int(net.last)
+    if parent is not None:
+        if parent.version != net.version or not (
+            parent.first_addr <= first and last <= parent.last_addr
+        ):
+            raise Conflict(f"{net} does not lie inside its parent {_describe(parent)}")
+        if (parent.first_addr, parent.last_addr) == (first, last):
+            raise Conflict(f"{net} is the whole of its parent {_describe(parent)}")
+        in_use = conn.execute(
+            select(func.count())
+            .select_from(ip_addresses)
+            .where(ip_addresses.c.block_id == parent.id)
+        ).scalar()
+        if in_use:
+            raise Conflict(
+                f"{_describe(parent)} has {in_use} allocated or held addresses; "
+                "a block with addresses cannot be split into subnets"
+            )
+        sibling = _overlapping(conn, net.version, first, last, B.parent_id == parent.id)
+        if sibling is not None:
+            raise Conflict(f"{net} overlaps its sibling {_describe(sibling)}")
+        return
+    same_network = B.network == network if network is not None else B.network.is_(None)
+    clash = _overlapping(conn, net.version, first, last, B.parent_id.is_(None), same_network)
+    if clash is not None:
+        raise Conflict(f"{net} overlaps {_describe(clash)}")
+    if type_ == "public":
+        clash = _overlapping(
+            conn, net.version, first, last, B.parent_id.is_(None), B.type == "public"
+        )
+        if clash is not None:
+            raise Conflict(f"public block {net} overlaps public {_describe(clash)}")
+
+
+def _check_gateway(net: netaddr.IPNetwork, text: str) -> int:
+    address = parse_ip(text, what="gateway address")
+    if address.version != net.version or address not in net:
+        raise InvalidInput(f"gateway {address} is not inside {net}")
+    if net.version == 4 and net.prefixlen < 31 and address in (net.network, net.broadcast):
+        raise InvalidInput(f"gateway {address} is the network or broadcast address of {net}")
+    return int(address)
+
+
+def _parse_dns(values: list[str] | tuple[str, ...]) -> list[netaddr.IPAddress]:
+    if len(values) > MAX_DNS:
+        raise InvalidInput(f"at most {MAX_DNS} DNS servers per block")
+    parsed = [parse_ip(v, what="DNS server address") for v in values]
+    if len(set(parsed)) != len(parsed):
+        raise InvalidInput("a DNS server is given twice")
+    return parsed
+
+
+def _policy_id(conn: Connection, name: str) -> int:
+    found = conn.execute(select(policies.c.id).where(policies.c.name == name)).scalar()
+    if found is None:
+        raise NotFound(f"no policy {name!r}")
+    return found
+
+
+def _check_name_free(conn: Connection, name: str, except_id: int | None = None) -> None:
+    clash = conn.execute(select(B.id).where(B.name == name)).scalar()
+    if clash is not None and clash != except_id:
+        raise Conflict(f"block name {name!r} is in use by block {clash}")
+
+
+def create(
+    conn: Connection,
+    cidr: str,
+    *,
+    name: str | None = None,
+    network: str | None = None,
+    tenant: str | None = None,
+    type: str | None = None,  # noqa: A002  (the contract's option name)
+    gateway: str | None = None,
+    dns: list[str] | tuple[str, ...] = (),
+    policy: str | None = None,
+    parent: str | None = None,
+    generator: str | None = None,
+) -> dict:
+    """Create a block (a subnet when `parent` is given); all checks before any write."""
+    net = parse_cidr(cidr)
+    if name is not None:
+        validate_block_name(name)
+    if network is not None:
+        validate_network(network)
+    if tenant is not None:
+        validate_name(tenant, "tenant")
+    if type is not None and type not in TYPES:
+        raise InvalidInput(f"block type must be private or public, not {type!r}")
+    gateway_value = _check_gateway(net, gateway) if gateway else None
+    dns_values = _parse_dns(dns)
+    parent_row = resolve(conn, parent) if parent is not None else None
+    if parent_row is not None:
+        if network is not None and network != parent_row.network:
+            raise InvalidInput(
+                f"a subnet belongs to its parent's network ({parent_row.network or 'none'})"
+            )
+        network = parent_row.network
+        tenant = tenant if tenant is not None else parent_row.tenant
+        type = type or parent_row.type
+    type = type or "private"
+    generator_name = generator or generators.default_for(net.version, net.prefixlen)
+    info = generators.BlockInfo(
+        0, net.version, int(net.first), int(net.last), net.prefixlen, tenant
+    )
+    generators.load(generator_name).check_block(info)
+    policy_id = _policy_id(conn, policy) if policy is not None else None
+    if name is not None:
+        _check_name_free(conn, name)
+    _check_placement(conn, net, parent_row, network, type)
+    now = utcnow()
+    block_id = conn.execute(
+        insert(blocks).values(
+            cidr=str(net),
+            version=net.version,
+            first_addr=int(net.first),
+            last_addr=int(net.last),
+            prefixlen=net.prefixlen,
+            name=name,
+            network=network,
+            tenant=tenant,
+            type=type,
+            gateway=gateway_value,
+            policy_id=policy_id,
+            parent_id=parent_row.id if parent_row is not None else None,
+            generator=generator_name,
+            created_at=now,
+            updated_at=now,
+        )
+    ).inserted_primary_key[0]
+    _set_dns(conn, block_id, dns_values)
+    conn.execute(
+        insert(free_ranges).values(
+            block_id=block_id, first_addr=int(net.first), last_addr=int(net.last)
+        )
+    )
+    return record(conn, resolve(conn, str(block_id)))
+
+
+def _set_dns(conn: Connection, block_id: int, values: list[netaddr.IPAddress]) -> None:
+    conn.execute(delete(block_dns_servers).where(block_dns_servers.c.block_id == block_id))
+    if values:
+        conn.execute(
+            insert(block_dns_servers),
+            [
+                {"block_id": block_id, "position": i, "address": int(v), "version": v.version}
+                for i, v in enumerate(values)
+            ],
+        )
+
+
+def dns_servers(conn: Connection, block_id: int) -> list[str]:
+    rows = conn.execute(
+        select(block_dns_servers.c.address, block_dns_servers.c.version)
+        .where(block_dns_servers.c.block_id == block_id)
+        .order_by(block_dns_servers.c.position)
+    )
+    return [ip_text(address, version) for address, version in rows]
+
+
+def record(conn: Connection, row) -> dict:
+    policy = None
+    if row.policy_id is not None:
+        policy = conn.execute(
+            select(policies.c.name).where(policies.c.id == row.policy_id)
+        ).scalar()
+    parent = None
+    if row.parent_id is not None:
+        parent = conn.execute(select(B.cidr).where(B.id == row.parent_id)).scalar()
+    return {
+        "id": row.id,
+        "cidr": row.cidr,
+        "name": row.name,
+        "network": row.network,
+        "tenant": row.tenant,
+        "type": row.type,
+        "version": row.version,
+        "gateway": ip_text(row.gateway, row.version),
+        "dns": dns_servers(conn, row.id),
+        "policy": policy,
+        "parent_id": row.parent_id,
+        "parent": parent,
+        "generator": row.generator,
+        "created_at": iso(row.created_at),
+        "updated_at": iso(row.updated_at),
+    }
+
+
+def list_blocks(
+    conn: Connection,
+    *,
+    network: str | None = None,
+    tenant: str | None = None,
+    type: str | None = None,  # noqa: A002
+) -> list[dict]:
+    if type is not None and type not in TYPES:
+        raise InvalidInput(f"block type must be private or public, not {type!r}")
+    query = select(blocks).order_by(B.version, B.first_addr, B.id)
+    if network is not None:
+        query = query.where(B.network == network)
+    if tenant is not None:
+        query = query.where(B.tenant == tenant)
+    if type is not None:
+        query = query.where(B.type == type)
+    return [record(conn, row) for row in conn.execute(query)]
+
+
+def utilization(conn: Connection, row, hold_seconds: int) -> dict:
+    """Counts of the block's addresses; unusable ones are computed, not enumerated."""
+    size = row.last_addr - row.first_addr + 1
+    cutoff = utcnow() - timedelta(seconds=hold_seconds)
+    ip = ip_addresses.c
+    used = conn.execute(
+        select(func.count()).where(ip.block_id == row.id, ip.state == "allocated")
+    ).scalar()
+    held = conn.execute(
+        select(func.count()).where(
+            ip.block_id == row.id, ip.state == "held", ip.released_at > cutoff
+        )
+    ).scalar()
+    has_subnets = conn.execute(select(B.id).where(B.parent_id == row.id).limit(1)).first()
+    unusable = size if has_subnets else exclusions_for(conn, row).count()
+    free = max(0, size - used - held - unusable)
+    usable = size - unusable
+    percent = round(100.0 * (used + held) / usable, 2) if usable > 0 else 100.0
+    return {
+        "size": size,
+        "used": used,
+        "held": held,
+        "free": free,
+        "unusable": unusable,
+        "percent_used": percent,
+    }
+
+
+def show(conn: Connection, ref: str, hold_seconds: int) -> dict:
+    row = resolve(conn, ref)
+    result = record(conn, row)
+    result["utilization"] = utilization(conn, row, hold_seconds)
+    result["subnets"] = [
+        cidr
+        for (cidr,) in conn.execute(
+            select(B.cidr).where(B.parent_id == row.id).order_by(B.first_addr)
+        )
+    ]
+    result["routes"] = [
+        {"destination": dest, "gateway": ip_text(gw, row.version)}
+        for dest, gw in conn.execute(
+            select(routes.c.destination, routes.c.gateway)
+            .where(routes.c.block_id == row.id)
+            .order_by(routes.c.destination)
+        )
+    ]
+    return result
+
+
+def update_block(
+    conn: Connection,
+    ref: str,
+    *,
+    name: str | None = None,
+    gateway: str | None = None,
+    no_gateway: bool = False,
+    dns: list[str] | tuple[str, ...] = (),
+    no_dns: bool = False,
+    policy: str | None = None,
+    no_policy: bool = False,
+    tenant: str | None = None,
+) -> dict:
+    """Change a block; a gateway or policy change recomputes its free space."""
+    if gateway and no_gateway:
+        raise InvalidInput("--gateway and --no-gateway are mutually exclusive")
+    if policy and no_policy:
+        raise InvalidInput("--policy and --no-policy are mutually exclusive")
+    if dns and no_dns:
+        raise InvalidInput("--dns and --no-dns are mutually exclusive")
+    row = resolve(conn, ref)
+    from melange.store import lock_block
+
+    lock_block(conn, row.id)
+    net = netaddr.IPNetwork(row.cidr)
+    values: dict = {}
+    if name is not None:
+        validate_block_name(name)
+        _check_name_free(conn, name, except_id=row.id)
+        values["name"] = name
+    if tenant is not None:
+        values["tenant"] = validate_name(tenant, "tenant")
+    if gateway:
+        gateway_value = _check_gateway(net, gateway)
+        taken = conn.execute(
+            select(ip_addresses.c.state).where(
+                ip_addresses.c.block_id == row.id, ip_addresses.c.address == gateway_value
+            )
+        ).scalar()
+        if taken:
+            raise Conflict(f"{gateway} is {taken} in {_describe(row)}; it cannot be the gateway")
+        values["gateway"] = gateway_value
+    elif no_gateway:
+        values["gateway"] = None
+    if policy:
+        values["policy_id"] = _policy_id(conn, policy)
+    elif no_policy:
+        values["policy_id"] = None
+    dns_values = _parse_dns(dns) if dns else None
+    if values or dns_values is not None or no_dns:
+        values["updated_at"] = utcnow()
+        conn.execute(update(blocks).where(B.id == row.id).values(**values))
+    if dns_values is not None or no_dns:
+        _set_dns(conn, row.id, dns_values or [])
+    fresh = resolve(conn, str(row.id))
+    if {"gateway", "policy_id"} & values.keys():
+        free_space(conn, fresh).rebuild()
+    return record(conn, fresh)
+
+
+def delete_block(conn: Connection, ref: str, *, force: bool = False, hold_seconds: int) -> dict:
+    """Delete a block; refuse while it holds addresses (unless forced) or has subnets."""
+    row = resolve(conn, ref)
+    from melange.store import lock_block
+
+    lock_block(conn, row.id)
+    subnets = conn.execute(select(func.count()).where(B.parent_id == row.id)).scalar()
+    if subnets:
+        raise Conflict(f"{_describe(row)} has {subnets} subnets; delete them first")
+    ip = ip_addresses.c
+    cutoff = utcnow() - timedelta(seconds=hold_seconds)
+    in_use = conn.execute(
+        select(func.count()).where(
+            ip.block_id == row.id, or_(ip.state == "allocated", ip.released_at > cutoff)
+        )
+    ).scalar()
+    if in_use and not force:
+        raise Conflict(
+            f"{_describe(row)} still has {in_use} allocated or held addresses; "
+            "release them or use --force"
+        )
+    result = record(conn, row)
+    conn.execute(delete(ip_addresses).where(ip.block_id == row.id))
+    conn.execute(delete(free_ranges).where(free_ranges.c.block_id == row.id))
+    conn.execute(delete(routes).where(routes.c.block_id == row.id))
+    conn.execute(delete(block_dns_servers).where(block_dns_servers.c.block_id == row.id))
+    conn.execute(delete(blocks).where(B.id == row.id))
+    return result
+
+
+def blocks_using_policy(conn: Connection, policy_id: int) -> list:
+    return conn.execute(select(blocks).where(and_(B.policy_id == policy_id))).all()
+
+
+def label(row) -> str:
+    return block_label(row)

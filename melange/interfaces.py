@@ -1,0 +1,133 @@
+"""Interfaces (VIFs): a MAC and one address of each family their network has."""
+
+from __future__ import annotations
+
+from sqlalchemy import Connection, delete, insert, select, update
+
+from melange import addresses, macranges
+from melange.errors import Conflict, Exhausted, NotFound
+from melange.models import allocated_macs, blocks, interfaces, ip_addresses
+from melange.records import iso
+from melange.store import utcnow
+from melange.validate import format_mac, parse_mac, validate_name, validate_network
+
+I = interfaces.c  # noqa: E741
+
+
+def _get(conn: Connection, vif: str):
+    row = conn.execute(select(interfaces).where(I.vif_id == vif)).first()
+    if row is None:
+        raise NotFound(f"no interface {vif!r}")
+    return row
+
+
+def record(conn: Connection, row, hold_seconds: int) -> dict:
+    return {
+        "vif_id": row.vif_id,
+        "network": row.network,
+        "device": row.device,
+        "tenant": row.tenant,
+        "mac": format_mac(row.mac),
+        "addresses": [
+            ip["address"]
+            for ip in addresses.list_addresses(
+                conn, hold_seconds=hold_seconds, interface=row.vif_id
+            )
+        ],
+        "created_at": iso(row.created_at),
+    }
+
+
+def _leaf_blocks(conn: Connection, network: str) -> list:
+    """The network's blocks that hand out addresses (no subnets), oldest first."""
+    child = blocks.alias("child")
+    return conn.execute(
+        select(blocks)
+        .where(
+            blocks.c.network == network,
+            ~select(child.c.id).where(child.c.parent_id == blocks.c.id).exists(),
+        )
+        .order_by(blocks.c.version, blocks.c.id)
+    ).all()
+
+
+def create(
+    conn: Connection,
+    vif: str,
+    *,
+    network: str,
+    hold_seconds: int,
+    device: str | None = None,
+    tenant: str | None = None,
+    mac: str | None = None,
+) -> dict:
+    """Create the interface, its MAC and its addresses in one transaction."""
+    validate_name(vif, "interface id")
+    validate_network(network)
+    if device is not None:
+        validate_name(device, "device")
+    if tenant is not None:
+        validate_name(tenant, "tenant")
+    mac_value = parse_mac(mac) if mac is not None else None
+    if conn.execute(select(I.id).where(I.vif_id == vif)).first():
+        raise Conflict(f"interface {vif!r} already exists")
+    leaves = _leaf_blocks(conn, network)
+    if not leaves:
+        raise NotFound(f"network {network!r} has no blocks")
+    range_id = None
+    if mac_value is None:
+        range_id, mac_value = macranges.next_free(conn)
+    else:
+        owner = conn.execute(select(I.vif_id).where(I.mac == mac_value)).scalar()
+        if owner is not None:
+            raise Conflict(f"MAC {format_mac(mac_value)} belongs to interface {owner!r}")
+    interface_id = conn.execute(
+        insert(interfaces).values(
+            vif_id=vif,
+            network=network,
+            device=device,
+            tenant=tenant,
+            mac=mac_value,
+            created_at=utcnow(),
+        )
+    ).inserted_primary_key[0]
+    macranges.assign(conn, mac_value, interface_id, range_id)
+    for version in sorted({b.version for b in leaves}):
+        _allocate_one(conn, [b for b in leaves if b.version == version], vif, hold_seconds, tenant)
+    return record(conn, _get(conn, vif), hold_seconds)
+
+
+def _allocate_one(conn: Connection, candidates: list, vif: str, hold: int, tenant) -> None:
+    """One address from the first block of the family that has room."""
+    for block in candidates:
+        try:
+            addresses.allocate(conn, str(block.id), hold_seconds=hold, interface=vif, tenant=tenant)
+            return
+        except Exhausted:
+            continue
+    family = f"IPv{candidates[0].version}"
+    raise Exhausted(f"no free {family} address left in network {candidates[0].network}")
+
+
+def list_interfaces(conn: Connection, *, hold_seconds: int, device: str | None = None) -> list:
+    query = select(interfaces).order_by(I.vif_id)
+    if device is not None:
+        query = query.where(I.device == device)
+    return [record(conn, row, hold_seconds) for row in conn.execute(query)]
+
+
+def show(conn: Connection, vif: str, *, hold_seconds: int) -> dict:
+    return record(conn, _get(conn, vif), hold_seconds)
+
+
+def delete_interface(conn: Connection, vif: str, *, hold_seconds: int) -> dict:
+    """Release the interface's addresses (held as any release) and free its MAC."""
+    row = _get(conn, vif)
+    result = record(conn, row, hold_seconds)
+    addresses.release_for_interface(conn, row.id, hold_seconds)
+    conn.execute(
+        update(ip_addresses).where(ip_addresses.c.interface_id == row.id).values(interface_id=None)
+    )
+    conn.execute(delete(allocated_macs).where(allocated_macs.c.interface_id == row.id))
+    conn.execute(delete(interfaces).where(I.id == row.id))
+    return result

@@ -1,0 +1,58 @@
+"""Alembic, driven from code: the store upgrades only when asked (or when empty).
+
+Alembic is imported here only, so ordinary commands do not pay for it.
+"""
+
+from __future__ import annotations
+
+from sqlalchemy import Connection, text
+
+from melange.store import SCHEMA_HEAD, Store, schema_dir
+
+
+def _config(connection: Connection):
+    from alembic.config import Config
+
+    config = Config()
+    config.set_main_option("script_location", str(schema_dir()))
+    config.attributes["connection"] = connection
+    return config
+
+
+def _serialise_initialisation(conn: Connection) -> None:
+    """Two first commands on an empty MySQL/PostgreSQL store must not both create it."""
+    if conn.dialect.name in ("mysql", "mariadb"):
+        conn.execute(text("SELECT GET_LOCK('melange_schema', 60)"))
+    elif conn.dialect.name == "postgresql":
+        conn.execute(text("SELECT pg_advisory_xact_lock(7071960)"))
+
+
+def upgrade(store: Store, revision: str = "head") -> None:
+    """Apply migrations up to `revision` in one locked transaction where the backend can."""
+    from alembic import command
+
+    with store._connection(write=True) as conn, conn.begin():
+        _serialise_initialisation(conn)
+        command.upgrade(_config(conn), revision)
+    store._checked = False
+
+
+def initialise(store: Store) -> None:
+    """Create the schema of an empty store (first use), as the migrations define it."""
+    upgrade(store)
+
+
+def head_revision() -> str:
+    """The newest revision among the migration scripts (tests hold SCHEMA_HEAD to it)."""
+    from alembic.config import Config
+    from alembic.script import ScriptDirectory
+
+    config = Config()
+    config.set_main_option("script_location", str(schema_dir()))
+    return ScriptDirectory.from_config(config).get_current_head()
+
+
+def status(store: Store) -> dict:
+    """The store's revision beside the one this melange expects."""
+    revision = store.current_revision()
+    return {"revision": revision, "head": SCHEMA_HEAD, "up_to_date": revision == SCHEMA_HEAD}

@@ -1,0 +1,218 @@
+"""The store's tables, as SQLAlchemy Core (no ORM: fewer imports, faster start).
+
+Constraints live in the database, not only in Python, so that a second writer
+(another host, a bad import, a bug) cannot store what the CLI would refuse.
+Addresses are 16-byte big-endian integers: they sort and compare as numbers
+for both families on SQLite, MariaDB and PostgreSQL alike.
+"""
+
+from __future__ import annotations
+
+from sqlalchemy import (
+    BigInteger,
+    CheckConstraint,
+    Column,
+    DateTime,
+    ForeignKey,
+    Index,
+    Integer,
+    LargeBinary,
+    MetaData,
+    SmallInteger,
+    String,
+    Table,
+    Text,
+    UniqueConstraint,
+)
+from sqlalchemy.dialects import mysql
+from sqlalchemy.types import TypeDecorator
+
+NAMING = {
+    "ix": "ix_%(table_name)s_%(column_0_N_name)s",
+    "uq": "uq_%(table_name)s_%(column_0_N_name)s",
+    "ck": "ck_%(table_name)s_%(constraint_name)s",
+    "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+    "pk": "pk_%(table_name)s",
+}
+metadata = MetaData(naming_convention=NAMING)
+
+
+class Address(TypeDecorator):
+    """An IP address as a Python int, stored as 16 big-endian bytes."""
+
+    impl = LargeBinary(16)
+    cache_ok = True
+
+    def load_dialect_impl(self, dialect):
+        if dialect.name in ("mysql", "mariadb"):
+            return dialect.type_descriptor(mysql.VARBINARY(16))
+        return dialect.type_descriptor(LargeBinary(16))
+
+    def process_bind_param(self, value, dialect):
+        return None if value is None else int(value).to_bytes(16, "big")
+
+    def process_result_value(self, value, dialect):
+        return None if value is None else int.from_bytes(bytes(value), "big")
+
+
+def _name(length: int = 255) -> String:
+    return String(length)
+
+
+policies = Table(
+    "policies",
+    metadata,
+    Column("id", Integer, primary_key=True),
+    Column("name", _name(), nullable=False, unique=True),
+    Column("description", Text),
+    Column("created_at", DateTime, nullable=False),
+)
+
+unusable_ranges = Table(
+    "unusable_ranges",
+    metadata,
+    Column("id", Integer, primary_key=True),
+    Column("policy_id", ForeignKey("policies.id", ondelete="CASCADE"), nullable=False),
+    Column("start_offset", BigInteger, nullable=False),
+    Column("length", BigInteger, nullable=False),
+    CheckConstraint("length > 0", name="length_positive"),
+    UniqueConstraint("policy_id", "start_offset", "length"),
+)
+
+unusable_octets = Table(
+    "unusable_octets",
+    metadata,
+    Column("policy_id", ForeignKey("policies.id", ondelete="CASCADE"), primary_key=True),
+    Column("octet", SmallInteger, primary_key=True),
+    CheckConstraint("octet >= 0 AND octet <= 255", name="octet_range"),
+)
+
+blocks = Table(
+    "blocks",
+    metadata,
+    Column("id", Integer, primary_key=True),
+    Column("cidr", String(43), nullable=False),
+    Column("version", SmallInteger, nullable=False),
+    Column("first_addr", Address, nullable=False),
+    Column("last_addr", Address, nullable=False),
+    Column("prefixlen", SmallInteger, nullable=False),
+    Column("name", _name(), unique=True),
+    Column("network", String(63)),
+    Column("tenant", _name()),
+    Column("type", String(8), nullable=False),
+    Column("gateway", Address),
+    Column("policy_id", ForeignKey("policies.id", ondelete="RESTRICT")),
+    Column("parent_id", ForeignKey("blocks.id", ondelete="RESTRICT")),
+    Column("generator", String(64), nullable=False),
+    Column("created_at", DateTime, nullable=False),
+    Column("updated_at", DateTime, nullable=False),
+    CheckConstraint("version IN (4, 6)", name="version"),
+    CheckConstraint("type IN ('private', 'public')", name="type"),
+    CheckConstraint("first_addr <= last_addr", name="first_le_last"),
+    Index(None, "network"),
+    Index(None, "parent_id"),
+    Index(None, "version", "first_addr"),
+)
+
+block_dns_servers = Table(
+    "block_dns_servers",
+    metadata,
+    Column("block_id", ForeignKey("blocks.id", ondelete="CASCADE"), primary_key=True),
+    Column("position", SmallInteger, primary_key=True),
+    Column("address", Address, nullable=False),
+    Column("version", SmallInteger, nullable=False),
+)
+
+interfaces = Table(
+    "interfaces",
+    metadata,
+    Column("id", Integer, primary_key=True),
+    Column("vif_id", _name(), nullable=False, unique=True),
+    Column("network", String(63), nullable=False),
+    Column("device", _name()),
+    Column("tenant", _name()),
+    Column("mac", BigInteger, nullable=False, unique=True),
+    Column("created_at", DateTime, nullable=False),
+)
+
+ip_addresses = Table(
+    "ip_addresses",
+    metadata,
+    Column("id", Integer, primary_key=True),
+    Column("block_id", ForeignKey("blocks.id", ondelete="RESTRICT"), nullable=False),
+    Column("address", Address, nullable=False),
+    Column("mac", BigInteger),
+    # Equal to mac while allocated, NULL while held: a portable partial unique
+    # index ("one active address per MAC and block") that MySQL can enforce too.
+    Column("active_mac", BigInteger),
+    Column("hostname", String(253)),
+    Column("interface_id", ForeignKey("interfaces.id", ondelete="SET NULL")),
+    Column("tenant", _name()),
+    Column("state", String(9), nullable=False),
+    Column("allocated_at", DateTime, nullable=False),
+    Column("released_at", DateTime),
+    UniqueConstraint("block_id", "address"),
+    UniqueConstraint("block_id", "active_mac"),
+    CheckConstraint("state IN ('allocated', 'held')", name="state"),
+    CheckConstraint(
+        "(state = 'allocated' AND released_at IS NULL) OR "
+        "(state = 'held' AND released_at IS NOT NULL)",
+        name="state_release",
+    ),
+    CheckConstraint(
+        "active_mac IS NULL OR (state = 'allocated' AND active_mac = mac)",
+        name="active_mac",
+    ),
+    Index(None, "block_id", "state", "released_at"),
+    Index(None, "mac"),
+    Index(None, "interface_id"),
+    Index(None, "address"),
+)
+
+free_ranges = Table(
+    "free_ranges",
+    metadata,
+    Column("block_id", ForeignKey("blocks.id", ondelete="CASCADE"), primary_key=True),
+    Column("first_addr", Address, primary_key=True),
+    Column("last_addr", Address, nullable=False),
+    CheckConstraint("first_addr <= last_addr", name="first_le_last"),
+    Index(None, "block_id", "last_addr", unique=True),
+)
+
+mac_ranges = Table(
+    "mac_ranges",
+    metadata,
+    Column("id", Integer, primary_key=True),
+    Column("cidr", String(24), nullable=False, unique=True),
+    Column("first_mac", BigInteger, nullable=False),
+    Column("last_mac", BigInteger, nullable=False),
+    Column("created_at", DateTime, nullable=False),
+    CheckConstraint("first_mac <= last_mac", name="first_le_last"),
+)
+
+allocated_macs = Table(
+    "allocated_macs",
+    metadata,
+    Column("id", Integer, primary_key=True),
+    Column("mac_range_id", ForeignKey("mac_ranges.id", ondelete="RESTRICT"), nullable=False),
+    Column("mac", BigInteger, nullable=False, unique=True),
+    Column("interface_id", ForeignKey("interfaces.id", ondelete="CASCADE")),
+    Index(None, "mac_range_id", "mac"),
+)
+
+routes = Table(
+    "routes",
+    metadata,
+    Column("id", Integer, primary_key=True),
+    Column("block_id", ForeignKey("blocks.id", ondelete="CASCADE"), nullable=False),
+    Column("destination", String(43), nullable=False),
+    Column("gateway", Address, nullable=False),
+    UniqueConstraint("block_id", "destination"),
+)
+
+allowed_ips = Table(
+    "allowed_ips",
+    metadata,
+    Column("interface_id", ForeignKey("interfaces.id", ondelete="CASCADE"), primary_key=True),
+    Column("ip_address_id", ForeignKey("ip_addresses.id", ondelete="CASCADE"), primary_key=True),
+)

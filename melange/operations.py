@@ -1,0 +1,79 @@
+"""Every command as a named operation: the one code path the CLI and melanged share.
+
+An operation is a core function, whether it writes, and whether it needs the
+store's release hold. `run` executes one in a transaction of its own.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from melange.errors import InvalidInput
+from melange.store import Store
+
+
+@dataclass(frozen=True)
+class Operation:
+    target: str  # "module:function", imported on first use
+    write: bool
+    hold: bool = False
+
+    def function(self) -> Callable[..., Any]:
+        from importlib import import_module
+
+        module, name = self.target.split(":")
+        return getattr(import_module(f"melange.{module}"), name)
+
+
+def _op(target: str, write: bool = False, hold: bool = False) -> Operation:
+    return Operation(target, write, hold)
+
+
+OPERATIONS: dict[str, Operation] = {
+    "block.create": _op("blocks:create", write=True),
+    "block.list": _op("blocks:list_blocks"),
+    "block.show": _op("blocks:show", hold=True),
+    "block.update": _op("blocks:update_block", write=True),
+    "block.delete": _op("blocks:delete_block", write=True, hold=True),
+    "block.allocate": _op("addresses:allocate", write=True, hold=True),
+    "ip.list": _op("addresses:list_addresses", hold=True),
+    "ip.show": _op("addresses:show", hold=True),
+    "ip.update": _op("addresses:update_address", write=True, hold=True),
+    "ip.release": _op("addresses:release", write=True, hold=True),
+    "ip.restore": _op("addresses:restore", write=True, hold=True),
+    "policy.create": _op("policies:create", write=True),
+    "policy.list": _op("policies:list_policies"),
+    "policy.show": _op("policies:show"),
+    "policy.delete": _op("policies:delete_policy", write=True),
+    "policy.add_range": _op("policies:add_range", write=True),
+    "policy.remove_range": _op("policies:remove_range", write=True),
+    "policy.add_octet": _op("policies:add_octet", write=True),
+    "policy.remove_octet": _op("policies:remove_octet", write=True),
+    "mac_range.create": _op("macranges:create", write=True),
+    "mac_range.list": _op("macranges:list_ranges"),
+    "mac_range.delete": _op("macranges:delete_range", write=True),
+    "interface.create": _op("interfaces:create", write=True, hold=True),
+    "interface.list": _op("interfaces:list_interfaces", hold=True),
+    "interface.show": _op("interfaces:show", hold=True),
+    "interface.delete": _op("interfaces:delete_interface", write=True, hold=True),
+    "route.add": _op("routes:add", write=True),
+    "route.list": _op("routes:list_routes"),
+    "route.delete": _op("routes:delete_route", write=True),
+    "dhcp.hosts": _op("dhcp:hosts_text"),
+    "dhcp.opts": _op("dhcp:opts_text"),
+    "dhcp.config": _op("dhcp:config_text"),
+}
+
+
+def run(store: Store, name: str, params: dict[str, Any]) -> Any:
+    """Run the operation `name` with keyword `params` in one transaction."""
+    operation = OPERATIONS.get(name)
+    if operation is None:
+        raise InvalidInput(f"unknown operation {name!r}")
+    function = operation.function()
+    kwargs = dict(params)
+    if operation.hold:
+        kwargs["hold_seconds"] = store.release_hold
+    return store.run(lambda conn: function(conn, **kwargs), write=operation.write)

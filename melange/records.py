@@ -1,0 +1,49 @@
+"""Turning stored rows into the records commands return (stable snake_case keys).
+
+Records are plain dicts of JSON types, so the CLI, the socket server and the
+JSON output all carry the same thing.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta
+
+import netaddr
+
+from melange.validate import format_mac
+
+
+def ip_text(value: int | None, version: int) -> str | None:
+    return None if value is None else str(netaddr.IPAddress(value, version))
+
+
+def iso(moment: datetime | None) -> str | None:
+    """ISO 8601 UTC with a Z, as the contract asks."""
+    if moment is None:
+        return None
+    return moment.replace(microsecond=0).isoformat() + "Z"
+
+
+def block_label(row) -> str:
+    return row.name or row.cidr
+
+
+def address_record(row, hold_seconds: int) -> dict:
+    """An address row joined with its block (columns block_*, vif_id)."""
+    held_until = None
+    if row.released_at is not None:
+        held_until = iso(row.released_at + timedelta(seconds=hold_seconds))
+    return {
+        "address": ip_text(row.address, row.block_version),
+        "block_id": row.block_id,
+        "block": row.block_name or row.block_cidr,
+        "network": row.block_network,
+        "mac": format_mac(row.mac),
+        "hostname": row.hostname,
+        "interface": row.vif_id,
+        "tenant": row.tenant,
+        "state": row.state,
+        "allocated_at": iso(row.allocated_at),
+        "released_at": iso(row.released_at),
+        "held_until": held_until,
+    }

@@ -1,0 +1,271 @@
+"""Opening the store, checking its schema, and running transactions.
+
+Writes on SQLite take the database lock up front (BEGIN IMMEDIATE) so two
+melange processes queue on the busy timeout instead of failing with
+"database is locked" half-way through; MySQL and PostgreSQL lock the block
+row instead (see `lock_block`). Lock waits, deadlocks and certification
+failures are retried here, whole, so callers never see them.
+"""
+
+from __future__ import annotations
+
+import random
+import sys
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import TypeVar
+
+from sqlalchemy import Connection, Engine, create_engine, event, exc, text
+from sqlalchemy.engine import make_url
+from sqlalchemy.pool import NullPool
+
+from melange.errors import Conflict, MelangeError, SchemaOutdated, StoreUnavailable
+
+SCHEMA_HEAD = "0001"
+MAX_ATTEMPTS = 10
+CONNECT_TIMEOUT = 5
+SQLITE_BUSY_TIMEOUT_MS = 60_000
+T = TypeVar("T")
+
+_RETRYABLE_MYSQL = {1205, 1213, 1614}  # lock wait timeout, deadlock, certification
+_RETRYABLE_PG = {"40001", "40P01", "55P03"}
+
+
+def utcnow() -> datetime:
+    """Naive UTC, as every DateTime column holds (portable across backends)."""
+    return datetime.now(UTC).replace(tzinfo=None)
+
+
+def schema_dir() -> Path:
+    """Alembic's scripts: beside the source tree, or where the wheel put them."""
+    here = Path(__file__).resolve().parent.parent / "schema"
+    if (here / "env.py").is_file():
+        return here
+    return Path(sys.prefix) / "share" / "melange" / "schema"
+
+
+def safe_url(url: str) -> str:
+    """The URL with any password hidden, for messages."""
+    try:
+        return make_url(url).render_as_string(hide_password=True)
+    except exc.ArgumentError:
+        return url
+
+
+def _first_line(error: BaseException) -> str:
+    original = getattr(error, "orig", None) or error
+    message = str(original).strip().splitlines()
+    return message[0] if message else type(original).__name__
+
+
+def is_retryable(error: BaseException) -> bool:
+    """Lock contention that a fresh attempt of the whole transaction can get past."""
+    original = getattr(error, "orig", None)
+    if original is None:
+        return False
+    args = getattr(original, "args", ())
+    if args and isinstance(args[0], int) and args[0] in _RETRYABLE_MYSQL:
+        return True
+    if getattr(original, "sqlstate", None) in _RETRYABLE_PG:
+        return True
+    text_ = str(original).lower()
+    return "database is locked" in text_ or "database table is locked" in text_
+
+
+def is_connection_error(error: BaseException) -> bool:
+    """The server went away or cannot be reached (as opposed to a bad statement)."""
+    if isinstance(error, exc.DBAPIError) and error.connection_invalidated:
+        return True
+    original = getattr(error, "orig", None)
+    args = getattr(original, "args", ())
+    if args and isinstance(args[0], int) and args[0] in {2002, 2003, 2005, 2006, 2013, 1045, 1049}:
+        return True
+    return type(original).__name__ in {"OperationalError"} and not is_retryable(error)
+
+
+def _configure_sqlite(engine: Engine) -> None:
+    @event.listens_for(engine, "connect")
+    def on_connect(dbapi_connection, _record):  # noqa: ANN001
+        dbapi_connection.isolation_level = None  # we issue BEGIN ourselves
+        cursor = dbapi_connection.cursor()
+        cursor.execute(f"PRAGMA busy_timeout = {SQLITE_BUSY_TIMEOUT_MS}")
+        cursor.execute("PRAGMA journal_mode = WAL")
+        cursor.execute("PRAGMA synchronous = NORMAL")
+        cursor.execute("PRAGMA foreign_keys = ON")
+        cursor.close()
+
+    @event.listens_for(engine, "begin")
+    def on_begin(conn: Connection) -> None:
+        write = conn.get_execution_options().get("melange_write", False)
+        conn.exec_driver_sql("BEGIN IMMEDIATE" if write else "BEGIN")
+
+
+def make_engine(url: str) -> Engine:
+    """An engine for one short-lived command: no pool to keep, bounded connect time."""
+    parsed = make_url(url)
+    backend = parsed.get_backend_name()
+    connect_args: dict = {}
+    if backend == "sqlite":
+        database = parsed.database
+        if database and database != ":memory:":
+            Path(database).parent.mkdir(parents=True, exist_ok=True)
+        connect_args["timeout"] = SQLITE_BUSY_TIMEOUT_MS / 1000
+    elif backend in ("mysql", "mariadb"):
+        connect_args.update(connect_timeout=CONNECT_TIMEOUT, read_timeout=60, write_timeout=60)
+    elif backend == "postgresql":
+        connect_args["connect_timeout"] = CONNECT_TIMEOUT
+    engine = create_engine(url, poolclass=NullPool, connect_args=connect_args)
+    if backend == "sqlite":
+        _configure_sqlite(engine)
+    return engine
+
+
+class Store:
+    """One store (database); `write` and `read` run functions in transactions."""
+
+    def __init__(self, url: str, *, release_hold: int = 48 * 3600) -> None:
+        self.url = url
+        self.release_hold = release_hold
+        self._engine: Engine | None = None
+        self._checked = False
+
+    @property
+    def backend(self) -> str:
+        return make_url(self.url).get_backend_name()
+
+    @property
+    def engine(self) -> Engine:
+        if self._engine is None:
+            try:
+                self._engine = make_engine(self.url)
+            except (exc.ArgumentError, exc.NoSuchModuleError, OSError) as error:
+                raise StoreUnavailable(
+                    f"cannot open the store {safe_url(self.url)}: {_first_line(error)}"
+                ) from None
+        return self._engine
+
+    def close(self) -> None:
+        if self._engine is not None:
+            self._engine.dispose()
+            self._engine = None
+
+    @contextmanager
+    def _connection(self, write: bool) -> Iterator[Connection]:
+        try:
+            conn = self.engine.connect()
+        except exc.DBAPIError as error:
+            raise StoreUnavailable(
+                f"cannot reach the store {safe_url(self.url)}: {_first_line(error)}"
+            ) from None
+        try:
+            if write:
+                conn = conn.execution_options(melange_write=True)
+            yield conn
+        finally:
+            conn.close()
+
+    def ensure_schema(self) -> None:
+        """Create an empty store's schema; refuse (exit 6) an old or unknown one."""
+        if self._checked:
+            return
+        revision = self.current_revision()
+        if revision is None:
+            from melange.migrations import initialise
+
+            initialise(self)
+            revision = self.current_revision()
+        if revision != SCHEMA_HEAD:
+            raise SchemaOutdated(schema_message(revision))
+        self._checked = True
+
+    def current_revision(self) -> str | None:
+        """The store's Alembic revision, None for an empty store."""
+        with self._connection(write=False) as conn:
+            try:
+                with conn.begin():
+                    return conn.execute(text("SELECT version_num FROM alembic_version")).scalar()
+            except exc.DBAPIError as error:
+                if is_connection_error(error) and not _missing_table(error):
+                    raise StoreUnavailable(
+                        f"cannot reach the store {safe_url(self.url)}: {_first_line(error)}"
+                    ) from None
+                if _missing_table(error):
+                    if _has_tables(conn):
+                        return "unknown"
+                    return None
+                raise
+
+    def run(self, fn: Callable[[Connection], T], *, write: bool) -> T:
+        """Run `fn` in one transaction, retrying it whole on lock contention."""
+        self.ensure_schema()
+        for attempt in range(1, MAX_ATTEMPTS + 1):
+            try:
+                with self._connection(write) as conn, conn.begin():
+                    return fn(conn)
+            except MelangeError:
+                raise
+            except exc.IntegrityError as error:
+                if attempt < MAX_ATTEMPTS and write:
+                    _backoff(attempt)
+                    continue
+                raise Conflict(f"the store refused the change: {_first_line(error)}") from None
+            except exc.DBAPIError as error:
+                if is_retryable(error) and attempt < MAX_ATTEMPTS:
+                    _backoff(attempt)
+                    continue
+                if is_retryable(error):
+                    raise StoreUnavailable(
+                        f"the store stayed busy after {MAX_ATTEMPTS} attempts; try again"
+                    ) from None
+                if is_connection_error(error):
+                    raise StoreUnavailable(
+                        f"lost the store {safe_url(self.url)}: {_first_line(error)}"
+                    ) from None
+                raise
+        raise AssertionError("unreachable")
+
+    def write(self, fn: Callable[[Connection], T]) -> T:
+        return self.run(fn, write=True)
+
+    def read(self, fn: Callable[[Connection], T]) -> T:
+        return self.run(fn, write=False)
+
+
+def _missing_table(error: BaseException) -> bool:
+    message = str(getattr(error, "orig", error)).lower()
+    return "no such table" in message or "doesn't exist" in message or "does not exist" in message
+
+
+def _has_tables(conn: Connection) -> bool:
+    from sqlalchemy import inspect
+
+    conn.rollback()
+    return bool(inspect(conn).get_table_names())
+
+
+def schema_message(revision: str | None) -> str:
+    if revision in (None, "unknown"):
+        return "the store has tables but no melange schema revision; is it a melange store?"
+    if revision < SCHEMA_HEAD:
+        return (
+            f"the store's schema is at revision {revision}, older than this melange "
+            f"({SCHEMA_HEAD}); run `melange db upgrade`"
+        )
+    return (
+        f"the store's schema is at revision {revision}, which this melange does not know "
+        f"(it expects {SCHEMA_HEAD}); upgrade melange"
+    )
+
+
+def _backoff(attempt: int) -> None:
+    time.sleep(min(0.5, 0.005 * 2**attempt) * random.uniform(0.5, 1.5))
+
+
+def lock_block(conn: Connection, block_id: int) -> None:
+    """Serialise writers of one block (SQLite's IMMEDIATE lock already covers it)."""
+    if conn.dialect.name == "sqlite":
+        return
+    conn.execute(text("SELECT id FROM blocks WHERE id = :id FOR UPDATE"), {"id": block_id}).first()

@@ -1,0 +1,166 @@
+"""Parsing of everything a user types, into the forms the store keeps.
+
+Anything that reaches the store passed through here, so nothing stored can
+break a dnsmasq file or be read two ways (see the hostname rules).
+"""
+
+from __future__ import annotations
+
+import re
+
+import netaddr
+
+from melange.errors import InvalidInput
+
+MAX_COUNT = 1_000_000
+_MAC_FORMS = (
+    re.compile(r"^[0-9a-fA-F]{2}([:-])[0-9a-fA-F]{2}(\1[0-9a-fA-F]{2}){4}$"),
+    re.compile(r"^[0-9a-fA-F]{4}\.[0-9a-fA-F]{4}\.[0-9a-fA-F]{4}$"),
+    re.compile(r"^[0-9a-fA-F]{12}$"),
+)
+_LABEL = re.compile(r"^[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?$")
+# dnsmasq guesses a field's kind from its content: these would be read as a
+# lease time or a keyword rather than as a host name.
+_DNSMASQ_WORDS = re.compile(r"^(\d+[smhdw]?|infinite|ignore|deleted)$", re.IGNORECASE)
+_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.@:-]{0,254}$")
+_TAG = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,62}$")
+_DURATION = re.compile(r"^(\d+)\s*([smhdw]?)$")
+_UNITS = {"": 1, "s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
+
+
+def _printable(text: str) -> str:
+    """Quote user text for an error message so a newline cannot split the line."""
+    return repr(text)
+
+
+def parse_cidr(text: str) -> netaddr.IPNetwork:
+    """A network in CIDR form with no host bits set, IPv4 or IPv6."""
+    if not isinstance(text, str) or "/" not in text:
+        raise InvalidInput(f"{_printable(text)} is not a CIDR (expected e.g. 10.0.0.0/24)")
+    addr_text, _, prefix_text = text.strip().partition("/")
+    if not prefix_text.isdigit():
+        raise InvalidInput(f"{_printable(text)} has an invalid prefix length")
+    address = parse_ip(addr_text, what="CIDR")
+    prefix = int(prefix_text)
+    if prefix > (32 if address.version == 4 else 128):
+        raise InvalidInput(
+            f"{_printable(text)}: prefix length {prefix} is too long for IPv{address.version}"
+        )
+    network = netaddr.IPNetwork(f"{address}/{prefix}")
+    if network.network != address:
+        raise InvalidInput(f"{_printable(text)} has host bits set; did you mean {network.cidr}?")
+    return network.cidr
+
+
+def parse_ip(text: str, *, what: str = "IP address") -> netaddr.IPAddress:
+    """One IPv4 or IPv6 address, strictly (no '10.1', no leading zeros, no zone)."""
+    if not isinstance(text, str) or not text or text != text.strip():
+        raise InvalidInput(f"{_printable(text)} is not a valid {what}")
+    version = 6 if ":" in text else 4
+    try:
+        if version == 4:
+            return netaddr.IPAddress(text, 4, flags=netaddr.INET_PTON)
+        return netaddr.IPAddress(text, 6)
+    except (netaddr.AddrFormatError, ValueError, TypeError):
+        raise InvalidInput(f"{_printable(text)} is not a valid {what}") from None
+
+
+def parse_mac(text: str) -> int:
+    """A unicast MAC address as a 48-bit integer."""
+    if not isinstance(text, str) or not any(form.match(text) for form in _MAC_FORMS):
+        raise InvalidInput(
+            f"{_printable(text)} is not a MAC address (expected e.g. 02:00:00:aa:bb:cc)"
+        )
+    value = int(re.sub(r"[^0-9a-fA-F]", "", text), 16)
+    if value == 0:
+        raise InvalidInput(f"{_printable(text)}: the all-zero MAC address cannot be assigned")
+    if value >> 40 & 1:
+        raise InvalidInput(f"{_printable(text)} is a multicast MAC address; use a unicast one")
+    return value
+
+
+def format_mac(value: int | None) -> str | None:
+    """Lower-case colon form, the only form melange prints."""
+    if value is None:
+        return None
+    raw = f"{value:012x}"
+    return ":".join(raw[i : i + 2] for i in range(0, 12, 2))
+
+
+def parse_mac_cidr(text: str) -> tuple[int, int, str]:
+    """A MAC range such as 02:16:3e:00:00:00/24: (first, last, canonical text)."""
+    mac_text, sep, prefix_text = (text or "").partition("/")
+    if not sep or not prefix_text.isdigit() or not 1 <= int(prefix_text) <= 48:
+        raise InvalidInput(
+            f"{_printable(text)} is not a MAC range (expected e.g. 02:16:3e:00:00:00/24)"
+        )
+    first = parse_mac(mac_text)
+    prefix = int(prefix_text)
+    host_bits = 48 - prefix
+    if first & ((1 << host_bits) - 1):
+        raise InvalidInput(f"{_printable(text)} has bits set beyond its /{prefix} prefix")
+    last = first | ((1 << host_bits) - 1)
+    return first, last, f"{format_mac(first)}/{prefix}"
+
+
+def validate_hostname(text: str) -> str:
+    """An RFC 1123 host name that dnsmasq cannot read as anything else."""
+    if not isinstance(text, str) or not text:
+        raise InvalidInput("the hostname is empty")
+    if len(text) > 253:
+        raise InvalidInput(f"hostname is {len(text)} characters long; at most 253 are allowed")
+    labels = text.split(".")
+    if not all(_LABEL.match(label) for label in labels):
+        raise InvalidInput(
+            f"{_printable(text)} is not a valid hostname "
+            "(letters, digits, hyphens and dots only, labels of 1-63 characters)"
+        )
+    if labels[-1].isdigit() or _DNSMASQ_WORDS.match(text):
+        raise InvalidInput(
+            f"{_printable(text)} is not usable as a hostname (it reads as a number or keyword)"
+        )
+    return text.lower()
+
+
+def validate_name(text: str, what: str) -> str:
+    """Names of blocks, policies, tenants and interfaces: one safe token."""
+    if not isinstance(text, str) or not _NAME.match(text):
+        raise InvalidInput(
+            f"{_printable(text)} is not a valid {what} "
+            "(start with a letter or digit; letters, digits and _ . @ : - only; at most 255)"
+        )
+    return text
+
+
+def validate_block_name(text: str) -> str:
+    """A block name must not be mistaken for an id or a CIDR when given as BLOCK."""
+    validate_name(text, "block name")
+    if text.isdigit():
+        raise InvalidInput(f"{_printable(text)}: a block name cannot be all digits")
+    return text
+
+
+def validate_network(text: str) -> str:
+    """Network names become dnsmasq tags (set:NET), so they keep to tag characters."""
+    if not isinstance(text, str) or not _TAG.match(text):
+        raise InvalidInput(
+            f"{_printable(text)} is not a valid network name "
+            "(letters, digits, _ . - only, at most 63 characters)"
+        )
+    return text
+
+
+def validate_count(count: int) -> int:
+    if count < 1:
+        raise InvalidInput(f"--count must be at least 1, not {count}")
+    if count > MAX_COUNT:
+        raise InvalidInput(f"--count {count} is more than the {MAX_COUNT} allowed at once")
+    return count
+
+
+def parse_duration(text: str | int) -> int:
+    """Seconds from '48h', '30m', '2d', '90' (seconds)."""
+    match = _DURATION.match(str(text).strip())
+    if not match:
+        raise InvalidInput(f"{_printable(text)} is not a duration (expected e.g. 48h, 30m, 0)")
+    return int(match.group(1)) * _UNITS[match.group(2)]

@@ -1,0 +1,1 @@
+"""The `melange` command: click commands and output formatting, nothing more."""

@@ -1,0 +1,35 @@
+"""`melange db …`"""
+
+from __future__ import annotations
+
+import click
+
+from melange_cli import output
+from melange_cli.context import App, output_option, pass_app
+
+
+@click.group("db")
+def group() -> None:
+    """The store's schema."""
+
+
+@group.command("upgrade")
+@output_option
+@pass_app
+def upgrade(app: App):
+    """Apply migrations up to this melange's schema."""
+    from melange import migrations
+
+    store = app.store()
+    migrations.upgrade(store)
+    output.emit(app.output_format(), migrations.status(store), output.REVISION)
+
+
+@group.command("current")
+@output_option
+@pass_app
+def current(app: App):
+    """Print the store's schema revision."""
+    from melange import migrations
+
+    output.emit(app.output_format(), migrations.status(app.store()), output.REVISION)

@@ -1,0 +1,132 @@
+"""The `melange` entry point: global options, and the one place errors become exit codes."""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+
+import click
+
+from melange import __version__
+from melange_cli.context import FORMATS, App
+
+USAGE_EXIT = 2
+
+
+class MelangeGroup(click.Group):
+    """A group whose `main` maps every failure to the contract (also under CliRunner)."""
+
+    def main(self, args=None, prog_name=None, complete_var=None, standalone_mode=True, **extra):
+        argv = list(sys.argv[1:] if args is None else args)
+        code = run(self, argv, prog_name or "melange", **extra)
+        if standalone_mode:
+            sys.exit(code)
+        return code
+
+
+@click.group(cls=MelangeGroup, context_settings={"help_option_names": ["-h", "--help"]})
+@click.option(
+    "--db", envvar="MELANGE_DB", metavar="URL", help="SQLAlchemy URL or SQLite file path."
+)
+@click.option(
+    "--config",
+    envvar="MELANGE_CONFIG",
+    metavar="FILE",
+    help="INI file (default /etc/melange/melange.conf when it exists).",
+)
+@click.option(
+    "--socket",
+    envvar="MELANGE_SOCKET",
+    metavar="PATH",
+    help="Send the command through melanged's socket.",
+)
+@click.option(
+    "-o",
+    "--output",
+    envvar="MELANGE_OUTPUT",
+    type=click.Choice(FORMATS),
+    help="table on a terminal, plain otherwise.",
+)
+@click.option("--debug", is_flag=True, envvar="MELANGE_DEBUG", help="Show tracebacks.")
+@click.version_option(__version__, prog_name="melange")
+@click.pass_context
+def cli(ctx: click.Context, db, config, socket, output, debug) -> None:
+    """IP address management and DHCP address discovery."""
+    ctx.obj = App(db=db, config=config, socket=socket, output=output, debug=debug)
+
+
+def _register() -> None:
+    from melange_cli import blocks, db, dhcp, interfaces, ips, macranges, policies, routes
+
+    for module in (db, blocks, ips, policies, macranges, interfaces, routes, dhcp):
+        cli.add_command(module.group)
+
+
+_register()
+
+
+def _json_errors(argv: list[str]) -> bool:
+    """Whether the user asked for JSON, even if parsing failed before -o was read."""
+    for i, arg in enumerate(argv):
+        if arg in ("-o", "--output") and i + 1 < len(argv) and argv[i + 1] == "json":
+            return True
+        if arg in ("-ojson", "--output=json"):
+            return True
+    return os.environ.get("MELANGE_OUTPUT") == "json"
+
+
+def _debug(argv: list[str]) -> bool:
+    return "--debug" in argv or os.environ.get("MELANGE_DEBUG", "") not in ("", "0")
+
+
+def report(message: str, code: str, exit_code: int, as_json: bool) -> int:
+    """One `Error:` line (and a JSON object with -o json) on stderr."""
+    message = " ".join(message.split())
+    click.echo(f"Error: {message}", err=True)
+    if as_json:
+        click.echo(json.dumps({"error": {"code": code, "message": message}}), err=True)
+    return exit_code
+
+
+def run(group: click.Group, argv: list[str], prog_name: str, **extra) -> int:
+    """Run the CLI; map every failure to the contract's exit code."""
+    from melange.errors import MelangeError
+
+    as_json = _json_errors(argv)
+    try:
+        result = click.Group.main(
+            group, args=argv, prog_name=prog_name, standalone_mode=False, **extra
+        )
+        return result if isinstance(result, int) else 0
+    except click.exceptions.Exit as done:
+        return done.exit_code
+    except click.exceptions.Abort:
+        return report("interrupted", "interrupted", 130, as_json)
+    except click.UsageError as error:
+        return report(error.format_message(), "usage", USAGE_EXIT, as_json)
+    except click.ClickException as error:
+        return report(error.format_message(), "usage", USAGE_EXIT, as_json)
+    except MelangeError as error:
+        if _debug(argv):
+            import traceback
+
+            traceback.print_exc()
+        return report(error.message, error.code, error.exit_code, as_json)
+    except BrokenPipeError:
+        return 0
+    except Exception as error:  # noqa: BLE001  (the last resort: a bug)
+        if _debug(argv):
+            import traceback
+
+            traceback.print_exc()
+        return report(
+            f"internal error: {type(error).__name__}: {error} (run with --debug for a traceback)",
+            "internal",
+            1,
+            as_json,
+        )
+
+
+def main() -> None:
+    cli.main()

@@ -1,0 +1,154 @@
+"""Printing records as table (rich, for people), json (one document) or plain (tab-separated).
+
+rich is imported only when a table is printed.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from typing import Any
+
+import click
+
+
+@dataclass(frozen=True)
+class View:
+    """Which fields a kind of record shows, in order, and the table's title."""
+
+    title: str
+    fields: tuple[str, ...]
+
+
+BLOCK = View(
+    "Block",
+    (
+        "id",
+        "cidr",
+        "name",
+        "network",
+        "tenant",
+        "type",
+        "gateway",
+        "dns",
+        "policy",
+        "parent",
+        "generator",
+    ),
+)
+ADDRESS = View(
+    "Address",
+    (
+        "address",
+        "block",
+        "network",
+        "mac",
+        "hostname",
+        "interface",
+        "tenant",
+        "state",
+        "allocated_at",
+        "held_until",
+    ),
+)
+POLICY = View("Policy", ("name", "description", "unusable_ranges", "unusable_octets", "blocks"))
+MAC_RANGE = View("MAC range", ("id", "cidr", "first", "last", "size", "allocated"))
+INTERFACE = View("Interface", ("vif_id", "network", "device", "tenant", "mac", "addresses"))
+ROUTE = View("Route", ("block", "destination", "gateway"))
+REVISION = View("Schema", ("revision", "head", "up_to_date"))
+
+
+def text_of(value: Any) -> str:
+    """One field as plain text: lists comma-joined, ranges as offset+length, None empty."""
+    if value is None:
+        return ""
+    if isinstance(value, bool):
+        return "yes" if value else "no"
+    if isinstance(value, list):
+        return ",".join(text_of(v) for v in value)
+    if isinstance(value, dict):
+        if set(value) == {"offset", "length"}:
+            return f"{value['offset']}+{value['length']}"
+        return ",".join(f"{k}={text_of(v)}" for k, v in value.items())
+    return str(value)
+
+
+def emit(fmt: str, result: Any, view: View) -> None:
+    """Print one record or a list of records in the chosen format."""
+    if fmt == "json":
+        click.echo(json.dumps(result, indent=2))
+    elif fmt == "plain":
+        records = result if isinstance(result, list) else [result]
+        for record in records:
+            click.echo("\t".join(text_of(record.get(f)) for f in view.fields))
+    elif isinstance(result, list):
+        _table(result, view)
+    else:
+        _card(result, view)
+
+
+def emit_addresses_only(fmt: str, result: list[dict], view: View = ADDRESS) -> None:
+    """allocate/interface create: plain output is the bare address(es), one a line."""
+    if fmt == "plain":
+        for record in result:
+            click.echo(record["address"])
+    else:
+        emit(fmt, result if len(result) != 1 or fmt == "table" else result[0], view)
+
+
+def emit_text(fmt: str, text: str) -> None:
+    """A file's content (dnsmasq hosts/opts/config): raw, or a JSON array of lines."""
+    if fmt == "json":
+        click.echo(json.dumps(text.splitlines(), indent=2))
+    else:
+        click.echo(text, nl=False)
+
+
+def _console():
+    from rich.console import Console
+
+    return Console()
+
+
+def _table(records: list[dict], view: View) -> None:
+    from rich.table import Table
+
+    table = Table(title=f"{view.title}s ({len(records)})", title_justify="left")
+    for name in view.fields:
+        table.add_column(name.replace("_", " "))
+    for record in records:
+        table.add_row(*(text_of(record.get(f)) for f in view.fields))
+    _console().print(table)
+
+
+def _card(record: dict, view: View) -> None:
+    from rich.table import Table
+
+    table = Table(title=view.title, show_header=False, title_justify="left")
+    table.add_column("field", style="bold")
+    table.add_column("value")
+    for name in view.fields:
+        table.add_row(name.replace("_", " "), text_of(record.get(name)))
+    extra = [k for k in record if k not in view.fields and k not in ("utilization",)]
+    for name in extra:
+        table.add_row(name.replace("_", " "), text_of(record[name]))
+    console = _console()
+    console.print(table)
+    if "utilization" in record:
+        _utilization(console, record["utilization"])
+
+
+def _utilization(console, usage: dict) -> None:
+    from rich.progress_bar import ProgressBar
+    from rich.table import Table
+
+    table = Table(title="Utilization", show_header=True, title_justify="left")
+    for name in ("size", "used", "held", "free", "unusable", "percent used", ""):
+        table.add_column(name)
+    bar = ProgressBar(total=100.0, completed=usage["percent_used"], width=30)
+    table.add_row(
+        *(str(usage[k]) for k in ("size", "used", "held", "free", "unusable")),
+        f"{usage['percent_used']}%",
+        bar,
+    )
+    console.print(table)

@@ -1,0 +1,1 @@
+"""melanged: keeps dnsmasq's files in step with the store (see melanged.main)."""

@@ -1,0 +1,45 @@
+#!/usr/bin/env bash
+# Install the Debian packages the tests need, if any is missing.
+# Idempotent; fast when everything is present (no apt-get at all then).
+# Not root: says what is missing and exits 0 (the tests that need it skip locally, fail in CI).
+set -euo pipefail
+
+# package -> a file it provides, checked first because it is cheaper than dpkg-query
+declare -A PROVIDES=(
+    [dnsmasq-base]=/usr/sbin/dnsmasq
+    [dnsmasq-utils]=/usr/bin/dhcp_release
+    [udhcpc]=/usr/sbin/udhcpc
+    [iproute2]=/usr/sbin/ip
+    [sqlite3]=/usr/bin/sqlite3
+)
+
+installed() {
+    [ -e "${PROVIDES[$1]}" ] ||
+        dpkg-query -W -f='${Status}' "$1" 2>/dev/null | grep -q 'install ok installed'
+}
+
+missing=()
+for pkg in dnsmasq-base dnsmasq-utils udhcpc iproute2 sqlite3; do
+    installed "$pkg" || missing+=("$pkg")
+done
+
+if [ ${#missing[@]} -eq 0 ]; then
+    exit 0
+fi
+
+if [ "$(id -u)" -ne 0 ]; then
+    echo "system-deps: missing Debian packages: ${missing[*]}" >&2
+    echo "system-deps: not root, skipping; install them with:" \
+        "sudo apt-get install ${missing[*]}" >&2
+    exit 0
+fi
+
+if ! command -v apt-get >/dev/null; then
+    echo "system-deps: missing ${missing[*]} and no apt-get here; install them by hand" >&2
+    exit 1
+fi
+
+echo "system-deps: installing ${missing[*]}"
+export DEBIAN_FRONTEND=noninteractive
+apt-get update -q </dev/null
+apt-get install -y -q --no-install-recommends "${missing[@]}" </dev/null
