@@ -62,6 +62,8 @@ def exclusions_for(conn: Connection, block) -> Exclusions:
     if block.version == 4 and block.prefixlen < 31:
         intervals.append((first, first, "it is the network address"))
         intervals.append((last, last, "it is the broadcast address"))
+    if block.version == 6 and block.prefixlen < 127:
+        intervals.append((first, first, "it is the subnet-router anycast address"))
     if block.gateway is not None:
         intervals.append((block.gateway, block.gateway, "it is the block's gateway"))
     octets: set[int] = set()

@@ -26,7 +26,7 @@ from melange.errors import Conflict, MelangeError, SchemaOutdated, StoreUnavaila
 
 SCHEMA_HEAD = "0001"
 MAX_ATTEMPTS = 10
-CONNECT_TIMEOUT = 5
+CONNECT_TIMEOUT = 3
 SQLITE_BUSY_TIMEOUT_MS = 60_000
 T = TypeVar("T")
 

@@ -19,6 +19,10 @@ class View:
     title: str
     fields: tuple[str, ...]
 
+    @property
+    def plural(self) -> str:
+        return self.title + ("es" if self.title.endswith("s") else "s")
+
 
 BLOCK = View(
     "Block",
@@ -105,15 +109,18 @@ def emit_text(fmt: str, text: str) -> None:
 
 
 def _console():
+    """A terminal's own width; piped tables are not squeezed to 80 columns."""
+    import sys
+
     from rich.console import Console
 
-    return Console()
+    return Console() if sys.stdout.isatty() else Console(width=200)
 
 
 def _table(records: list[dict], view: View) -> None:
     from rich.table import Table
 
-    table = Table(title=f"{view.title}s ({len(records)})", title_justify="left")
+    table = Table(title=f"{view.plural} ({len(records)})", title_justify="left")
     for name in view.fields:
         table.add_column(name.replace("_", " "))
     for record in records:

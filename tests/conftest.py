@@ -13,6 +13,8 @@ from click.testing import CliRunner, Result
 
 sys.path.insert(0, str(Path(__file__).parent))
 
+from realparts import dnsmasq_server, netns_pair  # noqa: E402, F401
+
 from melange_cli.main import cli  # noqa: E402
 
 

@@ -153,6 +153,9 @@ def _delete_netns(name: str) -> None:
     for pid in pids:
         with contextlib.suppress(ProcessLookupError, ValueError):
             os.kill(int(pid), signal.SIGKILL)
+    for pid in pids:  # reap the ones that are our own children
+        with contextlib.suppress(ChildProcessError, ValueError):
+            os.waitpid(int(pid), 0)
     _ip("netns", "delete", name, check=False)
 
 
