@@ -97,8 +97,7 @@ def allocate(
     if tenant is not None:
         validate_name(tenant, "tenant")
     wanted = parse_ip(address) if address is not None else None
-    block = block_ops.resolve(conn, block_ref)
-    lock_block(conn, block.id)
+    block = lock_block(conn, block_ops.resolve(conn, block_ref).id)
     interface_id = None
     if interface is not None:
         interface_id, interface_mac = _interface_id(conn, interface)
@@ -196,6 +195,13 @@ def find(conn: Connection, address: str, block_ref: str | None, hold_seconds: in
     return rows[0]
 
 
+def find_locked(conn: Connection, address: str, block_ref: str | None, hold_seconds: int):
+    """`find`, then lock the address's block and read the row again as of the lock."""
+    row = find(conn, address, block_ref, hold_seconds)
+    lock_block(conn, row.block_id)
+    return find(conn, address, str(row.block_id), hold_seconds)
+
+
 def show(conn: Connection, address: str, block_ref: str | None, hold_seconds: int) -> dict:
     return address_record(find(conn, address, block_ref, hold_seconds), hold_seconds)
 
@@ -242,8 +248,7 @@ def update_address(
         values["mac"] = parse_mac(mac)
     if hostname is not None:
         values["hostname"] = validate_hostname(hostname)
-    row = find(conn, address, block, hold_seconds)
-    lock_block(conn, row.block_id)
+    row = find_locked(conn, address, block, hold_seconds)
     if "mac" in values:
         if row.state == "allocated":
             clash = conn.execute(
@@ -272,8 +277,7 @@ def release(
     now: bool = False,
 ) -> dict:
     """Hold the address for the release time, or free it at once with `now`."""
-    row = find(conn, address, block, hold_seconds)
-    lock_block(conn, row.block_id)
+    row = find_locked(conn, address, block, hold_seconds)
     if row.state == "held" and not now:
         raise Conflict(f"{address_record(row, hold_seconds)['address']} is already released")
     result = address_record(row, hold_seconds)
@@ -294,8 +298,7 @@ def release(
 
 def restore(conn: Connection, address: str, *, hold_seconds: int, block: str | None = None) -> dict:
     """Undo a release whose hold has not expired."""
-    row = find(conn, address, block, hold_seconds)
-    lock_block(conn, row.block_id)
+    row = find_locked(conn, address, block, hold_seconds)
     text = address_record(row, hold_seconds)["address"]
     if row.state != "held":
         raise Conflict(f"{text} is allocated, not released; nothing to restore")

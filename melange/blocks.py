@@ -22,7 +22,7 @@ from melange.models import (
     unusable_ranges,
 )
 from melange.records import block_label, ip_text, iso
-from melange.store import utcnow
+from melange.store import lock_block, lock_named, utcnow
 from melange.validate import (
     parse_cidr,
     parse_ip,
@@ -219,7 +219,7 @@ def create(
         raise InvalidInput(f"block type must be private or public, not {type!r}")
     gateway_value = _check_gateway(net, gateway) if gateway else None
     dns_values = _parse_dns(dns)
-    parent_row = resolve(conn, parent) if parent is not None else None
+    parent_row = lock_block(conn, resolve(conn, parent).id) if parent is not None else None
     if parent_row is not None:
         if network is not None and network != parent_row.network:
             raise InvalidInput(
@@ -235,6 +235,7 @@ def create(
     )
     generators.load(generator_name).check_block(info)
     policy_id = _policy_id(conn, policy) if policy is not None else None
+    lock_named(conn, "blocks")
     if name is not None:
         _check_name_free(conn, name)
     _check_placement(conn, net, parent_row, network, type)
@@ -404,10 +405,7 @@ def update_block(
         raise InvalidInput("--policy and --no-policy are mutually exclusive")
     if dns and no_dns:
         raise InvalidInput("--dns and --no-dns are mutually exclusive")
-    row = resolve(conn, ref)
-    from melange.store import lock_block
-
-    lock_block(conn, row.id)
+    row = lock_block(conn, resolve(conn, ref).id)
     net = netaddr.IPNetwork(row.cidr)
     values: dict = {}
     if name is not None:
@@ -446,10 +444,8 @@ def update_block(
 
 def delete_block(conn: Connection, ref: str, *, force: bool = False, hold_seconds: int) -> dict:
     """Delete a block; refuse while it holds addresses (unless forced) or has subnets."""
-    row = resolve(conn, ref)
-    from melange.store import lock_block
-
-    lock_block(conn, row.id)
+    lock_named(conn, "blocks")
+    row = lock_block(conn, resolve(conn, ref).id)
     subnets = conn.execute(select(func.count()).where(B.parent_id == row.id)).scalar()
     if subnets:
         raise Conflict(f"{_describe(row)} has {subnets} subnets; delete them first")

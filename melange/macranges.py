@@ -8,7 +8,7 @@ from sqlalchemy.orm import aliased
 from melange.errors import Conflict, Exhausted, NotFound
 from melange.models import allocated_macs, mac_ranges
 from melange.records import iso
-from melange.store import utcnow
+from melange.store import lock_named, utcnow
 from melange.validate import format_mac, parse_mac_cidr
 
 M = mac_ranges.c
@@ -30,6 +30,7 @@ def record(conn: Connection, row) -> dict:
 
 def create(conn: Connection, cidr: str) -> dict:
     first, last, canonical = parse_mac_cidr(cidr)
+    lock_named(conn, "mac_ranges")
     clash = conn.execute(
         select(mac_ranges).where(M.first_mac <= last, M.last_mac >= first).limit(1)
     ).first()
@@ -81,7 +82,8 @@ def _first_free(conn: Connection, row) -> int | None:
 
 def next_free(conn: Connection) -> tuple[int, int]:
     """(range id, MAC): the next free MAC of the first range that has one."""
-    for row in conn.execute(select(mac_ranges).order_by(M.id).with_for_update()).all():
+    lock_named(conn, "mac_ranges")
+    for row in conn.execute(select(mac_ranges).order_by(M.id)).all():
         mac = _first_free(conn, row)
         if mac is not None:
             return row.id, mac

@@ -216,3 +216,15 @@ allowed_ips = Table(
     Column("interface_id", ForeignKey("interfaces.id", ondelete="CASCADE"), primary_key=True),
     Column("ip_address_id", ForeignKey("ip_addresses.id", ondelete="CASCADE"), primary_key=True),
 )
+
+
+# Named rows that writers UPDATE to serialise store-wide checks (such as the
+# overlap rules of block creation) on MySQL and PostgreSQL. An UPDATE, unlike
+# SELECT ... FOR UPDATE, also conflicts across Galera nodes at certification.
+locks = Table(
+    "locks",
+    metadata,
+    Column("name", String(32), primary_key=True),
+    Column("counter", BigInteger, nullable=False),
+)
+LOCK_NAMES = ("blocks", "mac_ranges", "interfaces", "policies")

@@ -24,7 +24,7 @@ from sqlalchemy.pool import NullPool
 
 from melange.errors import Conflict, MelangeError, SchemaOutdated, StoreUnavailable
 
-SCHEMA_HEAD = "0001"
+SCHEMA_HEAD = "0002"
 MAX_ATTEMPTS = 10
 CONNECT_TIMEOUT = 3
 SQLITE_BUSY_TIMEOUT_MS = 60_000
@@ -117,7 +117,12 @@ def make_engine(url: str) -> Engine:
         connect_args.update(connect_timeout=CONNECT_TIMEOUT, read_timeout=60, write_timeout=60)
     elif backend == "postgresql":
         connect_args["connect_timeout"] = CONNECT_TIMEOUT
-    engine = create_engine(url, poolclass=NullPool, connect_args=connect_args)
+    options: dict = {}
+    if backend != "sqlite":
+        # Once a writer holds a block's lock, each statement must see what the
+        # previous holder committed: REPEATABLE READ's older snapshot would not.
+        options["isolation_level"] = "READ COMMITTED"
+    engine = create_engine(url, poolclass=NullPool, connect_args=connect_args, **options)
     if backend == "sqlite":
         _configure_sqlite(engine)
     return engine
@@ -264,8 +269,28 @@ def _backoff(attempt: int) -> None:
     time.sleep(min(0.5, 0.005 * 2**attempt) * random.uniform(0.5, 1.5))
 
 
-def lock_block(conn: Connection, block_id: int) -> None:
-    """Serialise writers of one block (SQLite's IMMEDIATE lock already covers it)."""
+def lock_block(conn: Connection, block_id: int):
+    """Serialise writers of one block, and return its row as of holding the lock.
+
+    SQLite's BEGIN IMMEDIATE already serialises all writers; MySQL and
+    PostgreSQL lock just this block's row, so other blocks carry on.
+    """
+    from sqlalchemy import select
+
+    from melange.models import blocks
+
+    query = select(blocks).where(blocks.c.id == block_id)
+    if conn.dialect.name != "sqlite":
+        query = query.with_for_update()
+    return conn.execute(query).first()
+
+
+def lock_named(conn: Connection, name: str) -> None:
+    """Serialise a store-wide check (e.g. block overlap) among concurrent writers."""
     if conn.dialect.name == "sqlite":
         return
-    conn.execute(text("SELECT id FROM blocks WHERE id = :id FOR UPDATE"), {"id": block_id}).first()
+    from sqlalchemy import update
+
+    from melange.models import locks
+
+    conn.execute(update(locks).where(locks.c.name == name).values(counter=locks.c.counter + 1))

@@ -130,3 +130,7 @@ def run(group: click.Group, argv: list[str], prog_name: str, **extra) -> int:
 
 def main() -> None:
     cli.main()
+
+
+if __name__ == "__main__":
+    main()

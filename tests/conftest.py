@@ -40,6 +40,27 @@ class Melange:
         return json.loads(self.ok(*args, output="json"))
 
 
+@pytest.fixture(scope="session")
+def backends():
+    from backends import Backends
+
+    registry = Backends()
+    yield registry
+    registry.close()
+
+
+@pytest.fixture(params=["sqlite", "mysql", "postgresql"])
+def store_url(request, backends, tmp_path: Path) -> str:
+    """An empty, migrated store on each backend in turn (a fresh database per run)."""
+    return backends.url(request.param, tmp_path)
+
+
+@pytest.fixture(params=["mysql", "postgresql"])
+def server_store_url(request, backends, tmp_path: Path) -> str:
+    """Like store_url, on the server backends only (row locks, many writers)."""
+    return backends.url(request.param, tmp_path)
+
+
 @pytest.fixture
 def store_path(tmp_path: Path) -> Path:
     return tmp_path / "melange.db"

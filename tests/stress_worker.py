@@ -1,0 +1,54 @@
+"""One stress-test process: allocate, release --now and re-allocate through the core API.
+
+Run as `python stress_worker.py URL WORKER OPS BLOCK...`; prints one JSON line
+per completed operation (and one per error), for the test to check the store
+against.
+"""
+
+from __future__ import annotations
+
+import json
+import random
+import sys
+
+from melange import operations
+from melange.errors import MelangeError
+from melange.store import Store
+
+
+def main(url: str, worker: int, ops: int, blocks: list[str]) -> int:
+    store = Store(url, release_hold=3600)
+    rng = random.Random(worker)
+    held: dict[str, tuple[str, str]] = {}  # mac -> (block, address)
+    for n in range(ops):
+        try:
+            if held and rng.random() < 0.4:
+                mac = rng.choice(sorted(held))
+                block, address = held.pop(mac)
+                operations.run(
+                    store, "ip.release", {"address": address, "block": block, "now": True}
+                )
+                event = {"op": "release", "block": block, "address": address, "mac": mac}
+            elif held and rng.random() < 0.15:
+                mac = rng.choice(sorted(held))
+                block, address = held[mac]
+                again = operations.run(store, "block.allocate", {"block_ref": block, "mac": mac})
+                event = {"op": "again", "block": block, "address": again[0]["address"],
+                         "mac": mac, "expected": address}  # fmt: skip
+            else:
+                mac = f"02:{worker:02x}:{n >> 8 & 0xFF:02x}:{n & 0xFF:02x}:00:01"
+                block = rng.choice(blocks)
+                result = operations.run(store, "block.allocate", {"block_ref": block, "mac": mac})
+                held[mac] = (block, result[0]["address"])
+                event = {"op": "allocate", "block": block, "address": result[0]["address"],
+                         "mac": mac}  # fmt: skip
+        except MelangeError as error:
+            event = {"op": "error", "code": error.code, "message": error.message}
+        except Exception as error:  # noqa: BLE001  (reported, never hidden)
+            event = {"op": "error", "code": "crash", "message": repr(error)}
+        print(json.dumps(event), flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), sys.argv[4:]))
