@@ -1,0 +1,116 @@
+"""The store: migrations on every backend, schema checks, and a store that is not there."""
+
+from __future__ import annotations
+
+import os
+import sqlite3
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+from backends import fresh_database
+from sqlalchemy import create_engine
+from sqlalchemy.pool import NullPool
+
+from melange import migrations, operations
+from melange.models import metadata
+from melange.store import SCHEMA_HEAD, Store
+
+ROOT = Path(__file__).parent.parent
+
+
+def run_cli(*args: str, timeout: float = 30) -> tuple[int, str, str, float]:
+    started = time.monotonic()
+    env = {k: v for k, v in os.environ.items() if not k.startswith("MELANGE_")}
+    proc = subprocess.run(
+        [sys.executable, "-m", "melange_cli.main", "-o", "plain", *args],
+        capture_output=True, text=True, timeout=timeout, env={**env, "PYTHONPATH": str(ROOT)},
+    )  # fmt: skip
+    return proc.returncode, proc.stdout, proc.stderr, time.monotonic() - started
+
+
+def test_schema_head_constant_matches_the_migrations():
+    assert migrations.head_revision() == SCHEMA_HEAD
+
+
+def _empty_url(backend: str, tmp_path: Path):
+    if backend == "sqlite":
+        return f"sqlite:///{tmp_path / 'empty.db'}", None
+    database = fresh_database(backend)
+    return database.url, database
+
+
+@pytest.mark.parametrize("backend", ["sqlite", "mysql", "postgresql"])
+def test_migrations_from_empty_and_from_the_previous_revision(backend, tmp_path):
+    url, database = _empty_url(backend, tmp_path)
+    try:
+        store = Store(url)
+        migrations.upgrade(store, "0001")
+        assert store.current_revision() == "0001"
+        code, _, err, _ = run_cli("--db", url, "block", "list")
+        assert code == 6
+        assert "melange db upgrade" in err and err.count("\n") == 1
+        code, out, err, _ = run_cli("--db", url, "db", "upgrade")
+        assert code == 0, err
+        assert out.split("\t")[0] == SCHEMA_HEAD
+        code, out, err, _ = run_cli("--db", url, "block", "create", "10.9.0.0/24")
+        assert code == 0, err
+        # The migrated schema is exactly what the models describe.
+        from alembic.autogenerate import compare_metadata
+        from alembic.migration import MigrationContext
+
+        engine = create_engine(url, poolclass=NullPool)
+        with engine.connect() as conn:
+            diffs = compare_metadata(MigrationContext.configure(conn), metadata)
+        engine.dispose()
+        assert diffs == []
+    finally:
+        if database is not None:
+            database.drop()
+
+
+@pytest.mark.parametrize("backend", ["sqlite", "mysql", "postgresql"])
+def test_first_use_initialises_an_empty_store(backend, tmp_path):
+    url, database = _empty_url(backend, tmp_path)
+    try:
+        code, out, err, _ = run_cli("--db", url, "db", "current")
+        assert (code, out.split("\t")[0]) == (0, ""), err  # empty: no revision yet
+        code, out, err, _ = run_cli("--db", url, "block", "create", "10.9.0.0/24")
+        assert code == 0, err
+        assert Store(url).current_revision() == SCHEMA_HEAD
+    finally:
+        if database is not None:
+            database.drop()
+
+
+def test_a_newer_schema_than_the_code_is_refused(tmp_path):
+    url = f"sqlite:///{tmp_path / 's.db'}"
+    operations.run(Store(url), "block.list", {})
+    with sqlite3.connect(tmp_path / "s.db") as conn:
+        conn.execute("UPDATE alembic_version SET version_num = '9999'")
+    code, _, err, _ = run_cli("--db", url, "block", "list")
+    assert code == 6
+    assert "9999" in err and "upgrade melange" in err
+
+
+UNREACHABLE = [
+    ("mysql-closed-port", "mysql+pymysql://root@127.0.0.1:1/melange"),
+    ("mysql-wrong-password", "mysql+pymysql://root:wrong@127.0.0.1:3306/melange"),
+    ("mysql-unknown-host", "mysql+pymysql://root@no-such-host.invalid/melange"),
+    ("pg-closed-port", "postgresql+psycopg://postgres@127.0.0.1:1/melange"),
+    ("pg-unknown-host", "postgresql+psycopg://postgres@no-such-host.invalid/melange"),
+    ("pg-unknown-database", "postgresql+psycopg://postgres@127.0.0.1:5432/no_such_db_x"),
+    ("sqlite-unwritable-place", "sqlite:////proc/melange/none.db"),
+    ("unknown-driver", "nosuchdb://x/y"),
+]
+
+
+@pytest.mark.parametrize(("case", "url"), UNREACHABLE, ids=[c for c, _ in UNREACHABLE])
+def test_an_unreachable_store_is_exit_6_within_10_seconds(case, url):
+    code, out, err, elapsed = run_cli("--db", url, "block", "allocate", "x")
+    assert code == 6, (case, err)
+    assert err.startswith("Error: ") and err.count("\n") == 1, err
+    assert "Traceback" not in err and "wrong" not in err  # no password echoed
+    assert elapsed < 10
