@@ -154,6 +154,7 @@ def allocate(
     ]
     for start in range(0, len(rows), INSERT_BATCH):
         conn.execute(insert(ip_addresses), rows[start : start + INSERT_BATCH])
+    _count(conn, block.id, len(rows))
     if count == 1:
         found = conn.execute(
             _joined().where(IP.block_id == block.id, IP.address == chosen[0])
@@ -268,6 +269,41 @@ def update_address(
     return address_record(conn.execute(_joined().where(IP.id == row.id)).first(), hold_seconds)
 
 
+def _count(conn: Connection, block_id: int, delta: int) -> None:
+    """Keep the block's allocated counter (read by utilisation) in step, under its lock."""
+    if delta:
+        conn.execute(
+            update(blocks)
+            .where(blocks.c.id == block_id)
+            .values(allocated_count=blocks.c.allocated_count + delta)
+        )
+
+
+def _free_now(conn: Connection, row) -> None:
+    """Delete the address and return it to its block's free space at once."""
+    conn.execute(delete(ip_addresses).where(IP.id == row.id))
+    if row.state == "allocated":
+        _count(conn, row.block_id, -1)
+    block_row = block_ops.resolve(conn, str(row.block_id))
+    block_ops.free_space(conn, block_row).give_back([row.address])
+
+
+def _hold(conn: Connection, row) -> None:
+    conn.execute(
+        update(ip_addresses)
+        .where(IP.id == row.id)
+        .values(state="held", active_mac=None, released_at=utcnow())
+    )
+    _count(conn, row.block_id, -1)
+
+
+def _release_row(conn: Connection, row, hold_seconds: int, now: bool) -> None:
+    if now or hold_seconds == 0:
+        _free_now(conn, row)
+    else:
+        _hold(conn, row)
+
+
 def release(
     conn: Connection,
     address: str,
@@ -281,18 +317,10 @@ def release(
     if row.state == "held" and not now:
         raise Conflict(f"{address_record(row, hold_seconds)['address']} is already released")
     result = address_record(row, hold_seconds)
+    _release_row(conn, row, hold_seconds, now)
     if now or hold_seconds == 0:
-        conn.execute(delete(ip_addresses).where(IP.id == row.id))
-        block_row = block_ops.resolve(conn, str(row.block_id))
-        block_ops.free_space(conn, block_row).give_back([row.address])
-        result.update(state="free", released_at=result["released_at"], held_until=None)
+        result.update(state="free", held_until=None)
         return result
-    moment = utcnow()
-    conn.execute(
-        update(ip_addresses)
-        .where(IP.id == row.id)
-        .values(state="held", active_mac=None, released_at=moment)
-    )
     return address_record(conn.execute(_joined().where(IP.id == row.id)).first(), hold_seconds)
 
 
@@ -315,28 +343,21 @@ def restore(conn: Connection, address: str, *, hold_seconds: int, block: str | N
         .where(IP.id == row.id)
         .values(state="allocated", active_mac=row.mac, released_at=None)
     )
+    _count(conn, row.block_id, 1)
     return address_record(conn.execute(_joined().where(IP.id == row.id)).first(), hold_seconds)
 
 
 def release_for_interface(conn: Connection, interface_id: int, hold_seconds: int) -> list[str]:
-    """Release (hold) every allocated address of an interface being deleted."""
+    """Release every allocated address of an interface being deleted (blocks locked in order)."""
     rows = conn.execute(
-        _joined().where(IP.interface_id == interface_id, IP.state == "allocated")
+        _joined()
+        .where(IP.interface_id == interface_id, IP.state == "allocated")
+        .order_by(IP.block_id)
     ).all()
+    for block_id in sorted({row.block_id for row in rows}):
+        lock_block(conn, block_id)
     for row in rows:
-        lock_block(conn, row.block_id)
-    if rows:
-        if hold_seconds == 0:
-            for row in rows:
-                conn.execute(delete(ip_addresses).where(IP.id == row.id))
-                block_row = block_ops.resolve(conn, str(row.block_id))
-                block_ops.free_space(conn, block_row).give_back([row.address])
-        else:
-            conn.execute(
-                update(ip_addresses)
-                .where(IP.id.in_([r.id for r in rows]))
-                .values(state="held", active_mac=None, released_at=utcnow())
-            )
+        _release_row(conn, row, hold_seconds, now=False)
     return [address_record(row, hold_seconds)["address"] for row in rows]
 
 

@@ -341,9 +341,7 @@ def utilization(conn: Connection, row, hold_seconds: int) -> dict:
     size = row.last_addr - row.first_addr + 1
     cutoff = utcnow() - timedelta(seconds=hold_seconds)
     ip = ip_addresses.c
-    used = conn.execute(
-        select(func.count()).where(ip.block_id == row.id, ip.state == "allocated")
-    ).scalar()
+    used = row.allocated_count
     held = conn.execute(
         select(func.count()).where(
             ip.block_id == row.id, ip.state == "held", ip.released_at > cutoff

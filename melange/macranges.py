@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from sqlalchemy import Connection, and_, delete, func, insert, select
-from sqlalchemy.orm import aliased
 
 from melange.errors import Conflict, Exhausted, NotFound
 from melange.models import allocated_macs, mac_ranges
@@ -69,7 +68,7 @@ def _first_free(conn: Connection, row) -> int | None:
     ).first()
     if taken_first is None:
         return row.first_mac
-    nxt = aliased(allocated_macs)
+    nxt = allocated_macs.alias("nxt")
     candidate = conn.execute(
         select(func.min(A.mac + 1)).where(
             A.mac_range_id == row.id,

@@ -31,9 +31,19 @@ def upgrade(store: Store, revision: str = "head") -> None:
     """Apply migrations up to `revision` in one locked transaction where the backend can."""
     from alembic import command
 
-    with store._connection(write=True) as conn, conn.begin():
-        _serialise_initialisation(conn)
-        command.upgrade(_config(conn), revision)
+    with store._connection(write=True) as conn:
+        sqlite = conn.dialect.name == "sqlite"
+        if sqlite:
+            # Batch migrations rebuild tables; with foreign keys on, dropping the
+            # old table would cascade or fail. Checked again before commit.
+            conn.connection.driver_connection.execute("PRAGMA foreign_keys = OFF")
+        with conn.begin():
+            _serialise_initialisation(conn)
+            command.upgrade(_config(conn), revision)
+            if sqlite and conn.exec_driver_sql("PRAGMA foreign_key_check").first():
+                raise RuntimeError("migration left rows that break a foreign key")
+        if sqlite:
+            conn.connection.driver_connection.execute("PRAGMA foreign_keys = ON")
     store._checked = False
 
 

@@ -104,11 +104,15 @@ blocks = Table(
     Column("policy_id", ForeignKey("policies.id", ondelete="RESTRICT")),
     Column("parent_id", ForeignKey("blocks.id", ondelete="RESTRICT")),
     Column("generator", String(64), nullable=False),
+    # Addresses in state 'allocated', kept in step under the block's lock, so
+    # utilisation of a /8 costs what it costs for a /24.
+    Column("allocated_count", BigInteger, nullable=False, server_default="0"),
     Column("created_at", DateTime, nullable=False),
     Column("updated_at", DateTime, nullable=False),
     CheckConstraint("version IN (4, 6)", name="version"),
     CheckConstraint("type IN ('private', 'public')", name="type"),
     CheckConstraint("first_addr <= last_addr", name="first_le_last"),
+    CheckConstraint("allocated_count >= 0", name="allocated_count"),
     Index(None, "network"),
     Index(None, "parent_id"),
     Index(None, "version", "first_addr"),

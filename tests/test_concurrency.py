@@ -78,6 +78,10 @@ def test_sixteen_processes_allocate_and_release_without_duplicates(store_url):
     by_mac = {f"{mac:012x}": (block, address) for block, address, mac in active}
     expected = {mac.replace(":", ""): where for mac, where in holding.items()}
     assert by_mac == expected
+    # The per-block counters that utilisation reads stayed in step with the rows.
+    for name in ("s1", "s2"):
+        shown = operations.run(store, "block.show", {"ref": name})["utilization"]["used"]
+        assert shown == sum(1 for block, _, _ in active if block == name)
 
 
 def test_count_is_all_or_nothing_when_killed(store_url, tmp_path):

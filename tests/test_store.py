@@ -7,6 +7,7 @@ import sqlite3
 import subprocess
 import sys
 import time
+from datetime import datetime
 from pathlib import Path
 
 import pytest
@@ -114,3 +115,37 @@ def test_an_unreachable_store_is_exit_6_within_10_seconds(case, url):
     assert err.startswith("Error: ") and err.count("\n") == 1, err
     assert "Traceback" not in err and "wrong" not in err  # no password echoed
     assert elapsed < 10
+
+
+@pytest.mark.parametrize("backend", ["sqlite", "mysql", "postgresql"])
+def test_upgrade_fills_the_allocated_counter_from_existing_rows(backend, tmp_path):
+    from sqlalchemy import MetaData, insert, select
+
+    url, database = _empty_url(backend, tmp_path)
+    try:
+        migrations.upgrade(Store(url), "0002")
+        engine = create_engine(url, poolclass=NullPool)
+        old = MetaData()
+        old.reflect(engine)
+        now = datetime(2026, 1, 1)
+        with engine.begin() as conn:
+            conn.execute(insert(old.tables["blocks"]).values(
+                id=1, cidr="10.0.0.0/24", version=4, first_addr=(10 << 24).to_bytes(16, "big"),
+                last_addr=((10 << 24) + 255).to_bytes(16, "big"), prefixlen=24, type="private",
+                generator="lowest-free", created_at=now, updated_at=now))  # fmt: skip
+            conn.execute(insert(old.tables["ip_addresses"]), [
+                {"block_id": 1, "address": ((10 << 24) + i).to_bytes(16, "big"),
+                 "state": state, "allocated_at": now,
+                 "released_at": None if state == "allocated" else now}
+                for i, state in enumerate(["allocated"] * 3 + ["held"] * 2, start=2)
+            ])  # fmt: skip
+        migrations.upgrade(Store(url))
+        with engine.connect() as conn:
+            new = MetaData()
+            new.reflect(conn)
+            count = conn.execute(select(new.tables["blocks"].c.allocated_count)).scalar()
+        engine.dispose()
+        assert count == 3
+    finally:
+        if database is not None:
+            database.drop()
