@@ -9,11 +9,12 @@ from sqlalchemy import Connection, delete, func, insert, select, update
 
 from melange import blocks as block_ops
 from melange import generators
-from melange.errors import Conflict, InvalidInput, NotFound
+from melange.errors import Conflict, Exhausted, InvalidInput, NotFound
 from melange.models import blocks, interfaces, ip_addresses
 from melange.records import address_record
 from melange.store import lock_block, utcnow
 from melange.validate import (
+    MAX_COUNT,
     format_mac,
     parse_ip,
     parse_mac,
@@ -133,6 +134,8 @@ def allocate(
         space.claim(int(wanted))
         chosen = [int(wanted)]
     else:
+        if count > 1:
+            _check_capacity(conn, block, count, hold_seconds)
         generator = generators.load(block.generator)
         request = generators.Request(count=count, mac=mac_value, tenant=tenant)
         chosen = generator.choose(block_ops.block_info(block), request, space)
@@ -161,6 +164,17 @@ def allocate(
         ).first()
         return [address_record(found, hold_seconds)]
     return [_record_from_insert(row, block, interface, hold_seconds) for row in rows]
+
+
+def _check_capacity(conn: Connection, block, count: int, hold_seconds: int) -> None:
+    """Refuse a --count the block cannot hold (5) or too large for one command (2)."""
+    free = block_ops.utilization(conn, block, hold_seconds)["free"]
+    if count > free:
+        raise Exhausted(
+            f"block {block.cidr} has {free} free addresses, fewer than the {count} asked for"
+        )
+    if count > MAX_COUNT:
+        raise InvalidInput(f"--count {count} is more than the {MAX_COUNT} allowed in one command")
 
 
 def _record_from_insert(row: dict, block, vif: str | None, hold_seconds: int) -> dict:

@@ -24,6 +24,7 @@ from melange.models import (
 from melange.records import block_label, ip_text, iso
 from melange.store import lock_block, lock_named, utcnow
 from melange.validate import (
+    is_decimal,
     parse_cidr,
     parse_ip,
     validate_block_name,
@@ -39,7 +40,7 @@ MAX_DNS = 8
 def resolve(conn: Connection, ref: str, *, for_update: bool = False):
     """A block by id, name, or CIDR (when exactly one block has it)."""
     ref = str(ref)
-    if ref.isdigit():
+    if is_decimal(ref):
         row = conn.execute(select(blocks).where(B.id == int(ref))).first()
     elif "/" in ref:
         cidr = str(parse_cidr(ref))

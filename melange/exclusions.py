@@ -34,12 +34,13 @@ class Exclusions:
             for lo, hi, why in intervals
             if hi >= first and lo <= last
         )
+        # Disjoint pieces, each keeping the reason of the interval it came from,
+        # so `reason` names the right rule for every excluded address.
         merged: list[tuple[int, int, str]] = []
         for lo, hi, why in clipped:
-            if merged and lo <= merged[-1][1] + 1:
-                prev_lo, prev_hi, prev_why = merged[-1]
-                merged[-1] = (prev_lo, max(prev_hi, hi), prev_why)
-            else:
+            if merged and lo <= merged[-1][1]:
+                lo = merged[-1][1] + 1
+            if lo <= hi:
                 merged.append((lo, hi, why))
         allowed = tuple(o for o in range(256) if o not in octets) if octets else ()
         return cls(

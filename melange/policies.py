@@ -12,7 +12,7 @@ from melange.store import lock_block, utcnow
 from melange.validate import validate_name
 
 P = policies.c
-MAX_OFFSET = 2**128
+MAX_OFFSET = 2**63  # BIGINT on every backend
 
 
 def _get(conn: Connection, name: str):
@@ -86,7 +86,7 @@ def add_range(conn: Connection, name: str, *, offset: int, length: int) -> dict:
     if length < 1:
         raise InvalidInput(f"--length must be at least 1, not {length}")
     if abs(offset) >= MAX_OFFSET or length >= MAX_OFFSET:
-        raise InvalidInput("--offset and --length must fit in 128 bits")
+        raise InvalidInput(f"--offset and --length must lie within ±{MAX_OFFSET - 1}")
     row = _get(conn, name)
     exists = conn.execute(
         select(unusable_ranges.c.id).where(

@@ -28,6 +28,11 @@ _DURATION = re.compile(r"^(\d+)\s*([smhdw]?)$")
 _UNITS = {"": 1, "s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
 
 
+def is_decimal(text: str) -> bool:
+    """ASCII digits only: str.isdigit() also accepts '²', which int() refuses."""
+    return bool(text) and text.isascii() and text.isdigit()
+
+
 def _printable(text: str) -> str:
     """Quote user text for an error message so a newline cannot split the line."""
     return repr(text)
@@ -38,7 +43,7 @@ def parse_cidr(text: str) -> netaddr.IPNetwork:
     if not isinstance(text, str) or "/" not in text:
         raise InvalidInput(f"{_printable(text)} is not a CIDR (expected e.g. 10.0.0.0/24)")
     addr_text, _, prefix_text = text.strip().partition("/")
-    if not prefix_text.isdigit():
+    if not is_decimal(prefix_text):
         raise InvalidInput(f"{_printable(text)} has an invalid prefix length")
     address = parse_ip(addr_text, what="CIDR")
     prefix = int(prefix_text)
@@ -67,7 +72,7 @@ def parse_ip(text: str, *, what: str = "IP address") -> netaddr.IPAddress:
 
 def parse_mac(text: str) -> int:
     """A unicast MAC address as a 48-bit integer."""
-    if not isinstance(text, str) or not any(form.match(text) for form in _MAC_FORMS):
+    if not isinstance(text, str) or not any(form.fullmatch(text) for form in _MAC_FORMS):
         raise InvalidInput(
             f"{_printable(text)} is not a MAC address (expected e.g. 02:00:00:aa:bb:cc)"
         )
@@ -90,7 +95,7 @@ def format_mac(value: int | None) -> str | None:
 def parse_mac_cidr(text: str) -> tuple[int, int, str]:
     """A MAC range such as 02:16:3e:00:00:00/24: (first, last, canonical text)."""
     mac_text, sep, prefix_text = (text or "").partition("/")
-    if not sep or not prefix_text.isdigit() or not 1 <= int(prefix_text) <= 48:
+    if not sep or not is_decimal(prefix_text) or not 1 <= int(prefix_text) <= 48:
         raise InvalidInput(
             f"{_printable(text)} is not a MAC range (expected e.g. 02:16:3e:00:00:00/24)"
         )
@@ -110,12 +115,12 @@ def validate_hostname(text: str) -> str:
     if len(text) > 253:
         raise InvalidInput(f"hostname is {len(text)} characters long; at most 253 are allowed")
     labels = text.split(".")
-    if not all(_LABEL.match(label) for label in labels):
+    if not all(_LABEL.fullmatch(label) for label in labels):
         raise InvalidInput(
             f"{_printable(text)} is not a valid hostname "
             "(letters, digits, hyphens and dots only, labels of 1-63 characters)"
         )
-    if labels[-1].isdigit() or _DNSMASQ_WORDS.match(text):
+    if is_decimal(labels[-1]) or _DNSMASQ_WORDS.fullmatch(text):
         raise InvalidInput(
             f"{_printable(text)} is not usable as a hostname (it reads as a number or keyword)"
         )
@@ -124,7 +129,7 @@ def validate_hostname(text: str) -> str:
 
 def validate_name(text: str, what: str) -> str:
     """Names of blocks, policies, tenants and interfaces: one safe token."""
-    if not isinstance(text, str) or not _NAME.match(text):
+    if not isinstance(text, str) or not _NAME.fullmatch(text):
         raise InvalidInput(
             f"{_printable(text)} is not a valid {what} "
             "(start with a letter or digit; letters, digits and _ . @ : - only; at most 255)"
@@ -135,14 +140,14 @@ def validate_name(text: str, what: str) -> str:
 def validate_block_name(text: str) -> str:
     """A block name must not be mistaken for an id or a CIDR when given as BLOCK."""
     validate_name(text, "block name")
-    if text.isdigit():
+    if is_decimal(text):
         raise InvalidInput(f"{_printable(text)}: a block name cannot be all digits")
     return text
 
 
 def validate_network(text: str) -> str:
     """Network names become dnsmasq tags (set:NET), so they keep to tag characters."""
-    if not isinstance(text, str) or not _TAG.match(text):
+    if not isinstance(text, str) or not _TAG.fullmatch(text):
         raise InvalidInput(
             f"{_printable(text)} is not a valid network name "
             "(letters, digits, _ . - only, at most 63 characters)"
@@ -151,16 +156,15 @@ def validate_network(text: str) -> str:
 
 
 def validate_count(count: int) -> int:
+    """At least one; the upper bound is checked against the block (see MAX_COUNT)."""
     if count < 1:
         raise InvalidInput(f"--count must be at least 1, not {count}")
-    if count > MAX_COUNT:
-        raise InvalidInput(f"--count {count} is more than the {MAX_COUNT} allowed at once")
     return count
 
 
 def parse_duration(text: str | int) -> int:
     """Seconds from '48h', '30m', '2d', '90' (seconds)."""
-    match = _DURATION.match(str(text).strip())
+    match = _DURATION.fullmatch(str(text).strip())
     if not match:
         raise InvalidInput(f"{_printable(text)} is not a duration (expected e.g. 48h, 30m, 0)")
     return int(match.group(1)) * _UNITS[match.group(2)]

@@ -29,7 +29,10 @@ def upgrade(app: App):
 @output_option
 @pass_app
 def current(app: App):
-    """Print the store's schema revision."""
+    """Print the store's schema revision (an empty store is initialised first)."""
     from melange import migrations
 
-    output.emit(app.output_format(), migrations.status(app.store()), output.REVISION)
+    store = app.store()
+    if store.current_revision() is None:
+        migrations.initialise(store)
+    output.emit(app.output_format(), migrations.status(store), output.REVISION)
