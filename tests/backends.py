@@ -19,7 +19,7 @@ from sqlalchemy.engine import make_url
 from sqlalchemy.pool import NullPool
 
 from melange import models
-from melange.store import Store
+from melange.store import SCHEMA_HEAD, Store
 
 SERVER_URLS = {
     "mysql": ("MELANGE_TEST_MYSQL_URL", "mysql+pymysql://root@127.0.0.1:3306"),
@@ -79,6 +79,8 @@ class ServerDatabase:
             conn.execute(update(models.blocks).values(parent_id=None))
             for table in TABLES_IN_DELETE_ORDER:
                 conn.execute(delete(table))
+            # A test may have aged the schema revision on purpose.
+            conn.execute(text("UPDATE alembic_version SET version_num = :v"), {"v": SCHEMA_HEAD})
         engine.dispose()
 
     def drop(self) -> None:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import sqlite3
 import sys
 from dataclasses import dataclass
 from pathlib import Path
@@ -40,6 +39,27 @@ class Melange:
         return json.loads(self.ok(*args, output="json"))
 
 
+BACKENDS = ["sqlite", "mysql", "postgresql"]
+
+
+def pytest_configure(config) -> None:
+    config.addinivalue_line("markers", "sqlite_only: the test is about SQLite files themselves")
+    config.addinivalue_line("markers", "servers_only: the test needs MariaDB/PostgreSQL row locks")
+
+
+def pytest_generate_tests(metafunc) -> None:
+    """Store-level tests run once per backend; markers narrow the list, never skip."""
+    if "backend" not in metafunc.fixturenames:
+        return
+    if metafunc.definition.get_closest_marker("sqlite_only"):
+        chosen = ["sqlite"]
+    elif metafunc.definition.get_closest_marker("servers_only"):
+        chosen = ["mysql", "postgresql"]
+    else:
+        chosen = BACKENDS
+    metafunc.parametrize("backend", chosen)
+
+
 @pytest.fixture(scope="session")
 def backends():
     from backends import Backends
@@ -49,16 +69,10 @@ def backends():
     registry.close()
 
 
-@pytest.fixture(params=["sqlite", "mysql", "postgresql"])
-def store_url(request, backends, tmp_path: Path) -> str:
-    """An empty, migrated store on each backend in turn (a fresh database per run)."""
-    return backends.url(request.param, tmp_path)
-
-
-@pytest.fixture(params=["mysql", "postgresql"])
-def server_store_url(request, backends, tmp_path: Path) -> str:
-    """Like store_url, on the server backends only (row locks, many writers)."""
-    return backends.url(request.param, tmp_path)
+@pytest.fixture
+def store_url(backend: str, backends, tmp_path: Path) -> str:
+    """An empty, migrated store on each backend in turn (one database per test run)."""
+    return backends.url(backend, tmp_path)
 
 
 @pytest.fixture
@@ -67,31 +81,43 @@ def store_path(tmp_path: Path) -> Path:
 
 
 @pytest.fixture
-def melange(store_path: Path, tmp_path: Path, monkeypatch) -> Melange:
+def melange(backend: str, backends, store_path: Path, tmp_path: Path) -> Melange:
+    """The CLI on a fresh store: an SQLite file (`db` is its Path) or a server URL."""
     config = tmp_path / "melange.conf"
     config.write_text("[melange]\nrelease_hold = 48h\n")
-    env = {
-        "MELANGE_CONFIG": str(config),
-        "MELANGE_DB": None,
-        "MELANGE_OUTPUT": None,
-        "MELANGE_SOCKET": None,
-        "MELANGE_DEBUG": None,
-        "XDG_DATA_HOME": str(tmp_path / "xdg"),
-    }
-    return Melange(store_path, env)
+    env = {"MELANGE_CONFIG": str(config), "MELANGE_DB": None, "MELANGE_OUTPUT": None,
+           "MELANGE_SOCKET": None, "MELANGE_DEBUG": None, "XDG_DATA_HOME": str(tmp_path / "xdg")}
+    db = store_path if backend == "sqlite" else backends.url(backend, tmp_path)
+    return Melange(db, env)
 
 
-def dump_store(path: Path) -> list[tuple]:
-    """Every row of every melange table, sorted: equal dumps mean an unchanged store."""
-    with sqlite3.connect(path) as conn:
-        tables = [
-            name
-            for (name,) in conn.execute(
-                "SELECT name FROM sqlite_master WHERE type='table' ORDER BY name"
-            )
-        ]
-        rows = []
-        for table in tables:
-            for row in conn.execute(f'SELECT * FROM "{table}"'):
-                rows.append((table, *map(repr, row)))
+def execute_sql(db: Path | str, statement: str) -> list[tuple]:
+    """Run one SQL statement on a store (a file path or a URL); its rows, if any."""
+    from sqlalchemy import create_engine, text
+    from sqlalchemy.pool import NullPool
+
+    url = db if isinstance(db, str) else f"sqlite:///{db}"
+    engine = create_engine(url, poolclass=NullPool)
+    with engine.begin() as conn:
+        result = conn.execute(text(statement))
+        rows = [tuple(r) for r in result] if result.returns_rows else []
+    engine.dispose()
+    return rows
+
+
+def dump_store(db: Path | str) -> list[tuple]:
+    """Every row of every table, sorted: equal dumps mean an unchanged store."""
+    from sqlalchemy import MetaData, create_engine, select
+    from sqlalchemy.pool import NullPool
+
+    url = db if isinstance(db, str) else f"sqlite:///{db}"
+    engine = create_engine(url, poolclass=NullPool)
+    rows = []
+    with engine.connect() as conn:
+        meta = MetaData()
+        meta.reflect(conn)
+        for name, table in sorted(meta.tables.items()):
+            for row in conn.execute(select(table)):
+                rows.append((name, *map(repr, row)))
+    engine.dispose()
     return sorted(rows)

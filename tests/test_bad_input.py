@@ -189,8 +189,8 @@ def test_there_are_enough_cases():
 
 
 @pytest.mark.parametrize(("args", "code"), list(_params()))
-def test_bad_input_is_refused_cleanly(populated, store_path, args, code):
-    before = dump_store(store_path)
+def test_bad_input_is_refused_cleanly(populated, args, code):
+    before = dump_store(populated.db)
     result = populated(*args)
     assert result.exit_code == code, (result.exit_code, result.stdout, result.stderr)
     assert "Traceback" not in result.stdout + result.stderr
@@ -199,10 +199,10 @@ def test_bad_input_is_refused_cleanly(populated, store_path, args, code):
     assert len(lines) == 1, lines
     assert lines[0].startswith("Error: ") and len(lines[0]) > len("Error: ")
     assert result.stdout == ""
-    assert dump_store(store_path) == before
+    assert dump_store(populated.db) == before
 
 
-def test_the_store_is_as_set_up(populated, store_path):
+def test_the_store_is_as_set_up(populated):
     """The setup itself: if it changed, the cases above would test less than they say."""
     assert [a["address"] for a in populated.json("ip", "list")] == ["10.0.0.2"]
     assert [a["address"] for a in populated.json("ip", "list", "--released")] == ["10.0.0.3"]

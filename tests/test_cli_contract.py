@@ -12,13 +12,12 @@ import hashlib
 import ipaddress
 import json
 import re
-import sqlite3
 import time
 from datetime import UTC, datetime
 
 import pytest
 from click.testing import CliRunner
-from conftest import Melange, dump_store
+from conftest import Melange, dump_store, execute_sql
 
 from melange_cli.main import cli
 
@@ -870,6 +869,7 @@ def test_dhcp_hosts_lines(melange):
     assert melange.ok("dhcp", "hosts", "--network", "nonet") == ""
 
 
+@pytest.mark.sqlite_only
 def test_dhcp_hosts_order_is_deterministic(melange, tmp_path):
     other = Melange(tmp_path / "other.db", melange.env)
     for store, order in ((melange, [0, 1, 2]), (other, [2, 0, 1])):
@@ -936,6 +936,7 @@ def test_a_network_name_cannot_inject_into_the_dnsmasq_config(melange, network):
 # -- the store
 
 
+@pytest.mark.sqlite_only
 def test_empty_store_is_initialised_on_first_use(melange):
     assert not melange.db.exists()
     assert melange.json("block", "list") == []
@@ -950,8 +951,7 @@ def test_db_current_prints_the_revision(melange):
     revision = status["revision"]
     assert isinstance(revision, str) and revision
     assert revision in out.split("\t")
-    with sqlite3.connect(melange.db) as conn:
-        (stored,) = conn.execute("SELECT version_num FROM alembic_version").fetchone()
+    [(stored,)] = execute_sql(melange.db, "SELECT version_num FROM alembic_version")
     assert revision == stored
     assert melange.json("db", "upgrade")["revision"] == revision  # already current: no-op
 
@@ -964,8 +964,7 @@ def test_db_current_on_a_new_store_initialises_it(melange):
 def test_older_schema_exits_6_and_asks_for_db_upgrade(melange):
     web(melange)
     allocate(melange, "web")
-    with sqlite3.connect(melange.db) as conn:
-        conn.execute("UPDATE alembic_version SET version_num = '0000'")
+    execute_sql(melange.db, "UPDATE alembic_version SET version_num = '0000'")
     before = dump_store(melange.db)
     for args in (("block", "allocate", "web"), ("block", "list"), ("ip", "list")):
         line = assert_error(melange(*args), 6)

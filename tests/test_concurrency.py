@@ -12,6 +12,7 @@ import time
 from collections import Counter
 from pathlib import Path
 
+import pytest
 from sqlalchemy import create_engine, func, select, text
 from sqlalchemy.pool import NullPool
 
@@ -110,9 +111,9 @@ def test_count_is_all_or_nothing_when_killed(store_url, tmp_path):
     assert 0 in outcomes, "no kill landed mid-way; the test did not test anything"
 
 
-def test_a_locked_block_does_not_hold_up_another(server_store_url):
+@pytest.mark.servers_only
+def test_a_locked_block_does_not_hold_up_another(store_url):
     """SQLite has one writer at a time by design; per-block locks are for the servers."""
-    store_url = server_store_url
     store = Store(store_url)
     operations.run(store, "block.create", {"cidr": "10.40.0.0/24", "name": "a"})
     operations.run(store, "block.create", {"cidr": "10.41.0.0/24", "name": "b"})
