@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from datetime import timedelta
 
 import netaddr
@@ -11,7 +12,7 @@ from melange import blocks as block_ops
 from melange import generators
 from melange.errors import Conflict, Exhausted, InvalidInput, NotFound
 from melange.models import blocks, interfaces, ip_addresses
-from melange.records import address_record
+from melange.records import address_record, ip_text, iso
 from melange.store import lock_block, utcnow
 from melange.validate import (
     MAX_COUNT,
@@ -87,8 +88,13 @@ def allocate(
     hostname: str | None = None,
     interface: str | None = None,
     tenant: str | None = None,
+    progress: Callable[[int, int], None] | None = None,
 ) -> list[dict]:
-    """Hand out addresses from a block under its lock; all of them or none."""
+    """Hand out addresses from a block under its lock; all of them or none.
+
+    `progress(done, total)` is called after each insert batch, for a caller
+    that shows a bar on a terminal.
+    """
     if count is not None and (mac is not None or address is not None or hostname is not None):
         raise InvalidInput("--count cannot be combined with --mac, --address or --hostname")
     count = validate_count(count) if count is not None else 1
@@ -157,13 +163,15 @@ def allocate(
     ]
     for start in range(0, len(rows), INSERT_BATCH):
         conn.execute(insert(ip_addresses), rows[start : start + INSERT_BATCH])
+        if progress is not None:
+            progress(min(start + INSERT_BATCH, len(rows)), len(rows))
     _count(conn, block.id, len(rows))
     if count == 1:
         found = conn.execute(
             _joined().where(IP.block_id == block.id, IP.address == chosen[0])
         ).first()
         return [address_record(found, hold_seconds)]
-    return [_record_from_insert(row, block, interface, hold_seconds) for row in rows]
+    return _bulk_records(rows, block, interface)
 
 
 def _check_capacity(conn: Connection, block, count: int, hold_seconds: int) -> None:
@@ -177,20 +185,24 @@ def _check_capacity(conn: Connection, block, count: int, hold_seconds: int) -> N
         raise InvalidInput(f"--count {count} is more than the {MAX_COUNT} allowed in one command")
 
 
-def _record_from_insert(row: dict, block, vif: str | None, hold_seconds: int) -> dict:
-    """Build records of a bulk insert without reading the rows back."""
-
-    class _Row:
-        pass
-
-    view = _Row()
-    view.__dict__.update(row)
-    view.block_version = block.version
-    view.block_name = block.name
-    view.block_cidr = block.cidr
-    view.block_network = block.network
-    view.vif_id = vif
-    return address_record(view, hold_seconds)
+def _bulk_records(rows: list[dict], block, vif: str | None) -> list[dict]:
+    """Records of a bulk insert without reading the rows back: one template, N addresses."""
+    first = rows[0]
+    template = {
+        "address": None,
+        "block_id": block.id,
+        "block": block.name or block.cidr,
+        "network": block.network,
+        "mac": format_mac(first["mac"]),
+        "hostname": first["hostname"],
+        "interface": vif,
+        "tenant": first["tenant"],
+        "state": "allocated",
+        "allocated_at": iso(first["allocated_at"]),
+        "released_at": None,
+        "held_until": None,
+    }
+    return [{**template, "address": ip_text(row["address"], block.version)} for row in rows]
 
 
 def find(conn: Connection, address: str, block_ref: str | None, hold_seconds: int):

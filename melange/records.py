@@ -6,15 +6,19 @@ JSON output all carry the same thing.
 
 from __future__ import annotations
 
+import socket
 from datetime import datetime, timedelta
-
-import netaddr
 
 from melange.validate import format_mac
 
 
 def ip_text(value: int | None, version: int) -> str | None:
-    return None if value is None else str(netaddr.IPAddress(value, version))
+    """Canonical text (RFC 5952 for IPv6); inet_ntop is ~10x cheaper than an object."""
+    if value is None:
+        return None
+    if version == 4:
+        return socket.inet_ntop(socket.AF_INET, value.to_bytes(4, "big"))
+    return socket.inet_ntop(socket.AF_INET6, value.to_bytes(16, "big"))
 
 
 def iso(moment: datetime | None) -> str | None:

@@ -128,17 +128,14 @@ def subnet(app: App, block, cidr, name):
 @pass_app
 def allocate(app: App, block, mac, address, count, hostname, interface, tenant):
     """Allocate address(es) from BLOCK; plain output is the bare address."""
-    result = app.call(
-        "block.allocate",
-        block_ref=block,
-        mac=mac,
-        address=address,
-        count=count,
-        hostname=hostname,
-        interface=interface,
-        tenant=tenant,
-    )
     fmt = app.output_format()
+    params = dict(block_ref=block, mac=mac, address=address, count=count, hostname=hostname,
+                  interface=interface, tenant=tenant)  # fmt: skip
+    if count is not None and count >= output.PROGRESS_FROM and output.wants_progress(fmt):
+        with output.progress_bar(f"allocating {count} addresses", count) as advance:
+            result = app.call("block.allocate", progress=advance, **params)
+    else:
+        result = app.call("block.allocate", **params)
     if fmt == "plain":
         output.emit_addresses_only(fmt, result)
     else:

@@ -6,6 +6,8 @@ rich is imported only when a table is printed.
 from __future__ import annotations
 
 import json
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 
@@ -106,6 +108,27 @@ def emit_text(fmt: str, text: str) -> None:
         click.echo(json.dumps(text.splitlines(), indent=2))
     else:
         click.echo(text, nl=False)
+
+
+PROGRESS_FROM = 10_000
+
+
+def wants_progress(fmt: str) -> bool:
+    """Bars only for people: table output with a terminal on stderr."""
+    import sys
+
+    return fmt == "table" and sys.stderr.isatty()
+
+
+@contextmanager
+def progress_bar(label: str, total: int) -> Iterator[Callable[[int, int], None]]:
+    """A rich progress bar on stderr; yields the `progress(done, total)` callback."""
+    from rich.console import Console
+    from rich.progress import Progress
+
+    with Progress(console=Console(stderr=True), transient=True) as bar:
+        task = bar.add_task(label, total=total)
+        yield lambda done, _total: bar.update(task, completed=done)
 
 
 def _console():
