@@ -165,7 +165,7 @@ def allocate(
         conn.execute(insert(ip_addresses), rows[start : start + INSERT_BATCH])
         if progress is not None:
             progress(min(start + INSERT_BATCH, len(rows)), len(rows))
-    _count(conn, block.id, len(rows))
+    block_ops.touch(conn, block.id, allocated=len(rows))
     if count == 1:
         found = conn.execute(
             _joined().where(IP.block_id == block.id, IP.address == chosen[0])
@@ -292,24 +292,15 @@ def update_address(
             values["active_mac"] = values["mac"]
     if values:
         conn.execute(update(ip_addresses).where(IP.id == row.id).values(**values))
+        block_ops.touch(conn, row.block_id)
     return address_record(conn.execute(_joined().where(IP.id == row.id)).first(), hold_seconds)
-
-
-def _count(conn: Connection, block_id: int, delta: int) -> None:
-    """Keep the block's allocated counter (read by utilisation) in step, under its lock."""
-    if delta:
-        conn.execute(
-            update(blocks)
-            .where(blocks.c.id == block_id)
-            .values(allocated_count=blocks.c.allocated_count + delta)
-        )
 
 
 def _free_now(conn: Connection, row) -> None:
     """Delete the address and return it to its block's free space at once."""
     conn.execute(delete(ip_addresses).where(IP.id == row.id))
     if row.state == "allocated":
-        _count(conn, row.block_id, -1)
+        block_ops.touch(conn, row.block_id, allocated=-1)
     block_row = block_ops.resolve(conn, str(row.block_id))
     block_ops.free_space(conn, block_row).give_back([row.address])
 
@@ -320,7 +311,7 @@ def _hold(conn: Connection, row) -> None:
         .where(IP.id == row.id)
         .values(state="held", active_mac=None, released_at=utcnow())
     )
-    _count(conn, row.block_id, -1)
+    block_ops.touch(conn, row.block_id, allocated=-1)
 
 
 def _release_row(conn: Connection, row, hold_seconds: int, now: bool) -> None:
@@ -369,7 +360,7 @@ def restore(conn: Connection, address: str, *, hold_seconds: int, block: str | N
         .where(IP.id == row.id)
         .values(state="allocated", active_mac=row.mac, released_at=None)
     )
-    _count(conn, row.block_id, 1)
+    block_ops.touch(conn, row.block_id, allocated=1)
     return address_record(conn.execute(_joined().where(IP.id == row.id)).first(), hold_seconds)
 
 

@@ -56,6 +56,15 @@ def resolve(conn: Connection, ref: str, *, for_update: bool = False):
     return row
 
 
+def touch(conn: Connection, block_id: int, *, allocated: int = 0) -> None:
+    """Record a change to what the block renders (melanged watches `generation`),
+    and keep its allocated counter in step; callers hold the block's lock."""
+    values = {"generation": B.generation + 1}
+    if allocated:
+        values["allocated_count"] = B.allocated_count + allocated
+    conn.execute(update(blocks).where(B.id == block_id).values(**values))
+
+
 def exclusions_for(conn: Connection, block) -> Exclusions:
     """Network, broadcast, gateway and the policy's ranges and octets, as intervals."""
     intervals: list[tuple[int, int, str]] = []
@@ -433,6 +442,7 @@ def update_block(
     if values or dns_values is not None or no_dns:
         values["updated_at"] = utcnow()
         conn.execute(update(blocks).where(B.id == row.id).values(**values))
+        touch(conn, row.id)
     if dns_values is not None or no_dns:
         _set_dns(conn, row.id, dns_values or [])
     fresh = resolve(conn, str(row.id))

@@ -107,6 +107,9 @@ blocks = Table(
     # Addresses in state 'allocated', kept in step under the block's lock, so
     # utilisation of a /8 costs what it costs for a /24.
     Column("allocated_count", BigInteger, nullable=False, server_default="0"),
+    # Bumped by every change to what the block renders for DHCP; melanged's
+    # watcher compares (count, sum of ids, sum of generations) per network.
+    Column("generation", BigInteger, nullable=False, server_default="0"),
     Column("created_at", DateTime, nullable=False),
     Column("updated_at", DateTime, nullable=False),
     CheckConstraint("version IN (4, 6)", name="version"),

@@ -19,6 +19,7 @@ class Operation:
     target: str  # "module:function", imported on first use
     write: bool
     hold: bool = False
+    whole_store: bool = False  # runs its own transactions (and file work outside them)
 
     def function(self) -> Callable[..., Any]:
         from importlib import import_module
@@ -27,8 +28,10 @@ class Operation:
         return getattr(import_module(f"melange.{module}"), name)
 
 
-def _op(target: str, write: bool = False, hold: bool = False) -> Operation:
-    return Operation(target, write, hold)
+def _op(
+    target: str, write: bool = False, hold: bool = False, whole_store: bool = False
+) -> Operation:
+    return Operation(target, write, hold, whole_store)
 
 
 OPERATIONS: dict[str, Operation] = {
@@ -64,6 +67,7 @@ OPERATIONS: dict[str, Operation] = {
     "dhcp.hosts": _op("dhcp:hosts_text"),
     "dhcp.opts": _op("dhcp:opts_text"),
     "dhcp.config": _op("dhcp:config_text"),
+    "dhcp.sync": _op("dhcpsync:sync", whole_store=True),
 }
 
 
@@ -76,4 +80,7 @@ def run(store: Store, name: str, params: dict[str, Any]) -> Any:
     kwargs = dict(params)
     if operation.hold:
         kwargs["hold_seconds"] = store.release_hold
+    if operation.whole_store:
+        store.ensure_schema()
+        return function(store, **kwargs)
     return store.run(lambda conn: function(conn, **kwargs), write=operation.write)

@@ -33,6 +33,7 @@ def add(conn: Connection, block_ref: str, destination: str, *, gateway: str) -> 
     if conn.execute(select(R.id).where(R.block_id == block.id, R.destination == str(dest))).first():
         raise Conflict(f"block {block.cidr} already has a route to {dest}")
     conn.execute(insert(routes).values(block_id=block.id, destination=str(dest), gateway=int(via)))
+    block_ops.touch(conn, block.id)
     return _record(block, str(dest), int(via))
 
 
@@ -53,4 +54,5 @@ def delete_route(conn: Connection, block_ref: str, destination: str) -> dict:
     if row is None:
         raise NotFound(f"block {block.cidr} has no route to {dest}")
     conn.execute(delete(routes).where(R.id == row.id))
+    block_ops.touch(conn, block.id)
     return _record(block, dest, row.gateway)

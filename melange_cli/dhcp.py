@@ -38,3 +38,28 @@ def opts(app: App, network):
 def config(app: App, network):
     """Print the dnsmasq configuration a network needs."""
     output.emit_text(app.output_format(), app.call("dhcp.config", network=network))
+
+
+@group.command("sync")
+@click.option("--hostsfile", metavar="PATH", required=True, help="dnsmasq --dhcp-hostsfile.")
+@click.option("--dnsmasq-pidfile", metavar="PATH", help="SIGHUP this dnsmasq when needed.")
+@click.option("--network", metavar="NET", help="Only this network's reservations.")
+@click.option("--optsfile", metavar="PATH", help="Also write dnsmasq --dhcp-optsfile.")
+@click.option(
+    "--hostsdir", metavar="DIR", help="dnsmasq --dhcp-hostsdir: additions without reload."
+)
+@click.option("--release-interface", metavar="IFACE", help="dhcp_release leases of removed hosts.")
+@output_option
+@pass_app
+def sync(app: App, hostsfile, dnsmasq_pidfile, network, optsfile, hostsdir, release_interface):
+    """One pass: write the files atomically, SIGHUP dnsmasq only if they changed."""
+    result = app.call(
+        "dhcp.sync",
+        hostsfile=hostsfile,
+        dnsmasq_pidfile=dnsmasq_pidfile,
+        network=network,
+        optsfile=optsfile,
+        hostsdir=hostsdir,
+        release_interface=release_interface,
+    )
+    output.emit(app.output_format(), result, output.SYNC)

@@ -61,6 +61,10 @@ POLICY = View("Policy", ("name", "description", "unusable_ranges", "unusable_oct
 MAC_RANGE = View("MAC range", ("id", "cidr", "first", "last", "size", "allocated"))
 INTERFACE = View("Interface", ("vif_id", "network", "device", "tenant", "mac", "addresses"))
 ROUTE = View("Route", ("block", "destination", "gateway"))
+SYNC = View(
+    "DHCP sync",
+    ("hosts_changed", "opts_changed", "reloaded", "server_running", "lines", "added", "removed"),
+)
 REVISION = View("Schema", ("revision", "head", "up_to_date"))
 
 

@@ -40,4 +40,4 @@ run melange mac-range create 02:16:3e:00:00:00/24
 run melange interface create vif-1 --network net1
 run melange ip release "$ip"
 run melange dhcp hosts
-run melange block show web
+run melange -o table block show web

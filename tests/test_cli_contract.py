@@ -1084,10 +1084,10 @@ REQUIRED_COMMANDS = [
     "policy add-range", "policy add-octet", "mac-range create", "mac-range list",
     "mac-range delete", "interface create", "interface list", "interface show",
     "interface delete", "route add", "route list", "route delete", "dhcp hosts", "dhcp opts",
-    "dhcp config",
+    "dhcp config", "dhcp sync",
 ]  # fmt: skip
 MISSING_COMMANDS = [
-    "dhcp sync", "reconcile", "report utilization", "export", "import", "history",
+    "reconcile", "report utilization", "export", "import", "history",
 ]  # fmt: skip
 
 

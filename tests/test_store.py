@@ -43,7 +43,6 @@ def _empty_url(backend: str, tmp_path: Path):
     return database.url, database
 
 
-@pytest.mark.parametrize("backend", ["sqlite", "mysql", "postgresql"])
 def test_migrations_from_empty_and_from_the_previous_revision(backend, tmp_path):
     url, database = _empty_url(backend, tmp_path)
     try:
@@ -72,12 +71,10 @@ def test_migrations_from_empty_and_from_the_previous_revision(backend, tmp_path)
             database.drop()
 
 
-@pytest.mark.parametrize("backend", ["sqlite", "mysql", "postgresql"])
 def test_first_use_initialises_an_empty_store(backend, tmp_path):
     url, database = _empty_url(backend, tmp_path)
     try:
-        code, out, err, _ = run_cli("--db", url, "db", "current")
-        assert (code, out.split("\t")[0]) == (0, ""), err  # empty: no revision yet
+        assert Store(url).current_revision() is None
         code, out, err, _ = run_cli("--db", url, "block", "create", "10.9.0.0/24")
         assert code == 0, err
         assert Store(url).current_revision() == SCHEMA_HEAD
@@ -117,7 +114,6 @@ def test_an_unreachable_store_is_exit_6_within_10_seconds(case, url):
     assert elapsed < 10
 
 
-@pytest.mark.parametrize("backend", ["sqlite", "mysql", "postgresql"])
 def test_upgrade_fills_the_allocated_counter_from_existing_rows(backend, tmp_path):
     from sqlalchemy import MetaData, insert, select
 
