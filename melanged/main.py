@@ -1,15 +1,95 @@
-"""The melanged command line (the daemon's watcher and socket come in later releases)."""
+"""The `melanged` command: options, logging, daemonizing; the loop is melanged.daemon."""
 
 from __future__ import annotations
 
+import logging
 import sys
+
+import click
+
+from melange import __version__
+
+
+def _configure_logging(log_file) -> logging.Handler:
+    handler: logging.Handler
+    if log_file:
+        log_file.parent.mkdir(parents=True, exist_ok=True)
+        handler = logging.FileHandler(log_file)
+    else:
+        handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(
+        logging.Formatter("%(asctime)s %(name)s[%(process)d] %(levelname)s %(message)s")
+    )
+    root = logging.getLogger()
+    root.handlers[:] = [handler]
+    root.setLevel(logging.INFO)
+    return handler
+
+
+@click.command(context_settings={"help_option_names": ["-h", "--help"]})
+@click.option("--config", envvar="MELANGE_CONFIG", metavar="FILE", help="INI file ([melanged]).")
+@click.option("--db", envvar="MELANGE_DB", metavar="URL", help="The store.")
+@click.option("--hostsfile", metavar="PATH", help="dnsmasq --dhcp-hostsfile to maintain.")
+@click.option("--optsfile", metavar="PATH", help="dnsmasq --dhcp-optsfile to maintain.")
+@click.option("--hostsdir", metavar="DIR", help="dnsmasq --dhcp-hostsdir for additions.")
+@click.option("--dnsmasq-pidfile", metavar="PATH", help="The dnsmasq to SIGHUP.")
+@click.option("--network", metavar="NET", help="Only this network (one dnsmasq per network).")
+@click.option("--release-interface", metavar="IFACE", help="dhcp_release stale leases here.")
+@click.option("--socket", metavar="PATH", help="Serve melange commands on this Unix socket.")
+@click.option("--foreground", is_flag=True, help="Do not daemonize (systemd).")
+@click.option("--pidfile", metavar="PATH", help="Locked pidfile.")
+@click.option("--log-file", metavar="PATH", help="Log here instead of stderr.")
+@click.version_option(__version__, prog_name="melanged")
+def cli(config, foreground, **flags) -> None:
+    """Keep dnsmasq's files in step with the melange store."""
+    from melange.errors import MelangeError
+    from melanged.daemon import Daemon, PidFile
+    from melanged.settings import resolve
+
+    try:
+        settings = resolve(flags, config)
+    except MelangeError as error:
+        raise click.ClickException(error.message) from None
+    if settings.socket is not None:
+        raise click.ClickException("the socket server is not available in this release")
+    handler = _configure_logging(settings.log_file)
+    daemon = Daemon(settings, reload_settings=lambda: resolve(flags, config))
+    try:
+        if foreground:
+            if settings.pidfile is None:
+                sys.exit(daemon.run())
+            with PidFile(settings.pidfile):
+                sys.exit(daemon.run())
+        if settings.pidfile is not None:
+            PidFile(settings.pidfile).check()
+        _daemonize(settings, handler)
+        sys.exit(daemon.run())
+    except MelangeError as error:
+        click.echo(f"Error: {error.message}", err=True)
+        sys.exit(error.exit_code)
+
+
+def _daemonize(settings, handler: logging.Handler) -> None:
+    """Detach with python-daemon; the pidfile lock is taken in the child."""
+    import daemon
+
+    from melanged.daemon import PidFile
+
+    keep = [handler.stream] if hasattr(handler, "stream") else []
+    context = daemon.DaemonContext(
+        pidfile=PidFile(settings.pidfile) if settings.pidfile else None,
+        files_preserve=keep,
+        stderr=sys.stderr if settings.log_file is None else None,
+        working_directory="/",
+        umask=0o022,
+        signal_map={},  # the loop installs its own recording handlers
+    )
+    context.open()
 
 
 def main() -> None:
-    """Refuse clearly until the daemon exists, rather than pretend to serve."""
-    print(
-        "Error: melanged is not available in this release; "
-        "use `melange dhcp hosts` to render the dnsmasq hosts file",
-        file=sys.stderr,
-    )
-    sys.exit(1)
+    cli()
+
+
+if __name__ == "__main__":
+    main()

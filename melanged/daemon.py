@@ -1,0 +1,167 @@
+"""melanged's loop: watch the store, coalesce, sync the DHCP backend, act on signals.
+
+Signal handlers only record the signal; the loop acts on it between passes,
+so a SIGTERM never interrupts a file write half-way.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import logging
+import os
+import signal
+import time
+from pathlib import Path
+
+from melange import dhcpsync
+from melange.errors import Conflict, MelangeError
+from melange.store import Store
+from melanged.quiescence import Quiescence
+from melanged.settings import DaemonSettings
+from melanged.watcher import fingerprint
+
+log = logging.getLogger("melanged")
+BACKOFF_START = 0.5
+BACKOFF_MAX = 30.0
+
+
+class PidFile:
+    """A pidfile held with flock: a second daemon on it fails, a stale one is reclaimed."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self.fd: int | None = None
+
+    def __enter__(self) -> PidFile:
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            os.close(fd)
+            other = self.path.read_text().strip() or "?"
+            raise Conflict(
+                f"melanged is already running (pid {other}, pidfile {self.path})"
+            ) from None
+        os.ftruncate(fd, 0)
+        os.write(fd, f"{os.getpid()}\n".encode())
+        self.fd = fd
+        return self
+
+    def check(self) -> None:
+        """Fail now, before detaching, if another daemon holds the pidfile."""
+        with self:
+            pass
+
+    def __exit__(self, *exc: object) -> None:
+        if self.fd is not None:
+            self.path.unlink(missing_ok=True)
+            os.close(self.fd)
+            self.fd = None
+
+
+class Daemon:
+    def __init__(self, settings: DaemonSettings, reload_settings=None) -> None:
+        self.settings = settings
+        self.reload_settings = reload_settings
+        self.signals: list[int] = []
+        self._setup()
+
+    def _setup(self) -> None:
+        s = self.settings
+        self.store = Store(s.db_url, release_hold=s.release_hold)
+        target = dhcpsync.Target(
+            hostsfile=s.hostsfile,
+            optsfile=s.optsfile,
+            pidfile=s.dnsmasq_pidfile,
+            network=s.network,
+            hostsdir=s.hostsdir,
+            release_interface=s.release_interface,
+        )
+        self.backend = dhcpsync.load(s.backend, target)
+        self.quiet = Quiescence(s.wait_min, s.wait_max)
+
+    def _record(self, signum: int, _frame) -> None:
+        self.signals.append(signum)
+
+    def install_signal_handlers(self) -> None:
+        for signum in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
+            signal.signal(signum, self._record)
+
+    def run(self) -> int:
+        """Render at once, then follow the store until SIGTERM."""
+        self.install_signal_handlers()
+        log.info("melanged %s watching %s (network %s) -> %s", os.getpid(),
+                 _safe(self.settings.db_url), self.settings.network or "all",
+                 self.settings.hostsfile)  # fmt: skip
+        seen = None
+        healthy: bool | None = None
+        backoff = BACKOFF_START
+        force = False
+        self.quiet.changed(time.monotonic())
+        while True:
+            while self.signals:
+                signum = self.signals.pop(0)
+                if signum in (signal.SIGTERM, signal.SIGINT):
+                    log.info("signal %s: exiting", signal.Signals(signum).name)
+                    return 0
+                log.info("SIGHUP: re-reading configuration, full re-render")
+                self._reconfigure()
+                seen, force = None, True
+                self.quiet.changed(time.monotonic())
+            try:
+                current = fingerprint(self.store, self.settings.network)
+                now = time.monotonic()
+                if current != seen:
+                    self.quiet.changed(now)
+                    seen = current
+                if force or self.quiet.due(now):
+                    result = self.backend.sync(self.store, force_reload=force)
+                    self.quiet.rendered(time.monotonic())
+                    force = False
+                    _log_result(result)
+                if healthy is False:
+                    log.info("store is reachable again")
+                healthy, backoff = True, BACKOFF_START
+                time.sleep(self.settings.poll_interval)
+            except MelangeError as error:
+                if healthy is not False:
+                    log.error("store unavailable, keeping the last files: %s", error.message)
+                healthy = False
+                seen = None  # re-render once it is back
+                self.quiet.changed(time.monotonic())
+                _sleep_unless_signalled(self, backoff)
+                backoff = min(BACKOFF_MAX, backoff * 2)
+
+    def _reconfigure(self) -> None:
+        if self.reload_settings is None:
+            return
+        try:
+            self.settings = self.reload_settings()
+        except MelangeError as error:
+            log.error("keeping the old configuration: %s", error.message)
+            return
+        self._setup()
+
+
+def _sleep_unless_signalled(daemon: Daemon, seconds: float) -> None:
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline and not daemon.signals:
+        time.sleep(0.05)
+
+
+def _log_result(result) -> None:
+    if result.hosts_changed or result.opts_changed:
+        how = "hosts dir (no reload)" if result.added_only else "hosts file"
+        log.info(
+            "rendered %d hosts (+%d -%d) via %s; reload sent: %s%s",
+            result.lines, result.added, result.removed, how,
+            "yes" if result.reloaded else "no",
+            "" if result.server_running is not False else " (dnsmasq is not running)",
+        )  # fmt: skip
+
+
+def _safe(url: str) -> str:
+    from melange.store import safe_url
+
+    return safe_url(url)

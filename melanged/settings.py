@@ -1,0 +1,69 @@
+"""melanged's settings: flags first, then the config file's [melanged] section."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, fields
+from pathlib import Path
+
+from melange.config import db_url_from, load_settings
+from melange.errors import InvalidInput
+
+DEFAULT_HOSTSFILE = "/var/lib/melange/dnsmasq.hosts"
+
+
+@dataclass
+class DaemonSettings:
+    db_url: str
+    release_hold: int
+    hostsfile: Path
+    optsfile: Path | None = None
+    hostsdir: Path | None = None
+    dnsmasq_pidfile: Path | None = None
+    network: str | None = None
+    socket: Path | None = None
+    pidfile: Path | None = None
+    log_file: Path | None = None
+    release_interface: str | None = None
+    backend: str = "dnsmasq"
+    poll_interval: float = 0.05
+    wait_min: float = 0.2
+    wait_max: float = 2.0
+
+
+PATHS = {"hostsfile", "optsfile", "hostsdir", "dnsmasq_pidfile", "socket", "pidfile", "log_file"}
+FLOATS = {"poll_interval", "wait_min", "wait_max"}
+
+
+def resolve(flags: dict, config: str | None) -> DaemonSettings:
+    """Merge the flags (None when not given) over [melanged] over the defaults."""
+    base = load_settings(flags.get("db"), config)
+    section = base.section("melanged")
+    known = {f.name for f in fields(DaemonSettings)}
+    unknown = set(section) - known - {"db"}
+    if unknown:
+        raise InvalidInput(f"unknown key(s) in [melanged]: {', '.join(sorted(unknown))}")
+    values: dict = {}
+    for name in known - {"db_url", "release_hold"}:
+        raw = flags.get(name)
+        if raw is None:
+            raw = section.get(name)
+        if raw is None or raw == "":
+            continue
+        if name in PATHS:
+            values[name] = Path(raw)
+        elif name in FLOATS:
+            try:
+                values[name] = float(raw)
+            except ValueError:
+                raise InvalidInput(f"{name} must be a number of seconds, not {raw!r}") from None
+        else:
+            values[name] = raw
+    db_url = base.db_url
+    if not flags.get("db") and section.get("db"):
+        db_url = db_url_from(section["db"])
+    values.setdefault("hostsfile", Path(DEFAULT_HOSTSFILE))
+    if values.get("network") is not None:
+        from melange.validate import validate_network
+
+        validate_network(values["network"])
+    return DaemonSettings(db_url=db_url, release_hold=base.release_hold, **values)
