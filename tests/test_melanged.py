@@ -1,0 +1,203 @@
+"""melanged end to end: real dnsmasq, real udhcpc, real melanged processes (needs root)."""
+
+from __future__ import annotations
+
+import random
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+from melanged_harness import (
+    HOSTS_LINE,
+    Melanged,
+    cli,
+    env,
+    reloads,
+    served_lines,
+    wait_until,
+)
+from realparts import Dnsmasq, NetnsPair, require_root, udhcpc_lease
+
+MAC = "02:00:00:00:00:aa"
+
+
+@pytest.fixture
+def db(tmp_path) -> str:
+    url = f"sqlite:///{tmp_path / 'store.db'}"
+    cli(url, "block", "create", "10.77.0.0/24", "--name", "lan", "--network", "net1",
+        "--gateway", "10.77.0.1", "--dns", "10.77.0.53", "--dns", "10.77.0.54")  # fmt: skip
+    return url
+
+
+@pytest.fixture
+def daemon(db, dnsmasq_server, tmp_path):
+    with Melanged(db, dnsmasq_server, tmp_path, network="net1") as running:
+        running.wait_log("rendered|watching")
+        yield running
+    assert dnsmasq_server.alive(), "dnsmasq died"
+
+
+def _has(server, line: str, hostsdir=None) -> bool:
+    return line in served_lines(server.hostsfile, hostsdir)
+
+
+def test_client_gets_its_address_router_and_dns(db, dnsmasq_server, netns_pair, daemon):
+    ip = cli(db, "block", "allocate", "lan", "--mac", MAC, "--hostname", "vm1").strip()
+    wait_until(lambda: _has(dnsmasq_server, f"{MAC},{ip},vm1"), what="hosts line")
+    wait_until(lambda: reloads(dnsmasq_server) >= 2, what="dnsmasq reload")
+    lease = udhcpc_lease(netns_pair, MAC)
+    assert lease is not None, dnsmasq_server.log_text()[-2000:]
+    assert (lease["ip"], lease["router"]) == (ip, "10.77.0.1")
+    assert lease["dns"].split() == ["10.77.0.53", "10.77.0.54"]
+    assert dnsmasq_server.alive()
+
+
+def test_moved_then_released_address(db, dnsmasq_server, netns_pair, daemon):
+    first = cli(db, "block", "allocate", "lan", "--mac", MAC).strip()
+    wait_until(lambda: _has(dnsmasq_server, f"{MAC},{first}"))
+    assert udhcpc_lease(netns_pair, MAC)["ip"] == first
+    # Move: release at once and ask for another address for the same MAC.
+    cli(db, "ip", "release", first, "--now")
+    cli(db, "block", "allocate", "lan", "--mac", MAC, "--address", "10.77.0.200")
+    wait_until(lambda: served_lines(dnsmasq_server.hostsfile) == {f"{MAC},10.77.0.200"})
+    mark = dnsmasq_server.log_mark()
+    dnsmasq_server.wait_for_log(r"read .*hosts", since=mark - 200 if mark > 200 else 0)
+    time.sleep(0.3)
+    assert udhcpc_lease(netns_pair, MAC)["ip"] == "10.77.0.200"
+    # Release: no reservation, so a static-only dnsmasq offers nothing.
+    cli(db, "ip", "release", "10.77.0.200")
+    wait_until(lambda: served_lines(dnsmasq_server.hostsfile) == set(), what="empty file")
+    time.sleep(0.3)
+    assert udhcpc_lease(netns_pair, MAC, tries=2) is None
+    assert dnsmasq_server.alive()
+
+
+def test_hosts_file_is_atomic_and_mode_0644(db, dnsmasq_server, daemon):
+    cli(db, "block", "allocate", "lan", "--mac", MAC)
+    wait_until(lambda: dnsmasq_server.hostsfile.stat().st_size > 0)
+    assert dnsmasq_server.hostsfile.stat().st_mode & 0o777 == 0o644
+    leftovers = [p.name for p in dnsmasq_server.hostsfile.parent.iterdir()
+                 if p.name.startswith(".")]  # fmt: skip
+    assert leftovers == []
+
+
+def test_two_networks_two_dnsmasqs_reload_independently(tmp_path):
+    require_root()
+    url = f"sqlite:///{tmp_path / 'store.db'}"
+    for net, cidr in (("net1", "10.77.0.0/24"), ("net2", "10.78.0.0/24")):
+        cli(url, "block", "create", cidr, "--name", net, "--network", net,
+            "--gateway", cidr.replace("0/24", "1"))  # fmt: skip
+    with NetnsPair("10.77.0.0/24") as pair1, NetnsPair("10.78.0.0/24") as pair2, \
+            Dnsmasq(pair1, tmp_path / "d1", network="net1") as d1, \
+            Dnsmasq(pair2, tmp_path / "d2", network="net2") as d2, \
+            Melanged(url, d1, tmp_path / "d1", network="net1") as m1, \
+            Melanged(url, d2, tmp_path / "d2", network="net2") as m2:  # fmt: skip
+        for m in (m1, m2):
+            m.wait_log("watching")
+        time.sleep(0.5)
+        base1, base2 = d1.log_mark(), d2.log_mark()
+        ip = cli(url, "block", "allocate", "net1", "--mac", MAC).strip()
+        wait_until(lambda: _has(d1, f"{MAC},{ip}"))
+        wait_until(lambda: reloads(d1, base1) >= 1, what="net1 reload")
+        time.sleep(1.0)
+        assert reloads(d2, base2) == 0, d2.log_text()[base2:]
+        assert served_lines(d2.hostsfile) == set()
+        assert udhcpc_lease(pair1, MAC)["ip"] == ip
+        assert d1.alive() and d2.alive()
+
+
+def _burst(db: str, count: int, workers: int = 4) -> None:
+    """`count` allocations from `workers` processes at once, through the core API."""
+    code = (
+        "import sys\n"
+        "from melange import operations\nfrom melange.store import Store\n"
+        "s = Store(sys.argv[1])\n"
+        "for i in range(int(sys.argv[2]), int(sys.argv[3])):\n"
+        "    operations.run(s, 'block.allocate', {'block_ref': 'lan',\n"
+        "        'mac': '02:00:00:01:%02x:%02x' % (i >> 8, i & 255)})\n"
+    )
+    step = count // workers
+    procs = [
+        subprocess.Popen([sys.executable, "-c", code, db, str(w * step), str((w + 1) * step)],
+                         env=env())  # fmt: skip
+        for w in range(workers)
+    ]
+    for proc in procs:
+        assert proc.wait(timeout=120) == 0
+
+
+@pytest.mark.parametrize("use_hostsdir", [False, True], ids=["hostsfile", "hostsdir"])
+def test_a_burst_of_200_is_coalesced(db, dnsmasq_server, tmp_path, use_hostsdir, netns_pair):
+    hostsdir = tmp_path / "hosts.d" if use_hostsdir else None
+    if hostsdir is not None:
+        hostsdir.mkdir()
+        dnsmasq_server.stop()
+        dnsmasq_server.extra_args.append(f"--dhcp-hostsdir={hostsdir}")
+        dnsmasq_server.start()
+    with Melanged(db, dnsmasq_server, tmp_path, network="net1", hostsdir=hostsdir) as m:
+        m.wait_log("watching")
+        time.sleep(0.5)
+        mark = dnsmasq_server.log_mark()
+        _burst(db, 200)
+        expected = set(cli(db, "dhcp", "hosts", "--network", "net1").splitlines())
+        assert len(expected) == 200
+        wait_until(lambda: served_lines(dnsmasq_server.hostsfile, hostsdir) == expected,
+                   timeout=20, what="all 200 lines")  # fmt: skip
+        time.sleep(2.5)  # any trailing render would have happened by now
+        count = reloads(dnsmasq_server, mark)
+        assert count <= 5, f"{count} reloads for one burst"
+        if use_hostsdir:
+            assert count == 0, "additions through the hosts dir need no reload"
+            mac = "02:00:00:01:00:07"
+            ip = next(line.split(",")[1] for line in expected if line.startswith(mac))
+            assert udhcpc_lease(netns_pair, mac)["ip"] == ip
+        assert dnsmasq_server.alive()
+
+
+def test_sigkill_during_writes_never_leaves_a_partial_file(db, dnsmasq_server, tmp_path):
+    writer = subprocess.Popen([sys.executable, "-c", (
+        "import sys, itertools\n"
+        "from melange import operations\nfrom melange.store import Store\n"
+        "s = Store(sys.argv[1])\n"
+        "for i in itertools.count():\n"
+        "    mac = '02:00:00:02:%02x:%02x' % ((i >> 8) & 255, i & 255)\n"
+        "    r = operations.run(s, 'block.allocate', {'block_ref': 'lan', 'mac': mac})\n"
+        "    if i % 3 == 0:\n"
+        "        operations.run(s, 'ip.release', {'address': r[0]['address'], 'now': True})\n"
+    ), db], env=env())  # fmt: skip
+    rng = random.Random(7)
+    try:
+        for _ in range(12):
+            m = Melanged(db, dnsmasq_server, tmp_path, network="net1").start()
+            time.sleep(rng.uniform(0.1, 0.6))
+            m.kill(signal.SIGKILL)
+            text = dnsmasq_server.hostsfile.read_text()
+            assert text == "" or text.endswith("\n")
+            assert all(HOSTS_LINE.match(line) for line in text.splitlines()), text[-300:]
+            assert len(set(text.splitlines())) == len(text.splitlines())
+    finally:
+        writer.kill()
+        writer.wait()
+    with Melanged(db, dnsmasq_server, tmp_path, network="net1") as m:
+        expected = set(cli(db, "dhcp", "hosts").splitlines())
+        wait_until(lambda: served_lines(dnsmasq_server.hostsfile) == expected, what="final")
+    assert dnsmasq_server.alive()
+
+
+def test_second_daemon_on_the_same_pidfile_is_refused(db, dnsmasq_server, tmp_path, daemon):
+    second = Melanged(db, dnsmasq_server, tmp_path, network="net1").start()
+    assert second.proc.wait(timeout=20) == 4
+    assert "already running" in second.proc.stderr.read()
+    assert daemon.alive()
+
+
+def test_sigterm_exits_cleanly_and_removes_the_pidfile(db, dnsmasq_server, tmp_path):
+    m = Melanged(db, dnsmasq_server, tmp_path, network="net1").start()
+    m.wait_log("watching")
+    pidfile = tmp_path / "melanged.pid"
+    wait_until(pidfile.exists)
+    assert m.stop() == 0
+    assert not pidfile.exists()
+    assert "exiting" in m.log()
