@@ -201,3 +201,34 @@ def test_sigterm_exits_cleanly_and_removes_the_pidfile(db, dnsmasq_server, tmp_p
     assert m.stop() == 0
     assert not pidfile.exists()
     assert "exiting" in m.log()
+
+
+def test_store_outage_is_survived_and_logged_once(dnsmasq_server, tmp_path):
+    from private_mariadb import PrivateMariaDB
+
+    server = PrivateMariaDB(tmp_path)
+    server.install()
+    server.start()
+    try:
+        server.create_database()
+        url = server.url
+        cli(url, "block", "create", "10.77.0.0/24", "--name", "lan", "--network", "net1")
+        first = cli(url, "block", "allocate", "lan", "--mac", MAC).strip()
+        with Melanged(url, dnsmasq_server, tmp_path, network="net1") as m:
+            wait_until(lambda: _has(dnsmasq_server, f"{MAC},{first}"), what="first render")
+            server.stop()
+            m.wait_log("store unavailable", timeout=15)
+            time.sleep(3)  # several polls and retries while the store is down
+            assert m.alive()
+            assert m.log().count("store unavailable") == 1, m.log()
+            assert _has(dnsmasq_server, f"{MAC},{first}"), "the last good file was kept"
+            server.start()
+            mac2 = "02:00:00:00:00:bb"
+            second = cli(url, "block", "allocate", "lan", "--mac", mac2).strip()
+            wait_until(lambda: _has(dnsmasq_server, f"{mac2},{second}"), timeout=40,
+                       what="render after recovery")  # fmt: skip
+            assert "reachable again" in m.log()
+            assert m.log().count("store unavailable") == 1
+        assert dnsmasq_server.alive()
+    finally:
+        server.stop()
