@@ -118,8 +118,18 @@ def _count_hosts(conn: Connection, block_id: int) -> int:
     ).scalar()
 
 
-def hosts_text(conn: Connection, network: str | None = None) -> str:
-    return "".join(hosts_lines(conn, network))
+def hosts_text(conn: Connection, network: str | None = None, sink=None) -> str | None:
+    """The hosts file as text, or streamed into `sink(chunk)` (flat memory at any size)."""
+    if sink is None:
+        return "".join(hosts_lines(conn, network))
+    batch: list[str] = []
+    for line in hosts_lines(conn, network):
+        batch.append(line)
+        if len(batch) >= 4096:
+            sink("".join(batch))
+            batch = []
+    sink("".join(batch))
+    return None
 
 
 def opts_text(conn: Connection, network: str | None = None) -> str:

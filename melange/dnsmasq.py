@@ -32,6 +32,7 @@ class Dnsmasq:
     def __init__(self, target: Target) -> None:
         self.target = target
         self.known: set[str] | None = None  # lines dnsmasq has (file + hosts dir)
+        self._removed: set[str] = set()
         self._sequence = 0
 
     # -- what dnsmasq has now
@@ -57,17 +58,41 @@ class Dnsmasq:
     # -- one pass
 
     def sync(self, store: Store, *, force_reload: bool = False) -> SyncResult:
+        """Render, write what changed, reload only when a removal or change needs it."""
+        target = self.target
+        if target.hostsdir is None and not target.release_interface:
+            result = store.read(self._stream)
+        else:
+            result = self._diff(store)
+        if target.optsfile is not None:
+            opts = store.read(lambda conn: dhcp.opts_text(conn, target.network))
+            result.opts_changed = write_if_changed(target.optsfile, [opts])
+        needs_reload = (
+            force_reload or result.opts_changed or (result.hosts_changed and not result.added_only)
+        )
+        if needs_reload:
+            result.server_running, result.reloaded = self._reload()
+        elif target.pidfile is not None:
+            result.server_running = self._pid() is not None
+        if self._removed and result.reloaded and target.release_interface:
+            result.released = self._release(self._removed)
+        self._removed = set()
+        return result
+
+    def _stream(self, conn) -> SyncResult:
+        """The hosts file straight from the query to disk: memory stays flat at any size."""
+        counted = _Counter(dhcp.hosts_lines(conn, self.target.network))
+        changed = write_if_changed(self.target.hostsfile, counted)
+        return SyncResult(hosts_changed=changed, lines=counted.count)
+
+    def _diff(self, store: Store) -> SyncResult:
+        """Compare line sets: additions can go to the hosts dir, removals can be released."""
         target = self.target
         if self.known is None:
             self.known = self._on_disk()
-        lines, opts = store.read(self._render)
-        result = SyncResult(lines=len(lines))
-        added = lines - self.known
-        removed = self.known - lines
-        result.added, result.removed = len(added), len(removed)
-        if target.optsfile is not None:
-            result.opts_changed = write_if_changed(target.optsfile, [opts])
-        reload = force_reload or result.opts_changed
+        lines = store.read(self._lines)
+        added, removed = lines - self.known, self.known - lines
+        result = SyncResult(lines=len(lines), added=len(added), removed=len(removed))
         if added or removed or not target.hostsfile.exists():
             result.hosts_changed = True
             if target.hostsdir is not None and not removed and target.hostsfile.exists():
@@ -75,20 +100,12 @@ class Dnsmasq:
                 result.added_only = True
             else:
                 self._rewrite(sorted(lines, key=_sort_key))
-                reload = True
         self.known = lines
-        if reload:
-            result.server_running, result.reloaded = self._reload()
-        elif target.pidfile is not None:
-            result.server_running = self._pid() is not None
-        if removed and result.reloaded and target.release_interface:
-            result.released = self._release(removed)
+        self._removed = removed
         return result
 
-    def _render(self, conn) -> tuple[set[str], str]:
-        lines = {line.rstrip("\n") for line in dhcp.hosts_lines(conn, self.target.network)}
-        opts = dhcp.opts_text(conn, self.target.network) if self.target.optsfile else ""
-        return lines, opts
+    def _lines(self, conn) -> set[str]:
+        return {line.rstrip("\n") for line in dhcp.hosts_lines(conn, self.target.network)}
 
     def _rewrite(self, ordered: list[str]) -> None:
         """The whole set into the hosts file; the hosts dir emptied (read again on SIGHUP)."""
@@ -176,3 +193,16 @@ def _sort_key(line: str) -> tuple[int, bytes]:
     if address.startswith("["):
         return 6, socket.inet_pton(socket.AF_INET6, address[1:-1])
     return 4, socket.inet_pton(socket.AF_INET, address)
+
+
+class _Counter:
+    """Passes lines through, counting them."""
+
+    def __init__(self, lines) -> None:
+        self.lines = lines
+        self.count = 0
+
+    def __iter__(self):
+        for line in self.lines:
+            self.count += 1
+            yield line

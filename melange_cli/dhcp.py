@@ -19,7 +19,11 @@ def group() -> None:
 @pass_app
 def hosts(app: App, network):
     """Print dnsmasq --dhcp-hostsfile content."""
-    output.emit_text(app.output_format(), app.call("dhcp.hosts", network=network))
+    fmt = app.output_format()
+    if fmt == "json":
+        output.emit_text(fmt, app.call("dhcp.hosts", network=network))
+    else:
+        app.call("dhcp.hosts", network=network, sink=lambda text: click.echo(text, nl=False))
 
 
 @group.command("opts")
