@@ -159,6 +159,8 @@ def _log_result(result) -> None:
             "yes" if result.reloaded else "no",
             "" if result.server_running is not False else " (dnsmasq is not running)",
         )  # fmt: skip
+    if result.released:
+        log.info("released stale leases: %s", ", ".join(result.released))
 
 
 def _safe(url: str) -> str:

@@ -35,7 +35,8 @@ class Melanged:
     """`melanged --foreground` as a subprocess, logging to a file."""
 
     def __init__(self, db: str, server, workdir: Path, *, network: str | None = None,
-                 hostsdir: Path | None = None, extra: tuple[str, ...] = ()) -> None:  # fmt: skip
+                 hostsdir: Path | None = None, extra: tuple[str, ...] = (),
+                 netns: str | None = None) -> None:  # fmt: skip
         self.logfile = workdir / "melanged.log"
         self.argv = [
             sys.executable, "-m", "melanged.main", "--foreground", "--db", db,
@@ -47,6 +48,8 @@ class Melanged:
             self.argv += ["--network", network]
         if hostsdir:
             self.argv += ["--hostsdir", str(hostsdir)]
+        if netns:  # beside dnsmasq, as dhcp_release must be
+            self.argv = ["ip", "netns", "exec", netns, *self.argv]
         self.proc: subprocess.Popen | None = None
 
     def start(self) -> Melanged:

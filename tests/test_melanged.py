@@ -232,3 +232,50 @@ def test_store_outage_is_survived_and_logged_once(dnsmasq_server, tmp_path):
         assert dnsmasq_server.alive()
     finally:
         server.stop()
+
+
+@pytest.mark.parametrize("release", [True, False], ids=["release-interface", "no-release"])
+def test_a_moved_address_serves_its_new_owner_at_once(db, dnsmasq_server, netns_pair, tmp_path,
+                                                      release):  # fmt: skip
+    old_mac, new_mac = "02:00:00:00:00:a1", "02:00:00:00:00:b2"
+    extra = ("--release-interface", netns_pair.server_if) if release else ()
+    with Melanged(db, dnsmasq_server, tmp_path, network="net1", extra=extra,
+                  netns=netns_pair.server_ns) as m:  # fmt: skip
+        m.wait_log("watching")
+        ip = cli(db, "block", "allocate", "lan", "--mac", old_mac).strip()
+        wait_until(lambda: _has(dnsmasq_server, f"{old_mac},{ip}"))
+        time.sleep(0.3)
+        assert udhcpc_lease(netns_pair, old_mac)["ip"] == ip
+        assert ip in dnsmasq_server.lease_text()
+        cli(db, "ip", "release", ip, "--now")
+        cli(db, "block", "allocate", "lan", "--mac", new_mac, "--address", ip)
+        wait_until(lambda: served_lines(dnsmasq_server.hostsfile) == {f"{new_mac},{ip}"})
+        if release:
+            m.wait_log("released stale leases", timeout=10)
+            wait_until(lambda: old_mac not in dnsmasq_server.lease_text(), what="lease dropped")
+            assert udhcpc_lease(netns_pair, new_mac)["ip"] == ip
+        else:
+            time.sleep(0.5)
+            # The old lease still holds the address: the new owner has to wait.
+            assert udhcpc_lease(netns_pair, new_mac, tries=2) is None
+    assert dnsmasq_server.alive()
+
+
+def test_reloads_with_leases_never_crash_dnsmasq(db, dnsmasq_server, netns_pair, daemon):
+    """dnsmasq 2.90 aborts on SIGHUP when host lines carry set: tags and a lease exists."""
+    macs = [f"02:00:00:00:01:{i:02x}" for i in range(3)]
+    for mac in macs:
+        cli(db, "block", "allocate", "lan", "--mac", mac)
+    wait_until(lambda: len(served_lines(dnsmasq_server.hostsfile)) == 3)
+    time.sleep(0.3)
+    for mac in macs:
+        assert udhcpc_lease(netns_pair, mac) is not None
+    for round_ in range(4):
+        mark = dnsmasq_server.log_mark()
+        cli(db, "ip", "update", cli(db, "ip", "list", "--mac", macs[0]).split("\t")[0],
+            "--hostname", f"renamed-{round_}")  # fmt: skip
+        wait_until(lambda m=mark: reloads(dnsmasq_server, m) >= 1, what="reload")
+        assert dnsmasq_server.alive(), dnsmasq_server.log_text()[-2000:]
+    text = dnsmasq_server.hostsfile.read_text() + dnsmasq_server.optsfile.read_text()
+    assert "set:" not in text
+    assert all(line.startswith("tag:net1,") for line in dnsmasq_server.optsfile.read_text().split())
