@@ -279,3 +279,42 @@ def test_reloads_with_leases_never_crash_dnsmasq(db, dnsmasq_server, netns_pair,
     text = dnsmasq_server.hostsfile.read_text() + dnsmasq_server.optsfile.read_text()
     assert "set:" not in text
     assert all(line.startswith("tag:net1,") for line in dnsmasq_server.optsfile.read_text().split())
+
+
+def test_sighup_rereads_the_config_and_renders_everything(db, dnsmasq_server, tmp_path):
+    config = tmp_path / "melange.conf"
+    other = tmp_path / "other-hosts"
+    config.write_text(f"[melanged]\nhostsfile = {dnsmasq_server.hostsfile}\n")
+    cli(db, "block", "allocate", "lan", "--mac", MAC)
+    m = Melanged(db, dnsmasq_server, tmp_path, network="net1")
+    i = m.argv.index("--hostsfile")  # the config names it instead, so SIGHUP can change it
+    del m.argv[i : i + 2]
+    m.argv += ["--config", str(config)]
+    with m:
+        wait_until(lambda: _has(dnsmasq_server, f"{MAC},10.77.0.2"), what="first file")
+        config.write_text(f"[melanged]\nhostsfile = {other}\n")
+        m.proc.send_signal(signal.SIGHUP)
+        wait_until(lambda: other.exists() and f"{MAC},10.77.0.2" in other.read_text(),
+                   what="render to the new path")  # fmt: skip
+        assert "SIGHUP" in m.log()
+        assert m.alive()
+
+
+def test_daemonizes_with_a_locked_pidfile(db, dnsmasq_server, tmp_path):
+    pidfile = tmp_path / "daemon.pid"
+    argv = [sys.executable, "-m", "melanged.main", "--db", db, "--network", "net1",
+            "--hostsfile", str(dnsmasq_server.hostsfile), "--pidfile", str(pidfile),
+            "--log-file", str(tmp_path / "daemon.log")]  # fmt: skip
+    cli(db, "block", "allocate", "lan", "--mac", MAC)
+    assert subprocess.run(argv, env=env(), timeout=30).returncode == 0  # the parent returns
+    wait_until(pidfile.exists, what="pidfile")
+    pid = int(pidfile.read_text())
+    try:
+        wait_until(lambda: _has(dnsmasq_server, f"{MAC},10.77.0.2"), what="render by daemon")
+        again = subprocess.run(argv, env=env(), timeout=30, capture_output=True, text=True)
+        assert again.returncode == 4 and "already running" in again.stderr
+    finally:
+        import os
+
+        os.kill(pid, signal.SIGTERM)
+    wait_until(lambda: not pidfile.exists(), what="pidfile removed on SIGTERM")
