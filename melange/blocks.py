@@ -405,6 +405,7 @@ def update_block(
     policy: str | None = None,
     no_policy: bool = False,
     tenant: str | None = None,
+    hold_seconds: int = 0,
 ) -> dict:
     """Change a block; a gateway or policy change recomputes its free space."""
     if gateway and no_gateway:
@@ -424,9 +425,13 @@ def update_block(
         values["tenant"] = validate_name(tenant, "tenant")
     if gateway:
         gateway_value = _check_gateway(net, gateway)
+        ip = ip_addresses.c
+        cutoff = utcnow() - timedelta(seconds=hold_seconds)
         taken = conn.execute(
-            select(ip_addresses.c.state).where(
-                ip_addresses.c.block_id == row.id, ip_addresses.c.address == gateway_value
+            select(ip.state).where(
+                ip.block_id == row.id,
+                ip.address == gateway_value,
+                or_(ip.state == "allocated", ip.released_at > cutoff),
             )
         ).scalar()
         if taken:

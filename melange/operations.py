@@ -38,7 +38,7 @@ OPERATIONS: dict[str, Operation] = {
     "block.create": _op("blocks:create", write=True),
     "block.list": _op("blocks:list_blocks"),
     "block.show": _op("blocks:show", hold=True),
-    "block.update": _op("blocks:update_block", write=True),
+    "block.update": _op("blocks:update_block", write=True, hold=True),
     "block.delete": _op("blocks:delete_block", write=True, hold=True),
     "block.allocate": _op("addresses:allocate", write=True, hold=True),
     "ip.list": _op("addresses:list_addresses", hold=True),

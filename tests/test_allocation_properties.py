@@ -23,6 +23,7 @@ number go through the CLI.
 
 from __future__ import annotations
 
+import atexit
 import dataclasses
 import ipaddress
 import json
@@ -275,6 +276,7 @@ def empty_store_file(directory: Path) -> Path:
     """A copy of an initialised empty store (migrating once per session, not per example)."""
     if "path" not in _TEMPLATE:
         template_dir = Path(tempfile.mkdtemp(prefix="melange-template-"))
+        atexit.register(shutil.rmtree, template_dir, True)
         template = template_dir / "template.db"
         store = Store(f"sqlite:///{template}", release_hold=HOLD)
         store.ensure_schema()

@@ -15,6 +15,7 @@ contract's rules written out plainly, on blocks small enough to scan:
 
 from __future__ import annotations
 
+import atexit
 import ipaddress
 import shutil
 import sqlite3
@@ -136,7 +137,9 @@ _TEMPLATE: dict[str, Path] = {}
 
 def fresh_store(directory: Path) -> tuple[Store, Path]:
     if "path" not in _TEMPLATE:
-        template = Path(tempfile.mkdtemp(prefix="melange-ref-template-")) / "template.db"
+        template_dir = Path(tempfile.mkdtemp(prefix="melange-ref-template-"))
+        atexit.register(shutil.rmtree, template_dir, True)
+        template = template_dir / "template.db"
         store = Store(f"sqlite:///{template}", release_hold=HOLD)
         store.ensure_schema()
         store.close()
