@@ -66,3 +66,16 @@ def status(store: Store) -> dict:
     """The store's revision beside the one this melange expects."""
     revision = store.current_revision()
     return {"revision": revision, "head": SCHEMA_HEAD, "up_to_date": revision == SCHEMA_HEAD}
+
+
+def current(store: Store) -> dict:
+    """`melange db current`: the revision (an empty store is initialised first)."""
+    if store.current_revision() is None:
+        initialise(store)
+    return status(store)
+
+
+def upgrade_to_head(store: Store) -> dict:
+    """`melange db upgrade`."""
+    upgrade(store)
+    return status(store)

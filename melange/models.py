@@ -235,3 +235,23 @@ locks = Table(
     Column("counter", BigInteger, nullable=False),
 )
 LOCK_NAMES = ("blocks", "mac_ranges", "interfaces", "policies")
+
+
+# One row per change, written in the change's own transaction (so a failed
+# command leaves none): who, through what, which command, and what it did.
+audit_log = Table(
+    "audit_log",
+    metadata,
+    Column("id", BigInteger().with_variant(Integer, "sqlite"), primary_key=True),
+    Column("at", DateTime, nullable=False),
+    Column("actor", String(64), nullable=False),
+    Column("via", String(16), nullable=False),
+    Column("command", String(64), nullable=False),
+    Column("block_id", Integer),
+    Column("address", Address),
+    Column("params", Text, nullable=False),
+    Column("outcome", Text, nullable=False),
+    Index(None, "at"),
+    Index(None, "block_id", "at"),
+    Index(None, "address", "at"),
+)

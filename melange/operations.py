@@ -68,11 +68,24 @@ OPERATIONS: dict[str, Operation] = {
     "dhcp.opts": _op("dhcp:opts_text"),
     "dhcp.config": _op("dhcp:config_text"),
     "dhcp.sync": _op("dhcpsync:sync", whole_store=True),
+    "db.current": _op("migrations:current", whole_store=True),
+    "db.upgrade": _op("migrations:upgrade_to_head", write=True, whole_store=True),
 }
 
 
-def run(store: Store, name: str, params: dict[str, Any]) -> Any:
-    """Run the operation `name` with keyword `params` in one transaction."""
+def run(
+    store: Store,
+    name: str,
+    params: dict[str, Any],
+    *,
+    actor: str | None = None,
+    via: str = "cli",
+) -> Any:
+    """Run the operation `name` with keyword `params` in one transaction.
+
+    A change is recorded in the audit trail inside that same transaction, as
+    `actor` (the OS user when not given) acting through `via`.
+    """
     operation = OPERATIONS.get(name)
     if operation is None:
         raise InvalidInput(f"unknown operation {name!r}")
@@ -81,6 +94,30 @@ def run(store: Store, name: str, params: dict[str, Any]) -> Any:
     if operation.hold:
         kwargs["hold_seconds"] = store.release_hold
     if operation.whole_store:
-        store.ensure_schema()
+        if not name.startswith("db."):
+            store.ensure_schema()
         return function(store, **kwargs)
-    return store.run(lambda conn: function(conn, **kwargs), write=operation.write)
+    if not operation.write:
+        return store.run(lambda conn: function(conn, **kwargs), write=False)
+    from melange import audit
+
+    who = actor or audit.os_user()
+
+    def change(conn):
+        result = function(conn, **kwargs)
+        audit.record(conn, actor=who, via=via, command=name, params=params, result=result)
+        return result
+
+    return store.run(change, write=True)
+
+
+def parameters(name: str) -> set[str]:
+    """The keyword parameters a client may send for operation `name`."""
+    import inspect
+
+    operation = OPERATIONS.get(name)
+    if operation is None:
+        raise InvalidInput(f"unknown operation {name!r}")
+    signature = inspect.signature(operation.function())
+    internal = {"conn", "store", "hold_seconds", "progress", "sink"}
+    return {p for p in list(signature.parameters)[1:] if p not in internal}

@@ -24,7 +24,7 @@ from sqlalchemy.pool import NullPool
 
 from melange.errors import Conflict, MelangeError, SchemaOutdated, StoreUnavailable
 
-SCHEMA_HEAD = "0004"
+SCHEMA_HEAD = "0005"
 MAX_ATTEMPTS = 10
 CONNECT_TIMEOUT = 3
 SQLITE_BUSY_TIMEOUT_MS = 60_000

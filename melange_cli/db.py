@@ -18,11 +18,7 @@ def group() -> None:
 @pass_app
 def upgrade(app: App):
     """Apply migrations up to this melange's schema."""
-    from melange import migrations
-
-    store = app.store()
-    migrations.upgrade(store)
-    output.emit(app.output_format(), migrations.status(store), output.REVISION)
+    output.emit(app.output_format(), app.call("db.upgrade"), output.REVISION)
 
 
 @group.command("current")
@@ -30,9 +26,4 @@ def upgrade(app: App):
 @pass_app
 def current(app: App):
     """Print the store's schema revision (an empty store is initialised first)."""
-    from melange import migrations
-
-    store = app.store()
-    if store.current_revision() is None:
-        migrations.initialise(store)
-    output.emit(app.output_format(), migrations.status(store), output.REVISION)
+    output.emit(app.output_format(), app.call("db.current"), output.REVISION)

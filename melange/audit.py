@@ -1,0 +1,69 @@
+"""The audit trail: one row per change, in the change's own transaction.
+
+Direct commands record the OS user; melanged's socket records the peer the
+kernel vouched for (SO_PEERCRED), never a name the client claims.
+"""
+
+from __future__ import annotations
+
+import getpass
+import json
+from typing import Any
+
+from sqlalchemy import Connection, insert
+
+from melange.models import audit_log
+from melange.store import utcnow
+
+MAX_OUTCOME = 4000
+
+
+def os_user() -> str:
+    try:
+        return getpass.getuser()
+    except (KeyError, OSError):
+        import os
+
+        return str(os.getuid())
+
+
+def _subject(result: Any) -> tuple[int | None, int | None]:
+    """The block and (single) address a change was about, for history lookups."""
+    records = result if isinstance(result, list) else [result]
+    if not records or not isinstance(records[0], dict):
+        return None, None
+    first = records[0]
+    block_id = first.get("block_id", first.get("id") if "cidr" in first else None)
+    address = None
+    if len(records) == 1 and first.get("address"):
+        import ipaddress
+
+        address = int(ipaddress.ip_address(first["address"]))
+    return block_id, address
+
+
+def _summary(result: Any) -> str:
+    if isinstance(result, list) and len(result) > 3:
+        addresses = [r.get("address") for r in result if isinstance(r, dict)]
+        result = {"count": len(result), "first": addresses[0], "last": addresses[-1]}
+    text = json.dumps(result, default=str, sort_keys=True)
+    return text if len(text) <= MAX_OUTCOME else text[: MAX_OUTCOME - 3] + "..."
+
+
+def record(
+    conn: Connection, *, actor: str, via: str, command: str, params: dict, result: Any
+) -> None:
+    block_id, address = _subject(result)
+    shown = {k: v for k, v in params.items() if v not in (None, False, [], ()) and not callable(v)}
+    conn.execute(
+        insert(audit_log).values(
+            at=utcnow(),
+            actor=actor[:64],
+            via=via,
+            command=command,
+            block_id=block_id,
+            address=address,
+            params=json.dumps(shown, default=str, sort_keys=True),
+            outcome=_summary(result),
+        )
+    )
