@@ -46,17 +46,24 @@ class App:
         return self._store
 
     def call(self, operation: str, **params: Any) -> Any:
-        """Run one operation of melange.operations against the store."""
+        """Run one operation: in melanged through its socket, or against the store."""
         if self.socket:
-            from melange.errors import StoreUnavailable
-
-            raise StoreUnavailable(
-                f"cannot use melanged's socket at {self.socket}: socket mode is not available "
-                "in this version; use --db"
-            )
+            return self._call_socket(operation, params)
         from melange import operations
 
         return operations.run(self.store(), operation, params)
+
+    def _call_socket(self, operation: str, params: dict[str, Any]) -> Any:
+        """Same operation, same result; local callbacks stay local."""
+        from melange_cli import client
+
+        params.pop("progress", None)
+        sink = params.pop("sink", None)
+        result = client.call(self.socket, operation, params)
+        if sink is not None:
+            sink(result)
+            return None
+        return result
 
 
 pass_app = click.make_pass_decorator(App)

@@ -81,6 +81,26 @@ class Daemon:
         self.backend = dhcpsync.load(s.backend, target)
         self.quiet = Quiescence(s.wait_min, s.wait_max)
 
+    def open_socket(self) -> None:
+        """Serve melange commands on the socket, beside the watcher."""
+        from melanged.server import Access, SocketServer, serve_in_background
+
+        s = self.settings
+        if s.socket is None:
+            return
+        access = Access.from_config(
+            {"admin_users": s.admin_users, "admin_groups": s.admin_groups,
+             "reader_groups": s.reader_groups}
+        )  # fmt: skip
+        self.server = SocketServer(s.socket, self.store, access, s.socket_group)
+        serve_in_background(self.server)
+        log.info("serving melange commands on %s", s.socket)
+
+    def close_socket(self) -> None:
+        if getattr(self, "server", None) is not None:
+            self.server.close()
+            self.server = None
+
     def _record(self, signum: int, _frame) -> None:
         self.signals.append(signum)
 
@@ -89,8 +109,16 @@ class Daemon:
             signal.signal(signum, self._record)
 
     def run(self) -> int:
-        """Render at once, then follow the store until SIGTERM."""
+        """Serve the socket and follow the store until SIGTERM; then clean up."""
         self.install_signal_handlers()
+        self.open_socket()
+        try:
+            return self._loop()
+        finally:
+            self.close_socket()
+
+    def _loop(self) -> int:
+        """Render at once, then whenever the store changes."""
         log.info("melanged %s watching %s (network %s) -> %s", os.getpid(),
                  _safe(self.settings.db_url), self.settings.network or "all",
                  self.settings.hostsfile)  # fmt: skip
@@ -153,9 +181,10 @@ def _sleep_unless_signalled(daemon: Daemon, seconds: float) -> None:
 def _log_result(result) -> None:
     if result.hosts_changed or result.opts_changed:
         how = "hosts dir (no reload)" if result.added_only else "hosts file"
+        delta = f" (+{result.added} -{result.removed})" if result.added or result.removed else ""
         log.info(
-            "rendered %d hosts (+%d -%d) via %s; reload sent: %s%s",
-            result.lines, result.added, result.removed, how,
+            "rendered %d hosts%s via %s; reload sent: %s%s",
+            result.lines, delta, how,
             "yes" if result.reloaded else "no",
             "" if result.server_running is not False else " (dnsmasq is not running)",
         )  # fmt: skip

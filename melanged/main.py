@@ -50,8 +50,6 @@ def cli(config, foreground, **flags) -> None:
         settings = resolve(flags, config)
     except MelangeError as error:
         raise click.ClickException(error.message) from None
-    if settings.socket is not None:
-        raise click.ClickException("the socket server is not available in this release")
     handler = _configure_logging(settings.log_file)
     daemon = Daemon(settings, reload_settings=lambda: resolve(flags, config))
     try:

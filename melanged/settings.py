@@ -25,6 +25,10 @@ class DaemonSettings:
     log_file: Path | None = None
     release_interface: str | None = None
     backend: str = "dnsmasq"
+    admin_users: str = ""
+    admin_groups: str = ""
+    reader_groups: str = ""
+    socket_group: str | None = None
     poll_interval: float = 0.05
     wait_min: float = 0.2
     wait_max: float = 2.0

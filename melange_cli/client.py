@@ -1,0 +1,49 @@
+"""The socket client: one JSON line out, one back. Imports neither SQLAlchemy nor rich."""
+
+from __future__ import annotations
+
+import json
+import socket
+from itertools import count
+from typing import Any
+
+from melange.errors import BY_CODE, MelangeError, StoreUnavailable
+
+PROTOCOL_VERSION = 1
+TIMEOUT = 300.0
+_ids = count(1)
+
+
+def call(path: str, operation: str, params: dict[str, Any]) -> Any:
+    """Run `operation` in melanged; raise what it raised, with the same exit code."""
+    request_id = next(_ids)
+    request = {"version": PROTOCOL_VERSION, "id": request_id, "op": operation, "params": params}
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    sock.settimeout(TIMEOUT)
+    try:
+        sock.connect(path)
+    except (FileNotFoundError, ConnectionRefusedError, NotADirectoryError):
+        sock.close()
+        raise StoreUnavailable(f"melanged is not running at {path}") from None
+    except PermissionError:
+        sock.close()
+        from melange.errors import PermissionDenied
+
+        raise PermissionDenied(f"no permission to use melanged's socket at {path}") from None
+    try:
+        with sock, sock.makefile("rwb") as stream:
+            stream.write(json.dumps(request).encode() + b"\n")
+            stream.flush()
+            line = stream.readline()
+    except OSError as error:
+        raise StoreUnavailable(f"lost melanged at {path}: {error}") from None
+    if not line:
+        raise StoreUnavailable(f"melanged at {path} closed the connection without an answer")
+    response = json.loads(line)
+    if response.get("ok"):
+        return response.get("result")
+    error = response.get("error", {})
+    cls = BY_CODE.get(error.get("code"), MelangeError)
+    raised = cls(error.get("message", "melanged refused the request"))
+    raised.exit_code = int(error.get("exit_code", raised.exit_code))
+    raise raised
