@@ -20,7 +20,6 @@ from typing import TypeVar
 
 from sqlalchemy import Connection, Engine, create_engine, event, exc, text
 from sqlalchemy.engine import make_url
-from sqlalchemy.pool import NullPool
 
 from melange.errors import Conflict, MelangeError, SchemaOutdated, StoreUnavailable
 
@@ -104,7 +103,7 @@ def _configure_sqlite(engine: Engine) -> None:
 
 
 def make_engine(url: str) -> Engine:
-    """An engine for one short-lived command: no pool to keep, bounded connect time."""
+    """An engine with bounded connect time, whose connections are reused in-process."""
     parsed = make_url(url)
     backend = parsed.get_backend_name()
     connect_args: dict = {}
@@ -122,7 +121,11 @@ def make_engine(url: str) -> Engine:
         # Once a writer holds a block's lock, each statement must see what the
         # previous holder committed: REPEATABLE READ's older snapshot would not.
         options["isolation_level"] = "READ COMMITTED"
-    engine = create_engine(url, poolclass=NullPool, connect_args=connect_args, **options)
+    if backend != "sqlite":
+        # Connections are kept for the life of the process (a daemon, a script
+        # using the library): opening one costs more than a whole allocation.
+        options.update(pool_pre_ping=True, pool_size=8, max_overflow=56)
+    engine = create_engine(url, connect_args=connect_args, **options)
     if backend == "sqlite":
         _configure_sqlite(engine)
     return engine
@@ -131,11 +134,17 @@ def make_engine(url: str) -> Engine:
 class Store:
     """One store (database); `write` and `read` run functions in transactions."""
 
-    def __init__(self, url: str, *, release_hold: int = 48 * 3600) -> None:
+    def __init__(
+        self, url: str, *, release_hold: int = 48 * 3600, schema_ttl: float | None = None
+    ) -> None:
         self.url = url
         self.release_hold = release_hold
+        # A command checks the schema once; a daemon (schema_ttl set) re-checks,
+        # so an upgrade made by a newer melange elsewhere is noticed.
+        self.schema_ttl = schema_ttl
         self._engine: Engine | None = None
         self._checked = False
+        self._checked_at = 0.0
 
     @property
     def backend(self) -> str:
@@ -174,8 +183,11 @@ class Store:
 
     def ensure_schema(self) -> None:
         """Create an empty store's schema; refuse (exit 6) an old or unknown one."""
-        if self._checked:
+        if self._checked and (
+            self.schema_ttl is None or time.monotonic() - self._checked_at < self.schema_ttl
+        ):
             return
+        self._checked = False
         revision = self.current_revision()
         if revision is None:
             from melange.migrations import initialise
@@ -185,6 +197,7 @@ class Store:
         if revision != SCHEMA_HEAD:
             raise SchemaOutdated(schema_message(revision))
         self._checked = True
+        self._checked_at = time.monotonic()
 
     def current_revision(self) -> str | None:
         """The store's Alembic revision, None for an empty store."""

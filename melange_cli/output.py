@@ -86,7 +86,9 @@ def text_of(value: Any) -> str:
 def emit(fmt: str, result: Any, view: View) -> None:
     """Print one record or a list of records in the chosen format."""
     if fmt == "json":
-        click.echo(json.dumps(result, indent=2))
+        # Long lists skip indentation: only then does json use its C encoder.
+        big = isinstance(result, list) and len(result) > 1000
+        click.echo(json.dumps(result, indent=None if big else 2))
     elif fmt == "plain":
         records = result if isinstance(result, list) else [result]
         for record in records:

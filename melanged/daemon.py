@@ -21,6 +21,7 @@ from melanged.settings import DaemonSettings
 from melanged.watcher import fingerprint
 
 log = logging.getLogger("melanged")
+SCHEMA_TTL = 0.0  # every pass and request: one indexed read
 BACKOFF_START = 0.5
 BACKOFF_MAX = 30.0
 
@@ -69,7 +70,7 @@ class Daemon:
 
     def _setup(self) -> None:
         s = self.settings
-        self.store = Store(s.db_url, release_hold=s.release_hold)
+        self.store = Store(s.db_url, release_hold=s.release_hold, schema_ttl=SCHEMA_TTL)
         target = dhcpsync.Target(
             hostsfile=s.hostsfile,
             optsfile=s.optsfile,

@@ -23,6 +23,7 @@ def _configure_logging(log_file) -> logging.Handler:
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(logging.INFO)
+    logging.getLogger("alembic").setLevel(logging.WARNING)
     return handler
 
 

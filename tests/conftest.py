@@ -21,12 +21,14 @@ from melange_cli.main import cli  # noqa: E402
 class Melange:
     """Runs `melange --db <store> ARGS…` in-process, as a script would."""
 
-    db: Path
+    db: Path | str
     env: dict
+    socket: str | None = None  # through melanged's socket instead of opening the store
 
     def __call__(self, *args: str, output: str = "plain", input: str | None = None) -> Result:
         runner = CliRunner()
-        argv = ["--db", str(self.db), "-o", output, *args]
+        where = ["--socket", self.socket] if self.socket else ["--db", str(self.db)]
+        argv = [*where, "-o", output, *args]
         return runner.invoke(cli, argv, env=self.env, input=input, catch_exceptions=False)
 
     def ok(self, *args: str, output: str = "plain") -> str:
@@ -45,19 +47,28 @@ BACKENDS = ["sqlite", "mysql", "postgresql"]
 def pytest_configure(config) -> None:
     config.addinivalue_line("markers", "sqlite_only: the test is about SQLite files themselves")
     config.addinivalue_line("markers", "servers_only: the test needs MariaDB/PostgreSQL row locks")
+    config.addinivalue_line("markers", "direct_only: the test is about the CLI opening the store")
 
 
 def pytest_generate_tests(metafunc) -> None:
-    """Store-level tests run once per backend; markers narrow the list, never skip."""
+    """Store-level tests run once per backend, CLI tests also once through melanged's
+    socket (on SQLite); markers narrow the list, never skip."""
     if "backend" not in metafunc.fixturenames:
         return
-    if metafunc.definition.get_closest_marker("sqlite_only"):
+    marker = metafunc.definition.get_closest_marker
+    if marker("sqlite_only"):
         chosen = ["sqlite"]
-    elif metafunc.definition.get_closest_marker("servers_only"):
+    elif marker("servers_only"):
         chosen = ["mysql", "postgresql"]
     else:
         chosen = BACKENDS
-    metafunc.parametrize("backend", chosen)
+    if "melange" not in metafunc.fixturenames:
+        metafunc.parametrize("backend", chosen)
+        return
+    combos = [(backend, "direct") for backend in chosen]
+    if "sqlite" in chosen and not marker("direct_only"):
+        combos.append(("sqlite", "socket"))
+    metafunc.parametrize(("backend", "channel"), combos, ids=[f"{b}-{c}" for b, c in combos])
 
 
 @pytest.fixture(scope="session")
@@ -81,14 +92,21 @@ def store_path(tmp_path: Path) -> Path:
 
 
 @pytest.fixture
-def melange(backend: str, backends, store_path: Path, tmp_path: Path) -> Melange:
-    """The CLI on a fresh store: an SQLite file (`db` is its Path) or a server URL."""
+def melange(backend: str, channel: str, backends, store_path: Path, tmp_path: Path):
+    """The CLI on a fresh store: an SQLite file (`db` is its Path) or a server URL;
+    with channel "socket", every command goes through a real melanged."""
     config = tmp_path / "melange.conf"
     config.write_text("[melange]\nrelease_hold = 48h\n")
     env = {"MELANGE_CONFIG": str(config), "MELANGE_DB": None, "MELANGE_OUTPUT": None,
            "MELANGE_SOCKET": None, "MELANGE_DEBUG": None, "XDG_DATA_HOME": str(tmp_path / "xdg")}
     db = store_path if backend == "sqlite" else backends.url(backend, tmp_path)
-    return Melange(db, env)
+    if channel == "direct":
+        yield Melange(db, env)
+        return
+    from socket_daemon import SocketDaemon
+
+    with SocketDaemon(f"sqlite:///{db}", tmp_path / "daemon", config) as daemon:
+        yield Melange(db, env, socket=str(daemon.socket))
 
 
 def execute_sql(db: Path | str, statement: str) -> list[tuple]:

@@ -937,6 +937,7 @@ def test_a_network_name_cannot_inject_into_the_dnsmasq_config(melange, network):
 
 
 @pytest.mark.sqlite_only
+@pytest.mark.direct_only  # through the socket, melanged has initialised it already
 def test_empty_store_is_initialised_on_first_use(melange):
     assert not melange.db.exists()
     assert melange.json("block", "list") == []

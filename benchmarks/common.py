@@ -1,0 +1,125 @@
+"""Shared pieces of the benchmarks: stores on each backend, timing, Markdown tables.
+
+Server stores are databases of their own, named melange_bench_<pid>_<tag>, created
+for one benchmark and dropped after it. The servers come from MELANGE_BENCH_MYSQL_URL
+and MELANGE_BENCH_PG_URL (server URLs without a database), defaulting to the
+local ones `make test` starts; a server that does not answer is skipped, saying so.
+"""
+
+from __future__ import annotations
+
+import os
+import statistics
+import tempfile
+import time
+import uuid
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
+from pathlib import Path
+
+SERVER_URLS = {
+    "mariadb": ("MELANGE_BENCH_MYSQL_URL", "mysql+pymysql://root@127.0.0.1:3306"),
+    "postgresql": ("MELANGE_BENCH_PG_URL", "postgresql+psycopg://postgres@127.0.0.1:5432"),
+}
+BACKENDS = ("sqlite", "mariadb", "postgresql")
+BACKEND_LABELS = {"sqlite": "SQLite (file, WAL)", "mariadb": "MariaDB", "postgresql": "PostgreSQL"}
+
+
+class BackendUnavailable(Exception):
+    """The database server of a backend does not answer."""
+
+
+def _server_url(backend: str):
+    from sqlalchemy.engine import make_url
+
+    env, default = SERVER_URLS[backend]
+    return make_url(os.environ.get(env, default))
+
+
+def _admin_engine(backend: str):
+    from sqlalchemy import create_engine
+    from sqlalchemy.pool import NullPool
+
+    admin_db = "postgres" if backend == "postgresql" else None
+    return create_engine(
+        _server_url(backend).set(database=admin_db),
+        poolclass=NullPool,
+        isolation_level="AUTOCOMMIT",
+        connect_args={"connect_timeout": 3},
+    )
+
+
+@contextmanager
+def store_url(backend: str, tag: str) -> Iterator[str]:
+    """A URL of a fresh, empty store on `backend`, removed afterwards."""
+    if backend == "sqlite":
+        with tempfile.TemporaryDirectory(prefix="melange-bench-") as tmp:
+            yield f"sqlite:///{Path(tmp) / 'melange.db'}"
+        return
+    from sqlalchemy import text
+
+    name = f"melange_bench_{os.getpid()}_{tag}_{uuid.uuid4().hex[:6]}"
+    engine = _admin_engine(backend)
+    try:
+        with engine.connect() as conn:
+            conn.execute(text(f"CREATE DATABASE {name}"))
+    except Exception as error:  # noqa: BLE001  (reported as a skipped row)
+        engine.dispose()
+        raise BackendUnavailable(f"{backend} does not answer: {error}") from None
+    try:
+        yield _server_url(backend).set(database=name).render_as_string(hide_password=False)
+    finally:
+        with engine.connect() as conn:
+            if backend == "postgresql":
+                conn.execute(
+                    text(
+                        "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+                        "WHERE datname = :name AND pid <> pg_backend_pid()"
+                    ),
+                    {"name": name},
+                )
+            conn.execute(text(f"DROP DATABASE IF EXISTS {name}"))
+        engine.dispose()
+
+
+def mac(n: int, prefix: int = 0x02) -> str:
+    """A distinct locally administered unicast MAC for each n < 2**40."""
+    value = (prefix << 40) | n
+    return ":".join(f"{(value >> s) & 0xFF:02x}" for s in range(40, -8, -8))
+
+
+def timed(fn: Callable[[], object]) -> float:
+    start = time.perf_counter()
+    fn()
+    return time.perf_counter() - start
+
+
+def median(values: Sequence[float]) -> float:
+    return statistics.median(values)
+
+
+def ms(seconds: float) -> str:
+    return f"{seconds * 1000:.2f} ms"
+
+
+def ratio(value: float, baseline: float) -> str:
+    return f"{value / baseline:.2f}" if baseline else "n/a"
+
+
+def verdict(value: float, target: float, *, at_most: bool) -> str:
+    ok = value <= target if at_most else value >= target
+    sign = "≤" if at_most else "≥"
+    return f"{sign} {target:g}: {'met' if ok else 'MISSED'}"
+
+
+def table(header: Sequence[str], rows: Sequence[Sequence[object]]) -> str:
+    lines = [
+        "| " + " | ".join(header) + " |",
+        "|" + "|".join("---" for _ in header) + "|",
+    ]
+    lines += ["| " + " | ".join(str(cell) for cell in row) + " |" for row in rows]
+    return "\n".join(lines)
+
+
+def section(title: str, method: str, body: str) -> str:
+    return f"## {title}\n\n{method}\n\n{body}\n"
