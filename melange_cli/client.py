@@ -11,7 +11,23 @@ from melange.errors import BY_CODE, MelangeError, StoreUnavailable
 
 PROTOCOL_VERSION = 1
 TIMEOUT = 300.0
+CONNECT_PATIENCE = 10.0
 _ids = count(1)
+
+
+def _connect(sock: socket.socket, path: str) -> None:
+    """Connect, waiting out a full listen queue (EAGAIN) for a few seconds."""
+    import time
+
+    deadline = time.monotonic() + CONNECT_PATIENCE
+    while True:
+        try:
+            sock.connect(path)
+            return
+        except BlockingIOError:
+            if time.monotonic() > deadline:
+                raise StoreUnavailable(f"melanged at {path} is too busy; try again") from None
+            time.sleep(0.01)
 
 
 def call(path: str, operation: str, params: dict[str, Any]) -> Any:
@@ -21,7 +37,7 @@ def call(path: str, operation: str, params: dict[str, Any]) -> Any:
     sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     sock.settimeout(TIMEOUT)
     try:
-        sock.connect(path)
+        _connect(sock, path)
     except (FileNotFoundError, ConnectionRefusedError, NotADirectoryError):
         sock.close()
         raise StoreUnavailable(f"melanged is not running at {path}") from None

@@ -22,7 +22,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from melange import operations
-from melange.errors import InvalidInput, MelangeError, PermissionDenied
+from melange.errors import Conflict, InvalidInput, MelangeError, PermissionDenied
 from melange.store import Store
 
 log = logging.getLogger("melanged.socket")
@@ -158,15 +158,19 @@ class _Handler(socketserver.StreamRequestHandler):
 class SocketServer(socketserver.ThreadingMixIn, socketserver.UnixStreamServer):
     daemon_threads = True
     allow_reuse_address = False
+    request_queue_size = socket.SOMAXCONN  # bursts of clients queue instead of failing
 
     def __init__(self, path: Path, store: Store, access: Access, group: str | None = None):
         self.path = Path(path)
         self.store = store
         self.access = access
         self.slots = threading.BoundedSemaphore(MAX_CLIENTS)
-        _prepare(self.path)
+        try:
+            gid = grp.getgrnam(group).gr_gid if group else -1
+        except KeyError:
+            raise InvalidInput(f"socket_group {group!r} does not exist") from None
+        _prepare(self.path, gid)
         super().__init__(str(self.path), _Handler)
-        gid = grp.getgrnam(group).gr_gid if group else -1
         os.chown(self.path, -1, gid)
         os.chmod(self.path, 0o660)
 
@@ -201,10 +205,14 @@ class SocketServer(socketserver.ThreadingMixIn, socketserver.UnixStreamServer):
         self.path.unlink(missing_ok=True)
 
 
-def _prepare(path: Path) -> None:
-    """Create the directory (0750); replace a stale socket, never steal a live one."""
-    path.parent.mkdir(parents=True, exist_ok=True, mode=0o750)
-    if not path.exists():
+def _prepare(path: Path, gid: int) -> None:
+    """Create the directory (0750, the socket's group); replace a stale socket,
+    never steal a live one."""
+    if not path.parent.exists():
+        path.parent.mkdir(parents=True, mode=0o750)
+        os.chown(path.parent, -1, gid)
+        os.chmod(path.parent, 0o750)
+    if not path.exists() and not path.is_symlink():
         return
     probe = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     try:
@@ -214,7 +222,7 @@ def _prepare(path: Path) -> None:
         return
     finally:
         probe.close()
-    raise MelangeError(f"another melanged is serving {path}")
+    raise Conflict(f"another melanged is serving {path}")
 
 
 def serve_in_background(server: SocketServer) -> threading.Thread:
