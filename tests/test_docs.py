@@ -116,3 +116,11 @@ def test_help_is_rendered_at_a_fixed_width():
     # Option descriptions are wrapped for 100 columns, whatever the terminal.
     assert max(len(line) for line in text.splitlines()) <= 100
     assert "INI file (default /etc/melange/melange.conf when it exists)." in text
+
+
+def test_every_socket_operation_is_documented():
+    from melange.operations import OPERATIONS
+
+    text = (Path(__file__).parent.parent / "docs" / "protocol.md").read_text()
+    missing = [name for name in OPERATIONS if f"| `{name}` |" not in text]
+    assert missing == [], f"add these operations to docs/protocol.md: {missing}"
