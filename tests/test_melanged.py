@@ -318,3 +318,16 @@ def test_daemonizes_with_a_locked_pidfile(db, dnsmasq_server, tmp_path):
 
         os.kill(pid, signal.SIGTERM)
     wait_until(lambda: not pidfile.exists(), what="pidfile removed on SIGTERM")
+
+
+def test_without_a_running_dnsmasq_the_file_is_still_written(db, tmp_path):
+    from types import SimpleNamespace
+
+    absent = SimpleNamespace(hostsfile=tmp_path / "hosts", optsfile=tmp_path / "opts",
+                             pidfile=tmp_path / "no-dnsmasq.pid")  # fmt: skip
+    absent.pidfile.write_text("999999\n")  # a pid that does not exist
+    cli(db, "block", "allocate", "lan", "--mac", MAC)
+    with Melanged(db, absent, tmp_path, network="net1") as m:
+        wait_until(lambda: _has(absent, f"{MAC},10.77.0.2"), what="file without dnsmasq")
+        m.wait_log("dnsmasq is not running")
+        assert absent.optsfile.read_text().startswith("tag:net1,option:router,10.77.0.1")
