@@ -19,12 +19,19 @@ def _config(connection: Connection):
     return config
 
 
-def _serialise_initialisation(conn: Connection) -> None:
+def _lock(conn: Connection) -> None:
     """Two first commands on an empty MySQL/PostgreSQL store must not both create it."""
     if conn.dialect.name in ("mysql", "mariadb"):
         conn.execute(text("SELECT GET_LOCK('melange_schema', 60)"))
     elif conn.dialect.name == "postgresql":
         conn.execute(text("SELECT pg_advisory_xact_lock(7071960)"))
+
+
+def _unlock(conn: Connection) -> None:
+    """MySQL's named lock belongs to the session, which a pool keeps: let it go."""
+    if conn.dialect.name in ("mysql", "mariadb"):
+        conn.execute(text("SELECT RELEASE_LOCK('melange_schema')"))
+        conn.commit()
 
 
 def upgrade(store: Store, revision: str = "head") -> None:
@@ -37,13 +44,17 @@ def upgrade(store: Store, revision: str = "head") -> None:
             # Batch migrations rebuild tables; with foreign keys on, dropping the
             # old table would cascade or fail. Checked again before commit.
             conn.connection.driver_connection.execute("PRAGMA foreign_keys = OFF")
-        with conn.begin():
-            _serialise_initialisation(conn)
-            command.upgrade(_config(conn), revision)
-            if sqlite and conn.exec_driver_sql("PRAGMA foreign_key_check").first():
-                raise RuntimeError("migration left rows that break a foreign key")
-        if sqlite:
-            conn.connection.driver_connection.execute("PRAGMA foreign_keys = ON")
+        try:
+            with conn.begin():
+                _lock(conn)
+                command.upgrade(_config(conn), revision)
+                if sqlite and conn.exec_driver_sql("PRAGMA foreign_key_check").first():
+                    raise RuntimeError("migration left rows that break a foreign key")
+        finally:
+            if sqlite:
+                conn.connection.driver_connection.execute("PRAGMA foreign_keys = ON")
+            else:
+                _unlock(conn)
     store._checked = False
 
 

@@ -140,6 +140,9 @@ class Daemon:
                 self.quiet.changed(time.monotonic())
             try:
                 current = fingerprint(self.store, self.settings.network)
+                if healthy is False:
+                    log.info("store is reachable again")
+                healthy = True
                 now = time.monotonic()
                 if current != seen:
                     self.quiet.changed(now)
@@ -149,9 +152,7 @@ class Daemon:
                     self.quiet.rendered(time.monotonic())
                     force = False
                     _log_result(result)
-                if healthy is False:
-                    log.info("store is reachable again")
-                healthy, backoff = True, BACKOFF_START
+                backoff = BACKOFF_START
                 time.sleep(self.settings.poll_interval)
             except MelangeError as error:
                 if healthy is not False:

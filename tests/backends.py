@@ -87,8 +87,10 @@ class ServerDatabase:
         if not self.created:
             return
         engine = self._admin()
+        # Stores opened by the tests keep pooled connections: PostgreSQL must be told.
+        force = " WITH (FORCE)" if engine.dialect.name == "postgresql" else ""
         with engine.connect() as conn:
-            conn.execute(text(f"DROP DATABASE IF EXISTS {self.name}"))
+            conn.execute(text(f"DROP DATABASE IF EXISTS {self.name}{force}"))
         engine.dispose()
 
 

@@ -492,6 +492,7 @@ def test_core_sequences_agree_with_model(scenario):
 
 
 @pytest.mark.sqlite_only  # a fresh SQLite file per example; holds are aged in the file
+@pytest.mark.direct_only  # a fresh store file per example; the socket tests cover the daemon
 @settings(
     max_examples=12,
     deadline=None,

@@ -42,6 +42,7 @@ def plugin(tmp_path, monkeypatch):
 
 
 @pytest.mark.sqlite_only
+@pytest.mark.direct_only  # the plug-in is installed in this process only
 def test_a_third_party_generator_is_found_by_name(melange, plugin):
     block = melange.json("block", "create", "10.60.0.0/24", "--name", "p", "--generator", plugin)
     assert block["generator"] == "answer"

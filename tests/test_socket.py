@@ -84,7 +84,8 @@ import os, sys
 # Everything the socket client needs is imported first: this interpreter's
 # files may not be readable by nobody. The kernel records the peer's
 # credentials at connect(), which happens after the switch.
-import difflib, gettext, melange_cli.main, melange_cli.client, melange_cli.output, melange.errors  # noqa
+import difflib, gettext  # noqa
+import melange_cli.main, melange_cli.client, melange_cli.output, melange.errors  # noqa
 uid, gid = int(sys.argv[1]), int(sys.argv[2])
 os.setgroups([])
 os.setgid(gid)
