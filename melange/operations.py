@@ -68,6 +68,8 @@ OPERATIONS: dict[str, Operation] = {
     "dhcp.opts": _op("dhcp:opts_text"),
     "dhcp.config": _op("dhcp:config_text"),
     "dhcp.sync": _op("dhcpsync:sync", whole_store=True),
+    "report.utilization": _op("reports:utilization", hold=True),
+    "history": _op("reports:history"),
     "db.current": _op("migrations:current", whole_store=True),
     "db.upgrade": _op("migrations:upgrade_to_head", write=True, whole_store=True),
 }

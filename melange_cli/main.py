@@ -57,10 +57,21 @@ def cli(ctx: click.Context, db, config, socket, output, debug) -> None:
 
 
 def _register() -> None:
-    from melange_cli import blocks, db, dhcp, interfaces, ips, macranges, policies, routes
+    from melange_cli import (
+        blocks,
+        db,
+        dhcp,
+        interfaces,
+        ips,
+        macranges,
+        policies,
+        reports,
+        routes,
+    )
 
-    for module in (db, blocks, ips, policies, macranges, interfaces, routes, dhcp):
+    for module in (db, blocks, ips, policies, macranges, interfaces, routes, dhcp, reports):
         cli.add_command(module.group)
+    cli.add_command(reports.history)
 
 
 _register()

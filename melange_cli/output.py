@@ -65,6 +65,15 @@ SYNC = View(
     "DHCP sync",
     ("hosts_changed", "opts_changed", "reloaded", "server_running", "lines", "added", "removed"),
 )
+UTILIZATION = View(
+    "Utilization",
+    ("block_id", "cidr", "name", "network", "size", "used", "held", "free", "unusable",
+     "percent_used"),
+)  # fmt: skip
+HISTORY = View(
+    "Change",
+    ("id", "at", "actor", "via", "command", "block_id", "address", "params", "outcome"),
+)
 REVISION = View("Schema", ("revision", "head", "up_to_date"))
 
 
@@ -147,13 +156,20 @@ def _console():
 
 
 def _table(records: list[dict], view: View) -> None:
+    from rich.progress_bar import ProgressBar
     from rich.table import Table
 
+    bars = "percent_used" in view.fields
     table = Table(title=f"{view.plural} ({len(records)})", title_justify="left")
     for name in view.fields:
         table.add_column(name.replace("_", " "))
+    if bars:
+        table.add_column("")
     for record in records:
-        table.add_row(*(text_of(record.get(f)) for f in view.fields))
+        cells = [text_of(record.get(f)) for f in view.fields]
+        if bars:
+            cells.append(ProgressBar(total=100.0, completed=record["percent_used"], width=20))
+        table.add_row(*cells)
     _console().print(table)
 
 

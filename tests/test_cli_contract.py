@@ -1085,10 +1085,10 @@ REQUIRED_COMMANDS = [
     "policy add-range", "policy add-octet", "mac-range create", "mac-range list",
     "mac-range delete", "interface create", "interface list", "interface show",
     "interface delete", "route add", "route list", "route delete", "dhcp hosts", "dhcp opts",
-    "dhcp config", "dhcp sync",
+    "dhcp config", "dhcp sync", "report utilization", "history",
 ]  # fmt: skip
 MISSING_COMMANDS = [
-    "reconcile", "report utilization", "export", "import", "history",
+    "reconcile", "export", "import",
 ]  # fmt: skip
 
 

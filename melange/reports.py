@@ -1,0 +1,128 @@
+"""Reports over the whole store: utilisation per block, and the audit history.
+
+Utilisation reads each block once, the held counts in one grouped query and
+the policies in three: cost grows with the number of blocks, never with the
+number of addresses.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+
+from sqlalchemy import Connection, func, select
+
+from melange import blocks as block_ops
+from melange.errors import InvalidInput
+from melange.models import audit_log, blocks, ip_addresses
+from melange.records import ip_text, iso
+from melange.store import utcnow
+from melange.validate import parse_duration, parse_ip
+
+
+def utilization(
+    conn: Connection,
+    *,
+    hold_seconds: int,
+    network: str | None = None,
+    above: float | None = None,
+) -> list[dict]:
+    """Used, held, free and unusable per block (blocks with subnets are left out)."""
+    if above is not None and not 0 <= above <= 100:
+        raise InvalidInput(f"--above is a percentage from 0 to 100, not {above}")
+    query = select(blocks).order_by(blocks.c.network, blocks.c.version, blocks.c.first_addr)
+    if network is not None:
+        query = query.where(blocks.c.network == network)
+    rows = conn.execute(query).all()
+    parents = set(
+        conn.execute(select(blocks.c.parent_id).where(blocks.c.parent_id.is_not(None))).scalars()
+    )
+    cutoff = utcnow() - timedelta(seconds=hold_seconds)
+    ip = ip_addresses.c
+    held = dict(
+        conn.execute(
+            select(ip.block_id, func.count())
+            .where(ip.state == "held", ip.released_at > cutoff)
+            .group_by(ip.block_id)
+        ).all()
+    )
+    rules = block_ops.policy_rules(conn, [row.policy_id for row in rows])
+    report = []
+    for row in rows:
+        if row.id in parents:
+            continue
+        size = row.last_addr - row.first_addr + 1
+        unusable = block_ops.exclusions_from(row, rules.get(row.policy_id)).count()
+        counts = block_ops.usage(size, row.allocated_count, held.get(row.id, 0), unusable)
+        if above is not None and counts["percent_used"] <= above:
+            continue
+        report.append(
+            {
+                "block_id": row.id,
+                "cidr": row.cidr,
+                "name": row.name,
+                "network": row.network,
+                **counts,
+            }  # fmt: skip
+        )
+    return report
+
+
+def _since(text: str) -> datetime:
+    """An ISO 8601 time (UTC when no zone), or a duration back from now such as 2h."""
+    try:
+        return utcnow() - timedelta(seconds=parse_duration(text))
+    except InvalidInput:
+        pass
+    try:
+        moment = datetime.fromisoformat(text.replace("Z", "+00:00"))
+    except ValueError:
+        raise InvalidInput(
+            f"{text!r} is not a time (ISO 8601, e.g. 2026-11-26T08:00:00Z, or a duration like 2h)"
+        ) from None
+    if moment.tzinfo is not None:
+        moment = moment.astimezone(UTC).replace(tzinfo=None)
+    return moment
+
+
+def history(
+    conn: Connection,
+    *,
+    block: str | None = None,
+    address: str | None = None,
+    since: str | None = None,
+    limit: int = 1000,
+) -> list[dict]:
+    """Changes recorded in the audit trail, oldest first (the newest `limit`)."""
+    a = audit_log.c
+    query = select(audit_log).order_by(a.id.desc()).limit(limit)
+    if block is not None:
+        if block.isascii() and block.isdigit():
+            block_id = int(block)
+        else:
+            block_id = block_ops.resolve(conn, block).id
+        query = query.where(a.block_id == block_id)
+    if address is not None:
+        query = query.where(a.address == int(parse_ip(address)))
+    if since is not None:
+        query = query.where(a.at >= _since(since))
+    rows = list(reversed(conn.execute(query).all()))
+    return [
+        {
+            "id": row.id,
+            "at": iso(row.at),
+            "actor": row.actor,
+            "via": row.via,
+            "command": row.command,
+            "block_id": row.block_id,
+            "address": _address_text(row.address),
+            "params": row.params,
+            "outcome": row.outcome,
+        }
+        for row in rows
+    ]
+
+
+def _address_text(value: int | None) -> str | None:
+    if value is None:
+        return None
+    return ip_text(value, 4 if value < 2**32 else 6)
