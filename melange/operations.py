@@ -70,6 +70,8 @@ OPERATIONS: dict[str, Operation] = {
     "dhcp.sync": _op("dhcpsync:sync", whole_store=True),
     "report.utilization": _op("reports:utilization", hold=True),
     "history": _op("reports:history"),
+    "export": _op("transfer:export"),
+    "import": _op("transfer:import_text", write=True, whole_store=True),
     "db.current": _op("migrations:current", whole_store=True),
     "db.upgrade": _op("migrations:upgrade_to_head", write=True, whole_store=True),
 }

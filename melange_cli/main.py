@@ -67,11 +67,14 @@ def _register() -> None:
         policies,
         reports,
         routes,
+        transfer,
     )
 
     for module in (db, blocks, ips, policies, macranges, interfaces, routes, dhcp, reports):
         cli.add_command(module.group)
     cli.add_command(reports.history)
+    cli.add_command(transfer.export)
+    cli.add_command(transfer.import_)
 
 
 _register()

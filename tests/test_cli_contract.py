@@ -1086,9 +1086,10 @@ REQUIRED_COMMANDS = [
     "mac-range delete", "interface create", "interface list", "interface show",
     "interface delete", "route add", "route list", "route delete", "dhcp hosts", "dhcp opts",
     "dhcp config", "dhcp sync", "report utilization", "history",
+    "export", "import",
 ]  # fmt: skip
 MISSING_COMMANDS = [
-    "reconcile", "export", "import",
+    "reconcile",
 ]  # fmt: skip
 
 
