@@ -61,7 +61,8 @@ class ServerDatabase:
         return create_engine(self.admin_url, poolclass=NullPool, isolation_level="AUTOCOMMIT",
                              connect_args={"connect_timeout": 3})  # fmt: skip
 
-    def create(self) -> None:
+    def create(self, *, migrate: bool = True) -> None:
+        """Create the (empty) database; migrated to the current schema unless told not to."""
         engine = self._admin()
         try:
             with engine.connect() as conn:
@@ -71,7 +72,8 @@ class ServerDatabase:
         finally:
             engine.dispose()
         self.created = True
-        Store(self.url).ensure_schema()
+        if migrate:
+            Store(self.url).ensure_schema()
 
     def reset(self) -> None:
         """Empty every melange table, keeping the schema (much faster than re-creating)."""
@@ -120,13 +122,5 @@ class Backends:
 def fresh_database(backend: str) -> ServerDatabase:
     """A database of its own (for tests that need an empty, unmigrated store)."""
     database = ServerDatabase(backend)
-    engine = database._admin()
-    try:
-        with engine.connect() as conn:
-            conn.execute(text(f"CREATE DATABASE {database.name}"))
-    except Exception as error:  # noqa: BLE001
-        missing_capability(f"database server does not answer: {error}")
-    finally:
-        engine.dispose()
-    database.created = True
+    database.create(migrate=False)
     return database

@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import os
-import signal
 import socket
 import subprocess
 import sys
 import time
 from pathlib import Path
+
+from melanged_harness import terminate
 
 ROOT = Path(__file__).parent.parent
 
@@ -54,16 +55,7 @@ class SocketDaemon:
         return self.proc is not None and self.proc.poll() is None
 
     def stop(self) -> int | None:
-        if self.proc is None:
-            return None
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(timeout=15)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
-        return self.proc.returncode
+        return terminate(self.proc)
 
     def __enter__(self) -> SocketDaemon:
         return self.start()
