@@ -34,8 +34,20 @@ def _unlock(conn: Connection) -> None:
         conn.commit()
 
 
-def upgrade(store: Store, revision: str = "head") -> None:
-    """Apply migrations up to `revision` in one locked transaction where the backend can."""
+def _revision(conn: Connection) -> str | None:
+    from sqlalchemy import inspect
+
+    if not inspect(conn).has_table("alembic_version"):
+        return None
+    return conn.execute(text("SELECT version_num FROM alembic_version")).scalar()
+
+
+def upgrade(store: Store, revision: str = "head", *, only_if_empty: bool = False) -> None:
+    """Apply migrations up to `revision` in one locked transaction where the backend can.
+
+    With `only_if_empty`, nothing happens unless the store still has no schema once
+    the lock is held: another process (or thread) may have created it meanwhile.
+    """
     from alembic import command
 
     with store._connection(write=True) as conn:
@@ -47,6 +59,8 @@ def upgrade(store: Store, revision: str = "head") -> None:
         try:
             with conn.begin():
                 _lock(conn)
+                if only_if_empty and _revision(conn) is not None:
+                    return
                 command.upgrade(_config(conn), revision)
                 if sqlite and conn.exec_driver_sql("PRAGMA foreign_key_check").first():
                     raise RuntimeError("migration left rows that break a foreign key")
@@ -60,7 +74,7 @@ def upgrade(store: Store, revision: str = "head") -> None:
 
 def initialise(store: Store) -> None:
     """Create the schema of an empty store (first use), as the migrations define it."""
-    upgrade(store)
+    upgrade(store, only_if_empty=True)
 
 
 def head_revision() -> str:

@@ -154,9 +154,12 @@ class Daemon:
                     _log_result(result)
                 backoff = BACKOFF_START
                 time.sleep(self.settings.poll_interval)
-            except MelangeError as error:
+            except Exception as error:  # noqa: BLE001  (a daemon outlives any one pass)
+                message = error.message if isinstance(error, MelangeError) else repr(error)
+                if not isinstance(error, MelangeError):
+                    log.exception("unexpected error in a pass; retrying")
                 if healthy is not False:
-                    log.error("store unavailable, keeping the last files: %s", error.message)
+                    log.error("store unavailable, keeping the last files: %s", message)
                 healthy = False
                 seen = None  # re-render once it is back
                 self.quiet.changed(time.monotonic())

@@ -30,13 +30,14 @@ class SocketDaemon:
         self.proc: subprocess.Popen | None = None
 
     def start(self, timeout: float = 15) -> SocketDaemon:
+        self.stderr = open(self.log.with_suffix(".stderr"), "w")  # noqa: SIM115
         self.proc = subprocess.Popen(self.argv, env=self.env, stdout=subprocess.DEVNULL,
-                                     stderr=subprocess.PIPE, text=True)  # fmt: skip
+                                     stderr=self.stderr, text=True)  # fmt: skip
         deadline = time.monotonic() + timeout
         while not self.answers():
             if self.proc.poll() is not None or time.monotonic() > deadline:
                 log = self.log.read_text() if self.log.exists() else ""
-                err = self.proc.stderr.read() if self.proc.poll() is not None else ""
+                err = self.log.with_suffix(".stderr").read_text()
                 raise RuntimeError(f"melanged did not serve {self.socket}: {err}{log}")
             time.sleep(0.02)
         return self
@@ -55,7 +56,10 @@ class SocketDaemon:
         return self.proc is not None and self.proc.poll() is None
 
     def stop(self) -> int | None:
-        return terminate(self.proc)
+        code = terminate(self.proc)
+        if getattr(self, "stderr", None) is not None:
+            self.stderr.close()
+        return code
 
     def __enter__(self) -> SocketDaemon:
         return self.start()
