@@ -145,3 +145,16 @@ def test_upgrade_fills_the_allocated_counter_from_existing_rows(backend, tmp_pat
     finally:
         if database is not None:
             database.drop()
+
+
+def test_initialise_does_nothing_to_a_store_created_meanwhile(store_url):
+    """A first-use initialise that lost the race must not run migrations over the winner's
+    schema (it did, and crashed melanged, when that store's revision had changed since)."""
+    from conftest import execute_sql
+
+    store = Store(store_url)
+    operations.run(store, "block.create", {"cidr": "10.9.0.0/24"})
+    execute_sql(store_url, "UPDATE alembic_version SET version_num = '0000'")
+    migrations.initialise(Store(store_url))  # as a thread that saw an empty store would
+    assert Store(store_url).current_revision() == "0000"
+    execute_sql(store_url, f"UPDATE alembic_version SET version_num = '{SCHEMA_HEAD}'")
