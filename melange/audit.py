@@ -8,6 +8,9 @@ from __future__ import annotations
 
 import getpass
 import json
+from collections.abc import Iterator
+from contextlib import contextmanager
+from contextvars import ContextVar
 from typing import Any
 
 from sqlalchemy import Connection, insert
@@ -16,6 +19,22 @@ from melange.models import audit_log
 from melange.store import utcnow
 
 MAX_OUTCOME = 4000
+_acting: ContextVar[tuple[str, str] | None] = ContextVar("melange_acting", default=None)
+
+
+@contextmanager
+def acting(actor: str, via: str) -> Iterator[None]:
+    """Who is changing the store in this thread (the socket server serves many at once)."""
+    token = _acting.set((actor, via))
+    try:
+        yield
+    finally:
+        _acting.reset(token)
+
+
+def who(default_via: str = "cli") -> tuple[str, str]:
+    """(actor, via) of the change in progress: as set by `acting`, else this OS user."""
+    return _acting.get() or (os_user(), default_via)
 
 
 def os_user() -> str:

@@ -70,6 +70,7 @@ OPERATIONS: dict[str, Operation] = {
     "dhcp.sync": _op("dhcpsync:sync", whole_store=True),
     "report.utilization": _op("reports:utilization", hold=True),
     "history": _op("reports:history"),
+    "reconcile": _op("reconcile:reconcile", write=True, hold=True, whole_store=True),
     "export": _op("transfer:export"),
     "import": _op("transfer:import_text", write=True, whole_store=True),
     "db.current": _op("migrations:current", whole_store=True),
@@ -97,22 +98,23 @@ def run(
     kwargs = dict(params)
     if operation.hold:
         kwargs["hold_seconds"] = store.release_hold
-    if operation.whole_store:
-        if not name.startswith("db."):
-            store.ensure_schema()
-        return function(store, **kwargs)
-    if not operation.write:
-        return store.run(lambda conn: function(conn, **kwargs), write=False)
     from melange import audit
 
-    who = actor or audit.os_user()
+    with audit.acting(actor or audit.os_user(), via):
+        if operation.whole_store:
+            if not name.startswith("db."):
+                store.ensure_schema()
+            return function(store, **kwargs)
+        if not operation.write:
+            return store.run(lambda conn: function(conn, **kwargs), write=False)
 
-    def change(conn):
-        result = function(conn, **kwargs)
-        audit.record(conn, actor=who, via=via, command=name, params=params, result=result)
-        return result
+        def change(conn):
+            result = function(conn, **kwargs)
+            who, channel = audit.who()
+            audit.record(conn, actor=who, via=channel, command=name, params=params, result=result)
+            return result
 
-    return store.run(change, write=True)
+        return store.run(change, write=True)
 
 
 def parameters(name: str) -> set[str]:

@@ -703,7 +703,7 @@ def import_text(
     def change(conn):
         result = import_entities(conn, entities, progress=progress)
         audit.record(
-            conn, actor=audit.os_user(), via="import", command="import",
+            conn, actor=audit.who()[0], via="import", command="import",
             params={"file": source, "format": format}, result=result,
         )  # fmt: skip
         return result

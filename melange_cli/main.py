@@ -65,6 +65,7 @@ def _register() -> None:
         ips,
         macranges,
         policies,
+        reconcile,
         reports,
         routes,
         transfer,
@@ -73,6 +74,7 @@ def _register() -> None:
     for module in (db, blocks, ips, policies, macranges, interfaces, routes, dhcp, reports):
         cli.add_command(module.group)
     cli.add_command(reports.history)
+    cli.add_command(reconcile.reconcile)
     cli.add_command(transfer.export)
     cli.add_command(transfer.import_)
 

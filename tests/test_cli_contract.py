@@ -1086,10 +1086,9 @@ REQUIRED_COMMANDS = [
     "mac-range delete", "interface create", "interface list", "interface show",
     "interface delete", "route add", "route list", "route delete", "dhcp hosts", "dhcp opts",
     "dhcp config", "dhcp sync", "report utilization", "history",
-    "export", "import",
+    "export", "import", "reconcile",
 ]  # fmt: skip
-MISSING_COMMANDS = [
-    "reconcile",
+MISSING_COMMANDS: list[str] = [
 ]  # fmt: skip
 
 
