@@ -8,23 +8,27 @@ comma, a newline or a tag that dnsmasq would read another way.
 
 from __future__ import annotations
 
+import socket
 from collections.abc import Iterator
 
 import netaddr
-from sqlalchemy import Connection, select
+from sqlalchemy import Connection, LargeBinary, select, type_coerce
 
 from melange.models import block_dns_servers, blocks, ip_addresses, routes
 from melange.records import ip_text
-from melange.validate import format_mac
 
 STREAM_BATCH = 10_000
 
 
 def hosts_lines(conn: Connection, network: str | None = None) -> Iterator[str]:
-    """One `MAC,IP[,HOSTNAME]` line per allocated address that has a MAC."""
+    """One `MAC,IP[,HOSTNAME]` line per allocated address that has a MAC.
+
+    The hot path of a full render: addresses come as raw bytes (no int round
+    trip) and MACs are formatted by bytes.hex, a million lines in a few seconds.
+    """
     ip = ip_addresses.c
     query = (
-        select(ip.mac, ip.address, ip.hostname, blocks.c.version)
+        select(ip.mac, type_coerce(ip.address, LargeBinary), ip.hostname, blocks.c.version)
         .join(blocks, blocks.c.id == ip.block_id)
         .where(ip.state == "allocated", ip.mac.is_not(None))
         .order_by(blocks.c.version, ip.address, ip.block_id)
@@ -32,11 +36,11 @@ def hosts_lines(conn: Connection, network: str | None = None) -> Iterator[str]:
     if network is not None:
         query = query.where(blocks.c.network == network)
     result = conn.execution_options(yield_per=STREAM_BATCH).execute(query)
-    for mac, address, hostname, version in result:
-        shown = ip_text(address, version)
-        if version == 6:
-            shown = f"[{shown}]"
-        line = f"{format_mac(mac)},{shown}"
+    ntop, v4, v6 = socket.inet_ntop, socket.AF_INET, socket.AF_INET6
+    for mac, raw, hostname, version in result:
+        raw = bytes(raw)
+        shown = ntop(v4, raw[12:]) if version == 4 else f"[{ntop(v6, raw)}]"
+        line = f"{mac.to_bytes(6, 'big').hex(':')},{shown}"
         yield f"{line},{hostname}\n" if hostname else f"{line}\n"
 
 

@@ -88,8 +88,7 @@ def format_mac(value: int | None) -> str | None:
     """Lower-case colon form, the only form melange prints."""
     if value is None:
         return None
-    raw = f"{value:012x}"
-    return ":".join(raw[i : i + 2] for i in range(0, 12, 2))
+    return value.to_bytes(6, "big").hex(":")
 
 
 def parse_mac_cidr(text: str) -> tuple[int, int, str]:
