@@ -11,14 +11,12 @@ from __future__ import annotations
 
 import shutil
 import sqlite3
-import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 from benchmarks.bulk import RAW_SCHEMA
-from benchmarks.common import median, ms, section, store_url, table
+from benchmarks.common import median, ms, rotating_walls, section, store_url, table
 
 ADDRESSES = 100_000
 
@@ -36,12 +34,6 @@ def _melange() -> list[str]:
     if found:
         return [found]
     return [sys.executable, "-c", "import sys; from melange_cli.main import main; sys.exit(main())"]
-
-
-def _wall(argv: list[str]) -> float:
-    start = time.perf_counter()
-    subprocess.run(argv, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, check=True)
-    return time.perf_counter() - start
 
 
 def run(quick: bool) -> str:
@@ -89,14 +81,7 @@ def run(quick: bool) -> str:
                 [*melange, "-o", "json", "ip", "list"],
             ),
         }
-        times: dict[str, list[float]] = {key: [] for key in commands}
-        keys = list(commands)
-        for key in keys:  # warm-up round, untimed
-            _wall(commands[key][1])
-        for i in range(rounds):
-            shift = i % len(keys)
-            for key in keys[shift:] + keys[:shift]:
-                times[key].append(_wall(commands[key][1]))
+        times = rotating_walls({k: argv for k, (_, argv) in commands.items()}, rounds)
 
     medians = {key: median(values) for key, values in times.items()}
     base = medians["base"]

@@ -123,3 +123,27 @@ def table(header: Sequence[str], rows: Sequence[Sequence[object]]) -> str:
 
 def section(title: str, method: str, body: str) -> str:
     return f"## {title}\n\n{method}\n\n{body}\n"
+
+
+def wall(argv: list[str]) -> float:
+    """Seconds one whole process takes."""
+    import subprocess
+    import time
+
+    start = time.perf_counter()
+    subprocess.run(argv, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, check=True)
+    return time.perf_counter() - start
+
+
+def rotating_walls(argvs: dict[str, list[str]], rounds: int) -> dict[str, list[float]]:
+    """Wall times of several commands: one untimed warm-up round, then `rounds` rounds in
+    rotating order, so drift in the machine's load spreads over all of them alike."""
+    times: dict[str, list[float]] = {key: [] for key in argvs}
+    keys = list(argvs)
+    for key in keys:
+        wall(argvs[key])
+    for i in range(rounds):
+        shift = i % len(keys)
+        for key in keys[shift:] + keys[:shift]:
+            times[key].append(wall(argvs[key]))
+    return times

@@ -21,7 +21,7 @@ import time
 from pathlib import Path
 
 from benchmarks.bulk import RAW_SCHEMA
-from benchmarks.common import median, ms, section, table
+from benchmarks.common import median, ms, rotating_walls, section, table
 
 ROOT = Path(__file__).resolve().parent.parent
 TESTS = ROOT / "tests"
@@ -39,12 +39,6 @@ def _melange() -> list[str]:
     if script.exists():
         return [str(script)]
     return [sys.executable, "-m", "melange_cli.main"]
-
-
-def _wall(argv: list[str]) -> float:
-    start = time.perf_counter()
-    subprocess.run(argv, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, check=True)
-    return time.perf_counter() - start
 
 
 def _bare(tmp: Path) -> list[str]:
@@ -164,14 +158,7 @@ def run(quick: bool) -> str:
                     [*_melange(), "--db", url, "-o", "plain", "block", "allocate", "B"],
                 ),
             }
-            times: dict[str, list[float]] = {key: [] for key in commands}
-            keys = list(commands)
-            for key in keys:  # warm-up round, untimed
-                _wall(commands[key][1])
-            for i in range(rounds):
-                shift = i % len(keys)
-                for key in keys[shift:] + keys[:shift]:
-                    times[key].append(_wall(commands[key][1]))
+            times = rotating_walls({k: argv for k, (_, argv) in commands.items()}, rounds)
             print(f"[bench]   socket: {sizes['loop']} allocations in a shell loop, each way",
                   file=sys.stderr, flush=True)  # fmt: skip
             loops = {
