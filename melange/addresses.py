@@ -6,7 +6,7 @@ from collections.abc import Callable
 from datetime import timedelta
 
 import netaddr
-from sqlalchemy import Connection, delete, func, insert, select, update
+from sqlalchemy import Connection, delete, insert, select, update
 
 from melange import blocks as block_ops
 from melange import generators
@@ -376,10 +376,3 @@ def release_for_interface(conn: Connection, interface_id: int, hold_seconds: int
     for row in rows:
         _release_row(conn, row, hold_seconds, now=False)
     return [address_record(row, hold_seconds)["address"] for row in rows]
-
-
-def count_live(conn: Connection, block_id: int, hold_seconds: int) -> int:
-    return conn.execute(
-        select(func.count()).where(IP.block_id == block_id, _live()),
-        {"cutoff": _cutoff(hold_seconds)},
-    ).scalar()

@@ -22,7 +22,7 @@ from melange.models import (
     unusable_octets,
     unusable_ranges,
 )
-from melange.records import block_label, ip_text, iso
+from melange.records import ip_text, iso
 from melange.store import lock_block, lock_named, utcnow
 from melange.validate import (
     is_decimal,
@@ -518,7 +518,3 @@ def delete_block(conn: Connection, ref: str, *, force: bool = False, hold_second
 
 def blocks_using_policy(conn: Connection, policy_id: int) -> list:
     return conn.execute(select(blocks).where(and_(B.policy_id == policy_id))).all()
-
-
-def label(row) -> str:
-    return block_label(row)

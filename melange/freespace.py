@@ -15,7 +15,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 
-from sqlalchemy import Connection, and_, delete, insert, select, update
+from sqlalchemy import Connection, delete, insert, select, update
 
 from melange.errors import Conflict, Exhausted
 from melange.exclusions import Exclusions
@@ -188,7 +188,3 @@ class FreeSpace:
 
     def _row(self, lo: int, hi: int) -> dict:
         return {"block_id": self.block_id, "first_addr": lo, "last_addr": hi}
-
-
-def delete_block_ranges(conn: Connection, block_id: int) -> None:
-    conn.execute(delete(free_ranges).where(and_(FR.block_id == block_id)))

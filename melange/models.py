@@ -234,7 +234,6 @@ locks = Table(
     Column("name", String(32), primary_key=True),
     Column("counter", BigInteger, nullable=False),
 )
-LOCK_NAMES = ("blocks", "mac_ranges", "interfaces", "policies")
 
 
 # One row per change, written in the change's own transaction (so a failed
