@@ -91,7 +91,8 @@ def _configure_sqlite(engine: Engine) -> None:
         dbapi_connection.isolation_level = None  # we issue BEGIN ourselves
         cursor = dbapi_connection.cursor()
         cursor.execute(f"PRAGMA busy_timeout = {SQLITE_BUSY_TIMEOUT_MS}")
-        cursor.execute("PRAGMA journal_mode = WAL")
+        if cursor.execute("PRAGMA journal_mode").fetchone()[0].lower() != "wal":
+            cursor.execute("PRAGMA journal_mode = WAL")  # once per file; needs a moment alone
         cursor.execute("PRAGMA synchronous = NORMAL")
         cursor.execute("PRAGMA foreign_keys = ON")
         cursor.close()
@@ -166,14 +167,24 @@ class Store:
             self._engine.dispose()
             self._engine = None
 
+    def _connect(self) -> Connection:
+        """A connection; a lock held by another writer while this one connects (SQLite's
+        WAL switch on a new file) is waited out, not reported as an unreachable store."""
+        for attempt in range(1, MAX_ATTEMPTS + 1):
+            try:
+                return self.engine.connect()
+            except exc.DBAPIError as error:
+                if is_retryable(error) and attempt < MAX_ATTEMPTS:
+                    _backoff(attempt)
+                    continue
+                raise StoreUnavailable(
+                    f"cannot reach the store {safe_url(self.url)}: {_first_line(error)}"
+                ) from None
+        raise AssertionError("unreachable")
+
     @contextmanager
     def _connection(self, write: bool) -> Iterator[Connection]:
-        try:
-            conn = self.engine.connect()
-        except exc.DBAPIError as error:
-            raise StoreUnavailable(
-                f"cannot reach the store {safe_url(self.url)}: {_first_line(error)}"
-            ) from None
+        conn = self._connect()
         try:
             if write:
                 conn = conn.execution_options(melange_write=True)

@@ -158,3 +158,23 @@ def test_initialise_does_nothing_to_a_store_created_meanwhile(store_url):
     migrations.initialise(Store(store_url))  # as a thread that saw an empty store would
     assert Store(store_url).current_revision() == "0000"
     execute_sql(store_url, f"UPDATE alembic_version SET version_num = '{SCHEMA_HEAD}'")
+
+
+def test_connecting_while_another_writer_holds_a_new_file_waits(tmp_path):
+    """A connection opened while another holds a new file's lock waits for it. (A rarer race
+    at melanged's start, a reader connecting while another thread switched a new file to WAL,
+    was once reported as 'cannot reach the store: database is locked'; connects now retry.)"""
+    import sqlite3
+    import threading
+
+    path = tmp_path / "fresh.db"
+    holder = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+    holder.execute("BEGIN EXCLUSIVE")
+    timer = threading.Timer(0.5, lambda: holder.execute("ROLLBACK"))
+    timer.start()
+    try:
+        result = operations.run(Store(f"sqlite:///{path}"), "block.list", {})
+    finally:
+        timer.join()
+        holder.close()
+    assert result == []
