@@ -10,13 +10,19 @@ measured in the same rounds.
 from __future__ import annotations
 
 import shutil
-import sqlite3
 import sys
 import tempfile
 from pathlib import Path
 
-from benchmarks.bulk import RAW_SCHEMA
-from benchmarks.common import median, ms, rotating_walls, section, store_url, table
+from benchmarks.common import (
+    bare_sqlite_process,
+    median,
+    ms,
+    rotating_walls,
+    section,
+    store_url,
+    table,
+)
 
 ADDRESSES = 100_000
 
@@ -48,24 +54,11 @@ def run(quick: bool) -> str:
             operations.run(store, "block.allocate", {"block_ref": "B", "count": 50_000})
         store.close()
 
-        raw_path = Path(tmp) / "raw.db"
-        conn = sqlite3.connect(raw_path)
-        conn.executescript(RAW_SCHEMA + "INSERT INTO blocks (id) VALUES (1);")
-        conn.execute("PRAGMA journal_mode = WAL")
-        conn.close()
-        insert = (
-            "INSERT INTO ip_addresses (block_id, address, state, allocated_at) "
-            "VALUES (1, randomblob(16), 'allocated', datetime())"
-        )
-        bare = (
-            f"import sqlite3; c = sqlite3.connect({str(raw_path)!r}); "
-            f'c.execute("{insert}"); c.commit()'
-        )
         melange = [*_melange(), "--db", url]
         commands = {
             "base": (
                 '`python -c "import sqlite3; …one insert…"` (baseline)',
-                [sys.executable, "-c", bare],
+                bare_sqlite_process(Path(tmp)),
             ),
             "sqla": (
                 '`python -c "import sqlalchemy"` (reference)',

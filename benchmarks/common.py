@@ -147,3 +147,25 @@ def rotating_walls(argvs: dict[str, list[str]], rounds: int) -> dict[str, list[f
         for key in keys[shift:] + keys[:shift]:
             times[key].append(wall(argvs[key]))
     return times
+
+
+def bare_sqlite_process(tmp: Path) -> list[str]:
+    """The CLI baselines: argv of a new Python process making one sqlite3 insert."""
+    import sqlite3
+    import sys
+
+    from benchmarks.bulk import RAW_SCHEMA
+
+    raw_path = tmp / "raw.db"
+    conn = sqlite3.connect(raw_path)
+    conn.executescript(RAW_SCHEMA + "INSERT INTO blocks (id) VALUES (1);")
+    conn.execute("PRAGMA journal_mode = WAL")
+    conn.close()
+    insert = (
+        "INSERT INTO ip_addresses (block_id, address, state, allocated_at) "
+        "VALUES (1, randomblob(16), 'allocated', datetime())"
+    )
+    code = (
+        f'import sqlite3; c = sqlite3.connect({str(raw_path)!r}); c.execute("{insert}"); c.commit()'
+    )
+    return [sys.executable, "-c", code]

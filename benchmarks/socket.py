@@ -13,15 +13,13 @@ socket-mode process imports.
 from __future__ import annotations
 
 import json
-import sqlite3
 import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
 
-from benchmarks.bulk import RAW_SCHEMA
-from benchmarks.common import median, ms, rotating_walls, section, table
+from benchmarks.common import bare_sqlite_process, median, ms, rotating_walls, section, table
 
 ROOT = Path(__file__).resolve().parent.parent
 TESTS = ROOT / "tests"
@@ -39,23 +37,6 @@ def _melange() -> list[str]:
     if script.exists():
         return [str(script)]
     return [sys.executable, "-m", "melange_cli.main"]
-
-
-def _bare(tmp: Path) -> list[str]:
-    """The cli benchmark's baseline: a new Python process making one sqlite3 insert."""
-    raw_path = tmp / "raw.db"
-    conn = sqlite3.connect(raw_path)
-    conn.executescript(RAW_SCHEMA + "INSERT INTO blocks (id) VALUES (1);")
-    conn.execute("PRAGMA journal_mode = WAL")
-    conn.close()
-    insert = (
-        "INSERT INTO ip_addresses (block_id, address, state, allocated_at) "
-        "VALUES (1, randomblob(16), 'allocated', datetime())"
-    )
-    code = (
-        f'import sqlite3; c = sqlite3.connect({str(raw_path)!r}); c.execute("{insert}"); c.commit()'
-    )
-    return [sys.executable, "-c", code]
 
 
 def _loop(argv: list[str], count: int) -> float:
@@ -148,7 +129,10 @@ def run(quick: bool) -> str:
         with SocketDaemon(url, tmp / "daemon") as daemon:
             sock = str(daemon.socket)
             commands = {
-                "base": ('`python -c "import sqlite3; …one insert…"` (baseline)', _bare(tmp)),
+                "base": (
+                    '`python -c "import sqlite3; …one insert…"` (baseline)',
+                    bare_sqlite_process(tmp),
+                ),
                 "socket": (
                     "`melange --socket S -o plain block allocate B`",
                     [*_melange(), "--socket", sock, "-o", "plain", "block", "allocate", "B"],
