@@ -6,12 +6,13 @@ from collections.abc import Callable
 from datetime import timedelta
 
 import netaddr
-from sqlalchemy import Connection, delete, insert, select, update
+from sqlalchemy import Connection, bindparam, delete, insert, select, update
 
 from melange import blocks as block_ops
 from melange import generators
 from melange.errors import Conflict, Exhausted, InvalidInput, NotFound
 from melange.models import blocks, interfaces, ip_addresses
+from melange.prepared import Prepared
 from melange.records import address_record, ip_text, iso
 from melange.store import lock_block, utcnow
 from melange.validate import (
@@ -44,6 +45,28 @@ def _joined():
     )
 
 
+_BY_ACTIVE_MAC = Prepared(
+    _joined().where(IP.block_id == bindparam("block_id"), IP.active_mac == bindparam("mac"))
+)
+_HAS_SUBNETS = Prepared(
+    select(blocks.c.id).where(blocks.c.parent_id == bindparam("block_id")).limit(1)
+)
+_EXPIRED = Prepared(
+    select(IP.id, IP.address).where(
+        IP.block_id == bindparam("block_id"),
+        IP.state == "held",
+        IP.released_at <= bindparam("cutoff"),
+    )
+)
+_INSERT_COLUMNS = (
+    "block_id", "address", "mac", "active_mac", "hostname", "interface_id", "tenant", "state",
+    "allocated_at", "released_at",
+)  # fmt: skip
+_INSERT_ONE = Prepared(
+    insert(ip_addresses).values({name: bindparam(name) for name in _INSERT_COLUMNS})
+)
+
+
 def _cutoff(hold_seconds: int):
     return utcnow() - timedelta(seconds=hold_seconds)
 
@@ -57,11 +80,7 @@ def _live():
 
 def reclaim_expired(conn: Connection, block, space, hold_seconds: int) -> None:
     """Expired holds become free space again, in the allocation's own transaction."""
-    expired = conn.execute(
-        select(IP.id, IP.address).where(
-            IP.block_id == block.id, IP.state == "held", IP.released_at <= _cutoff(hold_seconds)
-        )
-    ).all()
+    expired = _EXPIRED.all(conn, block_id=block.id, cutoff=_cutoff(hold_seconds))
     if not expired:
         return
     conn.execute(delete(ip_addresses).where(IP.id.in_([row.id for row in expired])))
@@ -104,21 +123,19 @@ def allocate(
     if tenant is not None:
         validate_name(tenant, "tenant")
     wanted = parse_ip(address) if address is not None else None
-    block = lock_block(conn, block_ops.resolve(conn, block_ref).id)
+    block = block_ops.resolve(conn, block_ref, for_update=True)
     interface_id = None
     if interface is not None:
         interface_id, interface_mac = _interface_id(conn, interface)
         mac_value = mac_value if mac_value is not None else interface_mac
-    if conn.execute(select(blocks.c.id).where(blocks.c.parent_id == block.id).limit(1)).first():
+    if _HAS_SUBNETS.first(conn, block_id=block.id):
         raise Conflict(f"block {block.cidr} has subnets and hands out no addresses itself")
     if wanted is not None:
         network = netaddr.IPNetwork(block.cidr)
         if wanted.version != block.version or wanted not in network:
             raise InvalidInput(f"{wanted} is not inside block {block.cidr}")
     if mac_value is not None:
-        existing = conn.execute(
-            _joined().where(IP.block_id == block.id, IP.active_mac == mac_value)
-        ).first()
+        existing = _BY_ACTIVE_MAC.first(conn, block_id=block.id, mac=mac_value)
         if existing is not None:
             if wanted is not None and int(wanted) != existing.address:
                 raise Conflict(
@@ -161,16 +178,14 @@ def allocate(
         }
         for value in chosen
     ]
-    for start in range(0, len(rows), INSERT_BATCH):
-        conn.execute(insert(ip_addresses), rows[start : start + INSERT_BATCH])
-        if progress is not None:
-            progress(min(start + INSERT_BATCH, len(rows)), len(rows))
+    if len(rows) == 1:
+        _INSERT_ONE.run(conn, **rows[0])
+    else:
+        for start in range(0, len(rows), INSERT_BATCH):
+            conn.execute(insert(ip_addresses), rows[start : start + INSERT_BATCH])
+            if progress is not None:
+                progress(min(start + INSERT_BATCH, len(rows)), len(rows))
     block_ops.touch(conn, block.id, allocated=len(rows))
-    if count == 1:
-        found = conn.execute(
-            _joined().where(IP.block_id == block.id, IP.address == chosen[0])
-        ).first()
-        return [address_record(found, hold_seconds)]
     return _bulk_records(rows, block, interface)
 
 

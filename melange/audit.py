@@ -6,19 +6,24 @@ kernel vouched for (SO_PEERCRED), never a name the client claims.
 
 from __future__ import annotations
 
+import functools
 import getpass
 import json
+import socket
 from collections.abc import Iterator
 from contextlib import contextmanager
 from contextvars import ContextVar
 from typing import Any
 
-from sqlalchemy import Connection, insert
+from sqlalchemy import Connection, bindparam, insert
 
 from melange.models import audit_log
+from melange.prepared import Prepared
 from melange.store import utcnow
 
 MAX_OUTCOME = 4000
+_COLUMNS = ("at", "actor", "via", "command", "block_id", "address", "params", "outcome")
+_INSERT = Prepared(insert(audit_log).values({name: bindparam(name) for name in _COLUMNS}))
 _acting: ContextVar[tuple[str, str] | None] = ContextVar("melange_acting", default=None)
 
 
@@ -37,6 +42,7 @@ def who(default_via: str = "cli") -> tuple[str, str]:
     return _acting.get() or (os_user(), default_via)
 
 
+@functools.cache
 def os_user() -> str:
     try:
         return getpass.getuser()
@@ -55,9 +61,9 @@ def _subject(result: Any) -> tuple[int | None, int | None]:
     block_id = first.get("block_id", first.get("id") if "cidr" in first else None)
     address = None
     if len(records) == 1 and first.get("address"):
-        import ipaddress
-
-        address = int(ipaddress.ip_address(first["address"]))
+        text = first["address"]
+        family = socket.AF_INET6 if ":" in text else socket.AF_INET
+        address = int.from_bytes(socket.inet_pton(family, text), "big")
     return block_id, address
 
 
@@ -74,15 +80,14 @@ def record(
 ) -> None:
     block_id, address = _subject(result)
     shown = {k: v for k, v in params.items() if v not in (None, False, [], ()) and not callable(v)}
-    conn.execute(
-        insert(audit_log).values(
-            at=utcnow(),
-            actor=actor[:64],
-            via=via,
-            command=command,
-            block_id=block_id,
-            address=address,
-            params=json.dumps(shown, default=str, sort_keys=True),
-            outcome=_summary(result),
-        )
+    _INSERT.run(
+        conn,
+        at=utcnow(),
+        actor=actor[:64],
+        via=via,
+        command=command,
+        block_id=block_id,
+        address=address,
+        params=json.dumps(shown, default=str, sort_keys=True),
+        outcome=_summary(result),
     )

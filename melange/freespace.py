@@ -15,13 +15,41 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 
-from sqlalchemy import Connection, delete, insert, select, update
+from sqlalchemy import Connection, bindparam, delete, insert, select, update
 
 from melange.errors import Conflict, Exhausted
 from melange.exclusions import Exclusions
 from melange.models import free_ranges, ip_addresses
+from melange.prepared import Prepared
 
 FR = free_ranges.c
+_IN_BLOCK = FR.block_id == bindparam("block_id")
+_RANGE_FROM = Prepared(
+    select(FR.first_addr, FR.last_addr)
+    .where(_IN_BLOCK, FR.last_addr >= bindparam("address"))
+    .order_by(FR.last_addr)
+    .limit(1)
+)
+_ENDING_AT = Prepared(select(FR.first_addr).where(_IN_BLOCK, FR.last_addr == bindparam("address")))
+_STARTING_AT = Prepared(
+    select(FR.last_addr).where(_IN_BLOCK, FR.first_addr == bindparam("address"))
+)
+_SET_LAST = Prepared(
+    update(free_ranges)
+    .where(_IN_BLOCK, FR.first_addr == bindparam("first"))
+    .values(last_addr=bindparam("last"))
+)
+_RESET = Prepared(
+    update(free_ranges)
+    .where(_IN_BLOCK, FR.first_addr == bindparam("lo"))
+    .values(first_addr=bindparam("first"), last_addr=bindparam("last"))
+)
+_DROP = Prepared(delete(free_ranges).where(_IN_BLOCK, FR.first_addr == bindparam("first")))
+_ADD = Prepared(
+    insert(free_ranges).values(
+        block_id=bindparam("block_id"), first_addr=bindparam("first"), last_addr=bindparam("last")
+    )
+)
 
 
 class FreeSpace:
@@ -37,12 +65,7 @@ class FreeSpace:
 
     def _range_from(self, address: int) -> tuple[int, int] | None:
         """The first free range that ends at or after `address`."""
-        row = self.conn.execute(
-            select(FR.first_addr, FR.last_addr)
-            .where(FR.block_id == self.block_id, FR.last_addr >= address)
-            .order_by(FR.last_addr)
-            .limit(1)
-        ).first()
+        row = _RANGE_FROM.first(self.conn, block_id=self.block_id, address=address)
         return (row[0], row[1]) if row else None
 
     def take_lowest(self, count: int) -> list[int]:
@@ -94,24 +117,13 @@ class FreeSpace:
 
     def _replace(self, lo: int, hi: int, pieces: list[tuple[int, int]]) -> None:
         """Swap the range [lo, hi] for `pieces` (each inside it)."""
-        keep_first = bool(pieces) and pieces[0][0] == lo
-        if keep_first:
-            self.conn.execute(
-                update(free_ranges)
-                .where(FR.block_id == self.block_id, FR.first_addr == lo)
-                .values(last_addr=pieces[0][1])
-            )
-            rest = pieces[1:]
-        else:
-            self.conn.execute(
-                delete(free_ranges).where(FR.block_id == self.block_id, FR.first_addr == lo)
-            )
-            rest = pieces
-        if rest:
-            self.conn.execute(
-                insert(free_ranges),
-                [{"block_id": self.block_id, "first_addr": a, "last_addr": b} for a, b in rest],
-            )
+        if not pieces:
+            _DROP.run(self.conn, block_id=self.block_id, first=lo)
+            return
+        (first, last), *rest = pieces
+        _RESET.run(self.conn, block_id=self.block_id, lo=lo, first=first, last=last)
+        for first, last in rest:
+            _ADD.run(self.conn, block_id=self.block_id, first=first, last=last)
 
     def claim(self, address: int) -> None:
         """Claim one given address; Conflict when it is not free."""
@@ -136,32 +148,16 @@ class FreeSpace:
             self._give_back_one(address)
 
     def _give_back_one(self, address: int) -> None:
-        conn = self.conn
-        left = conn.execute(
-            select(FR.first_addr).where(FR.block_id == self.block_id, FR.last_addr == address - 1)
-        ).scalar()
-        right = conn.execute(
-            select(FR.last_addr).where(FR.block_id == self.block_id, FR.first_addr == address + 1)
-        ).scalar()
+        conn, block_id = self.conn, self.block_id
+        left = _ENDING_AT.scalar(conn, block_id=block_id, address=address - 1)
+        right = _STARTING_AT.scalar(conn, block_id=block_id, address=address + 1)
         if right is not None:
-            conn.execute(
-                delete(free_ranges).where(
-                    FR.block_id == self.block_id, FR.first_addr == address + 1
-                )
-            )
+            _DROP.run(conn, block_id=block_id, first=address + 1)
         new_last = right if right is not None else address
         if left is not None:
-            conn.execute(
-                update(free_ranges)
-                .where(FR.block_id == self.block_id, FR.first_addr == left)
-                .values(last_addr=new_last)
-            )
+            _SET_LAST.run(conn, block_id=block_id, first=left, last=new_last)
         else:
-            conn.execute(
-                insert(free_ranges).values(
-                    block_id=self.block_id, first_addr=address, last_addr=new_last
-                )
-            )
+            _ADD.run(conn, block_id=block_id, first=address, last=new_last)
 
     def rebuild(self) -> None:
         """Recompute the free ranges from the block's addresses (after exclusions shrink)."""
