@@ -37,6 +37,7 @@ SCHEMA_HEAD = "0005"
 MAX_ATTEMPTS = 25
 CONNECT_TIMEOUT = 3
 SQLITE_BUSY_TIMEOUT_MS = 60_000
+SERVER_IDLE_REUSE = 2.0  # seconds a server connection is reused without the pool's ping
 T = TypeVar("T")
 
 # Lock wait timeout; deadlock, which is also how Galera reports a failed certification
@@ -168,6 +169,7 @@ class Store:
         self._engine: Engine | None = None
         self._idle: Connection | None = None
         self._idle_pid = 0
+        self._idle_since = 0.0
         self._idle_lock = threading.Lock()
         self._checked = False
         self._checked_at = 0.0
@@ -219,17 +221,25 @@ class Store:
             self._put_back(conn)
 
     def _take_idle(self) -> Connection | None:
-        """The SQLite connection the last transaction left, if no other thread took it.
+        """The connection the last transaction left, if no other thread took it.
 
         Checking a connection out of the pool and back costs more than a whole
-        one-row transaction on SQLite, and a file needs no liveness check, so
-        one idle connection is kept between transactions. Server connections
-        go back to the pool, whose pre-ping notices a restarted server.
+        one-row transaction (a liveness ping and a reset on a server, event
+        dispatch everywhere), so one idle connection is kept between
+        transactions. A server connection is reused without a ping only for a
+        few seconds; after that it goes back through the pool, whose ping
+        notices a restarted server.
         """
         with self._idle_lock:
             conn, self._idle = self._idle, None
-        if conn is not None and (self._idle_pid != os.getpid() or conn.closed):
-            return None  # a forked child must not share its parent's file handle
+            since = self._idle_since
+        if conn is None:
+            return None
+        if self._idle_pid != os.getpid():
+            return None  # a forked child must not share its parent's connection
+        if self.backend != "sqlite" and time.monotonic() - since > SERVER_IDLE_REUSE:
+            conn.close()
+            return None
         return conn
 
     def _put_back(self, conn: Connection) -> None:
@@ -238,10 +248,11 @@ class Store:
                 conn.rollback()
             except exc.DBAPIError:
                 conn.invalidate()
-        if self.backend == "sqlite" and not conn.invalidated:
+        if not conn.invalidated and not conn.closed:
             with self._idle_lock:
                 if self._idle is None:
                     self._idle, self._idle_pid = conn, os.getpid()
+                    self._idle_since = time.monotonic()
                     return
         conn.close()
 
