@@ -6,7 +6,7 @@ from collections.abc import Callable
 from datetime import timedelta
 
 import netaddr
-from sqlalchemy import Connection, bindparam, delete, insert, select, update
+from sqlalchemy import Connection, bindparam, delete, insert, or_, select, update
 
 from melange import blocks as block_ops
 from melange import generators
@@ -67,15 +67,27 @@ _INSERT_ONE = Prepared(
 )
 
 
+_FIND = {
+    in_block: Prepared(
+        _joined().where(
+            IP.address == bindparam("address"),
+            blocks.c.version == bindparam("version"),
+            *([IP.block_id == bindparam("block_id")] if in_block else []),
+            or_(IP.state == "allocated", IP.released_at > bindparam("cutoff")),
+        )
+    )
+    for in_block in (False, True)
+}
+_DELETE = Prepared(delete(ip_addresses).where(IP.id == bindparam("id")))
+_HOLD = Prepared(
+    update(ip_addresses)
+    .where(IP.id == bindparam("id"))
+    .values(state="held", active_mac=None, released_at=bindparam("released_at"))
+)
+
+
 def _cutoff(hold_seconds: int):
     return utcnow() - timedelta(seconds=hold_seconds)
-
-
-def _live():
-    """Rows that count: allocated, or held with the hold not yet expired (bind :cutoff)."""
-    from sqlalchemy import bindparam, or_
-
-    return or_(IP.state == "allocated", IP.released_at > bindparam("cutoff"))
 
 
 def reclaim_expired(conn: Connection, block, space, hold_seconds: int) -> None:
@@ -223,11 +235,10 @@ def _bulk_records(rows: list[dict], block, vif: str | None) -> list[dict]:
 def find(conn: Connection, address: str, block_ref: str | None, hold_seconds: int):
     """The one live row for ADDRESS (in BLOCK); ambiguity is a usage error."""
     value = parse_ip(address)
-    query = _joined().where(IP.address == int(value), blocks.c.version == value.version)
+    params = {"address": int(value), "version": value.version, "cutoff": _cutoff(hold_seconds)}
     if block_ref is not None:
-        block = block_ops.resolve(conn, block_ref)
-        query = query.where(IP.block_id == block.id)
-    rows = conn.execute(query.where(_live()), {"cutoff": _cutoff(hold_seconds)}).all()
+        params["block_id"] = block_ops.resolve(conn, block_ref).id
+    rows = _FIND[block_ref is not None].all(conn, **params)
     if not rows:
         where = f" in block {block_ref}" if block_ref is not None else ""
         raise NotFound(f"{value} is not allocated{where}")
@@ -313,7 +324,7 @@ def update_address(
 
 def _free_now(conn: Connection, row) -> None:
     """Delete the address and return it to its block's free space at once."""
-    conn.execute(delete(ip_addresses).where(IP.id == row.id))
+    _DELETE.run(conn, id=row.id)
     if row.state == "allocated":
         block_ops.touch(conn, row.block_id, allocated=-1)
     block_row = block_ops.resolve(conn, str(row.block_id))
@@ -321,11 +332,7 @@ def _free_now(conn: Connection, row) -> None:
 
 
 def _hold(conn: Connection, row) -> None:
-    conn.execute(
-        update(ip_addresses)
-        .where(IP.id == row.id)
-        .values(state="held", active_mac=None, released_at=utcnow())
-    )
+    _HOLD.run(conn, id=row.id, released_at=utcnow())
     block_ops.touch(conn, row.block_id, allocated=-1)
 
 
