@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 from datetime import timedelta
 
@@ -137,15 +138,25 @@ def policy_rules(conn: Connection, policy_ids) -> dict[int, PolicyRules]:
 
 def exclusions_from(block, rules: PolicyRules | None) -> Exclusions:
     """Network, broadcast, gateway and the policy's ranges and octets, as intervals."""
+    return _exclusions(
+        block.version, block.prefixlen, block.first_addr, block.last_addr, block.gateway, rules
+    )
+
+
+@functools.lru_cache(maxsize=4096)
+def _exclusions(
+    version: int, prefixlen: int, first: int, last: int, gateway: int | None, rules
+) -> Exclusions:
+    """Built once per distinct block shape and policy: Exclusions are immutable, and
+    every allocation in a block needs the same ones."""
     intervals: list[tuple[int, int, str]] = []
-    first, last = block.first_addr, block.last_addr
-    if block.version == 4 and block.prefixlen < 31:
+    if version == 4 and prefixlen < 31:
         intervals.append((first, first, "it is the network address"))
         intervals.append((last, last, "it is the broadcast address"))
-    if block.version == 6 and block.prefixlen < 127:
+    if version == 6 and prefixlen < 127:
         intervals.append((first, first, "it is the subnet-router anycast address"))
-    if block.gateway is not None:
-        intervals.append((block.gateway, block.gateway, "it is the block's gateway"))
+    if gateway is not None:
+        intervals.append((gateway, gateway, "it is the block's gateway"))
     octets: frozenset[int] = frozenset()
     if rules is not None:
         size = last - first + 1
@@ -153,7 +164,7 @@ def exclusions_from(block, rules: PolicyRules | None) -> Exclusions:
         for offset, length in rules.ranges:
             start = first + offset if offset >= 0 else first + size + offset
             intervals.append((start, start + length - 1, why))
-        if block.version == 4:
+        if version == 4:
             octets = rules.octets
     return Exclusions.build(first, last, intervals, octets)
 

@@ -6,6 +6,7 @@ store's release hold. `run` executes one in a transaction of its own.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -22,10 +23,16 @@ class Operation:
     whole_store: bool = False  # runs its own transactions (and file work outside them)
 
     def function(self) -> Callable[..., Any]:
-        from importlib import import_module
+        return _resolve(self.target)
 
-        module, name = self.target.split(":")
-        return getattr(import_module(f"melange.{module}"), name)
+
+@functools.cache
+def _resolve(target: str) -> Callable[..., Any]:
+    """The core function behind `target`; its module is imported on first use only."""
+    from importlib import import_module
+
+    module, name = target.split(":")
+    return getattr(import_module(f"melange.{module}"), name)
 
 
 def _op(

@@ -81,13 +81,12 @@ class Prepared:
 
     def __init__(self, statement: Executable) -> None:
         self.statement = statement
-        self._forms: dict[tuple[str, str], _Form] = {}
+        self._forms: dict[str, _Form] = {}  # one driver per dialect here
 
     def _form(self, dialect: Dialect) -> _Form:
-        key = (dialect.name, dialect.driver)
-        form = self._forms.get(key)
+        form = self._forms.get(dialect.name)
         if form is None:
-            form = self._forms[key] = _Form(self.statement, dialect)
+            form = self._forms[dialect.name] = _Form(self.statement, dialect)
         return form
 
     def _execute(self, conn: Connection, params: dict[str, Any]):
