@@ -19,7 +19,7 @@ venv: .stamp-venv
 	$(BIN)/python -m pip install --quiet -e '.[test]'
 	touch $@
 
-# Debian packages the tests need (dnsmasq, dhcp_release, udhcpc, ip, sqlite3).
+# Debian packages the tests need (dnsmasq, dhcp_release, udhcpc, ip, sqlite3, galera-4, rsync).
 system-deps:
 	@scripts/ensure-system-deps.sh
 

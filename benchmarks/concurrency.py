@@ -98,10 +98,14 @@ class _Pool:
 
     def run(self, url: str, blocks: list[str], per_process: int) -> dict:
         """One worker per entry of `blocks`, started together; throughput and retries."""
+        return self.run_targets([(url, block) for block in blocks], per_process)
+
+    def run_targets(self, targets: list[tuple[str, str]], per_process: int) -> dict:
+        """One worker per (store URL, block), started together; throughput and retries."""
         self.runs += 1
         barrier = str(Path(self.tmp.name) / f"go-{self.runs}")
-        procs = self.procs[: len(blocks)]
-        for proc, block in zip(procs, blocks, strict=True):
+        procs = self.procs[: len(targets)]
+        for proc, (url, block) in zip(procs, targets, strict=True):
             command = {"url": url, "block": block, "count": per_process, "barrier": barrier}
             proc.stdin.write(json.dumps(command) + "\n")
             proc.stdin.flush()
@@ -115,6 +119,7 @@ class _Pool:
         done = sum(r["allocations"] for r in results)
         return {
             "rate": done / elapsed,
+            "allocations": done,
             "elapsed": elapsed,
             "retries": sum(r["retries"] for r in results),
             "errors": sum(r["error_count"] for r in results),

@@ -31,8 +31,8 @@ from melange.prepared import Prepared
 SCHEMA_HEAD = "0005"
 # On Galera a writer learns that another node won the same block only at COMMIT,
 # and the loser of one round often loses the next: 12 processes on 2 blocks over
-# 3 nodes need more than 10 attempts for about 1 in 800 writes (measured), more
-# than 25 for about 1 in 3 million (each further attempt loses ~6 times in 10).
+# 3 nodes need more than 10 attempts for about 1 write in 600 (measured), more
+# than 25 for about 1 in a million (each further attempt loses ~6 times in 10).
 # With _backoff's 0.5 s cap, 25 attempts give up after about 10 s.
 MAX_ATTEMPTS = 25
 CONNECT_TIMEOUT = 3
@@ -213,8 +213,8 @@ class Store:
         raise AssertionError("unreachable")
 
     @contextmanager
-    def _connection(self, write: bool) -> Iterator[Connection]:
-        conn = self._take_idle() or self._connect()
+    def _connection(self, write: bool, conn: Connection | None = None) -> Iterator[Connection]:
+        conn = conn or self._take_idle() or self._connect()
         try:
             yield conn.execution_options(melange_write=write)
         finally:
@@ -295,9 +295,13 @@ class Store:
         """Run `fn` in one transaction, retrying it whole on lock contention."""
         self.ensure_schema()
         for attempt in range(1, MAX_ATTEMPTS + 1):
+            idle = self._take_idle()
+            committing = False
             try:
-                with self._connection(write) as conn, conn.begin():
-                    return fn(conn)
+                with self._connection(write, idle) as conn, conn.begin():
+                    result = fn(conn)
+                    committing = True
+                return result
             except MelangeError:
                 raise
             except exc.IntegrityError as error:
@@ -314,6 +318,11 @@ class Store:
                         f"the store stayed busy after {MAX_ATTEMPTS} attempts; try again"
                     ) from None
                 if is_connection_error(error):
+                    if idle is not None and not committing:
+                        # A kept connection the server dropped while idle (a restart):
+                        # nothing was committed, so the whole transaction runs again
+                        # on a fresh connection, as the pool's ping would have ensured.
+                        continue
                     raise StoreUnavailable(
                         f"lost the store {safe_url(self.url)}: {_first_line(error)}"
                     ) from None

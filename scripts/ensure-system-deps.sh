@@ -11,6 +11,8 @@ declare -A PROVIDES=(
     [udhcpc]=/usr/sbin/udhcpc
     [iproute2]=/usr/sbin/ip
     [sqlite3]=/usr/bin/sqlite3
+    [galera-4]=/usr/lib/galera/libgalera_smm.so
+    [rsync]=/usr/bin/rsync
 )
 
 installed() {
@@ -19,7 +21,7 @@ installed() {
 }
 
 missing=()
-for pkg in dnsmasq-base dnsmasq-utils udhcpc iproute2 sqlite3; do
+for pkg in dnsmasq-base dnsmasq-utils udhcpc iproute2 sqlite3 galera-4 rsync; do
     installed "$pkg" || missing+=("$pkg")
 done
 

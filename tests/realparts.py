@@ -40,6 +40,7 @@ from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 import pytest
+from processes import pid_alive
 
 SBIN_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 
@@ -131,14 +132,6 @@ def _ip(*args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
         raise RuntimeError(f"ip {' '.join(args)} failed: {proc.stderr.strip()}")
     return proc
 
-
-def _pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
     return True
 
 
@@ -163,7 +156,7 @@ def cleanup_stale_namespaces() -> None:
     """Delete ``mlg-<pid>-…`` namespaces left behind by test processes that no longer exist."""
     for name in _netns_names():
         m = _NETNS_NAME.match(name)
-        if m and int(m.group(1)) != os.getpid() and not _pid_alive(int(m.group(1))):
+        if m and int(m.group(1)) != os.getpid() and not pid_alive(int(m.group(1))):
             _delete_netns(name)
 
 
@@ -347,7 +340,7 @@ class Dnsmasq:
                     raise RuntimeError(f"dnsmasq exited with {self.proc.returncode}: "
                                        f"{self._diagnostics()}")  # fmt: skip
                 pid = self._read_pidfile()
-                if pid is not None and _pid_alive(pid):
+                if pid is not None and pid_alive(pid):
                     self.pid = pid
                     break
                 if time.monotonic() > deadline:
@@ -373,7 +366,7 @@ class Dnsmasq:
             except subprocess.TimeoutExpired:
                 self.proc.kill()
                 self.proc.wait()
-        if self.pid is not None and self.pid != self.proc.pid and _pid_alive(self.pid):
+        if self.pid is not None and self.pid != self.proc.pid and pid_alive(self.pid):
             with contextlib.suppress(ProcessLookupError):
                 os.kill(self.pid, signal.SIGKILL)
         return self.proc.returncode
@@ -387,7 +380,7 @@ class Dnsmasq:
     def alive(self) -> bool:
         if self.proc is None or self.proc.poll() is not None:
             return False
-        return self.pid is not None and _pid_alive(self.pid)
+        return self.pid is not None and pid_alive(self.pid)
 
     # -- signals and files
     def sighup(self) -> int:

@@ -2,23 +2,21 @@
 
 from __future__ import annotations
 
-import json
 import os
 import signal
 import subprocess
 import sys
 import threading
 import time
-from collections import Counter
 from pathlib import Path
 
 import pytest
 from sqlalchemy import create_engine, func, select, text
 from sqlalchemy.pool import NullPool
+from stress import active, check_counters, check_outcome, create_blocks, run_workers, spawn
 
 from melange import operations
-from melange.models import blocks, ip_addresses
-from melange.records import ip_text
+from melange.models import ip_addresses
 from melange.store import Store
 
 HERE = Path(__file__).parent
@@ -26,63 +24,12 @@ WORKERS = 16
 OPS = 100
 
 
-def _spawn(args: list[str]) -> subprocess.Popen:
-    env = {**os.environ, "PYTHONPATH": str(HERE.parent)}
-    return subprocess.Popen(
-        [sys.executable, *args], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env
-    )
-
-
-def _active(url: str) -> list[tuple[str, str, int | None]]:
-    engine = create_engine(url, poolclass=NullPool)
-    with engine.connect() as conn:
-        rows = conn.execute(
-            select(blocks.c.name, ip_addresses.c.address, blocks.c.version, ip_addresses.c.mac)
-            .join(blocks, blocks.c.id == ip_addresses.c.block_id)
-            .where(ip_addresses.c.state == "allocated")
-        ).all()
-    engine.dispose()
-    return [(name, ip_text(address, version), mac) for name, address, version, mac in rows]
-
-
 def test_sixteen_processes_allocate_and_release_without_duplicates(store_url):
-    store = Store(store_url)
-    for name, cidr in (("s1", "10.20.0.0/22"), ("s2", "10.21.0.0/22")):
-        operations.run(store, "block.create", {"cidr": cidr, "name": name, "network": "stress"})
-    procs = [
-        _spawn([str(HERE / "stress_worker.py"), store_url, str(w), str(OPS), "s1", "s2"])
-        for w in range(WORKERS)
-    ]
-    events = []
-    for proc in procs:
-        out, err = proc.communicate(timeout=600)
-        assert proc.returncode == 0, err
-        events.extend(json.loads(line) for line in out.splitlines())
-    errors = [e for e in events if e["op"] == "error"]
-    assert errors == [], errors[:5]
-    assert len(events) == WORKERS * OPS
-
-    active = _active(store_url)
-    addresses = Counter((block, address) for block, address, _ in active)
-    assert [k for k, n in addresses.items() if n > 1] == []
-    macs = Counter((block, mac) for block, _, mac in active)
-    assert [k for k, n in macs.items() if n > 1] == []
-
-    holding: dict[str, tuple[str, str]] = {}
-    for event in events:
-        if event["op"] == "allocate":
-            holding[event["mac"]] = (event["block"], event["address"])
-        elif event["op"] == "release":
-            assert holding.pop(event["mac"]) == (event["block"], event["address"])
-        elif event["op"] == "again":
-            assert event["address"] == event["expected"], event
-    by_mac = {f"{mac:012x}": (block, address) for block, address, mac in active}
-    expected = {mac.replace(":", ""): where for mac, where in holding.items()}
-    assert by_mac == expected
-    # The per-block counters that utilisation reads stayed in step with the rows.
-    for name in ("s1", "s2"):
-        shown = operations.run(store, "block.show", {"ref": name})["utilization"]["used"]
-        assert shown == sum(1 for block, _, _ in active if block == name)
+    create_blocks(store_url)
+    events = run_workers([store_url], WORKERS, OPS)
+    rows = active(store_url)
+    check_outcome(events, rows)
+    check_counters(store_url, rows)
 
 
 def test_count_is_all_or_nothing_when_killed(store_url, tmp_path):
@@ -99,7 +46,7 @@ def test_count_is_all_or_nothing_when_killed(store_url, tmp_path):
         time.sleep(delay)
         proc.send_signal(signal.SIGKILL)
         proc.wait(timeout=30)
-        count = len(_active(store_url))
+        count = len(active(store_url))
         assert count in (0, 50000), f"killed after {delay}s: {count} addresses stored"
         outcomes.add(count)
         if count:
@@ -123,14 +70,14 @@ def test_a_locked_block_does_not_hold_up_another(store_url):
         holder.begin()
         holder.execute(text("SELECT id FROM blocks WHERE name = 'a' FOR UPDATE")).all()
         started = time.monotonic()
-        proc = _spawn(["-m", "melange_cli.main", "--db", store_url, "-o", "plain",
+        proc = spawn(["-m", "melange_cli.main", "--db", store_url, "-o", "plain",
                        "block", "allocate", "b"])  # fmt: skip
         out, err = proc.communicate(timeout=60)
         elapsed = time.monotonic() - started
         assert proc.returncode == 0, err
         assert out.strip() == "10.41.0.1"
         # And block a itself waits for the holder: the lock is real.
-        waiting = _spawn(["-m", "melange_cli.main", "--db", store_url, "-o", "plain",
+        waiting = spawn(["-m", "melange_cli.main", "--db", store_url, "-o", "plain",
                           "block", "allocate", "a"])  # fmt: skip
         time.sleep(1.0)
         assert waiting.poll() is None, "allocation from a locked block did not wait"

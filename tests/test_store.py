@@ -178,3 +178,35 @@ def test_connecting_while_another_writer_holds_a_new_file_waits(tmp_path):
         timer.join()
         holder.close()
     assert result == []
+
+
+_KILL_SESSION = {
+    "mysql": ("SELECT CONNECTION_ID()", "KILL {}"),
+    "postgresql": ("SELECT pg_backend_pid()", "SELECT pg_terminate_backend({})"),
+}
+
+
+@pytest.mark.servers_only
+@pytest.mark.parametrize("write", [False, True], ids=["read", "write"])
+def test_a_kept_connection_the_server_dropped_is_replaced_not_reported(store_url, write):
+    """The store keeps its last server connection for the next transaction without the
+    pool's ping; when the server has dropped it meanwhile (a restart, a killed session),
+    the transaction runs again on a fresh connection instead of failing with exit 6."""
+    from conftest import execute_sql
+    from sqlalchemy import text
+
+    store = Store(store_url)
+    try:
+        operations.run(store, "block.create", {"cidr": "10.8.0.0/24", "name": "kept"})
+        which, kill = _KILL_SESSION[store.engine.dialect.name]
+        session = store.read(lambda conn: conn.execute(text(which)).scalar())
+        execute_sql(store_url, kill.format(session))
+        if write:
+            record = operations.run(store, "block.allocate", {"block_ref": "kept"})[0]
+            assert record["address"] == "10.8.0.1"
+        else:
+            assert operations.run(store, "block.show", {"ref": "kept"})["cidr"] == "10.8.0.0/24"
+        again = store.read(lambda conn: conn.execute(text(which)).scalar())
+        assert again != session
+    finally:
+        store.close()
