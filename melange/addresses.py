@@ -48,9 +48,6 @@ def _joined():
 _BY_ACTIVE_MAC = Prepared(
     _joined().where(IP.block_id == bindparam("block_id"), IP.active_mac == bindparam("mac"))
 )
-_HAS_SUBNETS = Prepared(
-    select(blocks.c.id).where(blocks.c.parent_id == bindparam("block_id")).limit(1)
-)
 _EXPIRED = Prepared(
     select(IP.id, IP.address).where(
         IP.block_id == bindparam("block_id"),
@@ -140,7 +137,7 @@ def allocate(
     if interface is not None:
         interface_id, interface_mac = _interface_id(conn, interface)
         mac_value = mac_value if mac_value is not None else interface_mac
-    if _HAS_SUBNETS.first(conn, block_id=block.id):
+    if block.has_subnets:
         raise Conflict(f"block {block.cidr} has subnets and hands out no addresses itself")
     if wanted is not None:
         network = netaddr.IPNetwork(block.cidr)

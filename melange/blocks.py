@@ -51,12 +51,22 @@ TYPES = ("private", "public")
 MAX_DNS = 8
 
 
-_LOOKUPS = {
-    (column, lock): Prepared(
-        (select(blocks).with_for_update() if lock else select(blocks)).where(
-            getattr(B, column) == bindparam("ref")
-        )
+def _lookup(column: str, lock: bool):
+    """A block by one column; locked, the row also says whether the block has subnets
+    (a writer needs to know, under the lock, and saves a round trip asking apart)."""
+    if not lock:
+        return select(blocks).where(getattr(B, column) == bindparam("ref"))
+    children = blocks.alias("children")
+    has_subnets = select(children.c.id).where(children.c.parent_id == B.id).exists()
+    return (
+        select(blocks, has_subnets.label("has_subnets"))
+        .where(getattr(B, column) == bindparam("ref"))
+        .with_for_update(of=blocks)
     )
+
+
+_LOOKUPS = {
+    (column, lock): Prepared(_lookup(column, lock))
     for column in ("id", "name", "cidr")
     for lock in (False, True)
 }
