@@ -4,44 +4,152 @@ Lines are streamed in a fixed order so equal stores give equal bytes (the
 daemon compares bytes before it rewrites a file or signals dnsmasq). Every
 field was validated on the way into the store, so no line can carry a
 comma, a newline or a tag that dnsmasq would read another way.
+
+The hosts file is the one render that grows with the store (a million lines
+is a normal size), so it is streamed in batches, each formatted by one list
+comprehension; on SQLite the rows come straight off the driver's cursor, as
+SQLAlchemy's Row objects would cost more than the formatting itself.
 """
 
 from __future__ import annotations
 
 import socket
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator, Sequence
+from itertools import groupby
+from operator import itemgetter
 
 import netaddr
-from sqlalchemy import Connection, LargeBinary, select, type_coerce
+from sqlalchemy import Connection, LargeBinary, Select, exc, select, type_coerce
 
 from melange.models import block_dns_servers, blocks, ip_addresses, routes
 from melange.records import ip_text
 
-STREAM_BATCH = 10_000
+STREAM_BATCH = 8192  # rows per fetch: ~250 kB of text, so memory stays flat at any size
+FAMILIES = (4, 6)  # file order: every IPv4 line, then every IPv6 line
+_NTOP = socket.inet_ntop
+_V4 = socket.AF_INET
+_V6 = socket.AF_INET6
+_OCTETS = tuple(str(n) for n in range(256))  # an IPv4 octet's decimal text
+
+HostRow = tuple[int, bytes, str | None]  # mac, 16-byte big-endian address, hostname
+
+
+def _hosts_query(network: str | None, version: int | None) -> Select:
+    """Allocated addresses with a MAC, by address (then block): those of one family,
+    or of both with the version as a fourth column and IPv4 first."""
+    ip = ip_addresses.c
+    query = (
+        select(ip.mac, type_coerce(ip.address, LargeBinary), ip.hostname)
+        .join(blocks, blocks.c.id == ip.block_id)
+        .where(ip.state == "allocated", ip.mac.is_not(None))
+    )
+    if version is None:
+        query = query.add_columns(blocks.c.version)
+        query = query.order_by(blocks.c.version, ip.address, ip.block_id)
+    else:
+        query = query.where(blocks.c.version == version).order_by(ip.address, ip.block_id)
+    if network is not None:
+        query = query.where(blocks.c.network == network)
+    return query
+
+
+def _family_batches(
+    conn: Connection, network: str | None
+) -> Iterator[tuple[int, Sequence[HostRow]]]:
+    """(version, rows) in file order, a batch at a time: never the whole result in memory.
+
+    SQLite: one statement per family, read off the driver's cursor. Both see
+    the snapshot this read transaction took, and sorting each family by two
+    keys without a version column costs ~15% less than the single statement.
+    MariaDB and PostgreSQL: one statement, since READ COMMITTED gives each
+    statement a snapshot of its own, through SQLAlchemy's stream_results,
+    which picks the server-side cursor each driver needs (PyMySQL's SSCursor,
+    psycopg's named cursor); their drivers would otherwise load the whole
+    result on execute.
+    """
+    if conn.dialect.name == "sqlite":
+        if not conn.in_transaction():
+            conn.begin()  # as SQLAlchemy's own execute would: one snapshot for both
+        for version in FAMILIES:
+            for rows in _sqlite_batches(conn, _hosts_query(network, version)):
+                yield version, rows
+        return
+    # Options on the statement, not the connection: Connection.execution_options
+    # changes the connection in place, and the store reuses it for the next
+    # transaction, whose UPDATEs PostgreSQL would then be asked to DECLARE.
+    query = _hosts_query(network, None).execution_options(
+        stream_results=True, yield_per=STREAM_BATCH
+    )
+    with conn.execute(query) as result:  # closed (drained) if the reader stops early
+        for rows in result.partitions():
+            for version, family in groupby(rows, key=itemgetter(3)):
+                yield version, [(mac, raw, hostname) for mac, raw, hostname, _ in family]
+
+
+def _sqlite_batches(conn: Connection, query: Select) -> Iterator[list[HostRow]]:
+    """Plain tuples from sqlite3, in this transaction; errors wrapped as SQLAlchemy's
+    (so the store still retries a locked database and reports a lost one)."""
+    compiled = query.compile(dialect=conn.dialect).construct_expanded_state()
+    statement, params = compiled.statement, compiled.positional_parameters
+    dbapi = conn.dialect.loaded_dbapi
+    cursor = conn.connection.dbapi_connection.cursor()
+    try:
+        cursor.execute(statement, params)
+        while batch := cursor.fetchmany(STREAM_BATCH):
+            yield batch
+    except dbapi.Error as error:
+        raise exc.DBAPIError.instance(
+            statement, params, error, dbapi.Error, dialect=conn.dialect
+        ) from error
+    finally:
+        cursor.close()
+
+
+def host_line(mac: int, address: bytes, hostname: str | None, version: int) -> str:
+    """One `MAC,IP[,HOSTNAME]` line: IPv6 in brackets, as dnsmasq reads it."""
+    if version == 4:
+        shown = _NTOP(_V4, address[12:])
+    else:
+        shown = f"[{_NTOP(_V6, address)}]"
+    if hostname:
+        return f"{mac.to_bytes(6, 'big').hex(':')},{shown},{hostname}\n"
+    return f"{mac.to_bytes(6, 'big').hex(':')},{shown}\n"
+
+
+def _format(rows: Sequence[HostRow], version: int) -> list[str]:
+    """A batch of one family's lines. The common line (IPv4, no hostname) is built
+    inline, its octets looked up as text: about half the time that inet_ntop on a
+    slice and a call per line took. The rest go through host_line."""
+    line = host_line
+    if version != 4:
+        return [line(mac, raw, hostname, version) for mac, raw, hostname in rows]
+    o = _OCTETS
+    return [
+        (
+            f"{mac.to_bytes(6, 'big').hex(':')},"  # one string built, as for a single f-string
+            f"{o[raw[12]]}.{o[raw[13]]}.{o[raw[14]]}.{o[raw[15]]}\n"
+        )
+        if not hostname
+        else line(mac, raw, hostname, 4)
+        for mac, raw, hostname in rows
+    ]
+
+
+def _line_batches(conn: Connection, network: str | None) -> Iterator[list[str]]:
+    for version, rows in _family_batches(conn, network):
+        yield _format(rows, version)
 
 
 def hosts_lines(conn: Connection, network: str | None = None) -> Iterator[str]:
-    """One `MAC,IP[,HOSTNAME]` line per allocated address that has a MAC.
+    """One `MAC,IP[,HOSTNAME]` line per allocated address that has a MAC, in file order."""
+    for lines in _line_batches(conn, network):
+        yield from lines
 
-    The hot path of a full render: addresses come as raw bytes (no int round
-    trip) and MACs are formatted by bytes.hex, a million lines in a few seconds.
-    """
-    ip = ip_addresses.c
-    query = (
-        select(ip.mac, type_coerce(ip.address, LargeBinary), ip.hostname, blocks.c.version)
-        .join(blocks, blocks.c.id == ip.block_id)
-        .where(ip.state == "allocated", ip.mac.is_not(None))
-        .order_by(blocks.c.version, ip.address, ip.block_id)
-    )
-    if network is not None:
-        query = query.where(blocks.c.network == network)
-    result = conn.execution_options(yield_per=STREAM_BATCH).execute(query)
-    ntop, v4, v6 = socket.inet_ntop, socket.AF_INET, socket.AF_INET6
-    for mac, raw, hostname, version in result:
-        raw = bytes(raw)
-        shown = ntop(v4, raw[12:]) if version == 4 else f"[{ntop(v6, raw)}]"
-        line = f"{mac.to_bytes(6, 'big').hex(':')},{shown}"
-        yield f"{line},{hostname}\n" if hostname else f"{line}\n"
+
+def hosts_chunks(conn: Connection, network: str | None = None) -> Iterator[bytes]:
+    """The hosts file as UTF-8 chunks of a batch each: one write per ~250 kB."""
+    for lines in _line_batches(conn, network):
+        yield "".join(lines).encode()
 
 
 def _networks(conn: Connection, network: str | None) -> list:
@@ -122,17 +230,15 @@ def _count_hosts(conn: Connection, block_id: int) -> int:
     ).scalar()
 
 
-def hosts_text(conn: Connection, network: str | None = None, sink=None) -> str | None:
-    """The hosts file as text, or streamed into `sink(chunk)` (flat memory at any size)."""
+def hosts_text(
+    conn: Connection, network: str | None = None, sink: Callable[[bytes], object] | None = None
+) -> str | None:
+    """The hosts file as text; or, given `sink`, handed to it in UTF-8 chunks as they
+    are rendered, so a million lines go to stdout at flat memory."""
     if sink is None:
-        return "".join(hosts_lines(conn, network))
-    batch: list[str] = []
-    for line in hosts_lines(conn, network):
-        batch.append(line)
-        if len(batch) >= 4096:
-            sink("".join(batch))
-            batch = []
-    sink("".join(batch))
+        return "".join("".join(lines) for lines in _line_batches(conn, network))
+    for chunk in hosts_chunks(conn, network):
+        sink(chunk)
     return None
 
 

@@ -234,7 +234,7 @@ def placement_findings(conn: Connection, network: str | None = None) -> Iterator
         .order_by(IP.block_id, IP.address),
         network,
     )
-    for block_id, address, mac, state in conn.execution_options(yield_per=10_000).execute(query):
+    for block_id, address, mac, state in conn.execute(query.execution_options(yield_per=10_000)):
         block = block_rows[block_id]
         shown = {
             "address": _address_text(address, block.version),

@@ -248,7 +248,10 @@ class Store:
                 conn.rollback()
             except exc.DBAPIError:
                 conn.invalidate()
-        if not conn.invalidated and not conn.closed:
+        reusable = set(conn.get_execution_options()) <= {"melange_write"}
+        if reusable and not conn.invalidated and not conn.closed:
+            # Options set on the connection (streaming, say) would outlive the
+            # transaction that set them; such a connection goes back to the pool.
             with self._idle_lock:
                 if self._idle is None:
                     self._idle, self._idle_pid = conn, os.getpid()

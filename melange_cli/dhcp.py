@@ -23,7 +23,9 @@ def hosts(app: App, network):
     if fmt == "json":
         output.emit_text(fmt, app.call("dhcp.hosts", network=network))
     else:
-        app.call("dhcp.hosts", network=network, sink=lambda text: click.echo(text, nl=False))
+        # Chunks of UTF-8 bytes (one str through melanged's socket): click.echo writes
+        # bytes straight to the binary stdout, a write per ~250 kB.
+        app.call("dhcp.hosts", network=network, sink=lambda chunk: click.echo(chunk, nl=False))
 
 
 @group.command("opts")

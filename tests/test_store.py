@@ -210,3 +210,24 @@ def test_a_kept_connection_the_server_dropped_is_replaced_not_reported(store_url
         assert again != session
     finally:
         store.close()
+
+
+def test_options_set_in_one_transaction_do_not_reach_the_next(store_url):
+    """The store keeps its last connection for the next transaction; streaming switched on
+    for one query must not stay on (on PostgreSQL a later UPDATE then failed inside a
+    server-side cursor: `reconcile --fix` did, until a connection with options set was let
+    go instead of kept)."""
+    from sqlalchemy import text
+
+    store = Store(store_url)
+    try:
+        rows = store.read(
+            lambda conn: conn.execution_options(yield_per=10).execute(text("SELECT 1")).all()
+        )
+        assert rows == [(1,)]
+        seen = store.read(lambda conn: dict(conn.get_execution_options()))
+        assert "yield_per" not in seen and "stream_results" not in seen
+        record = operations.run(store, "block.create", {"cidr": "10.7.0.0/24", "name": "opt"})
+        assert record["cidr"] == "10.7.0.0/24"
+    finally:
+        store.close()
