@@ -320,13 +320,15 @@ def test_a_hosts_dir_counts_as_part_of_the_hosts_file(melange, tmp_path):
 # -- dnsmasq's leases (files written here; a real dnsmasq further down)
 
 
+# Lease lines are written when the test runs, not when this module is imported: a lease
+# valid for ten minutes from collection had expired by the time a long suite got here.
 LEASE_DRIFT = {
     "unknown-address": (
-        lease_line(MAC3, "10.0.0.50", "vm3"),
+        (MAC3, "10.0.0.50", "vm3"),
         {"kind": "lease_unknown_address", "address": "10.0.0.50", "mac": MAC3, "hostname": "vm3"},
     ),
     "mac-mismatch": (
-        lease_line(MAC3, "10.0.0.3"),
+        (MAC3, "10.0.0.3"),
         {"kind": "lease_mac_mismatch", "address": "10.0.0.3", "mac": MAC3, "expected_mac": MAC2,
          "hostname": None},
     ),
@@ -337,9 +339,9 @@ LEASE_DRIFT = {
 @pytest.mark.parametrize("drift", sorted(LEASE_DRIFT))
 def test_stale_leases_are_found(melange, tmp_path, drift):
     setup_web(melange)
-    line, expected = LEASE_DRIFT[drift]
+    lease, expected = LEASE_DRIFT[drift]
     leases = tmp_path / "leases"
-    leases.write_text(lease_line(MAC1, "10.0.0.2", "vm1") + line)
+    leases.write_text(lease_line(MAC1, "10.0.0.2", "vm1") + lease_line(*lease))
     [found] = assert_drift(melange, "--leasefile", str(leases))
     assert found.pop("expires").endswith("Z")
     assert found == expected
