@@ -195,7 +195,7 @@ def allocate(
             if progress is not None:
                 progress(min(start + INSERT_BATCH, len(rows)), len(rows))
     block_ops.touch(conn, block.id, allocated=len(rows))
-    return _bulk_records(rows, block, interface)
+    return _new_records(rows, block, interface)
 
 
 def _check_capacity(conn: Connection, block, count: int, hold_seconds: int) -> None:
@@ -209,8 +209,8 @@ def _check_capacity(conn: Connection, block, count: int, hold_seconds: int) -> N
         raise InvalidInput(f"--count {count} is more than the {MAX_COUNT} allowed in one command")
 
 
-def _bulk_records(rows: list[dict], block, vif: str | None) -> list[dict]:
-    """Records of a bulk insert without reading the rows back: one template, N addresses."""
+def _new_records(rows: list[dict], block, vif: str | None) -> list[dict]:
+    """Records of the rows just inserted, without reading them back: one template, N addresses."""
     first = rows[0]
     template = {
         "address": None,

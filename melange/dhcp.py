@@ -19,9 +19,10 @@ from itertools import groupby
 from operator import itemgetter
 
 import netaddr
-from sqlalchemy import Connection, LargeBinary, Select, exc, select, type_coerce
+from sqlalchemy import Connection, LargeBinary, Select, select, type_coerce
 
 from melange.models import block_dns_servers, blocks, ip_addresses, routes
+from melange.prepared import translated_error
 from melange.records import ip_text
 
 STREAM_BATCH = 8192  # rows per fetch: ~250 kB of text, so memory stays flat at any size
@@ -91,16 +92,13 @@ def _sqlite_batches(conn: Connection, query: Select) -> Iterator[list[HostRow]]:
     (so the store still retries a locked database and reports a lost one)."""
     compiled = query.compile(dialect=conn.dialect).construct_expanded_state()
     statement, params = compiled.statement, compiled.positional_parameters
-    dbapi = conn.dialect.loaded_dbapi
     cursor = conn.connection.dbapi_connection.cursor()
     try:
         cursor.execute(statement, params)
         while batch := cursor.fetchmany(STREAM_BATCH):
             yield batch
-    except dbapi.Error as error:
-        raise exc.DBAPIError.instance(
-            statement, params, error, dbapi.Error, dialect=conn.dialect
-        ) from error
+    except conn.dialect.loaded_dbapi.Error as error:
+        raise translated_error(conn, statement, params, error) from error
     finally:
         cursor.close()
 

@@ -34,11 +34,6 @@ _ENDING_AT = Prepared(select(FR.first_addr).where(_IN_BLOCK, FR.last_addr == bin
 _STARTING_AT = Prepared(
     select(FR.last_addr).where(_IN_BLOCK, FR.first_addr == bindparam("address"))
 )
-_SET_LAST = Prepared(
-    update(free_ranges)
-    .where(_IN_BLOCK, FR.first_addr == bindparam("first"))
-    .values(last_addr=bindparam("last"))
-)
 _RESET = Prepared(
     update(free_ranges)
     .where(_IN_BLOCK, FR.first_addr == bindparam("lo"))
@@ -155,7 +150,7 @@ class FreeSpace:
             _DROP.run(conn, block_id=block_id, first=address + 1)
         new_last = right if right is not None else address
         if left is not None:
-            _SET_LAST.run(conn, block_id=block_id, first=left, last=new_last)
+            _RESET.run(conn, block_id=block_id, lo=left, first=left, last=new_last)
         else:
             _ADD.run(conn, block_id=block_id, first=address, last=new_last)
 

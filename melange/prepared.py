@@ -98,7 +98,7 @@ class Prepared:
             cursor.execute(form.sql, arguments)
         except conn.dialect.loaded_dbapi.Error as error:
             cursor.close()
-            raise _translated(conn, form.sql, arguments, error) from error
+            raise translated_error(conn, form.sql, arguments, error) from error
         return form, cursor
 
     def run(self, conn: Connection, **params: Any) -> int:
@@ -126,8 +126,9 @@ class Prepared:
         return None if row is None else row[0]
 
 
-def _translated(conn: Connection, sql: str, arguments, error: Exception) -> exc.DBAPIError:
-    """The driver's error as SQLAlchemy raises it; a lost connection is invalidated."""
+def translated_error(conn: Connection, sql: str, arguments, error: Exception) -> exc.DBAPIError:
+    """The driver's error as SQLAlchemy raises it, for any statement run on the driver's
+    cursor; a lost connection is invalidated, as SQLAlchemy would."""
     dialect = conn.dialect
     lost = dialect.is_disconnect(error, conn.connection.dbapi_connection, None)
     if lost:

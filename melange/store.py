@@ -26,7 +26,7 @@ from sqlalchemy.engine import make_url
 
 from melange.errors import Conflict, MelangeError, SchemaOutdated, StoreUnavailable
 from melange.models import blocks
-from melange.prepared import Prepared
+from melange.prepared import Prepared, translated_error
 
 SCHEMA_HEAD = "0005"
 # On Galera a writer learns that another node won the same block only at COMMIT,
@@ -125,9 +125,7 @@ def _configure_sqlite(engine: Engine) -> None:
         try:
             conn.connection.dbapi_connection.execute(statement)
         except conn.dialect.loaded_dbapi.Error as error:
-            raise exc.DBAPIError.instance(
-                statement, (), error, conn.dialect.loaded_dbapi.Error, dialect=conn.dialect
-            ) from error
+            raise translated_error(conn, statement, (), error) from error
 
 
 def make_engine(url: str) -> Engine:
@@ -305,7 +303,7 @@ class Store:
             idle = self._take_idle()
             committing = False
             try:
-                with self._connection(write, idle) as conn, conn.begin():
+                with self._connection(write, idle or self._connect()) as conn, conn.begin():
                     result = fn(conn)
                     committing = True
                 return result
