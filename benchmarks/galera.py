@@ -3,8 +3,8 @@
 The cluster is the tests' (tests/galera.py): three mariadbd on this machine,
 started for the benchmark and removed after it. The worker processes are the
 concurrency benchmark's (benchmarks/worker.py): single allocations through the
-core API, one transaction each, distinct MACs, started together on a barrier
-file, timed from the barrier to the last process's end. On the cluster, process
+core API, one transaction each, distinct MACs, started together, counted over a
+fixed window after a warm-up (steady state). On the cluster, process
 i talks to node i mod 3 (1 process: node 1 only; 3: one per node; 12: four per
 node); on the single server, all talk to it. Two layouts: every process on one
 shared /16 (on Galera, writers on different nodes then conflict at COMMIT and
@@ -22,7 +22,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 from benchmarks.common import BackendUnavailable, median, section, store_url, table
-from benchmarks.concurrency import _Blocks, _Pool
+from benchmarks.concurrency import Window, _Blocks, _Pool
 
 ROOT = Path(__file__).resolve().parent.parent
 PROCESSES = (1, 3, 12)
@@ -33,9 +33,9 @@ GALERA = "Galera, 3 nodes"
 GALERA_SYNCED = "Galera, 3 nodes, wsrep_sync_wait=1"
 
 
-def _sizes(quick: bool) -> tuple[int, int]:
-    """(allocations per process, repeats)."""
-    return (10, 1) if quick else (40, 3)
+def _sizes(quick: bool) -> tuple[Window, int]:
+    """(timing of each run, repeats)."""
+    return (Window(0.2, 0.5), 1) if quick else (Window(0.3, 2.0), 3)
 
 
 def _galera_module():
@@ -51,7 +51,7 @@ def _galera_module():
 
 
 def _measure(
-    pool: _Pool, stores: dict[str, list[str]], per_process: int, repeats: int
+    pool: _Pool, stores: dict[str, list[str]], window: Window, repeats: int
 ) -> dict[str, dict]:
     """Samples per store label and (layout, processes); process i uses urls[i % len(urls)].
 
@@ -69,7 +69,7 @@ def _measure(
                         else:
                             names = [makers[label].create() for _ in range(n)]
                         targets = [(urls[i % len(urls)], name) for i, name in enumerate(names)]
-                        samples[label][(layout, n)].append(pool.run_targets(targets, per_process))
+                        samples[label][(layout, n)].append(pool.run_targets(targets, window))
     finally:
         for maker in makers.values():
             maker.store.close()
@@ -125,7 +125,7 @@ def _row(label: str, layout: str, samples: dict) -> tuple[list[object], str | No
     per_1000 = {}
     for n in PROCESSES:
         runs = samples[(layout, n)]
-        done = sum(s["allocations"] for s in runs)
+        done = sum(s["total"] for s in runs)
         per_1000[n] = 1000 * sum(s["retries"] for s in runs) / done if done else float("nan")
     runs = [s for n in PROCESSES for s in samples[(layout, n)]]
     errors = sum(s["errors"] for s in runs)
@@ -143,7 +143,7 @@ def _row(label: str, layout: str, samples: dict) -> tuple[list[object], str | No
 
 
 def run(quick: bool) -> str:
-    per_process, repeats = _sizes(quick)
+    window, repeats = _sizes(quick)
     notes: list[str] = []
     startup = None
     stores: dict[str, list[str]] = {}
@@ -159,7 +159,7 @@ def run(quick: bool) -> str:
                 stores.update(cluster_stores)
             except BackendUnavailable as error:
                 notes.append(f"Galera skipped: {error}")
-            measured = _measure(pool, stores, per_process, repeats) if stores else {}
+            measured = _measure(pool, stores, window, repeats) if stores else {}
     finally:
         pool.close()
     rows = []
@@ -178,10 +178,11 @@ def run(quick: bool) -> str:
         "errors",
     ]
     method = (
-        f"Each process makes {per_process} single allocations (core API, one transaction "
-        f"each, distinct MACs); processes start together on a barrier file and a run is timed "
-        f"from the barrier to the last process's end. Figures are total allocations/s, median "
-        f"of {repeats} run(s) per configuration, each on fresh blocks, the stores taking turns "
+        f"Each process makes single allocations (core API, one transaction each, distinct "
+        f"MACs) in a loop; processes start together and, after a {window.warmup:g} s "
+        f"warm-up, the allocations that end within the next {window.window:g} s are counted. "
+        f"Figures are total allocations/s, median of {repeats} run(s) per configuration, "
+        f"each on fresh blocks, the stores taking turns "
         f"in each repeat. On the cluster, process i uses node i mod 3, so 3 and 12 processes "
         f"are spread evenly over the three nodes; the single server is {_single_server()}. "
         f"All three Galera nodes run on this machine, with innodb_flush_log_at_trx_commit=2 "
@@ -189,8 +190,9 @@ def run(quick: bool) -> str:
         f"over loopback, so the figures show the cost of certification and retries, not of a "
         f"network. The wsrep_sync_wait=1 rows set it per session (in the URL): every read "
         f"first waits until the node has applied what the cluster committed before it. "
-        f"Retries are the store's backoffs over all repeats, per 1,000 allocations "
-        f"made. The machine has {os.cpu_count()} CPU(s), shared by the clients and all servers."
+        f"Retries are the store's backoffs over whole runs (warm-up included), per 1,000 "
+        f"allocations made in them. The machine has {os.cpu_count()} CPU(s), shared by the "
+        f"clients and all servers."
     )
     if startup is not None:
         method += f" The cluster took {startup:.1f} s to start (3 nodes, rsync SST)."

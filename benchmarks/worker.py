@@ -1,29 +1,69 @@
-"""One allocating process of the concurrency benchmark, reused from run to run.
+"""One allocating process of the concurrency benchmarks, reused from run to run.
 
 Run as `python -m benchmarks.worker WORKER`. For each JSON line on stdin
-({"url", "block", "count", "barrier"}) it opens the store (once per URL),
-prints "ready", waits until the file `barrier` exists, then makes `count`
-single allocations from `block` (one core-API call, one transaction each, each
-with a MAC of its own) and prints one JSON line: start and end (time.time()),
-allocations, errors and retries (the store's backoffs on lock contention).
-Keeping the processes between runs keeps interpreter start-up out of the
-benchmark's wall time; it is never inside the timed part anyway.
+({"url", "block", "warmup", "window"}) it opens the store (once per URL),
+prints "ready", reads the start time (one line, on the machine-wide monotonic
+clock), sleeps until then, then makes single allocations from `block` (one core-API call, one
+transaction each, each with a MAC of its own) until `start_at + warmup +
+window`. It prints one JSON line: the allocations that ended inside the window
+(after the warm-up) and their latencies in microseconds, the allocations of the
+whole run, errors and retries (the store's backoffs on lock contention).
+
+A fixed window measures the steady state, as pgbench and sysbench do: a fixed
+number of allocations per process would time the slowest process's tail and the
+start-up skew instead. Keeping the processes between runs keeps interpreter
+start-up out of the figures.
 """
 
 from __future__ import annotations
 
 import json
-import os
 import sys
 import time
+
+
+def _allocate_for(store, block: str, worker: int, serial: int, command: dict) -> dict:
+    """Allocate until the window closes; what happened, as the JSON reply."""
+    from benchmarks.common import mac
+    from melange import operations
+    from melange.errors import MelangeError
+
+    start_at = float(sys.stdin.readline())
+    measure_from = start_at + command["warmup"]
+    until = measure_from + command["window"]
+    latencies: list[int] = []
+    errors: list[str] = []
+    total = 0
+    clock = time.monotonic
+    time.sleep(max(0.0, start_at - clock()))
+    now = clock()
+    while now < until:
+        serial += 1
+        params = {"block_ref": block, "mac": mac((worker << 24) | serial)}
+        began = now
+        try:
+            operations.run(store, "block.allocate", params)
+            total += 1
+        except MelangeError as error:
+            errors.append(error.message)
+            began = None
+        now = clock()
+        if began is not None and measure_from <= now < until:
+            latencies.append(round((now - began) * 1e6))
+    return {
+        "allocations": len(latencies),
+        "latencies_us": latencies,
+        "total": total,
+        "serial": serial,
+        "errors": errors[:3],
+        "error_count": len(errors),
+    }
 
 
 def main(worker: int) -> int:
     import melange.addresses  # noqa: F401  (imported before any start, never timed)
     import melange.generators  # noqa: F401
-    from benchmarks.common import mac
-    from melange import operations, store
-    from melange.errors import MelangeError
+    from melange import store
 
     retries = 0
     backoff = store._backoff
@@ -44,29 +84,11 @@ def main(worker: int) -> int:
                 old.close()
             stores = {url: store.Store(url, release_hold=3600)}
             stores[url].ensure_schema()
-        melange_store = stores[url]
         print("ready", flush=True)
-        while not os.path.exists(command["barrier"]):
-            time.sleep(0.0005)
         retries = 0
-        errors: list[str] = []
-        start = time.time()
-        for _ in range(command["count"]):
-            serial += 1
-            params = {"block_ref": command["block"], "mac": mac((worker << 24) | serial)}
-            try:
-                operations.run(melange_store, "block.allocate", params)
-            except MelangeError as error:
-                errors.append(error.message)
-        end = time.time()
-        result = {
-            "start": start,
-            "end": end,
-            "allocations": command["count"] - len(errors),
-            "errors": errors[:3],
-            "error_count": len(errors),
-            "retries": retries,
-        }
+        result = _allocate_for(stores[url], command["block"], worker, serial, command)
+        serial = result.pop("serial")
+        result["retries"] = retries
         print(json.dumps(result), flush=True)
     for old in stores.values():
         old.close()

@@ -188,7 +188,7 @@ def allocate(
         for value in chosen
     ]
     if len(rows) == 1:
-        _INSERT_ONE.run(conn, **rows[0])
+        _INSERT_ONE.send(conn, **rows[0])
     else:
         for start in range(0, len(rows), INSERT_BATCH):
             conn.execute(insert(ip_addresses), rows[start : start + INSERT_BATCH])
@@ -321,7 +321,7 @@ def update_address(
 
 def _free_now(conn: Connection, row) -> None:
     """Delete the address and return it to its block's free space at once."""
-    _DELETE.run(conn, id=row.id)
+    _DELETE.send(conn, id=row.id)
     if row.state == "allocated":
         block_ops.touch(conn, row.block_id, allocated=-1)
     block_row = block_ops.resolve(conn, str(row.block_id))
@@ -329,7 +329,7 @@ def _free_now(conn: Connection, row) -> None:
 
 
 def _hold(conn: Connection, row) -> None:
-    _HOLD.run(conn, id=row.id, released_at=utcnow())
+    _HOLD.send(conn, id=row.id, released_at=utcnow())
     block_ops.touch(conn, row.block_id, allocated=-1)
 
 

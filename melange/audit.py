@@ -80,7 +80,7 @@ def record(
 ) -> None:
     block_id, address = _subject(result)
     shown = {k: v for k, v in params.items() if v not in (None, False, [], ()) and not callable(v)}
-    _INSERT.run(
+    _INSERT.send(
         conn,
         at=utcnow(),
         actor=actor[:64],

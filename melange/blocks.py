@@ -106,7 +106,7 @@ def resolve(conn: Connection, ref: str, *, for_update: bool = False):
 def touch(conn: Connection, block_id: int, *, allocated: int = 0) -> None:
     """Record a change to what the block renders (melanged watches `generation`),
     and keep its allocated counter in step; callers hold the block's lock."""
-    _TOUCH.run(conn, block_id=block_id, allocated=allocated)
+    _TOUCH.send(conn, block_id=block_id, allocated=allocated)
 
 
 @dataclass(frozen=True)

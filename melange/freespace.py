@@ -113,12 +113,12 @@ class FreeSpace:
     def _replace(self, lo: int, hi: int, pieces: list[tuple[int, int]]) -> None:
         """Swap the range [lo, hi] for `pieces` (each inside it)."""
         if not pieces:
-            _DROP.run(self.conn, block_id=self.block_id, first=lo)
+            _DROP.send(self.conn, block_id=self.block_id, first=lo)
             return
         (first, last), *rest = pieces
-        _RESET.run(self.conn, block_id=self.block_id, lo=lo, first=first, last=last)
+        _RESET.send(self.conn, block_id=self.block_id, lo=lo, first=first, last=last)
         for first, last in rest:
-            _ADD.run(self.conn, block_id=self.block_id, first=first, last=last)
+            _ADD.send(self.conn, block_id=self.block_id, first=first, last=last)
 
     def claim(self, address: int) -> None:
         """Claim one given address; Conflict when it is not free."""
@@ -147,12 +147,12 @@ class FreeSpace:
         left = _ENDING_AT.scalar(conn, block_id=block_id, address=address - 1)
         right = _STARTING_AT.scalar(conn, block_id=block_id, address=address + 1)
         if right is not None:
-            _DROP.run(conn, block_id=block_id, first=address + 1)
+            _DROP.send(conn, block_id=block_id, first=address + 1)
         new_last = right if right is not None else address
         if left is not None:
-            _RESET.run(conn, block_id=block_id, lo=left, first=left, last=new_last)
+            _RESET.send(conn, block_id=block_id, lo=left, first=left, last=new_last)
         else:
-            _ADD.run(conn, block_id=block_id, first=address, last=new_last)
+            _ADD.send(conn, block_id=block_id, first=address, last=new_last)
 
     def rebuild(self) -> None:
         """Recompute the free ranges from the block's addresses (after exclusions shrink)."""

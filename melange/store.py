@@ -26,7 +26,14 @@ from sqlalchemy.engine import make_url
 
 from melange.errors import Conflict, MelangeError, SchemaOutdated, StoreUnavailable
 from melange.models import blocks
-from melange.prepared import Prepared, translated_error
+from melange.prepared import (
+    PIPELINING_DRIVERS,
+    Prepared,
+    commit_waiting,
+    pipelined,
+    send_waiting,
+    translated_error,
+)
 
 SCHEMA_HEAD = "0005"
 # On Galera a writer learns that another node won the same block only at COMMIT,
@@ -154,6 +161,10 @@ def make_engine(url: str) -> Engine:
     engine = create_engine(url, connect_args=connect_args, **options)
     if backend == "sqlite":
         _configure_sqlite(engine)
+    if engine.dialect.driver in PIPELINING_DRIVERS:
+        # Writes waiting in a pipelined transaction go before any statement that
+        # SQLAlchemy runs, so it sees them.
+        event.listen(engine, "before_cursor_execute", lambda conn, *_: send_waiting(conn))
     return engine
 
 
@@ -303,9 +314,14 @@ class Store:
             idle = self._take_idle()
             committing = False
             try:
-                with self._connection(write, idle or self._connect()) as conn, conn.begin():
+                with (
+                    self._connection(write, idle or self._connect()) as conn,
+                    conn.begin(),
+                    pipelined(conn),
+                ):
                     result = fn(conn)
                     committing = True
+                    commit_waiting(conn)
                 return result
             except MelangeError:
                 raise

@@ -467,13 +467,16 @@ def test_restore_undoes_a_release(melange):
 
 
 def test_expired_hold_never_blocks_allocation(melange, tmp_path):
-    short = with_config(melange, tmp_path, "[melange]\nrelease_hold = 1s\n")
+    # The hold must outlast the next command even on a loaded machine (a 1 s hold once
+    # expired before it ran); then wait for both holds to run out.
+    short = with_config(melange, tmp_path, "[melange]\nrelease_hold = 3s\n")
     web(short, "10.0.0.8/30")  # .9 and .10
     a, b = allocate(short, "web", "--mac", MAC1), allocate(short, "web")
     short.ok("ip", "release", a)
     short.ok("ip", "release", b)
+    released = time.monotonic()
     assert_error(short("block", "allocate", "web"), 5)  # still held
-    time.sleep(1.1)
+    time.sleep(max(0.0, released + 3.1 - time.monotonic()))
     assert short.json("ip", "list", "--released") == []
     got = short.json("block", "allocate", "web", "--count", "2")
     assert sorted(x["address"] for x in got) == sorted([a, b])
