@@ -158,11 +158,12 @@ def pipelined(conn: Connection) -> Iterator[None]:
     if conn.dialect.driver not in PIPELINING_DRIVERS:
         yield
         return
-    conn.info[_WAITING] = []
+    info = conn.info  # kept: a connection the server dropped refuses to give it again
+    info[_WAITING] = []
     try:
         yield
     finally:
-        conn.info.pop(_WAITING, None)
+        info.pop(_WAITING, None)
 
 
 def commit_waiting(conn: Connection) -> None:
