@@ -39,10 +39,13 @@ def _sizes(quick: bool) -> tuple[Window, int]:
 
 
 def _galera_module():
-    """tests/galera.py, which is not a package module (pytest puts tests/ on the path)."""
+    """tests/galera.py, which is not a package module; it imports its neighbours as
+    pytest lets it (tests/ on the path), so this benchmark puts tests/ there too."""
     name = "melange_tests_galera"
     if name in sys.modules:
         return sys.modules[name]
+    if str(ROOT / "tests") not in sys.path:
+        sys.path.append(str(ROOT / "tests"))
     spec = importlib.util.spec_from_file_location(name, ROOT / "tests" / "galera.py")
     module = importlib.util.module_from_spec(spec)
     sys.modules[name] = module
@@ -147,21 +150,21 @@ def run(quick: bool) -> str:
     notes: list[str] = []
     startup = None
     stores: dict[str, list[str]] = {}
-    pool = _Pool(max(PROCESSES))
-    try:
-        with contextlib.ExitStack() as stack:
-            try:
-                stores[SINGLE] = [stack.enter_context(store_url("mariadb", "galera"))]
-            except BackendUnavailable as error:
-                notes.append(f"single MariaDB skipped: {error}")
-            try:
-                cluster_stores, startup = stack.enter_context(_cluster_stores())
-                stores.update(cluster_stores)
-            except BackendUnavailable as error:
-                notes.append(f"Galera skipped: {error}")
-            measured = _measure(pool, stores, window, repeats) if stores else {}
-    finally:
-        pool.close()
+    with contextlib.ExitStack() as stack:
+        try:
+            stores[SINGLE] = [stack.enter_context(store_url("mariadb", "galera"))]
+        except BackendUnavailable as error:
+            notes.append(f"single MariaDB skipped: {error}")
+        try:
+            cluster_stores, startup = stack.enter_context(_cluster_stores())
+            stores.update(cluster_stores)
+        except BackendUnavailable as error:
+            notes.append(f"Galera skipped: {error}")
+        # Closed first (the stack unwinds backwards): workers let go of their
+        # connections while the servers still answer.
+        pool = _Pool(max(PROCESSES))
+        stack.callback(pool.close)
+        measured = _measure(pool, stores, window, repeats) if stores else {}
     rows = []
     for label, samples in measured.items():
         for layout in LAYOUTS:

@@ -180,10 +180,11 @@ free_ranges = Table(
     "free_ranges",
     metadata,
     Column("block_id", ForeignKey("blocks.id", ondelete="CASCADE"), primary_key=True),
-    Column("first_addr", Address, primary_key=True),
-    Column("last_addr", Address, nullable=False),
+    Column("first_addr", Address, nullable=False),
+    # Keyed by the last address, which an allocation leaves alone (schema 0006).
+    Column("last_addr", Address, primary_key=True),
     CheckConstraint("first_addr <= last_addr", name="first_le_last"),
-    Index(None, "block_id", "last_addr", unique=True),
+    Index(None, "block_id", "first_addr"),
 )
 
 mac_ranges = Table(

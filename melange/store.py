@@ -35,7 +35,7 @@ from melange.prepared import (
     translated_error,
 )
 
-SCHEMA_HEAD = "0005"
+SCHEMA_HEAD = "0006"
 # On Galera a writer learns that another node won the same block only at COMMIT,
 # and the loser of one round often loses the next: 12 processes on 2 blocks over
 # 3 nodes need more than 10 attempts for about 1 write in 600 (measured), more

@@ -147,6 +147,43 @@ def test_upgrade_fills_the_allocated_counter_from_existing_rows(backend, tmp_pat
             database.drop()
 
 
+def test_free_range_keys_migrate_both_ways_keeping_the_free_space(backend, tmp_path):
+    """0006 re-keys free_ranges by last address; what is free must not move, either way."""
+    from alembic import command
+
+    url, database = _empty_url(backend, tmp_path)
+    try:
+        store = Store(url)
+        operations.run(store, "block.create", {"cidr": "10.0.0.0/24", "name": "a"})
+        operations.run(store, "block.create", {"cidr": "10.1.0.0/24", "name": "b"})
+        got = operations.run(store, "block.allocate", {"block_ref": "a", "count": 20})
+        for record in got[5:8]:  # holes in the middle: three ranges in block a
+            operations.run(store, "ip.release", {"address": record["address"], "now": True})
+        operations.run(store, "block.allocate", {"block_ref": "b", "count": 3})
+        before = _free_ranges(url)
+        assert len(before) == 3
+        store.close()
+        with Store(url)._connection(write=True) as conn, conn.begin():
+            command.downgrade(migrations._config(conn), "0005")
+        assert Store(url).current_revision() == "0005"
+        assert _free_ranges(url) == before
+        migrations.upgrade(Store(url))
+        assert _free_ranges(url) == before
+        store = Store(url)
+        again = operations.run(store, "block.allocate", {"block_ref": "a", "count": 4})
+        assert [r["address"] for r in again] == [r["address"] for r in got[5:8]] + ["10.0.0.21"]
+        store.close()
+    finally:
+        if database is not None:
+            database.drop()
+
+
+def _free_ranges(url: str) -> list[tuple]:
+    from conftest import execute_sql
+
+    return sorted(execute_sql(url, "SELECT block_id, first_addr, last_addr FROM free_ranges"))
+
+
 def test_initialise_does_nothing_to_a_store_created_meanwhile(store_url):
     """A first-use initialise that lost the race must not run migrations over the winner's
     schema (it did, and crashed melanged, when that store's revision had changed since)."""
