@@ -13,9 +13,10 @@ its type conversions (addresses as 16 bytes, SQLite's datetimes as text) are
 the same ones SQLAlchemy would apply.
 
 Writes whose row count nobody reads can be `send`: inside a transaction that
-allows it (`pipelined`) on a driver that pipelines (psycopg), they wait and go
-to the server together with the next statement whose result is read, or with
-the COMMIT, in one round trip. Under a block's lock, every round trip is time
+allows it (`pipelined`) on a driver that can batch (psycopg's pipeline mode,
+PyMySQL's multi-statement queries, except on Galera), they wait and go to the server together
+with the next statement whose result is read, or with the COMMIT, in one round
+trip. Under a block's lock, every round trip is time
 other writers of that block wait; an allocation's four writes and its COMMIT
 then cost one instead of five.
 """
@@ -27,14 +28,15 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import Any
 
-from sqlalchemy import Connection, exc
+from sqlalchemy import Connection, Engine, event, exc
 from sqlalchemy.engine import Dialect
 from sqlalchemy.sql.expression import Executable
 
 Processor = Callable[[Any], Any]
-# Key, in the pooled connection's info, of the writes waiting to be sent.
+# Keys, in the pooled connection's info, of the writes waiting to be sent, and of
+# whether a MySQL connection may batch them.
 _WAITING = "melange_waiting_writes"
-PIPELINING_DRIVERS = frozenset({"psycopg"})
+_BATCHES = "melange_batches"
 
 
 class _Form:
@@ -155,7 +157,7 @@ def pipelined(conn: Connection) -> Iterator[None]:
     """A transaction whose `send` writes may wait (see the module doc), on drivers that
     pipeline; call `commit_waiting` to end it. Writes still waiting when the block
     exits by an exception are dropped with the transaction."""
-    if conn.dialect.driver not in PIPELINING_DRIVERS:
+    if not batches(conn):
         yield
         return
     info = conn.info  # kept: a connection the server dropped refuses to give it again
@@ -188,27 +190,101 @@ def _send_waiting(
     then: tuple[str, Any] | None = None,
     commit: bool = False,
 ):
-    """One pipeline: the waiting writes, then `then` (whose cursor is returned, its
-    rows fetched) or the COMMIT."""
-    dbapi_connection = conn.connection.dbapi_connection
+    """In one round trip: the waiting writes, then `then` (whose cursor is returned,
+    positioned on its rows) or the COMMIT."""
     closing = then or (("COMMIT", None) if commit else None)
     statements = [*waiting, closing] if closing else list(waiting)
     waiting.clear()
+    send = _SENDERS[conn.dialect.driver]
+    try:
+        return send(conn.connection.dbapi_connection, statements)
+    except conn.dialect.loaded_dbapi.Error as error:
+        sql = "; ".join(sql for sql, _ in statements)
+        raise translated_error(conn, sql, [a for _, a in statements], error) from error
+
+
+def _pipeline(dbapi_connection, statements: list[tuple[str, Any]]):
+    """psycopg: statements queued in pipeline mode, sent and synced together."""
     writes = dbapi_connection.cursor()
-    last = dbapi_connection.cursor() if then else writes
+    last = dbapi_connection.cursor()
     try:
         with dbapi_connection.pipeline():
             for sql, arguments in statements[:-1]:
                 writes.execute(sql, arguments)
             last.execute(*statements[-1])
-    except conn.dialect.loaded_dbapi.Error as error:
+    except BaseException:
         last.close()
-        sql = "; ".join(sql for sql, _ in statements)
-        raise translated_error(conn, sql, [a for _, a in statements], error) from error
+        raise
     finally:
-        if then:
-            writes.close()
+        writes.close()
     return last
+
+
+def _multi_statement(dbapi_connection, statements: list[tuple[str, Any]]):
+    """PyMySQL: one query of several statements (the connection has MULTI_STATEMENTS);
+    the server stops at the first that fails, so a COMMIT after it never runs."""
+    cursor = dbapi_connection.cursor()
+    # PyMySQL interpolates on the client anyway; joined, the statements go as one query.
+    sql = ";\n".join(cursor.mogrify(sql, arguments) for sql, arguments in statements)
+    try:
+        cursor.execute(sql)
+        for _ in statements[1:]:
+            cursor.nextset()  # raises the error of a statement that failed
+    except BaseException:
+        cursor.close()
+        raise
+    return cursor
+
+
+_SENDERS = {"psycopg": _pipeline, "pymysql": _multi_statement}
+
+
+def batches(conn: Connection) -> bool:
+    """Whether `send` writes may wait on this connection (see `allow_batches`)."""
+    driver = conn.dialect.driver
+    if driver == "pymysql":
+        return conn.info.get(_BATCHES, False)
+    return driver in _SENDERS
+
+
+def allow_batches(engine: Engine) -> None:
+    """Let the engine's connections batch waiting writes: psycopg always; PyMySQL with
+    multi-statement queries switched on at connect, and never on a Galera node.
+
+    Galera aborts a transaction that conflicts with a replicated one wherever it
+    is; inside a multi-statement query the abort's error can be swallowed and the
+    statements after it run in a new transaction, COMMIT included (the counter of
+    a block was seen to drift under the Galera stress test). One statement per
+    query keeps every abort visible.
+    """
+    if engine.dialect.driver == "pymysql":
+        from pymysql.constants import CLIENT
+
+        @event.listens_for(engine, "do_connect")
+        def _multi_statements(_dialect, _record, _cargs, cparams) -> None:  # noqa: ANN001
+            cparams["client_flag"] = cparams.get("client_flag", 0) | CLIENT.MULTI_STATEMENTS
+
+        @event.listens_for(engine, "connect")
+        def _unless_galera(dbapi_connection, record) -> None:  # noqa: ANN001
+            record.info[_BATCHES] = not _galera_node(dbapi_connection)
+
+    if engine.dialect.driver in _SENDERS:
+        # Writes waiting in a pipelined transaction go before any statement that
+        # SQLAlchemy runs, so it sees them.
+        event.listen(engine, "before_cursor_execute", lambda conn, *_: send_waiting(conn))
+
+
+def _galera_node(dbapi_connection) -> bool:
+    cursor = dbapi_connection.cursor()
+    try:
+        cursor.execute("SELECT @@wsrep_on")
+        on = cursor.fetchone()[0]
+    except dbapi_connection.Error:  # MySQL: no such variable
+        on = 0
+    finally:
+        cursor.close()
+        dbapi_connection.rollback()
+    return bool(on)
 
 
 def translated_error(conn: Connection, sql: str, arguments, error: Exception) -> exc.DBAPIError:

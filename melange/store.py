@@ -26,14 +26,7 @@ from sqlalchemy.engine import make_url
 
 from melange.errors import Conflict, MelangeError, SchemaOutdated, StoreUnavailable
 from melange.models import blocks
-from melange.prepared import (
-    PIPELINING_DRIVERS,
-    Prepared,
-    commit_waiting,
-    pipelined,
-    send_waiting,
-    translated_error,
-)
+from melange.prepared import Prepared, allow_batches, commit_waiting, pipelined, translated_error
 
 SCHEMA_HEAD = "0006"
 # On Galera a writer learns that another node won the same block only at COMMIT,
@@ -161,10 +154,7 @@ def make_engine(url: str) -> Engine:
     engine = create_engine(url, connect_args=connect_args, **options)
     if backend == "sqlite":
         _configure_sqlite(engine)
-    if engine.dialect.driver in PIPELINING_DRIVERS:
-        # Writes waiting in a pipelined transaction go before any statement that
-        # SQLAlchemy runs, so it sees them.
-        event.listen(engine, "before_cursor_execute", lambda conn, *_: send_waiting(conn))
+    allow_batches(engine)
     return engine
 
 

@@ -31,6 +31,7 @@ import contextlib
 import ctypes
 import os
 import pwd
+import random
 import re
 import shutil
 import signal
@@ -87,14 +88,32 @@ def missing_packages() -> list[str]:
 
 
 def free_ports(count: int) -> list[int]:
-    """`count` distinct TCP ports free on 127.0.0.1 (all held open until all are chosen)."""
+    """`count` distinct TCP ports free on 127.0.0.1, below the kernel's ephemeral range.
+
+    A port the kernel handed out for binding port 0 lies in the ephemeral range,
+    where a node that starts first may take it as the source port of a connection
+    to its peers before the node it was meant for listens on it ("Address already
+    in use", seen when clusters were started back to back)."""
+    low = _ephemeral_low()
+    rng = random.Random()
     with contextlib.ExitStack() as stack:
-        ports = []
-        for _ in range(count):
+        ports: list[int] = []
+        while len(ports) < count:
+            port = rng.randrange(max(1024, low - 12000), low)
             s = stack.enter_context(socket.socket())
-            s.bind(("127.0.0.1", 0))
-            ports.append(s.getsockname()[1])
+            try:
+                s.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+            ports.append(port)
         return ports
+
+
+def _ephemeral_low() -> int:
+    try:
+        return int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        return 32768
 
 
 def _die_with_parent() -> None:
