@@ -154,8 +154,8 @@ class Prepared:
 
 @contextmanager
 def pipelined(conn: Connection) -> Iterator[None]:
-    """A transaction whose `send` writes may wait (see the module doc), on drivers that
-    pipeline; call `commit_waiting` to end it. Writes still waiting when the block
+    """A transaction whose `send` writes may wait (see the module doc), on connections
+    that batch; call `commit_waiting` to end it. Writes still waiting when the block
     exits by an exception are dropped with the transaction."""
     if not batches(conn):
         yield
