@@ -15,7 +15,6 @@ import json
 import os
 import subprocess
 import sys
-import tempfile
 import time
 from pathlib import Path
 from typing import NamedTuple
@@ -44,8 +43,8 @@ class Window(NamedTuple):
     window: float
 
 
-def _sizes(quick: bool) -> tuple[Window, int]:
-    """(timing of each run, repeats)."""
+def timing(quick: bool) -> tuple[Window, int]:
+    """(timing of each run, repeats), shared with the Galera benchmark."""
     return (Window(0.2, 0.5), 1) if quick else (Window(0.3, 2.0), 3)
 
 
@@ -75,7 +74,6 @@ class _Pool:
     def __init__(self, size: int) -> None:
         paths = [str(ROOT), os.environ.get("PYTHONPATH", "")]
         env = {**os.environ, "PYTHONPATH": os.pathsep.join(p for p in paths if p)}
-        self.tmp = tempfile.TemporaryDirectory(prefix="melange-bench-")
         self.runs = 0
         self.procs = [
             subprocess.Popen(
@@ -99,7 +97,6 @@ class _Pool:
             except subprocess.TimeoutExpired:
                 proc.kill()
                 proc.wait()
-        self.tmp.cleanup()
 
     def _reply(self, proc: subprocess.Popen) -> str:
         line = proc.stdout.readline()
@@ -170,7 +167,7 @@ def _measure_backend(pool: _Pool, backend: str, window: Window, repeats: int) ->
 
 
 def run(quick: bool) -> str:
-    window, repeats = _sizes(quick)
+    window, repeats = timing(quick)
     rows = []
     notes = []
     measured = {}

@@ -22,7 +22,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 from benchmarks.common import BackendUnavailable, median, section, store_url, table
-from benchmarks.concurrency import Window, _Blocks, _Pool
+from benchmarks.concurrency import Window, _Blocks, _Pool, timing
 
 ROOT = Path(__file__).resolve().parent.parent
 PROCESSES = (1, 3, 12)
@@ -31,11 +31,6 @@ SYNC_WAIT = "init_command=SET+SESSION+wsrep_sync_wait%3D1"
 SINGLE = "MariaDB, one server"
 GALERA = "Galera, 3 nodes"
 GALERA_SYNCED = "Galera, 3 nodes, wsrep_sync_wait=1"
-
-
-def _sizes(quick: bool) -> tuple[Window, int]:
-    """(timing of each run, repeats)."""
-    return (Window(0.2, 0.5), 1) if quick else (Window(0.3, 2.0), 3)
 
 
 def _galera_module():
@@ -146,7 +141,7 @@ def _row(label: str, layout: str, samples: dict) -> tuple[list[object], str | No
 
 
 def run(quick: bool) -> str:
-    window, repeats = _sizes(quick)
+    window, repeats = timing(quick)
     notes: list[str] = []
     startup = None
     stores: dict[str, list[str]] = {}

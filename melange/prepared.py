@@ -13,12 +13,12 @@ its type conversions (addresses as 16 bytes, SQLite's datetimes as text) are
 the same ones SQLAlchemy would apply.
 
 Writes whose row count nobody reads can be `send`: inside a transaction that
-allows it (`pipelined`) on a driver that can batch (psycopg's pipeline mode,
-PyMySQL's multi-statement queries, except on Galera), they wait and go to the server together
-with the next statement whose result is read, or with the COMMIT, in one round
-trip. Under a block's lock, every round trip is time
-other writers of that block wait; an allocation's four writes and its COMMIT
-then cost one instead of five.
+allows it (`pipelined`) on a connection that can batch (psycopg's pipeline
+mode; PyMySQL's multi-statement queries, except on Galera), they wait and go to
+the server with the next statement whose result is read, or with the COMMIT,
+in one round trip. Under a block's lock every round trip is time the block's
+other writers wait; an allocation's four writes and its COMMIT then cost one
+round trip instead of five.
 """
 
 from __future__ import annotations
