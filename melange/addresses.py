@@ -12,6 +12,7 @@ from melange import blocks as block_ops
 from melange import generators
 from melange.errors import Conflict, Exhausted, InvalidInput, NotFound
 from melange.models import blocks, interfaces, ip_addresses
+from melange.names import require_network
 from melange.prepared import Prepared
 from melange.records import address_record, ip_text, iso
 from melange.store import lock_block, utcnow
@@ -267,6 +268,7 @@ def list_addresses(
     released: bool = False,
 ) -> list[dict]:
     """Allocated addresses (or, with `released`, the ones still held), ordered by address."""
+    require_network(conn, network)
     query = _joined()
     if released:
         query = query.where(IP.state == "held", IP.released_at > _cutoff(hold_seconds))

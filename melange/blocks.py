@@ -34,6 +34,7 @@ from melange.models import (
     unusable_octets,
     unusable_ranges,
 )
+from melange.names import require_network
 from melange.prepared import Prepared
 from melange.records import ip_text, iso
 from melange.store import lock_block, lock_named, utcnow
@@ -418,6 +419,7 @@ def list_blocks(
 ) -> list[dict]:
     if type is not None and type not in TYPES:
         raise InvalidInput(f"block type must be private or public, not {type!r}")
+    require_network(conn, network)
     query = select(blocks).order_by(B.version, B.first_addr, B.id)
     if network is not None:
         query = query.where(B.network == network)

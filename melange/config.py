@@ -22,6 +22,9 @@ DEFAULT_RELEASE_HOLD = "48h"
 class Settings:
     db_url: str
     release_hold: int
+    # Named by --db, MELANGE_DB or the config file, not the per-user default: a read
+    # must not create such a store (a typo would silently answer from an empty one).
+    db_named: bool = False
     config_path: Path | None = None
     parser: configparser.ConfigParser = field(default_factory=configparser.ConfigParser)
 
@@ -71,4 +74,5 @@ def load_settings(db: str | None = None, config: str | None = None) -> Settings:
     else:
         url = db_url_from(str(default_db_path()))
     hold = parse_duration(section.get("release_hold", DEFAULT_RELEASE_HOLD))
-    return Settings(db_url=url, release_hold=hold, config_path=path, parser=parser)
+    named = bool(db or section.get("db"))
+    return Settings(db_url=url, release_hold=hold, db_named=named, config_path=path, parser=parser)

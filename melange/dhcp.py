@@ -15,13 +15,14 @@ from __future__ import annotations
 
 import socket
 from collections.abc import Callable, Iterator, Sequence
-from itertools import groupby
+from itertools import chain, groupby
 from operator import itemgetter
 
 import netaddr
 from sqlalchemy import Connection, LargeBinary, Select, select, type_coerce
 
 from melange.models import block_dns_servers, blocks, ip_addresses, routes
+from melange.names import require_network
 from melange.prepared import translated_error
 from melange.records import ip_text
 
@@ -134,23 +135,24 @@ def _format(rows: Sequence[HostRow], version: int) -> list[str]:
 
 
 def _line_batches(conn: Connection, network: str | None) -> Iterator[list[str]]:
-    for version, rows in _family_batches(conn, network):
-        yield _format(rows, version)
+    """The hosts file's lines a batch at a time. The network is checked here, at the
+    call, not at the first batch: a caller writing a file must fail before it opens one."""
+    require_network(conn, network)
+    return (_format(rows, version) for version, rows in _family_batches(conn, network))
 
 
 def hosts_lines(conn: Connection, network: str | None = None) -> Iterator[str]:
     """One `MAC,IP[,HOSTNAME]` line per allocated address that has a MAC, in file order."""
-    for lines in _line_batches(conn, network):
-        yield from lines
+    return chain.from_iterable(_line_batches(conn, network))
 
 
 def hosts_chunks(conn: Connection, network: str | None = None) -> Iterator[bytes]:
     """The hosts file as UTF-8 chunks of a batch each: one write per ~250 kB."""
-    for lines in _line_batches(conn, network):
-        yield "".join(lines).encode()
+    return ("".join(lines).encode() for lines in _line_batches(conn, network))
 
 
 def _networks(conn: Connection, network: str | None) -> list:
+    require_network(conn, network)
     query = (
         select(blocks)
         .where(blocks.c.network.is_not(None))

@@ -7,6 +7,7 @@ from sqlalchemy import Connection, delete, insert, select, update
 from melange import addresses, macranges
 from melange.errors import Conflict, Exhausted, NotFound
 from melange.models import allocated_macs, blocks, interfaces, ip_addresses
+from melange.names import require_device
 from melange.records import iso
 from melange.store import utcnow
 from melange.validate import format_mac, parse_mac, validate_name, validate_network
@@ -110,6 +111,7 @@ def _allocate_one(conn: Connection, candidates: list, vif: str, hold: int, tenan
 
 
 def list_interfaces(conn: Connection, *, hold_seconds: int, device: str | None = None) -> list:
+    require_device(conn, device)
     query = select(interfaces).order_by(I.vif_id)
     if device is not None:
         query = query.where(I.device == device)

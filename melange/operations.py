@@ -81,6 +81,7 @@ OPERATIONS: dict[str, Operation] = {
     "export": _op("transfer:export"),
     "import": _op("transfer:import_text", write=True, whole_store=True),
     "db.current": _op("migrations:current", whole_store=True),
+    "db.check": _op("integrity:check", whole_store=True),
     "db.upgrade": _op("migrations:upgrade_to_head", write=True, whole_store=True),
 }
 
@@ -105,6 +106,31 @@ def run(
     kwargs = dict(params)
     if operation.hold:
         kwargs["hold_seconds"] = store.release_hold
+    if not operation.write:
+        store.require_existing()
+    from sqlalchemy import exc
+
+    try:
+        return _run(store, name, operation, function, kwargs, params, actor, via)
+    except exc.DBAPIError as error:
+        # Whole-store operations (migrations, say) use connections of their own:
+        # a read-only, full or damaged store is exit 6 there too, never a bug.
+        failure = store.failure(error)
+        if failure is None:
+            raise
+        raise failure from None
+
+
+def _run(
+    store: Store,
+    name: str,
+    operation: Operation,
+    function: Callable[..., Any],
+    kwargs: dict[str, Any],
+    params: dict[str, Any],
+    actor: str | None,
+    via: str,
+) -> Any:
     from melange import audit
 
     with audit.acting(actor or audit.os_user(), via):

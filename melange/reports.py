@@ -14,6 +14,7 @@ from sqlalchemy import Connection, func, select
 from melange import blocks as block_ops
 from melange.errors import InvalidInput
 from melange.models import audit_log, blocks, ip_addresses
+from melange.names import require_network
 from melange.records import ip_text, iso
 from melange.store import utcnow
 from melange.validate import parse_duration, parse_ip
@@ -29,6 +30,7 @@ def utilization(
     """Used, held, free and unusable per block (blocks with subnets are left out)."""
     if above is not None and not 0 <= above <= 100:
         raise InvalidInput(f"--above is a percentage from 0 to 100, not {above}")
+    require_network(conn, network)
     query = select(blocks).order_by(blocks.c.network, blocks.c.version, blocks.c.first_addr)
     if network is not None:
         query = query.where(blocks.c.network == network)

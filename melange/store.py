@@ -15,6 +15,7 @@ import random
 import sys
 import threading
 import time
+import warnings
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime
@@ -27,6 +28,7 @@ from sqlalchemy.engine import make_url
 from melange.errors import Conflict, MelangeError, SchemaOutdated, StoreUnavailable
 from melange.models import blocks
 from melange.prepared import Prepared, allow_batches, commit_waiting, pipelined, translated_error
+from melange.urls import first_line, parse_store_url, redact, safe_url
 
 SCHEMA_HEAD = "0006"
 # On Galera a writer learns that another node won the same block only at COMMIT,
@@ -35,6 +37,8 @@ SCHEMA_HEAD = "0006"
 # than 25 for about 1 in a million (each further attempt loses ~6 times in 10).
 # With _backoff's 0.5 s cap, 25 attempts give up after about 10 s.
 MAX_ATTEMPTS = 25
+# An IntegrityError is retried only for the race it can be: see Store.run.
+INTEGRITY_ATTEMPTS = 2
 CONNECT_TIMEOUT = 3
 SQLITE_BUSY_TIMEOUT_MS = 60_000
 SERVER_IDLE_REUSE = 2.0  # seconds a server connection is reused without the pool's ping
@@ -59,20 +63,6 @@ def schema_dir() -> Path:
     return Path(sys.prefix) / "share" / "melange" / "schema"
 
 
-def safe_url(url: str) -> str:
-    """The URL with any password hidden, for messages."""
-    try:
-        return make_url(url).render_as_string(hide_password=True)
-    except exc.ArgumentError:
-        return url
-
-
-def _first_line(error: BaseException) -> str:
-    original = getattr(error, "orig", None) or error
-    message = str(original).strip().splitlines()
-    return message[0] if message else type(original).__name__
-
-
 def is_retryable(error: BaseException) -> bool:
     """Lock contention that a fresh attempt of the whole transaction can get past."""
     original = getattr(error, "orig", None)
@@ -87,6 +77,49 @@ def is_retryable(error: BaseException) -> bool:
         return True
     text_ = str(original).lower()
     return "database is locked" in text_ or "database table is locked" in text_
+
+
+# What a driver says when the store itself cannot serve: (text or code, what it means).
+_SQLITE_FAULTS = (
+    ("readonly database", "is read-only"),
+    ("database or disk is full", "has no space left"),
+    ("disk i/o error", "cannot be read or written (disk I/O error)"),
+    ("malformed", "is damaged; `melange db check` tells how"),
+    ("file is not a database", "is not a database file, or is damaged"),
+    ("unable to open database file", "cannot be opened"),
+)
+_MYSQL_FAULTS = {
+    1021: "has no space left", 1114: "has no space left", 1036: "is read-only",
+    1290: "is read-only", 1792: "is read-only", 126: "is damaged", 127: "is damaged",
+    144: "is damaged", 145: "is damaged", 1034: "is damaged", 1194: "is damaged",
+    1030: "reported a storage engine error",
+}  # fmt: skip
+_PG_FAULTS = {"53100": "has no space left", "25006": "is read-only", "XX001": "is damaged",
+              "XX002": "is damaged"}  # fmt: skip
+
+
+def store_fault(error: BaseException) -> str | None:
+    """Why the store cannot serve (read-only, full, damaged), or None for other errors.
+
+    These are not bugs and not the user's input: the command changed nothing and
+    the store needs attention, which is exit 6 with one line (it was exit 1, or an
+    AssertionError after retrying a read-only file as a dropped connection).
+    """
+    original = getattr(error, "orig", None)
+    if original is None:
+        return None
+    args = getattr(original, "args", ())
+    if args and isinstance(args[0], int) and args[0] in _MYSQL_FAULTS:
+        return _MYSQL_FAULTS[args[0]]
+    sqlstate = getattr(original, "sqlstate", None)
+    if sqlstate in _PG_FAULTS:
+        return _PG_FAULTS[sqlstate]
+    if type(original).__module__ == "sqlite3":
+        message = str(original).lower()
+        for needle, meaning in _SQLITE_FAULTS:
+            if needle in message:
+                return meaning
+    return None
 
 
 def is_connection_error(error: BaseException) -> bool:
@@ -151,7 +184,11 @@ def make_engine(url: str) -> Engine:
         # Connections are kept for the life of the process (a daemon, a script
         # using the library): opening one costs more than a whole allocation.
         options.update(pool_pre_ping=True, pool_size=8, max_overflow=56)
-    engine = create_engine(url, connect_args=connect_args, **options)
+    with warnings.catch_warnings():
+        # SQLite ignores query arguments it does not take, with a warning on stderr:
+        # an error instead, so a typo in the URL is not silently dropped.
+        warnings.simplefilter("error", exc.SAWarning)
+        engine = create_engine(url, connect_args=connect_args, **options)
     if backend == "sqlite":
         _configure_sqlite(engine)
     allow_batches(engine)
@@ -162,9 +199,15 @@ class Store:
     """One store (database); `write` and `read` run functions in transactions."""
 
     def __init__(
-        self, url: str, *, release_hold: int = 48 * 3600, schema_ttl: float | None = None
+        self,
+        url: str,
+        *,
+        release_hold: int = 48 * 3600,
+        schema_ttl: float | None = None,
+        named: bool = False,
     ) -> None:
         self.url = url
+        self.named = named  # see require_existing
         self.release_hold = release_hold
         # A command checks the schema once; a daemon (schema_ttl set) re-checks,
         # so an upgrade made by a newer melange elsewhere is noticed.
@@ -179,22 +222,48 @@ class Store:
 
     @functools.cached_property
     def backend(self) -> str:
-        return make_url(self.url).get_backend_name()
+        return parse_store_url(self.url).get_backend_name()
 
     @property
     def engine(self) -> Engine:
         if self._engine is None:
+            parse_store_url(self.url)
             try:
                 self._engine = make_engine(self.url)
-            except (exc.ArgumentError, exc.NoSuchModuleError, OSError) as error:
+            except (exc.SQLAlchemyError, exc.SAWarning, OSError, ValueError, TypeError) as error:
                 raise StoreUnavailable(
-                    f"cannot open the store {safe_url(self.url)}: {_first_line(error)}"
+                    f"cannot open the store {safe_url(self.url)}: "
+                    f"{redact(first_line(error), self.url)}"
                 ) from None
         return self._engine
 
+    def require_existing(self) -> None:
+        """A named SQLite store must exist before a read (exit 6), which creates nothing.
+
+        Connecting creates the file (and make_engine its directory): a read with a
+        mistyped --db answered from a new empty store and left it behind. Writes,
+        `db upgrade` and the per-user default store are still created on first use.
+        """
+        if not self.named:
+            return
+        parsed = parse_store_url(self.url)
+        database = parsed.database
+        if parsed.get_backend_name() != "sqlite" or database in (None, "", ":memory:"):
+            return
+        if parsed.query.get("uri") or database.startswith("file:"):
+            return  # an SQLite URI filename: its mode= decides, not us
+        if not Path(database).exists():
+            raise StoreUnavailable(
+                f"no store at {database}; a write command or `melange db upgrade` creates it"
+            )
+
     def close(self) -> None:
-        idle = self._take_idle()
-        if idle is not None:
+        with self._idle_lock:
+            idle, self._idle = self._idle, None
+        if idle is not None and self._idle_pid == os.getpid():
+            # The pool is going away: the connection is closed, not reset and
+            # returned (a reset on one the server dropped logs a traceback).
+            idle.invalidate()
             idle.close()
         if self._engine is not None:
             self._engine.dispose()
@@ -210,10 +279,28 @@ class Store:
                 if is_retryable(error) and attempt < MAX_ATTEMPTS:
                     _backoff(attempt)
                     continue
-                raise StoreUnavailable(
-                    f"cannot reach the store {safe_url(self.url)}: {_first_line(error)}"
-                ) from None
-        raise AssertionError("unreachable")
+                raise self.unavailable("cannot reach the store", error) from None
+            except TypeError as error:  # a query argument the driver does not take
+                raise self.unavailable("cannot open the store", error) from None
+        raise self.unavailable("cannot reach the store", None)
+
+    def unavailable(self, what: str, error: BaseException | None) -> StoreUnavailable:
+        """Exit 6 naming the store (its password hidden, also in the driver's words)."""
+        message = f"{what} {safe_url(self.url)}"
+        if error is not None:
+            message += f": {redact(first_line(error), self.url)}"
+        return StoreUnavailable(message)
+
+    def failure(self, error: exc.DBAPIError) -> MelangeError | None:
+        """What a database error means to the user, when it is not a bug: exit 6 for a
+        store that cannot take the change (read-only, full, damaged) or went away."""
+        fault = store_fault(error)
+        if fault is not None:
+            detail = redact(first_line(error), self.url)
+            return StoreUnavailable(f"the store {safe_url(self.url)} {fault} ({detail})")
+        if is_connection_error(error):
+            return self.unavailable("lost the store", error)
+        return None
 
     @contextmanager
     def _connection(self, write: bool, conn: Connection | None = None) -> Iterator[Connection]:
@@ -230,8 +317,10 @@ class Store:
         one-row transaction (a liveness ping and a reset on a server, event
         dispatch everywhere), so one idle connection is kept between
         transactions. A server connection is reused without a ping only for a
-        few seconds; after that it goes back through the pool, whose ping
-        notices a restarted server.
+        few seconds; after that it is pinged, and one the server dropped (a
+        restart, KILL, wait_timeout) is discarded. Handing a dropped one back to
+        the pool instead made the pool's reset (a ROLLBACK) fail, and log a
+        19-line traceback on stderr after a command that succeeded.
         """
         with self._idle_lock:
             conn, self._idle = self._idle, None
@@ -241,8 +330,10 @@ class Store:
         if self._idle_pid != os.getpid():
             return None  # a forked child must not share its parent's connection
         if self.backend != "sqlite" and time.monotonic() - since > SERVER_IDLE_REUSE:
-            conn.close()
-            return None
+            if not _alive(conn):
+                conn.invalidate()  # closed without the pool's reset
+                conn.close()
+                return None
         return conn
 
     def _put_back(self, conn: Connection) -> None:
@@ -287,10 +378,10 @@ class Store:
                 with conn.begin():
                     return conn.execute(text("SELECT version_num FROM alembic_version")).scalar()
             except exc.DBAPIError as error:
+                if store_fault(error) is not None:
+                    raise self.failure(error) from None
                 if is_connection_error(error) and not _missing_table(error):
-                    raise StoreUnavailable(
-                        f"cannot reach the store {safe_url(self.url)}: {_first_line(error)}"
-                    ) from None
+                    raise self.unavailable("cannot reach the store", error) from None
                 if _missing_table(error):
                     if _has_tables(conn):
                         return "unknown"
@@ -300,6 +391,7 @@ class Store:
     def run(self, fn: Callable[[Connection], T], *, write: bool) -> T:
         """Run `fn` in one transaction, retrying it whole on lock contention."""
         self.ensure_schema()
+        retried_idle = False
         for attempt in range(1, MAX_ATTEMPTS + 1):
             idle = self._take_idle()
             committing = False
@@ -316,10 +408,16 @@ class Store:
             except MelangeError:
                 raise
             except exc.IntegrityError as error:
-                if attempt < MAX_ATTEMPTS and write:
-                    _backoff(attempt)
+                # A check-then-insert that lost a race to a concurrent writer: our
+                # statement waited for the winner's commit, so running again at once
+                # sees it and raises the real conflict (or picks something else).
+                # Refused again, it is a real conflict: exit 4 now, not after 25
+                # backed-off attempts (seconds).
+                if write and attempt < INTEGRITY_ATTEMPTS:
                     continue
-                raise Conflict(f"the store refused the change: {_first_line(error)}") from None
+                raise Conflict(
+                    f"the store refused the change: {redact(first_line(error), self.url)}"
+                ) from None
             except exc.DBAPIError as error:
                 if is_retryable(error) and attempt < MAX_ATTEMPTS:
                     _backoff(attempt)
@@ -328,23 +426,38 @@ class Store:
                     raise StoreUnavailable(
                         f"the store stayed busy after {MAX_ATTEMPTS} attempts; try again"
                     ) from None
-                if is_connection_error(error):
-                    if idle is not None and not committing:
-                        # A kept connection the server dropped while idle (a restart):
-                        # nothing was committed, so the whole transaction runs again
-                        # on a fresh connection, as the pool's ping would have ensured.
-                        continue
-                    raise StoreUnavailable(
-                        f"lost the store {safe_url(self.url)}: {_first_line(error)}"
-                    ) from None
+                if (
+                    is_connection_error(error)
+                    and store_fault(error) is None
+                    and idle is not None
+                    and not committing
+                    and not retried_idle
+                    and self.backend != "sqlite"
+                ):
+                    # A kept connection the server dropped while idle (a restart):
+                    # nothing was committed, so the whole transaction runs again
+                    # on a fresh connection, as the pool's ping would have ensured.
+                    retried_idle = True
+                    continue
+                failure = self.failure(error)
+                if failure is not None:
+                    raise failure from None
                 raise
-        raise AssertionError("unreachable")
+        raise StoreUnavailable(f"the store stayed busy after {MAX_ATTEMPTS} attempts; try again")
 
     def write(self, fn: Callable[[Connection], T]) -> T:
         return self.run(fn, write=True)
 
     def read(self, fn: Callable[[Connection], T]) -> T:
         return self.run(fn, write=False)
+
+
+def _alive(conn: Connection) -> bool:
+    """Whether the server still has this connection (the dialect's own ping)."""
+    try:
+        return bool(conn.dialect.do_ping(conn.connection.dbapi_connection))
+    except conn.dialect.loaded_dbapi.Error:
+        return False
 
 
 def _missing_table(error: BaseException) -> bool:

@@ -22,6 +22,7 @@ from melange import macranges, policies, routes
 from melange.errors import Conflict, InvalidInput, MelangeError
 from melange.models import blocks, interfaces, ip_addresses, mac_ranges
 from melange.models import policies as policies_table
+from melange.names import require_network
 from melange.records import ip_text, iso
 from melange.store import utcnow
 from melange.validate import format_mac, parse_ip, parse_mac, validate_hostname, validate_name
@@ -62,6 +63,7 @@ CSV_FIELDS = [
 
 def export(conn: Connection, *, network: str | None = None) -> dict:
     """Everything (or one network) in a stable order, ready for json.dumps."""
+    require_network(conn, network)
     query = select(blocks).order_by(
         blocks.c.network, blocks.c.version, blocks.c.first_addr, blocks.c.prefixlen
     )

@@ -42,7 +42,9 @@ class App:
             from melange.store import Store
 
             settings = self.settings()
-            self._store = Store(settings.db_url, release_hold=settings.release_hold)
+            self._store = Store(
+                settings.db_url, release_hold=settings.release_hold, named=settings.db_named
+            )
         return self._store
 
     def call(self, operation: str, **params: Any) -> Any:

@@ -21,6 +21,14 @@ def upgrade(app: App):
     output.emit(app.output_format(), app.call("db.upgrade"), output.REVISION)
 
 
+@group.command("check")
+@output_option
+@pass_app
+def check(app: App):
+    """Verify every page of the store (SQLite: PRAGMA integrity_check); exit 6 if damaged."""
+    output.emit(app.output_format(), app.call("db.check"), output.CHECK)
+
+
 @group.command("current")
 @output_option
 @pass_app

@@ -53,7 +53,28 @@ class MelangeGroup(click.Group):
 @click.pass_context
 def cli(ctx: click.Context, db, config, socket, output, debug) -> None:
     """IP address management and DHCP address discovery."""
+    db, socket = _one_store(ctx, db, socket)
     ctx.obj = App(db=db, config=config, socket=socket, output=output, debug=debug)
+
+
+def _one_store(ctx: click.Context, db, socket) -> tuple:
+    """--db or --socket: both on the command line is a usage error (one would be
+    silently ignored). Otherwise the command line beats the environment, and
+    between MELANGE_SOCKET and MELANGE_DB the socket wins (docs/guide.md)."""
+    if db is None or socket is None:
+        return db, socket
+    from click.core import ParameterSource
+
+    typed = {
+        name
+        for name in ("db", "socket")
+        if ctx.get_parameter_source(name) == ParameterSource.COMMANDLINE
+    }
+    if typed == {"db", "socket"}:
+        raise click.UsageError("--socket and --db name two stores; give one of them")
+    if typed == {"db"}:
+        return db, None
+    return None, socket
 
 
 def _register() -> None:
@@ -119,6 +140,11 @@ def run(group: click.Group, argv: list[str], prog_name: str, **extra) -> int:
         return done.exit_code
     except click.exceptions.Abort:
         return report("interrupted", "interrupted", 130, as_json)
+    except click.exceptions.NoArgsIsHelpError as error:
+        # `melange` or `melange block` alone: the help as --help prints it (stdout),
+        # not squeezed into one Error line; exit 2, as click does, since no command ran.
+        click.echo(error.ctx.get_help())
+        return USAGE_EXIT
     except click.UsageError as error:
         return report(error.format_message(), "usage", USAGE_EXIT, as_json)
     except click.ClickException as error:

@@ -75,6 +75,7 @@ HISTORY = View(
     ("id", "at", "actor", "via", "command", "block_id", "address", "params", "outcome"),
 )
 REVISION = View("Schema", ("revision", "head", "up_to_date"))
+CHECK = View("Store check", ("status", "tables"))
 
 
 def text_of(value: Any) -> str:

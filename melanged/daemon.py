@@ -14,7 +14,7 @@ import time
 from pathlib import Path
 
 from melange import dhcpsync
-from melange.errors import Conflict, MelangeError
+from melange.errors import Conflict, MelangeError, NotFound
 from melange.store import Store
 from melanged.quiescence import Quiescence
 from melanged.settings import DaemonSettings
@@ -159,7 +159,10 @@ class Daemon:
                 if not isinstance(error, MelangeError):
                     log.exception("unexpected error in a pass; retrying")
                 if healthy is not False:
-                    log.error("store unavailable, keeping the last files: %s", message)
+                    # A network that names no block (a typo, its last block deleted) is
+                    # not rendered empty: the files dnsmasq has are kept, as for an outage.
+                    what = "nothing to render" if isinstance(error, NotFound) else "unavailable"
+                    log.error("store %s, keeping the last files: %s", what, message)
                 healthy = False
                 seen = None  # re-render once it is back
                 self.quiet.changed(time.monotonic())
@@ -198,6 +201,6 @@ def _log_result(result) -> None:
 
 
 def _safe(url: str) -> str:
-    from melange.store import safe_url
+    from melange.urls import safe_url
 
     return safe_url(url)

@@ -49,8 +49,9 @@ def cli(config, foreground, **flags) -> None:
 
     try:
         settings = resolve(flags, config)
-    except MelangeError as error:
-        raise click.ClickException(error.message) from None
+    except MelangeError as error:  # the contract's code (a malformed store URL is 6)
+        click.echo(f"Error: {error.message}", err=True)
+        sys.exit(error.exit_code)
     handler = _configure_logging(settings.log_file)
     daemon = Daemon(settings, reload_settings=lambda: resolve(flags, config))
     try:

@@ -70,4 +70,7 @@ def resolve(flags: dict, config: str | None) -> DaemonSettings:
         from melange.validate import validate_network
 
         validate_network(values["network"])
+    from melange.urls import parse_store_url
+
+    parse_store_url(db_url)  # a malformed URL stops melanged at start, in one line
     return DaemonSettings(db_url=db_url, release_hold=base.release_hold, **values)
