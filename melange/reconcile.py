@@ -39,9 +39,10 @@ from melange import blocks as block_ops
 from melange.addresses import reclaim_expired
 from melange.errors import InvalidInput, NotFound, PermissionDenied
 from melange.models import blocks, interfaces, ip_addresses
+from melange.names import require_network
 from melange.records import block_label, iso
 from melange.store import Store, lock_block, utcnow
-from melange.validate import format_mac, is_decimal, parse_mac, validate_network
+from melange.validate import format_mac, is_decimal, parse_mac
 
 IP = ip_addresses.c
 B = blocks.c
@@ -93,7 +94,7 @@ def reconcile(
     (the same list without `fix`). The CLI exits 8 while `remaining` is not empty.
     """
     if network is not None:
-        validate_network(network)
+        store.read(lambda conn: require_network(conn, network))
     if release_interface is not None:
         _check_release_interface(release_interface, needed=fix)
     hold = store.release_hold if hold_seconds is None else hold_seconds

@@ -15,6 +15,8 @@ from sqlalchemy.engine import URL, make_url
 
 from melange.errors import StoreUnavailable
 
+_QUERY_SECRET = re.compile(r"([?&][^=&]*(?:password|passwd|pwd)[^=&]*=)([^&]*)", re.IGNORECASE)
+
 
 def _password(url: str) -> str | None:
     """The password part of a URL as typed: between the user name's first `:` and the
@@ -27,32 +29,36 @@ def _password(url: str) -> str | None:
     return password if colon and password else None
 
 
+def _secrets(url: str) -> list[str]:
+    """Every password the URL holds: query arguments named like one (libpq takes
+    `?password=`), then the user's."""
+    found = [match.group(2) for match in _QUERY_SECRET.finditer(url) if match.group(2)]
+    password = _password(_QUERY_SECRET.sub(r"\1***", url))
+    return found + ([password] if password and password != "***" else [])
+
+
 def safe_url(url: str) -> str:
     """The URL with any password hidden, for messages and logs.
 
     Done on the text, not by SQLAlchemy's parser: a URL it cannot parse was
     printed whole, and one whose password holds an `@` was masked up to that
-    `@` only, showing the rest. Query arguments named like a password
-    (libpq takes `?password=`) are hidden too.
+    `@` only, showing the rest. Everything from the user name's `:` to the
+    last `@` is hidden, so a password is never cut short (at worst more is).
     """
-    password = _password(url)
-    if password is not None:
+    url = _QUERY_SECRET.sub(r"\1***", url)
+    if _password(url) is not None:
         scheme, _, rest = url.partition("://")
         at = rest.rfind("@")
         user = rest[:at].partition(":")[0]
         url = f"{scheme}://{user}:***@{rest[at + 1 :]}"
-    return _QUERY_SECRET.sub(r"\1***", url)
-
-
-_QUERY_SECRET = re.compile(r"([?&][^=&]*(?:password|passwd|pwd)[^=&]*=)[^&]*", re.IGNORECASE)
+    return url
 
 
 def redact(text: str, url: str) -> str:
-    """`text` (a driver's message, say) with the URL and its password hidden."""
-    password = _password(url)
+    """`text` (a driver's message, say) with the URL and its passwords hidden."""
     text = text.replace(url, safe_url(url))
-    if password:
-        for form in {password, unquote(password), quote(password, safe="")}:
+    for secret in _secrets(url):
+        for form in sorted({secret, unquote(secret), quote(secret, safe="")}, key=len)[::-1]:
             text = text.replace(form, "***")
     return text
 
@@ -84,13 +90,13 @@ def parse_store_url(url: str) -> URL:
         # With a password typed unencoded, the parser's "port" may be a piece of it.
         detail = "bad host or port" if _password(url) else redact(first_line(error), url)
         raise StoreUnavailable(f"the store URL {safe_url(url)} is malformed: {detail}") from None
-    typed = _password(url)
-    if typed is not None and parsed.password != unquote(typed):
-        # The parser took part of the password for the host: the driver's messages
-        # would show that part, and the server would be asked for the wrong host.
+    if parsed.get_backend_name() != "sqlite" and url.count("@") > 1:
+        # The parser takes all but the last `@` for the user and password, so part
+        # of a password (or of a query argument) became the host: the driver's
+        # messages would show it, and the wrong server would be asked.
         raise StoreUnavailable(
-            f"the password in the store URL {safe_url(url)} holds a character that must "
-            "be percent-encoded (@ as %40, / as %2F, ? as %3F, # as %23)"
+            f"the store URL {safe_url(url)} has more than one `@`; percent-encode any "
+            "in a password or argument (@ as %40, and / as %2F, ? as %3F, # as %23)"
         )
     return parsed
 

@@ -161,8 +161,10 @@ class Daemon:
                 if healthy is not False:
                     # A network that names no block (a typo, its last block deleted) is
                     # not rendered empty: the files dnsmasq has are kept, as for an outage.
-                    what = "nothing to render" if isinstance(error, NotFound) else "unavailable"
-                    log.error("store %s, keeping the last files: %s", what, message)
+                    what = "store unavailable"
+                    if isinstance(error, NotFound):
+                        what = "nothing to render"
+                    log.error("%s, keeping the last files: %s", what, message)
                 healthy = False
                 seen = None  # re-render once it is back
                 self.quiet.changed(time.monotonic())
