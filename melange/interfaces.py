@@ -7,7 +7,7 @@ from sqlalchemy import Connection, delete, insert, select, update
 from melange import addresses, macranges
 from melange.errors import Conflict, Exhausted, NotFound
 from melange.models import allocated_macs, blocks, interfaces, ip_addresses
-from melange.names import require_device
+from melange.names import require_device, require_network
 from melange.records import iso
 from melange.store import utcnow
 from melange.validate import format_mac, parse_mac, validate_name, validate_network
@@ -72,9 +72,8 @@ def create(
     mac_value = parse_mac(mac) if mac is not None else None
     if conn.execute(select(I.id).where(I.vif_id == vif)).first():
         raise Conflict(f"interface {vif!r} already exists")
-    leaves = _leaf_blocks(conn, network)
-    if not leaves:
-        raise NotFound(f"network {network!r} has no blocks")
+    require_network(conn, network)
+    leaves = _leaf_blocks(conn, network)  # never empty: a subnet is in its parent's network
     range_id = None
     if mac_value is None:
         range_id, mac_value = macranges.next_free(conn)

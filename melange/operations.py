@@ -108,32 +108,11 @@ def run(
         kwargs["hold_seconds"] = store.release_hold
     if not operation.write:
         store.require_existing()
-    from sqlalchemy import exc
-
-    try:
-        return _run(store, name, operation, function, kwargs, params, actor, via)
-    except exc.DBAPIError as error:
-        # Whole-store operations (migrations, say) use connections of their own:
-        # a read-only, full or damaged store is exit 6 there too, never a bug.
-        failure = store.failure(error)
-        if failure is None:
-            raise
-        raise failure from None
-
-
-def _run(
-    store: Store,
-    name: str,
-    operation: Operation,
-    function: Callable[..., Any],
-    kwargs: dict[str, Any],
-    params: dict[str, Any],
-    actor: str | None,
-    via: str,
-) -> Any:
     from melange import audit
 
-    with audit.acting(actor or audit.os_user(), via):
+    # store.faults(): whole-store operations (migrations, say) use connections of their
+    # own; a read-only, full or damaged store is exit 6 there too, never a bug.
+    with store.faults(), audit.acting(actor or audit.os_user(), via):
         if operation.whole_store:
             if not name.startswith("db."):
                 store.ensure_schema()

@@ -291,6 +291,17 @@ class Store:
             message += f": {redact(first_line(error), self.url)}"
         return StoreUnavailable(message)
 
+    @contextmanager
+    def faults(self) -> Iterator[None]:
+        """Database errors that escape a block become what they mean (see `failure`)."""
+        try:
+            yield
+        except exc.DBAPIError as error:
+            failure = self.failure(error)
+            if failure is None:
+                raise
+            raise failure from None
+
     def failure(self, error: exc.DBAPIError) -> MelangeError | None:
         """What a database error means to the user, when it is not a bug: exit 6 for a
         store that cannot take the change (read-only, full, damaged) or went away."""

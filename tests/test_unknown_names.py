@@ -31,6 +31,15 @@ UNKNOWN = [
     ("export", "--network", "typo"),
     ("history", "--block", "typo"),
     ("reconcile", "--network", "typo"),
+    ("interface", "create", "vif9", "--network", "typo"),
+    ("block", "allocate", "typo"),
+    ("block", "subnet", "typo", "10.0.0.0/26"),
+    ("ip", "release", "10.0.0.2", "--block", "typo"),
+    ("route", "add", "typo", "10.9.0.0/16", "--gateway", "10.0.0.1"),
+]
+RENDERS_AND_LISTS = [args for args in UNKNOWN if args[0] in ("dhcp", "export", "report")] + [
+    ("block", "list", "--network", "typo"),
+    ("interface", "list", "--device", "typo"),
 ]
 INVALID = [
     ("dhcp", "hosts", "--network", "a b"),
@@ -72,7 +81,7 @@ def test_a_name_that_matches_nothing_is_not_found(seeded, args):
     _fails(seeded, args, 3)
 
 
-@pytest.mark.parametrize("args", UNKNOWN[:3] + UNKNOWN[9:14], ids=" ".join)
+@pytest.mark.parametrize("args", RENDERS_AND_LISTS, ids=" ".join)
 def test_not_found_with_json_output_too(seeded, args):
     _fails(seeded, args, 3, output="json")
 
