@@ -15,6 +15,8 @@ from pathlib import Path
 
 from melange import dhcpsync
 from melange.errors import Conflict, MelangeError
+from melange.filesync import remove_leftovers
+from melange.localfiles import open_regular, prepare_directory
 from melange.store import Store
 from melanged.quiescence import Quiescence
 from melanged.settings import DaemonSettings
@@ -27,20 +29,24 @@ BACKOFF_MAX = 30.0
 
 
 class PidFile:
-    """A pidfile held with flock: a second daemon on it fails, a stale one is reclaimed."""
+    """A pidfile held with flock: a second daemon on it fails, a stale one is reclaimed.
+
+    Opened without following a link, in a directory nobody else controls, and
+    only when it is a regular file: a link planted in /run or /tmp by another
+    user would otherwise have root truncate whatever it points at."""
 
     def __init__(self, path: Path) -> None:
         self.path = path
         self.fd: int | None = None
 
     def __enter__(self) -> PidFile:
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+        prepare_directory(self.path.parent)
+        fd = open_regular(self.path, os.O_RDWR | os.O_CREAT, 0o644)
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
+            other = os.pread(fd, 64, 0).decode(errors="replace").strip() or "?"
             os.close(fd)
-            other = self.path.read_text().strip() or "?"
             raise Conflict(
                 f"melanged is already running (pid {other}, pidfile {self.path})"
             ) from None
@@ -81,6 +87,10 @@ class Daemon:
         )
         self.backend = dhcpsync.load(s.backend, target)
         self.quiet = Quiescence(s.wait_min, s.wait_max)
+        for path in (s.hostsfile, s.optsfile, s.hostsdir):
+            if path is not None:
+                for left in remove_leftovers(path):
+                    log.info("removed %s, left by an interrupted render", left)
 
     def open_socket(self) -> None:
         """Serve melange commands on the socket, beside the watcher."""

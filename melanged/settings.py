@@ -70,4 +70,17 @@ def resolve(flags: dict, config: str | None) -> DaemonSettings:
         from melange.validate import validate_network
 
         validate_network(values["network"])
-    return DaemonSettings(db_url=db_url, release_hold=base.release_hold, **values)
+    settings = DaemonSettings(db_url=db_url, release_hold=base.release_hold, **values)
+    check_places(settings)
+    return settings
+
+
+def check_places(settings: DaemonSettings) -> None:
+    """Refuse at start (and at SIGHUP) the paths whose directories someone else could
+    redirect: a link planted in /tmp, a directory open to all (melange.localfiles)."""
+    from melange.localfiles import check_directory
+
+    for name in sorted(PATHS):
+        path = getattr(settings, name)
+        if path is not None:
+            check_directory(path if name == "hostsdir" else path.parent)
