@@ -70,6 +70,15 @@ def users():
     made.cleanup()
 
 
+@pytest.fixture
+def root_sleep():
+    """A real root process, the would-be target of a misdirected signal."""
+    process = subprocess.Popen(["sleep", "300"])
+    yield process
+    process.kill()
+    process.wait()
+
+
 def as_user(user: User | None, argv: Sequence[str], *, clear_groups: bool = False) -> list[str]:
     """`argv` under setpriv as `user` (its groups from /etc/group, or none at all)."""
     if user is None:

@@ -118,12 +118,11 @@ def test_a_fifo_as_hostsfile_is_refused_not_hung_on(sqlite_url, tmp_path):
     _refused(proc, "not a regular file")
 
 
-def test_melanged_never_signals_a_process_that_is_not_dnsmasq(sqlite_url, tmp_path):
+def test_melanged_never_signals_a_process_that_is_not_dnsmasq(sqlite_url, tmp_path, root_sleep):
     """The configured pidfile names a root `sleep` (a stale pidfile, a reused pid): the
     render is written, the sleep lives, the log says dnsmasq is not running."""
-    sleeper = subprocess.Popen(["sleep", "300"])
     pidfile = tmp_path / "dnsmasq.pid"
-    pidfile.write_text(f"{sleeper.pid}\n")
+    pidfile.write_text(f"{root_sleep.pid}\n")
     operations.run(Store(sqlite_url), "block.allocate",
                    {"block_ref": "b", "mac": "02:00:00:00:00:01"})  # fmt: skip
     log = tmp_path / "melanged.log"
@@ -135,34 +134,27 @@ def test_melanged_never_signals_a_process_that_is_not_dnsmasq(sqlite_url, tmp_pa
         wait_until(lambda: log.exists() and "dnsmasq is not running" in log.read_text(),
                    timeout=30, what="the first render")  # fmt: skip
         assert "02:00:00:00:00:01" in (tmp_path / "hosts").read_text()
-        assert sleeper.poll() is None, "melanged signalled a process that is not dnsmasq"
+        assert root_sleep.poll() is None, "melanged signalled a process that is not dnsmasq"
     finally:
         terminate(daemon)
-        sleeper.kill()
-        sleeper.wait()
 
 
-def test_dhcp_sync_never_signals_a_process_that_is_not_dnsmasq(sqlite_url, tmp_path):
+def test_dhcp_sync_never_signals_a_process_that_is_not_dnsmasq(sqlite_url, tmp_path, root_sleep):
     """A pidfile holding a root sleep's pid: files written, no signal. /proc/PID/stat
     (whose first field is the pid) is no pidfile at all: refused."""
-    sleeper = subprocess.Popen(["sleep", "300"])
     stale = tmp_path / "stale.pid"
-    stale.write_text(f"{sleeper.pid}\n")
+    stale.write_text(f"{root_sleep.pid}\n")
     sync = ("dhcp", "sync", "--hostsfile", str(tmp_path / "hosts"), "--dnsmasq-pidfile")
-    try:
-        operations.run(Store(sqlite_url), "block.allocate",
-                       {"block_ref": "b", "mac": "02:00:00:00:00:01"})  # fmt: skip
-        proc = melange(None, "--db", sqlite_url, "-o", "json", *sync, str(stale))
-        assert proc.returncode == 0, proc.stderr
-        assert '"reloaded": false' in proc.stdout and '"hosts_changed": true' in proc.stdout
-        operations.run(Store(sqlite_url), "block.allocate",
-                       {"block_ref": "b", "mac": "02:00:00:00:00:02"})  # fmt: skip
-        _refused(melange(None, "--db", sqlite_url, *sync, f"/proc/{sleeper.pid}/stat"), "larger")
-        time.sleep(0.2)
-        assert sleeper.poll() is None, "dhcp sync signalled a process that is not dnsmasq"
-    finally:
-        sleeper.kill()
-        sleeper.wait()
+    operations.run(Store(sqlite_url), "block.allocate",
+                   {"block_ref": "b", "mac": "02:00:00:00:00:01"})  # fmt: skip
+    proc = melange(None, "--db", sqlite_url, "-o", "json", *sync, str(stale))
+    assert proc.returncode == 0, proc.stderr
+    assert '"reloaded": false' in proc.stdout and '"hosts_changed": true' in proc.stdout
+    operations.run(Store(sqlite_url), "block.allocate",
+                   {"block_ref": "b", "mac": "02:00:00:00:00:02"})  # fmt: skip
+    _refused(melange(None, "--db", sqlite_url, *sync, f"/proc/{root_sleep.pid}/stat"), "larger")
+    time.sleep(0.2)
+    assert root_sleep.poll() is None, "dhcp sync signalled a process that is not dnsmasq"
 
 
 def test_a_killed_renders_temp_files_are_removed_at_start(sqlite_url, tmp_path):

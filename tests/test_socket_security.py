@@ -108,23 +108,17 @@ def test_admin_cannot_replace_a_root_file_through_dhcp_sync(daemon, people, secr
     assert secret.stat().st_mode & 0o777 == 0o600
 
 
-def test_admin_cannot_signal_a_root_process(daemon, people, tmp_path):
-    sleeper = subprocess.Popen(["sleep", "300"])
+def test_admin_cannot_signal_a_root_process(daemon, people, tmp_path, root_sleep):
     planted = tmp_path / "planted.pid"
-    planted.write_text(f"{sleeper.pid}\n")
-    try:
-        for pidfile in (f"/proc/{sleeper.pid}/stat", str(planted)):
-            proc = _sock(daemon, people["admin"], "dhcp", "sync", "--hostsfile",
-                         str(tmp_path / "h"), "--dnsmasq-pidfile", pidfile)  # fmt: skip
-            _one_error_line(proc, 7)
-            proc = _sock(daemon, people["admin"], "reconcile", "--fix", "--dnsmasq-pidfile",
-                         pidfile)  # fmt: skip
-            _one_error_line(proc, 7)
-        time.sleep(0.2)
-        assert sleeper.poll() is None, "the root sleep was signalled"
-    finally:
-        sleeper.kill()
-        sleeper.wait()
+    planted.write_text(f"{root_sleep.pid}\n")
+    for pidfile in (f"/proc/{root_sleep.pid}/stat", str(planted)):
+        proc = _sock(daemon, people["admin"], "dhcp", "sync", "--hostsfile",
+                     str(tmp_path / "h"), "--dnsmasq-pidfile", pidfile)  # fmt: skip
+        _one_error_line(proc, 7)
+        proc = _sock(daemon, people["admin"], "reconcile", "--fix", "--dnsmasq-pidfile", pidfile)
+        _one_error_line(proc, 7)
+    time.sleep(0.2)
+    assert root_sleep.poll() is None, "the root sleep was signalled"
 
 
 def test_release_interface_is_host_local_too(daemon, people):
