@@ -312,3 +312,14 @@ def test_the_direct_audit_actor_is_the_kernels_uid_not_logname(tmp_path):
     made = melange(None, "--db", str(db), "block", "create", "10.1.0.0/24", extra_env=spoof)
     assert made.returncode == 0, made.stderr
     assert execute_sql(db, "SELECT actor FROM audit_log") == [("root",)]
+
+
+def test_every_path_or_interface_parameter_is_host_local():
+    """A later operation taking a file, directory or interface is host-local by name:
+    the rule cannot be forgotten for it."""
+    from melange.localfiles import HOST_LOCAL_PARAMS
+
+    for name in operations.OPERATIONS:
+        for param in operations.parameters(name):
+            if param.endswith(("file", "dir", "path")) or param.startswith("release_"):
+                assert param in HOST_LOCAL_PARAMS, (name, param)
