@@ -45,7 +45,7 @@ REQUEST_DEADLINE = 10.0  # seconds for a whole request line, however it trickles
 SEND_TIMEOUT = 60.0  # a peer that stops reading its answer loses its slot
 MAX_CLIENTS = 256  # connections served at once (root and melanged's user: beyond this)
 RESERVED = 32  # of those, kept for admins: readers alone never fill the daemon
-PER_USER = 16  # connections one user (other than root) may hold at once
+PER_USER = 64  # connections one user (other than root) may hold at once
 SO_PEERGROUPS = getattr(socket, "SO_PEERGROUPS", 59)  # Linux 4.13+
 READ_ONLY = {name for name, op in operations.OPERATIONS.items() if not op.write}
 READ_ONLY.discard("dhcp.sync")  # writes files and signals dnsmasq

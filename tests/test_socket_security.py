@@ -33,6 +33,7 @@ def people(users):
     return {
         "admin": users.user("admin"),
         "reader": users.user("reader", groups=[readers]),
+        "crowd": [users.user(f"crowd{n}", groups=[readers]) for n in range(4)],
         "stranger": users.user("strange"),
         "readers": readers,
     }
@@ -251,16 +252,17 @@ print(json.dumps({"busy": busy, "closed": closed, "open": len(held)}), flush=Tru
 """
 
 
-def test_a_trickling_reader_cannot_lock_root_out(daemon, people):
-    """Hundreds of connections sending a byte now and then: the reader's own limit turns
-    most away, the rest are closed at the request deadline, and root is served."""
-    trickler = subprocess.Popen(
-        as_user(people["reader"], [sys.executable, "-c", TRICKLER, str(daemon.socket),
-                                   "300", "25"]),
-        stdout=subprocess.PIPE, text=True,
-    )  # fmt: skip
+def test_trickling_readers_cannot_lock_root_or_admins_out(daemon, people):
+    """Four readers hold 400 connections sending a byte now and then: each user's limit
+    and the slots kept for admins turn many away, the rest are closed at the request
+    deadline, and root and the admin are served meanwhile."""
+    tricklers = []
     try:
-        assert trickler.stdout.readline().strip() == "connected"
+        for reader in people["crowd"]:
+            argv = [sys.executable, "-c", TRICKLER, str(daemon.socket), "100", "25"]
+            trickler = subprocess.Popen(as_user(reader, argv), stdout=subprocess.PIPE, text=True)
+            tricklers.append(trickler)
+            assert trickler.stdout.readline().strip() == "connected"
         root = _sock(daemon, None, "block", "allocate", "b")
         assert root.returncode == 0, root.stderr
         admin = _sock(daemon, people["admin"], "block", "list")
@@ -268,12 +270,13 @@ def test_a_trickling_reader_cannot_lock_root_out(daemon, people):
         more = _sock(daemon, people["reader"], "block", "list")
         _one_error_line(more, 6)
         assert "busy" in more.stderr
-        report = json.loads(trickler.stdout.readline())
-        assert report["busy"] >= 250
-        assert report["open"] == 0, "trickling connections outlived the request deadline"
+        reports = [json.loads(t.stdout.readline()) for t in tricklers]
+        assert sum(r["busy"] for r in reports) >= 100
+        assert [r["open"] for r in reports] == [0] * 4, "connections outlived the deadline"
     finally:
-        trickler.kill()
-        trickler.wait()
+        for trickler in tricklers:
+            trickler.kill()
+            trickler.wait()
     after = _sock(daemon, people["reader"], "block", "list")
     assert after.returncode == 0, after.stderr
 
