@@ -174,6 +174,8 @@ def check_directory(directory: Path) -> list[Path]:
             info = os.lstat(step)
         except FileNotFoundError:
             return [Path(*path.parts[: i + 1]) for i in range(index, len(path.parts))]
+        except PermissionError:
+            raise PermissionDenied(f"no permission to look into {here} (for {directory})") from None
         if stat.S_ISLNK(info.st_mode):
             if info.st_uid not in trusted_uids():
                 raise Conflict(

@@ -268,7 +268,11 @@ class SocketServer(socketserver.ThreadingMixIn, socketserver.UnixStreamServer):
             _send_now(request, refusal)
             self.shutdown_request(request)
             return
-        super().process_request(request, peer)
+        try:
+            super().process_request(request, peer)
+        except BaseException:
+            self._leave(peer)  # no thread: the slot is free again
+            raise
 
     def _admit(self, peer: Peer, role: str) -> bool:
         """root and melanged's user always; others within their own limit, readers
@@ -287,12 +291,16 @@ class SocketServer(socketserver.ThreadingMixIn, socketserver.UnixStreamServer):
         try:
             super().process_request_thread(request, peer)
         finally:
-            if not peer.privileged:
-                with self.lock:
-                    self.serving -= 1
-                    self.by_uid[peer.uid] -= 1
-                    if not self.by_uid[peer.uid]:
-                        del self.by_uid[peer.uid]
+            self._leave(peer)
+
+    def _leave(self, peer: Peer) -> None:
+        if peer.privileged:
+            return
+        with self.lock:
+            self.serving -= 1
+            self.by_uid[peer.uid] -= 1
+            if not self.by_uid[peer.uid]:
+                del self.by_uid[peer.uid]
 
     def answer(self, peer: Peer, line: bytes) -> dict:
         request_id = None
