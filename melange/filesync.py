@@ -54,7 +54,7 @@ def write_if_changed(path: Path, chunks: Iterable[str], *, mode: int = 0o644) ->
     """Atomically make `path` hold the concatenated `chunks`; False when it already did."""
     path = Path(path)
     prepare_directory(path.parent)
-    _refuse_special(path)
+    refuse_special(path)
     digest = hashlib.sha256()
     fd, temp_name = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
     temp = Path(temp_name)
@@ -85,7 +85,7 @@ def write_if_changed(path: Path, chunks: Iterable[str], *, mode: int = 0o644) ->
         raise
 
 
-def _refuse_special(path: Path) -> None:
+def refuse_special(path: Path) -> None:
     """A directory, FIFO, socket or device where a file should be is a mistake or a
     trap: never replaced, never read."""
     try:

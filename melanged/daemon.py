@@ -14,7 +14,7 @@ import time
 from pathlib import Path
 
 from melange import dhcpsync
-from melange.errors import Conflict, MelangeError
+from melange.errors import Conflict, MelangeError, StoreUnavailable
 from melange.filesync import remove_leftovers
 from melange.localfiles import open_regular, prepare_directory
 from melange.store import Store
@@ -169,7 +169,7 @@ class Daemon:
                 if not isinstance(error, MelangeError):
                     log.exception("unexpected error in a pass; retrying")
                 if healthy is not False:
-                    log.error("store unavailable, keeping the last files: %s", message)
+                    log.error("%s, keeping the last files: %s", _trouble(error), message)
                 healthy = False
                 seen = None  # re-render once it is back
                 self.quiet.changed(time.monotonic())
@@ -185,6 +185,13 @@ class Daemon:
             log.error("keeping the old configuration: %s", error.message)
             return
         self._setup()
+
+
+def _trouble(error: Exception) -> str:
+    """What a failed pass was about: the store, or (refused paths) the files."""
+    if isinstance(error, MelangeError) and not isinstance(error, StoreUnavailable):
+        return "render refused"
+    return "store unavailable"
 
 
 def _sleep_unless_signalled(daemon: Daemon, seconds: float) -> None:

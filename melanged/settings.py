@@ -78,9 +78,13 @@ def resolve(flags: dict, config: str | None) -> DaemonSettings:
 def check_places(settings: DaemonSettings) -> None:
     """Refuse at start (and at SIGHUP) the paths whose directories someone else could
     redirect: a link planted in /tmp, a directory open to all (melange.localfiles)."""
+    from melange.filesync import refuse_special
     from melange.localfiles import check_directory
 
     for name in sorted(PATHS):
         path = getattr(settings, name)
         if path is not None:
             check_directory(path if name == "hostsdir" else path.parent)
+    for path in (settings.hostsfile, settings.optsfile):
+        if path is not None:
+            refuse_special(path)
