@@ -103,7 +103,7 @@ def reconcile(
         network=network,
         hostsdir=Path(hostsdir) if hostsdir else None,
     )
-    if sources.leasefile is not None and not sources.leasefile.is_file():
+    if sources.leasefile is not None and not sources.leasefile.exists():
         raise NotFound(f"no lease file {sources.leasefile} (dnsmasq --dhcp-leasefile)")
     purged = purge_expired_holds(store, hold, network)
     found = check(store, sources)

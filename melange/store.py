@@ -155,7 +155,7 @@ def make_engine(url: str) -> Engine:
     connect_args: dict = {}
     if backend == "sqlite":
         database = parsed.database
-        if database and database != ":memory:":
+        if database and database != ":memory:" and not database.startswith("file:"):
             create_private_file(Path(database))
         connect_args["timeout"] = SQLITE_BUSY_TIMEOUT_MS / 1000
     elif backend in ("mysql", "mariadb"):

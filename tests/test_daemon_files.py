@@ -118,6 +118,9 @@ def test_a_fifo_as_hostsfile_is_refused_not_hung_on(sqlite_url, tmp_path):
     _refused(proc, "not a regular file")
     for option in ("--hostsfile", "--optsfile"):
         _refused(_melanged(sqlite_url, tmp_path, option, str(fifo)), "not a regular file")
+    for option in ("--hostsfile", "--leasefile"):
+        proc = melange(None, "--db", sqlite_url, "reconcile", option, str(fifo), timeout=30)
+        _refused(proc, "not a regular file")
 
 
 def test_melanged_never_signals_a_process_that_is_not_dnsmasq(sqlite_url, tmp_path, root_sleep):
