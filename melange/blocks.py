@@ -629,6 +629,10 @@ def update_block(
     if tenant is not None:
         values["tenant"] = validate_name(tenant, "tenant")
     below = subnets.descendants(conn, row.id)
+    if gateway or no_gateway or policy or no_policy:
+        # Subnets' exclusions change with their ancestors': lock them before looking at
+        # their addresses, so no allocation in them can take the new gateway meanwhile.
+        below = [lock_block(conn, block.id) for block in below]
     if gateway:
         gateway_value = _check_gateway(net, gateway)
         ip = ip_addresses.c
@@ -664,7 +668,6 @@ def update_block(
         # Subnets inherit both, and never hand out an ancestor's: their exclusions
         # changed too, and those that shrank must get their addresses back.
         for block in (fresh, *below):
-            lock_block(conn, block.id)
             free_space(conn, block).rebuild()
     return record(conn, fresh)
 
