@@ -9,6 +9,7 @@ from collections import Counter
 from pathlib import Path
 
 from conftest import dump_store
+from melanged_harness import Melanged, cli, reloads, wait_until
 from realparts import Dnsmasq, find_dnsmasq, udhcpc_lease
 from test_cli_contract import assert_error
 
@@ -236,3 +237,29 @@ def test_an_ipv6_block_dnsmasq_cannot_serve_is_a_comment_not_a_range(melange, tm
     check = subprocess.run([find_dnsmasq(), "--test", f"--conf-file={conf}"],
                            capture_output=True, text=True)  # fmt: skip
     assert check.returncode != 0 and "prefix length must be at least 64" in check.stderr
+
+
+def test_melanged_carries_a_parents_new_gateway_to_its_subnets_clients(netns_pair, tmp_path):
+    """A subnet's options follow its parent: melanged re-renders them, dnsmasq serves them."""
+    db = f"sqlite:///{tmp_path / 'store.db'}"
+    cli(db, "block", "create", "10.77.0.0/24", "--name", "lan", "--network", "net1",
+        "--gateway", "10.77.0.1")  # fmt: skip
+    cli(db, "block", "subnet", "lan", "10.77.0.0/25", "--name", "a")
+    ip = cli(db, "block", "allocate", "a", "--mac", MAC_A).strip()
+    config = cli(db, "dhcp", "config").splitlines()
+    dnsmasq = Dnsmasq(netns_pair, tmp_path / "dnsmasq", config_lines=config)
+    dnsmasq.workdir.mkdir()
+    dnsmasq.hostsfile.write_text(cli(db, "dhcp", "hosts"))
+    dnsmasq.optsfile.write_text(cli(db, "dhcp", "opts"))
+    router = f"tag:{A},option:router,"
+    assert f"{router}10.77.0.1\n" in dnsmasq.optsfile.read_text()
+    with dnsmasq, Melanged(db, dnsmasq, tmp_path, network="net1") as daemon:
+        daemon.wait_log("rendered|watching")
+        assert udhcpc_lease(netns_pair, MAC_A)["router"] == "10.77.0.1"
+        mark = dnsmasq.log_mark()
+        cli(db, "block", "update", "lan", "--gateway", "10.77.0.126")
+        wait_until(lambda: f"{router}10.77.0.126\n" in dnsmasq.optsfile.read_text(),
+                   what="the parent's new gateway in the subnet's options")  # fmt: skip
+        wait_until(lambda: reloads(dnsmasq, mark) >= 1, what="dnsmasq reload")
+        lease = udhcpc_lease(netns_pair, MAC_A)
+        assert (lease["ip"], lease["router"]) == (ip, "10.77.0.126")
