@@ -1,6 +1,7 @@
 """Static routes per block (served to DHCP clients as classless static routes).
 
-A route's gateway must be on-link: inside the block the route is added to.
+A route's gateway must be on-link: inside the block the route is added to, or
+the gateway the block has in effect (a subnet may inherit one outside it).
 A route to the default destination replaces, for the block's DHCP clients,
 the default route through the block's gateway (their router becomes the
 route's gateway). Every block's option 121 must fit what dnsmasq accepts:
@@ -37,11 +38,16 @@ def _record(block, destination: str, gateway: int) -> dict:
     }
 
 
-def _check_on_link(block, via: netaddr.IPAddress) -> None:
-    """A DHCP client can only reach a gateway on its own link: inside the block."""
-    if via not in netaddr.IPNetwork(block.cidr):
+def _check_on_link(conn: Connection, block, via: netaddr.IPAddress) -> None:
+    """A DHCP client can only reach a gateway on its own link: inside the block, or the
+    gateway it is given as its router (a subnet's inherited one may lie outside it)."""
+    if via in netaddr.IPNetwork(block.cidr):
+        return
+    gateway, _ = subnets.nearest(block, subnets.ancestors(conn, block), "gateway")
+    if gateway != int(via):
         raise InvalidInput(
             f"route gateway {via} is not on-link: it lies outside block {block.cidr}"
+            " and is not its gateway"
         )
 
 
@@ -77,7 +83,7 @@ def add(conn: Connection, block_ref: str, destination: str, *, gateway: str) -> 
         raise InvalidInput(
             f"route {dest} via {via} is not of the same IP version as block {block.cidr}"
         )
-    _check_on_link(block, via)
+    _check_on_link(conn, block, via)
     if conn.execute(select(R.id).where(R.block_id == block.id, R.destination == str(dest))).first():
         raise Conflict(f"block {block.cidr} already has a route to {dest}")
     conn.execute(insert(routes).values(block_id=block.id, destination=str(dest), gateway=int(via)))

@@ -96,6 +96,12 @@ def test_a_route_gateway_must_be_on_link(melange):
     for gateway in ("10.0.1.1", "192.168.0.1"):
         assert_error(melange("route", "add", "web", "10.9.0.0/16", "--gateway", gateway), 2)
     assert dump_store(melange.db) == before
+    # A subnet's inherited gateway is its router, so on its link; its parent's others are not.
+    melange.ok("block", "update", "web", "--gateway", "10.0.0.1")
+    melange.ok("block", "subnet", "web", "10.0.0.64/26", "--name", "web-b")
+    assert_error(melange("route", "add", "web-b", "10.9.0.0/16", "--gateway", "10.0.0.5"), 2)
+    melange.ok("route", "add", "web-b", "10.9.0.0/16", "--gateway", "10.0.0.1")
+    melange.ok("route", "add", "web-b", "10.8.0.0/16", "--gateway", "10.0.0.70")
 
 
 def _add_until_refused(melange, block: str, routes: list[tuple[str, str]]) -> int:
