@@ -63,6 +63,12 @@ def test_a_subnets_own_values_replace_inherited_ones(melange):
     shown = melange.json("block", "show", "web-b")
     assert (shown["gateway"], shown["dns"], shown["inherited"]) == (
         "10.0.0.129", ["10.0.0.153"], {})
+    melange.ok("block", "update", "web-b", "--no-gateway", "--no-dns")
+    shown = melange.json("block", "show", "web-b")
+    assert (shown["gateway"], shown["dns"], shown["inherited"]) == (
+        "10.0.0.1", ["10.0.0.53"], {"gateway": "web", "dns": "web"})
+    melange.ok("block", "update", "web-b", "--gateway", "10.0.0.129")
+    assert melange.json("block", "list")[1]["gateway"] == "10.0.0.129"  # its own, listed
     assert_error(melange("block", "subnet", "web", "10.0.0.0/26", "--gateway", "10.0.0.65"), 2)
     assert_error(melange("block", "subnet", "web", "10.0.0.0/26", "--policy", "nope"), 3)
     melange.ok("block", "create", "10.0.0.0/26", "--parent", "web", "--name", "web-a",
