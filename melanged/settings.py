@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass, fields
 from pathlib import Path
 
@@ -53,8 +54,8 @@ def resolve(flags: dict, config: str | None) -> DaemonSettings:
             raw = section.get(name)
         if raw is None or raw == "":
             continue
-        if name in PATHS:
-            values[name] = Path(raw)
+        if name in PATHS:  # absolute now: a daemon works in /, not where it was started
+            values[name] = Path(os.path.abspath(raw))
         elif name in FLOATS:
             try:
                 values[name] = float(raw)

@@ -89,7 +89,9 @@ def test_a_directory_where_a_file_belongs_is_one_error_line(sqlite_url, tmp_path
     _refused(_melanged(sqlite_url, tmp_path, option, str(directory)), "is a directory")
 
 
-@pytest.mark.parametrize("option", ["--optsfile", "--hostsfile", "--pidfile", "--log-file"])
+@pytest.mark.parametrize(
+    "option", ["--optsfile", "--hostsfile", "--pidfile", "--log-file", "--socket"]
+)
 def test_no_file_is_written_through_a_parent_directory_linked_by_another_user(
     sqlite_url, tmp_path, sticky, mallory, option
 ):
@@ -249,3 +251,22 @@ def test_melanged_runs_as_an_unprivileged_user_beside_its_dnsmasq(users, tmp_pat
                 assert terminate(daemon) == 0, log.read_text()
     finally:
         subprocess.run(["rm", "-rf", str(top)], check=False)
+
+
+def test_relative_paths_mean_where_melanged_was_started(sqlite_url, tmp_path):
+    """A detached melanged works in /: its relative paths are made absolute first."""
+    name = f"mlg-rel-{os.getpid()}.hosts"
+    pidfile = tmp_path / "melanged.pid"
+    argv = [sys.executable, "-m", "melanged.main", "--db", sqlite_url, "--hostsfile", name,
+            "--pidfile", str(pidfile), "--log-file", str(tmp_path / "melanged.log")]  # fmt: skip
+    try:
+        started = subprocess.run(argv, env=env(), cwd=tmp_path, capture_output=True, timeout=60)
+        assert started.returncode == 0, started.stderr
+        wait_until(lambda: (tmp_path / name).exists() or Path("/", name).exists(), timeout=30,
+                   what="the first render")  # fmt: skip
+        assert (tmp_path / name).exists()
+    finally:
+        wait_until(pidfile.exists, timeout=30, what="the pidfile")
+        os.kill(int(pidfile.read_text()), 15)
+        wait_until(lambda: not pidfile.exists(), timeout=30, what="melanged to stop")
+        Path("/", name).unlink(missing_ok=True)
