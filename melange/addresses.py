@@ -110,7 +110,7 @@ def allocate(
     block_ref: str,
     *,
     hold_seconds: int,
-    mac: str | int | None = None,
+    mac: str | None = None,
     address: str | None = None,
     count: int | None = None,
     hostname: str | None = None,
@@ -126,7 +126,7 @@ def allocate(
     if count is not None and (mac is not None or address is not None or hostname is not None):
         raise InvalidInput("--count cannot be combined with --mac, --address or --hostname")
     count = validate_count(count) if count is not None else 1
-    mac_value = parse_mac(mac) if isinstance(mac, str) else mac
+    mac_value = parse_mac(mac) if mac is not None else None
     if hostname is not None:
         hostname = validate_hostname(hostname)
     if tenant is not None:
@@ -252,7 +252,9 @@ def find_locked(conn: Connection, address: str, block_ref: str | None, hold_seco
     return find(conn, address, str(row.block_id), hold_seconds)
 
 
-def show(conn: Connection, address: str, block_ref: str | None, hold_seconds: int) -> dict:
+def show(
+    conn: Connection, address: str, block_ref: str | None = None, *, hold_seconds: int
+) -> dict:
     return address_record(find(conn, address, block_ref, hold_seconds), hold_seconds)
 
 

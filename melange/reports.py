@@ -8,15 +8,19 @@ number of addresses.
 from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
+from typing import Annotated
 
 from sqlalchemy import Connection, func, select
 
 from melange import blocks as block_ops
 from melange.errors import InvalidInput
 from melange.models import audit_log, blocks, ip_addresses
+from melange.params import Bounds
 from melange.records import ip_text, iso
 from melange.store import utcnow
 from melange.validate import parse_duration, parse_ip
+
+MAX_HISTORY = 100_000  # rows in one answer (a socket answer is one JSON line)
 
 
 def utilization(
@@ -90,7 +94,7 @@ def history(
     block: str | None = None,
     address: str | None = None,
     since: str | None = None,
-    limit: int = 1000,
+    limit: Annotated[int, Bounds(1, MAX_HISTORY)] = 1000,
 ) -> list[dict]:
     """Changes recorded in the audit trail, oldest first (the newest `limit`)."""
     a = audit_log.c

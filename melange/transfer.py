@@ -14,6 +14,7 @@ import io
 import json
 from collections.abc import Callable, Iterator
 from datetime import datetime
+from typing import Annotated
 
 from sqlalchemy import Connection, insert, select, update
 
@@ -22,6 +23,7 @@ from melange import macranges, policies, routes
 from melange.errors import Conflict, InvalidInput, MelangeError
 from melange.models import blocks, interfaces, ip_addresses, mac_ranges
 from melange.models import policies as policies_table
+from melange.params import Document
 from melange.records import ip_text, iso
 from melange.store import utcnow
 from melange.validate import format_mac, parse_ip, parse_mac, validate_hostname, validate_name
@@ -690,7 +692,7 @@ def _import_addresses(conn: Connection, pending: list[tuple[int, int, dict]]) ->
 def import_text(
     store,
     *,
-    text: str,
+    text: Annotated[str, Document()],
     format: str = "melange",  # noqa: A002  (the CLI's option name)
     source: str = "-",
     progress: Callable[[int, int], None] | None = None,
