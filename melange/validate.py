@@ -24,6 +24,7 @@ _LABEL = re.compile(r"^[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?$")
 _DNSMASQ_WORDS = re.compile(r"^(\d+[smhdw]?|infinite|ignore|deleted)$", re.IGNORECASE)
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.@:-]{0,254}$")
 _TAG = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,62}$")
+_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f\ud800-\udfff]")
 _DURATION = re.compile(r"^(\d+)\s*([smhdw]?)$")
 _UNITS = {"": 1, "s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
 
@@ -132,6 +133,20 @@ def validate_name(text: str, what: str) -> str:
         raise InvalidInput(
             f"{_printable(text)} is not a valid {what} "
             "(start with a letter or digit; letters, digits and _ . @ : - only; at most 255)"
+        )
+    return text
+
+
+def validate_line(text: str, what: str, max_length: int = 1000) -> str:
+    """Free text shown on one line (a description): no control character (a newline
+    splits a listing's line, PostgreSQL refuses NUL), no lone surrogate (not UTF-8)."""
+    if not isinstance(text, str):
+        raise InvalidInput(f"{what} must be text, not {type(text).__name__}")
+    if len(text) > max_length:
+        raise InvalidInput(f"{what} is {len(text)} characters long; at most {max_length}")
+    if _CONTROL.search(text):
+        raise InvalidInput(
+            f"{what} {_printable(text)[:60]} holds a control character or is not UTF-8"
         )
     return text
 
