@@ -25,7 +25,8 @@ _DNSMASQ_WORDS = re.compile(r"^(\d+[smhdw]?|infinite|ignore|deleted)$", re.IGNOR
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.@:-]{0,254}$")
 _TAG = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,62}$")
 _CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f\ud800-\udfff]")
-_DURATION = re.compile(r"^(\d+)\s*([smhdw]?)$")
+_DURATION = re.compile(r"^(\d+)\s*([smhdw]?)$", re.ASCII)
+MAX_DURATION = 36500 * 86400  # a century: longer reaches outside the times a store keeps
 _UNITS = {"": 1, "s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
 
 
@@ -176,9 +177,19 @@ def validate_count(count: int) -> int:
     return count
 
 
+def is_duration(text: str) -> bool:
+    """Written as a duration ('2h', '90'), whether or not its length is acceptable."""
+    return bool(_DURATION.fullmatch(str(text).strip()))
+
+
 def parse_duration(text: str | int) -> int:
     """Seconds from '48h', '30m', '2d', '90' (seconds)."""
     match = _DURATION.fullmatch(str(text).strip())
     if not match:
         raise InvalidInput(f"{_printable(text)} is not a duration (expected e.g. 48h, 30m, 0)")
-    return int(match.group(1)) * _UNITS[match.group(2)]
+    seconds = int(match.group(1)) * _UNITS[match.group(2)]
+    if seconds > MAX_DURATION:
+        raise InvalidInput(
+            f"{_printable(text)[:40]} is longer than a century ({MAX_DURATION // 86400}d)"
+        )
+    return seconds
