@@ -259,3 +259,30 @@ def test_the_protocol_table_shows_each_declaration():
         if rows.get(name) != documented_parameters(name)
     }
     assert wrong == {}, "docs/protocol.md's table should say these (the declarations)"
+
+
+HUGE = "9" * 30
+ABSURD_NUMBERS = [
+    ("mac-range", "delete", HUGE),
+    ("block", "allocate", "b", "--count", HUGE),
+    ("policy", "add-octet", "p", HUGE),
+    ("policy", "add-range", "p", "--offset", HUGE, "--length", "1"),
+    ("policy", "remove-range", "p", "--offset", "1", "--length", HUGE),
+    ("report", "utilization", "--above", "nan"),
+    ("report", "utilization", "--above", "inf"),
+    ("report", "utilization", "--above", "1e400"),
+    ("history", "--limit", HUGE),
+]
+
+
+def test_absurd_numbers_typed_by_click_are_invalid_input(melange):
+    """click turns the text into an int or float, of any size: the declaration's bounds
+    and finiteness are what stop it before a driver overflows (exit 1)."""
+    melange.ok("block", "create", "10.90.0.0/24", "--name", "b")
+    melange.ok("policy", "create", "p")
+    before = dump_store(melange.db)
+    for args in ABSURD_NUMBERS:
+        result = melange(*args)
+        assert result.exit_code == 2, (args, result.exit_code, result.stderr)
+        assert result.stderr.count("\n") == 1, result.stderr
+    assert dump_store(melange.db) == before
