@@ -92,16 +92,19 @@ class Parameter:
             raise InvalidInput(f"{operation}: parameter {self.name} must be a finite number")
 
     def _check_text(self, operation: str, text: str) -> None:
-        """Text the store and the dnsmasq files can hold: UTF-8 (no lone surrogate from a
-        JSON escape), and no NUL outside a document (PostgreSQL refuses it)."""
-        try:
-            text.encode("utf-8")
-        except UnicodeEncodeError:
-            raise InvalidInput(
-                f"{operation}: parameter {self.name} holds a lone surrogate, not text"
-            ) from None
-        if not self.document and "\x00" in text:
-            raise InvalidInput(f"{operation}: parameter {self.name} holds a NUL character")
+        check_text(text, f"{operation}: parameter {self.name}", document=self.document)
+
+
+def check_text(text: str, what: str, *, document: bool = False) -> None:
+    """Text the store and the dnsmasq files can hold: UTF-8 (no lone surrogate from a
+    JSON escape), and no NUL outside a document (PostgreSQL refuses it, even in a
+    lookup). Parameters, and each field of an imported file, pass through here."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        raise InvalidInput(f"{what} holds a lone surrogate, not text") from None
+    if not document and "\x00" in text:
+        raise InvalidInput(f"{what} holds a NUL character")
 
 
 _JSON_NAMES = {str: "a string", bool: "a boolean", int: "a number", float: "a number",

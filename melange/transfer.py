@@ -25,7 +25,7 @@ from melange.errors import Conflict, InvalidInput, MelangeError
 from melange.exclusions import Exclusions
 from melange.models import blocks, interfaces, ip_addresses, mac_ranges
 from melange.models import policies as policies_table
-from melange.params import Document
+from melange.params import Document, check_text
 from melange.records import ip_text, iso
 from melange.store import utcnow
 from melange.validate import (
@@ -217,14 +217,55 @@ def _flatten(document: dict) -> Iterator[dict]:
 
 
 def parse(text: str, fmt: str = "melange") -> list[tuple[int, str, dict]]:
-    """(line, kind, fields) for every entity of a melange JSON/CSV or NetBox CSV file."""
+    """(line, kind, fields) for every entity of a melange JSON/CSV or NetBox CSV file;
+    every text in them is text a parameter could be (no NUL, no lone surrogate)."""
     if fmt == "melange":
-        return _parse_json(text) if text.lstrip().startswith("{") else _parse_csv(text)
-    if fmt in ("netbox-prefixes", "netbox-addresses"):
-        return _parse_netbox(text, fmt)
-    raise InvalidInput(
-        f"unknown import format {fmt!r} (melange, netbox-prefixes, netbox-addresses)"
-    )
+        entities = _parse_json(text) if text.lstrip().startswith("{") else _parse_csv(text)
+    elif fmt in ("netbox-prefixes", "netbox-addresses"):
+        entities = _parse_netbox(text, fmt)
+    else:
+        raise InvalidInput(
+            f"unknown import format {fmt!r} (melange, netbox-prefixes, netbox-addresses)"
+        )
+    problems = [
+        f"line {entry.get('_line', line)}: {error.message}"
+        for line, _, item in entities
+        for entry in (item, *_nested(item))
+        for error in _text_problems(entry)
+    ]
+    _refuse(problems)
+    return entities
+
+
+def _refuse(problems: list[str]) -> None:
+    """One line naming the first 20 problems, each with its line; nothing is imported."""
+    if problems:
+        more = f"; and {len(problems) - 20} more" if len(problems) > 20 else ""
+        shown = "; ".join(problems[:20]) + more
+        raise InvalidInput(f"nothing imported: {len(problems)} problem(s): {shown}")
+
+
+def _nested(item: dict) -> list[dict]:
+    """The addresses and routes listed inside a block (an address keeps its own line)."""
+    return [
+        entry
+        for key in ("addresses", "routes")
+        if isinstance(item.get(key), list)
+        for entry in item[key]
+        if isinstance(entry, dict)
+    ]
+
+
+def _text_problems(entry: dict) -> Iterator[InvalidInput]:
+    """Each field of one entity whose text no command would take (its first problem)."""
+    for key, value in entry.items():
+        for text in value if isinstance(value, list) else (value,):
+            if isinstance(text, str):
+                try:
+                    check_text(text, f"field {str(key)[:40]!r}")
+                except InvalidInput as error:
+                    yield error
+                    break
 
 
 def _parse_json(text: str) -> list[tuple[int, str, dict]]:
@@ -366,10 +407,13 @@ def _parse_csv(text: str) -> list[tuple[int, str, dict]]:
 
 
 def _csv_rows(reader: csv.DictReader) -> Iterator[tuple[int, dict]]:
-    """(line, fields) of each row: empty cells are None, cells beyond the header dropped."""
+    """(line, fields) of each row: empty cells are None, cells beyond the header dropped.
+    The line is where the row starts (a quoted newline in a cell continues it)."""
     try:
         for row in reader:
-            yield reader.line_num, {k: (v if v != "" else None) for k, v in row.items() if k}
+            fields = {k: (v if v != "" else None) for k, v in row.items() if k}
+            inner = sum(v.count("\n") for v in fields.values() if isinstance(v, str))
+            yield reader.line_num - inner, fields
     except csv.Error as error:
         raise InvalidInput(f"line {reader.line_num}: not valid CSV ({error})") from None
 
@@ -511,10 +555,7 @@ def import_entities(
             progress(done, len(ordered))
     errors.extend(_import_addresses(conn, pending_addresses))
     counts["addresses"] = len(pending_addresses)
-    if errors:
-        more = f"; and {len(errors) - 20} more" if len(errors) > 20 else ""
-        shown = "; ".join(errors[:20]) + more
-        raise InvalidInput(f"nothing imported: {len(errors)} problem(s): {shown}")
+    _refuse(errors)
     return counts
 
 

@@ -66,6 +66,17 @@ HOSTILE_CSV = {
     "a policy offset that is not a number": _csv(
         POLICY, _row(kind="policy_range", name="edge", offset="1_000", length="2")
     ),
+    "a block's policy with a NUL (a lookup PostgreSQL refuses)": _csv(
+        _row(kind="block", network="n9", cidr="10.9.0.0/24", policy="p\x00")
+    ),
+    "a block's generator with a NUL": _csv(
+        _row(kind="block", network="n9", cidr="10.9.0.0/24", generator="g\x00")
+    ),
+    "a route's gateway with a NUL": _csv(
+        POLICY, BLOCK,
+        _row(kind="route", network="n9", cidr="10.9.0.0/24", destination="10.8.0.0/16",
+             gateway="10.9.0.1\x00"),
+    ),  # fmt: skip
     "a CSV without a name column": "kind,network,cidr\npolicy,,\n",
     "a CSV policy range without offset": "kind,name\npolicy,p\npolicy_range,p\n",
     "a CSV row of an unknown kind": _csv(_row(kind="router")),
@@ -192,3 +203,15 @@ def test_an_imported_interface_follows_interface_create(melange, tmp_path):
     assert melange.ok("interface", "list").splitlines() == [
         "vif9\tn9\tvm-9\tacme\t02:00:00:00:09:09\t"
     ]
+
+
+def test_a_problem_is_named_by_the_line_its_row_starts_on(melange, tmp_path):
+    """A quoted newline continues a row: the problem is on the row's first line."""
+    text = _csv(_interface(network='"n9\nx"'),
+                _interface(vif_id='"v\n\nz"', mac="02:00:00:00:09:0a"),
+                _interface(vif_id="ok", mac="02:00:00:00:09:0b"))  # fmt: skip
+    _setup(melange)
+    (message,) = _refused(melange, tmp_path, {"lines": text})
+    assert "line 2: 'n9\\nx' is not a valid network name" in message, message
+    assert "line 4: 'v\\n\\nz' is not a valid interface id" in message, message
+    assert "2 problem(s)" in message
