@@ -58,6 +58,11 @@ HOSTILE_CSV = {
         _row(kind="block", network="n9", cidr="10.9.0.0/25", parent="10.9.0.0/24"),
         _address("10.9.0.200"),
     ),  # fmt: skip
+    "a subnet's address that is its parent's gateway": _csv(
+        POLICY, BLOCK,
+        _row(kind="block", network="n9", cidr="10.9.0.0/25", parent="10.9.0.0/24"),
+        _row(kind="address", network="n9", cidr="10.9.0.0/25", address="10.9.0.1"),
+    ),  # fmt: skip
     "a hostname with a comma": _csv(POLICY, BLOCK, _address("10.9.0.5", hostname='"h,x"')),
     "a policy description with a NUL": _csv(_row(kind="policy", name="p", description="a\x00b")),
     "a policy description with a newline": _csv(
