@@ -49,7 +49,6 @@ PER_USER = 64  # connections one user (other than root) may hold at once
 SO_PEERGROUPS = getattr(socket, "SO_PEERGROUPS", 59)  # Linux 4.13+
 READ_ONLY = {name for name, op in operations.OPERATIONS.items() if not op.write}
 READ_ONLY.discard("dhcp.sync")  # writes files and signals dnsmasq
-JSON_TYPES = (str, int, float, bool, type(None), list)
 
 
 @dataclass(frozen=True)
@@ -144,17 +143,7 @@ def validate(request: object) -> tuple[str, dict]:
     if not isinstance(name, str) or name not in operations.OPERATIONS:
         raise InvalidInput(f"unknown operation {name!r}")
     params = request.get("params", {})
-    if not isinstance(params, dict):
-        raise InvalidInput("params must be a JSON object")
-    allowed = operations.parameters(name)
-    unknown = set(params) - allowed
-    if unknown:
-        raise InvalidInput(f"{name} takes no parameter(s) {', '.join(sorted(unknown))}")
-    for key, value in params.items():
-        if not isinstance(value, JSON_TYPES) or (
-            isinstance(value, list) and not all(isinstance(v, str) for v in value)
-        ):
-            raise InvalidInput(f"parameter {key} has an unsupported type")
+    operations.validate(name, params)
     return name, params
 
 
@@ -309,6 +298,8 @@ class SocketServer(socketserver.ThreadingMixIn, socketserver.UnixStreamServer):
                 request = json.loads(line)
             except (ValueError, UnicodeDecodeError):
                 raise InvalidInput("the request is not valid JSON") from None
+            except RecursionError:
+                raise InvalidInput("the request is nested too deeply") from None
             if isinstance(request, dict):
                 request_id = request.get("id")
             name, params = validate(request)
