@@ -7,6 +7,7 @@ from __future__ import annotations
 
 from sqlalchemy import Connection, text
 
+from melange.errors import SchemaOutdated, StoreUnavailable
 from melange.store import SCHEMA_HEAD, Store, schema_dir
 
 
@@ -35,11 +36,35 @@ def _unlock(conn: Connection) -> None:
 
 
 def _revision(conn: Connection) -> str | None:
+    """The recorded revision; None without an alembic_version table, "" when the
+    table is there without its row."""
     from sqlalchemy import inspect
 
     if not inspect(conn).has_table("alembic_version"):
         return None
-    return conn.execute(text("SELECT version_num FROM alembic_version")).scalar()
+    return conn.execute(text("SELECT version_num FROM alembic_version")).scalar() or ""
+
+
+def _check_known(conn: Connection, revision: str | None) -> None:
+    """Refuse (exit 6) a store migrations cannot start from, before they touch it:
+    a revision no script of this melange has (Alembic's "Can't locate revision"),
+    or melange's tables with an empty alembic_version (running the first migration
+    on them would fail half-way on "table already exists")."""
+    from sqlalchemy import inspect
+
+    if revision == "":
+        if set(inspect(conn).get_table_names()) - {"alembic_version"}:
+            raise StoreUnavailable(
+                "the store has tables but its schema revision is missing (alembic_version "
+                "is empty); restore it from a backup, or record the revision its tables "
+                "match with `alembic stamp`"
+            )
+    elif revision is not None and revision not in known_revisions():
+        raise SchemaOutdated(
+            f"the store's schema is at revision {revision[:40]!r}, which this melange "
+            f"does not know (its newest is {head_revision()}); a newer melange made it: "
+            "upgrade melange"
+        )
 
 
 def upgrade(store: Store, revision: str = "head", *, only_if_empty: bool = False) -> None:
@@ -59,8 +84,10 @@ def upgrade(store: Store, revision: str = "head", *, only_if_empty: bool = False
         try:
             with conn.begin():
                 _lock(conn)
-                if only_if_empty and _revision(conn) is not None:
+                current = _revision(conn)
+                if only_if_empty and current:
                     return
+                _check_known(conn, current)
                 command.upgrade(_config(conn), revision)
                 if sqlite and conn.exec_driver_sql("PRAGMA foreign_key_check").first():
                     raise RuntimeError("migration left rows that break a foreign key")
@@ -77,14 +104,23 @@ def initialise(store: Store) -> None:
     upgrade(store, only_if_empty=True)
 
 
-def head_revision() -> str:
-    """The newest revision among the migration scripts (tests hold SCHEMA_HEAD to it)."""
+def _scripts():
     from alembic.config import Config
     from alembic.script import ScriptDirectory
 
     config = Config()
     config.set_main_option("script_location", str(schema_dir()))
-    return ScriptDirectory.from_config(config).get_current_head()
+    return ScriptDirectory.from_config(config)
+
+
+def head_revision() -> str:
+    """The newest revision among the migration scripts (tests hold SCHEMA_HEAD to it)."""
+    return _scripts().get_current_head()
+
+
+def known_revisions() -> set[str]:
+    """Every revision this melange has a migration script for."""
+    return {script.revision for script in _scripts().walk_revisions()}
 
 
 def status(store: Store) -> dict:

@@ -21,7 +21,6 @@ its block), but a purge keeps `ip list`, reports and the tables small.
 from __future__ import annotations
 
 import bisect
-import os
 import re
 import shutil
 import subprocess
@@ -34,10 +33,11 @@ from pathlib import Path
 import netaddr
 from sqlalchemy import Connection, and_, func, select, update
 
-from melange import audit, dhcp
+from melange import audit, dhcp, subnets
 from melange import blocks as block_ops
 from melange.addresses import reclaim_expired
-from melange.errors import InvalidInput, NotFound, PermissionDenied
+from melange.errors import InvalidInput, NotFound
+from melange.localfiles import program_pid, read_text
 from melange.models import blocks, interfaces, ip_addresses
 from melange.names import require_network
 from melange.records import block_label, iso
@@ -104,7 +104,7 @@ def reconcile(
         network=network,
         hostsdir=Path(hostsdir) if hostsdir else None,
     )
-    if sources.leasefile is not None and not sources.leasefile.is_file():
+    if sources.leasefile is not None and not sources.leasefile.exists():
         raise NotFound(f"no lease file {sources.leasefile} (dnsmasq --dhcp-leasefile)")
     purged = purge_expired_holds(store, hold, network)
     found = check(store, sources)
@@ -226,7 +226,7 @@ def placement_findings(conn: Connection, network: str | None = None) -> Iterator
         return
     rules = block_ops.policy_rules(conn, [row.policy_id for row in block_rows.values()])
     exclusions = {
-        bid: block_ops.exclusions_from(row, rules.get(row.policy_id))
+        bid: block_ops.exclusions_of(row, subnets.chain_in(row, block_rows), rules)
         for bid, row in block_rows.items()
     }
     query = _blocks_where(
@@ -393,10 +393,8 @@ def _dir_files(directory: Path | None) -> list[Path]:
 
 
 def _read(path: Path) -> str:
-    try:
-        return path.read_text(errors="replace")
-    except PermissionError:
-        raise PermissionDenied(f"no permission to read {path}") from None
+    """A regular file's text: never a FIFO, a device or something huge."""
+    return read_text(path)
 
 
 def compare_hosts(expected: list[str], actual: list[str]) -> list[dict]:
@@ -640,17 +638,6 @@ def rerender_hosts(store: Store, sources: Sources, pidfile: Path | None) -> dict
     }
 
 
-def _pid(pidfile: Path | None) -> int | None:
-    if pidfile is None:
-        return None
-    try:
-        pid = int(pidfile.read_text().split()[0])
-        os.kill(pid, 0)
-        return pid
-    except (FileNotFoundError, ValueError, IndexError, ProcessLookupError, PermissionError):
-        return None
-
-
 def release_stale_leases(
     store: Store,
     sources: Sources,
@@ -668,7 +655,7 @@ def release_stale_leases(
     from melange.dnsmasq import wait_idle
 
     assert sources.leasefile is not None
-    pid = _pid(pidfile)
+    pid = program_pid(pidfile, "dnsmasq") if pidfile is not None else None
     if after.get("added_only"):
         time.sleep(INOTIFY_WAIT)  # dnsmasq reads a new hosts-dir file by inotify
     if after.get("reloaded") and pid is not None:

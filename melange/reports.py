@@ -8,16 +8,20 @@ number of addresses.
 from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
+from typing import Annotated
 
-from sqlalchemy import Connection, func, select
+from sqlalchemy import Connection, select
 
 from melange import blocks as block_ops
 from melange.errors import InvalidInput
-from melange.models import audit_log, blocks, ip_addresses
+from melange.models import audit_log, blocks
 from melange.names import require_network
+from melange.params import Bounds
 from melange.records import ip_text, iso
 from melange.store import utcnow
-from melange.validate import parse_duration, parse_ip
+from melange.validate import is_duration, parse_duration, parse_ip
+
+MAX_HISTORY = 100_000  # rows in one answer (a socket answer is one JSON line)
 
 
 def utilization(
@@ -27,7 +31,9 @@ def utilization(
     network: str | None = None,
     above: float | None = None,
 ) -> list[dict]:
-    """Used, held, free and unusable per block (blocks with subnets are left out)."""
+    """Used, held, free and unusable per block. A parent (a block with subnets) is
+    listed too, with `kind: parent`: its counts are those of all the blocks below it,
+    the space no subnet covers counted as free."""
     if above is not None and not 0 <= above <= 100:
         raise InvalidInput(f"--above is a percentage from 0 to 100, not {above}")
     require_network(conn, network)
@@ -35,26 +41,12 @@ def utilization(
     if network is not None:
         query = query.where(blocks.c.network == network)
     rows = conn.execute(query).all()
-    parents = set(
-        conn.execute(select(blocks.c.parent_id).where(blocks.c.parent_id.is_not(None))).scalars()
-    )
-    cutoff = utcnow() - timedelta(seconds=hold_seconds)
-    ip = ip_addresses.c
-    held = dict(
-        conn.execute(
-            select(ip.block_id, func.count())
-            .where(ip.state == "held", ip.released_at > cutoff)
-            .group_by(ip.block_id)
-        ).all()
-    )
+    tree = block_ops.Tree.of(rows)
+    held = block_ops.held_counts(conn, hold_seconds)
     rules = block_ops.policy_rules(conn, [row.policy_id for row in rows])
     report = []
     for row in rows:
-        if row.id in parents:
-            continue
-        size = row.last_addr - row.first_addr + 1
-        unusable = block_ops.exclusions_from(row, rules.get(row.policy_id)).count()
-        counts = block_ops.usage(size, row.allocated_count, held.get(row.id, 0), unusable)
+        counts = tree.usage(row, rules, held)
         if above is not None and counts["percent_used"] <= above:
             continue
         report.append(
@@ -71,18 +63,17 @@ def utilization(
 
 def _since(text: str) -> datetime:
     """An ISO 8601 time (UTC when no zone), or a duration back from now such as 2h."""
-    try:
-        return utcnow() - timedelta(seconds=parse_duration(text))
-    except InvalidInput:
-        pass
+    if is_duration(text):
+        return utcnow() - timedelta(seconds=parse_duration(text))  # too long: its own error
     try:
         moment = datetime.fromisoformat(text.replace("Z", "+00:00"))
-    except ValueError:
+        if moment.tzinfo is not None:
+            moment = moment.astimezone(UTC).replace(tzinfo=None)
+    except (ValueError, OverflowError):  # not a time; or, in UTC, before year 1 or after 9999
         raise InvalidInput(
-            f"{text!r} is not a time (ISO 8601, e.g. 2026-11-26T08:00:00Z, or a duration like 2h)"
+            f"{text[:60]!r} is not a time (ISO 8601, e.g. 2026-11-26T08:00:00Z, "
+            "or a duration like 2h)"
         ) from None
-    if moment.tzinfo is not None:
-        moment = moment.astimezone(UTC).replace(tzinfo=None)
     return moment
 
 
@@ -92,7 +83,7 @@ def history(
     block: str | None = None,
     address: str | None = None,
     since: str | None = None,
-    limit: int = 1000,
+    limit: Annotated[int, Bounds(1, MAX_HISTORY)] = 1000,
 ) -> list[dict]:
     """Changes recorded in the audit trail, oldest first (the newest `limit`)."""
     a = audit_log.c
