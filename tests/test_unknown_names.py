@@ -96,7 +96,8 @@ def test_names_that_exist_still_filter(seeded):
         "02:16:3e:00:00:00,10.0.0.2",
         "02:00:00:00:00:01,10.0.0.3",
     ]
-    assert "tag:net1,option:router,10.0.0.1" in seeded.ok("dhcp", "opts", "--network", "net1")
+    opts = seeded.ok("dhcp", "opts", "--network", "net1")
+    assert "tag:net1/10.0.0.0/24,option:router,10.0.0.1" in opts
     assert seeded.ok("block", "list", "--network", "net1").count("\n") == 1
     assert seeded.ok("interface", "list", "--device", "dev1").startswith("vif1\t")
     assert seeded.ok("ip", "list", "--network", "net1").count("\n") == 2
