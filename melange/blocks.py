@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import functools
 from dataclasses import dataclass
-from datetime import timedelta
 
 import netaddr
 from sqlalchemy import (
@@ -15,12 +14,11 @@ from sqlalchemy import (
     delete,
     func,
     insert,
-    or_,
     select,
     update,
 )
 
-from melange import generators
+from melange import generators, holds
 from melange.errors import Conflict, InvalidInput, NotFound
 from melange.exclusions import Exclusions
 from melange.freespace import FreeSpace
@@ -442,25 +440,20 @@ def usage(size: int, used: int, held: int, unusable: int) -> dict:
     }
 
 
-def utilization(conn: Connection, row, hold_seconds: int) -> dict:
+def utilization(conn: Connection, row) -> dict:
     """Counts of the block's addresses; unusable ones are computed, not enumerated."""
     size = row.last_addr - row.first_addr + 1
-    cutoff = utcnow() - timedelta(seconds=hold_seconds)
     ip = ip_addresses.c
-    held = conn.execute(
-        select(func.count()).where(
-            ip.block_id == row.id, ip.state == "held", ip.released_at > cutoff
-        )
-    ).scalar()
+    held = conn.execute(select(func.count()).where(ip.block_id == row.id, holds.held(ip))).scalar()
     has_subnets = conn.execute(select(B.id).where(B.parent_id == row.id).limit(1)).first()
     unusable = size if has_subnets else exclusions_for(conn, row).count()
     return usage(size, row.allocated_count, held, unusable)
 
 
-def show(conn: Connection, ref: str, hold_seconds: int) -> dict:
+def show(conn: Connection, ref: str) -> dict:
     row = resolve(conn, ref)
     result = record(conn, row)
-    result["utilization"] = utilization(conn, row, hold_seconds)
+    result["utilization"] = utilization(conn, row)
     result["subnets"] = [
         cidr
         for (cidr,) in conn.execute(
@@ -490,7 +483,6 @@ def update_block(
     policy: str | None = None,
     no_policy: bool = False,
     tenant: str | None = None,
-    hold_seconds: int = 0,
 ) -> dict:
     """Change a block; a gateway or policy change recomputes its free space."""
     if gateway and no_gateway:
@@ -511,12 +503,9 @@ def update_block(
     if gateway:
         gateway_value = _check_gateway(net, gateway)
         ip = ip_addresses.c
-        cutoff = utcnow() - timedelta(seconds=hold_seconds)
         taken = conn.execute(
             select(ip.state).where(
-                ip.block_id == row.id,
-                ip.address == gateway_value,
-                or_(ip.state == "allocated", ip.released_at > cutoff),
+                ip.block_id == row.id, ip.address == gateway_value, holds.live(ip)
             )
         ).scalar()
         if taken:
@@ -541,7 +530,7 @@ def update_block(
     return record(conn, fresh)
 
 
-def delete_block(conn: Connection, ref: str, *, force: bool = False, hold_seconds: int) -> dict:
+def delete_block(conn: Connection, ref: str, *, force: bool = False) -> dict:
     """Delete a block; refuse while it holds addresses (unless forced) or has subnets."""
     lock_named(conn, "blocks")
     row = lock_block(conn, resolve(conn, ref).id)
@@ -549,11 +538,8 @@ def delete_block(conn: Connection, ref: str, *, force: bool = False, hold_second
     if subnets:
         raise Conflict(f"{_describe(row)} has {subnets} subnets; delete them first")
     ip = ip_addresses.c
-    cutoff = utcnow() - timedelta(seconds=hold_seconds)
     in_use = conn.execute(
-        select(func.count()).where(
-            ip.block_id == row.id, or_(ip.state == "allocated", ip.released_at > cutoff)
-        )
+        select(func.count()).where(ip.block_id == row.id, holds.live(ip))
     ).scalar()
     if in_use and not force:
         raise Conflict(

@@ -5,6 +5,9 @@ Alembic is imported here only, so ordinary commands do not pay for it.
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from typing import Any
+
 from sqlalchemy import Connection, text
 
 from melange.store import SCHEMA_HEAD, Store, schema_dir
@@ -50,6 +53,17 @@ def upgrade(store: Store, revision: str = "head", *, only_if_empty: bool = False
     """
     from alembic import command
 
+    _migrate(store, lambda config: command.upgrade(config, revision), only_if_empty)
+
+
+def downgrade(store: Store, revision: str) -> None:
+    """Go back to `revision` (tests, and an operator undoing an upgrade), as `upgrade` does."""
+    from alembic import command
+
+    _migrate(store, lambda config: command.downgrade(config, revision), False)
+
+
+def _migrate(store: Store, step: Callable[[Any], None], only_if_empty: bool) -> None:
     with store._connection(write=True) as conn:
         sqlite = conn.dialect.name == "sqlite"
         if sqlite:
@@ -61,7 +75,7 @@ def upgrade(store: Store, revision: str = "head", *, only_if_empty: bool = False
                 _lock(conn)
                 if only_if_empty and _revision(conn) is not None:
                     return
-                command.upgrade(_config(conn), revision)
+                step(_config(conn))
                 if sqlite and conn.exec_driver_sql("PRAGMA foreign_key_check").first():
                     raise RuntimeError("migration left rows that break a foreign key")
         finally:

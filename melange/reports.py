@@ -9,11 +9,12 @@ from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
 
-from sqlalchemy import Connection, func, select
+from sqlalchemy import Connection, func, or_, select
 
+from melange import audit, holds
 from melange import blocks as block_ops
 from melange.errors import InvalidInput
-from melange.models import audit_log, blocks, ip_addresses
+from melange.models import audit_addresses, audit_log, blocks, ip_addresses
 from melange.records import ip_text, iso
 from melange.store import utcnow
 from melange.validate import parse_duration, parse_ip
@@ -22,7 +23,6 @@ from melange.validate import parse_duration, parse_ip
 def utilization(
     conn: Connection,
     *,
-    hold_seconds: int,
     network: str | None = None,
     above: float | None = None,
 ) -> list[dict]:
@@ -36,13 +36,10 @@ def utilization(
     parents = set(
         conn.execute(select(blocks.c.parent_id).where(blocks.c.parent_id.is_not(None))).scalars()
     )
-    cutoff = utcnow() - timedelta(seconds=hold_seconds)
     ip = ip_addresses.c
     held = dict(
         conn.execute(
-            select(ip.block_id, func.count())
-            .where(ip.state == "held", ip.released_at > cutoff)
-            .group_by(ip.block_id)
+            select(ip.block_id, func.count()).where(holds.held(ip)).group_by(ip.block_id)
         ).all()
     )
     rules = block_ops.policy_rules(conn, [row.policy_id for row in rows])
@@ -92,17 +89,30 @@ def history(
     since: str | None = None,
     limit: int = 1000,
 ) -> list[dict]:
-    """Changes recorded in the audit trail, oldest first (the newest `limit`)."""
+    """Changes recorded in the audit trail, oldest first (the newest `limit`).
+
+    `block` matches the changes to that block (by id: a deleted block's id is
+    never handed out again) and to its addresses and routes; `address` every
+    change that touched the address, however many others it touched.
+    """
     a = audit_log.c
+    runs = audit_addresses.c
     query = select(audit_log).order_by(a.id.desc()).limit(limit)
     if block is not None:
         if block.isascii() and block.isdigit():
             block_id = int(block)
         else:
             block_id = block_ops.resolve(conn, block).id
-        query = query.where(a.block_id == block_id)
+        in_runs = select(runs.audit_id).where(runs.block_id == block_id)
+        query = query.where(or_(a.block_id == block_id, a.id.in_(in_runs)))
     if address is not None:
-        query = query.where(a.address == int(parse_ip(address)))
+        value = int(parse_ip(address))
+        in_runs = select(runs.audit_id).where(
+            runs.first_addr <= value,
+            runs.first_addr >= max(0, value - audit.MAX_RUN + 1),
+            runs.last_addr >= value,
+        )
+        query = query.where(or_(a.address == value, a.id.in_(in_runs)))
     if since is not None:
         query = query.where(a.at >= _since(since))
     rows = list(reversed(conn.execute(query).all()))
@@ -113,6 +123,8 @@ def history(
             "actor": row.actor,
             "via": row.via,
             "command": row.command,
+            "kind": row.kind,
+            "subject": row.subject,
             "block_id": row.block_id,
             "address": _address_text(row.address),
             "params": row.params,
