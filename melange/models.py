@@ -241,6 +241,8 @@ allowed_ips = Table(
 # Named rows that writers UPDATE to serialise store-wide checks (such as the
 # overlap rules of block creation) on MySQL and PostgreSQL. An UPDATE, unlike
 # SELECT ... FOR UPDATE, also conflicts across Galera nodes at certification.
+# The named rows a new store starts with (schema 0002 created them).
+LOCK_NAMES = ("blocks", "mac_ranges", "interfaces", "policies")
 locks = Table(
     "locks",
     metadata,

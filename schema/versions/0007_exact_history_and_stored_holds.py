@@ -28,7 +28,6 @@ branch_labels = None
 depends_on = None
 
 DEFAULT_HOLD = timedelta(hours=48)
-REBUILT = ("blocks", "interfaces", "mac_ranges", "ip_addresses", "audit_log")
 KINDS = (
     ("block.allocate", "address"),
     ("block.%", "block"),
@@ -55,29 +54,28 @@ def _address():
 
 
 def upgrade() -> None:
-    for table in ("blocks", "interfaces", "mac_ranges"):
-        if op.get_bind().dialect.name == "sqlite":
+    # Columns first (SQLite adds them in place), data, then one rebuild per table.
+    op.add_column("ip_addresses", sa.Column("held_until", sa.DateTime(), nullable=True))
+    _fill_held_until()
+    op.add_column("audit_log", sa.Column("kind", sa.String(16), nullable=True))
+    op.add_column("audit_log", sa.Column("subject_id", sa.BigInteger(), nullable=True))
+    op.add_column("audit_log", sa.Column("subject", sa.String(255), nullable=True))
+    _fill_kinds()
+    if op.get_bind().dialect.name == "sqlite":
+        for table in ("blocks", "interfaces", "mac_ranges", "audit_log"):
             with _batch(table, True):
                 pass
-    with _batch("ip_addresses", True) as batch:
-        batch.add_column(sa.Column("held_until", sa.DateTime(), nullable=True))
-        batch.drop_index(batch.f("ix_ip_addresses_block_id_state_released_at"))
-        batch.create_index(
-            batch.f("ix_ip_addresses_block_id_state_held_until"),
-            ["block_id", "state", "held_until"],
-        )
-    _fill_held_until()
     with _batch("ip_addresses", True) as batch:
         batch.create_check_constraint(
             "held_until",
             "(state = 'allocated' AND held_until IS NULL) OR "
             "(state = 'held' AND held_until IS NOT NULL)",
         )
-    with _batch("audit_log", True) as batch:
-        batch.add_column(sa.Column("kind", sa.String(16), nullable=True))
-        batch.add_column(sa.Column("subject_id", sa.BigInteger(), nullable=True))
-        batch.add_column(sa.Column("subject", sa.String(255), nullable=True))
-    _fill_kinds()
+        batch.drop_index(batch.f("ix_ip_addresses_block_id_state_released_at"))
+        batch.create_index(
+            batch.f("ix_ip_addresses_block_id_state_held_until"),
+            ["block_id", "state", "held_until"],
+        )
     audit_id = sa.BigInteger().with_variant(sa.Integer(), "sqlite")
     op.create_table(
         "audit_addresses",
