@@ -18,7 +18,7 @@ from sqlalchemy import (
     update,
 )
 
-from melange import generators, holds
+from melange import generators, holds, subnets
 from melange.errors import Conflict, InvalidInput, NotFound
 from melange.exclusions import Exclusions
 from melange.freespace import FreeSpace
@@ -144,19 +144,46 @@ def policy_rules(conn: Connection, policy_ids) -> dict[int, PolicyRules]:
     }
 
 
-def exclusions_from(block, rules: PolicyRules | None) -> Exclusions:
-    """Network, broadcast, gateway and the policy's ranges and octets, as intervals."""
-    return _exclusions(
-        block.version, block.prefixlen, block.first_addr, block.last_addr, block.gateway, rules
+def exclusions_of(block, chain, rules: dict[int, PolicyRules]) -> Exclusions:
+    """What `block` never hands out, given its ancestors (`chain`, nearest first) and
+    the rules of every policy among them: its network and broadcast, its gateway and
+    policy (its own or the nearest ancestor's, at its own offsets), and every ancestor's
+    gateway and policy (at that ancestor's offsets)."""
+    gateway, _ = subnets.nearest(block, chain, "gateway")
+    policy_id, _ = subnets.nearest(block, chain, "policy_id")
+    outer = tuple(
+        (a.first_addr, a.last_addr, a.gateway, rules.get(a.policy_id), a.name or a.cidr)
+        for a in chain
+        if a.gateway is not None or a.policy_id is not None
     )
+    return _exclusions(
+        block.version,
+        block.prefixlen,
+        block.first_addr,
+        block.last_addr,
+        gateway,
+        rules.get(policy_id) if policy_id is not None else None,
+        outer,
+    )
+
+
+def _policy_intervals(first: int, last: int, rules: PolicyRules) -> list[tuple[int, int, str]]:
+    """A policy's ranges laid on [first, last]: a negative offset counts from the end."""
+    size = last - first + 1
+    why = f"it is unusable by policy {rules.name}"
+    intervals = []
+    for offset, length in rules.ranges:
+        start = first + offset if offset >= 0 else first + size + offset
+        intervals.append((start, start + length - 1, why))
+    return intervals
 
 
 @functools.lru_cache(maxsize=4096)
 def _exclusions(
-    version: int, prefixlen: int, first: int, last: int, gateway: int | None, rules
+    version: int, prefixlen: int, first: int, last: int, gateway: int | None, rules, outer=()
 ) -> Exclusions:
-    """Built once per distinct block shape and policy: Exclusions are immutable, and
-    every allocation in a block needs the same ones."""
+    """Built once per distinct block shape, policy and ancestry: Exclusions are
+    immutable, and every allocation in a block needs the same ones."""
     intervals: list[tuple[int, int, str]] = []
     if version == 4 and prefixlen < 31:
         intervals.append((first, first, "it is the network address"))
@@ -165,20 +192,31 @@ def _exclusions(
         intervals.append((first, first, "it is the subnet-router anycast address"))
     if gateway is not None:
         intervals.append((gateway, gateway, "it is the block's gateway"))
-    octets: frozenset[int] = frozenset()
+    octets: set[int] = set()
     if rules is not None:
-        size = last - first + 1
-        why = f"it is unusable by policy {rules.name}"
-        for offset, length in rules.ranges:
-            start = first + offset if offset >= 0 else first + size + offset
-            intervals.append((start, start + length - 1, why))
-        if version == 4:
-            octets = rules.octets
-    return Exclusions.build(first, last, intervals, octets)
+        intervals.extend(_policy_intervals(first, last, rules))
+        octets |= rules.octets
+    for outer_first, outer_last, outer_gateway, outer_rules, label in outer:
+        if outer_gateway is not None:
+            intervals.append((outer_gateway, outer_gateway, f"it is the gateway of block {label}"))
+        if outer_rules is not None:
+            intervals.extend(_policy_intervals(outer_first, outer_last, outer_rules))
+            octets |= outer_rules.octets
+    if version != 4:
+        octets = set()
+    return Exclusions.build(first, last, intervals, frozenset(octets))
+
+
+def rules_for(conn: Connection, block, chain) -> dict[int, PolicyRules]:
+    """The rules of every policy that reaches `block`: its own and its ancestors'."""
+    return policy_rules(conn, [block.policy_id, *(a.policy_id for a in chain)])
 
 
 def exclusions_for(conn: Connection, block) -> Exclusions:
-    return exclusions_from(block, policy_rules(conn, [block.policy_id]).get(block.policy_id))
+    """A block's exclusions from the store: one query for a subnet's ancestors (none for
+    a top-level block), and its policies' rules."""
+    chain = subnets.ancestors(conn, block)
+    return exclusions_of(block, chain, rules_for(conn, block, chain))
 
 
 def free_space(conn: Connection, block) -> FreeSpace:
@@ -440,19 +478,72 @@ def usage(size: int, used: int, held: int, unusable: int) -> dict:
     }
 
 
-def utilization(conn: Connection, row) -> dict:
-    """Counts of the block's addresses; unusable ones are computed, not enumerated."""
-    size = row.last_addr - row.first_addr + 1
+def held_counts(conn: Connection, block_ids=None) -> dict[int, int]:
+    """Addresses still on hold, per block: one grouped query (for some blocks, or all)."""
     ip = ip_addresses.c
-    held = conn.execute(select(func.count()).where(ip.block_id == row.id, holds.held(ip))).scalar()
-    has_subnets = conn.execute(select(B.id).where(B.parent_id == row.id).limit(1)).first()
-    unusable = size if has_subnets else exclusions_for(conn, row).count()
-    return usage(size, row.allocated_count, held, unusable)
+    query = select(ip.block_id, func.count()).where(holds.held(ip)).group_by(ip.block_id)
+    if block_ids is not None:
+        query = query.where(ip.block_id.in_(sorted(block_ids)))
+    return dict(conn.execute(query).all())
+
+
+@dataclass
+class Tree:
+    """Blocks read together (a chain, a subtree, a network) with their parent links, so a
+    parent's utilisation and a subnet's exclusions are computed without more queries."""
+
+    by_id: dict
+    children: dict[int, list]
+
+    @classmethod
+    def of(cls, rows) -> Tree:
+        by_id = {row.id: row for row in rows}
+        children: dict[int, list] = {}
+        for row in by_id.values():
+            if row.parent_id is not None:
+                children.setdefault(row.parent_id, []).append(row)
+        return cls(by_id, children)
+
+    def leaves(self, row) -> list:
+        """The blocks that hand out addresses at or below `row`."""
+        if row.id not in self.children:
+            return [row]
+        return [leaf for child in self.children[row.id] for leaf in self.leaves(child)]
+
+    def usage(self, row, rules: dict[int, PolicyRules], held: dict[int, int]) -> dict:
+        """A leaf's counts; a parent's are its leaves' together, the space no subnet
+        covers counted as free (it can still be subnetted)."""
+        leaves = self.leaves(row)
+        unusable = sum(
+            exclusions_of(leaf, subnets.chain_in(leaf, self.by_id), rules).count()
+            for leaf in leaves
+        )
+        counts = usage(
+            row.last_addr - row.first_addr + 1,
+            sum(leaf.allocated_count for leaf in leaves),
+            sum(held.get(leaf.id, 0) for leaf in leaves),
+            unusable,
+        )
+        subnet_count = len(self.children.get(row.id, ()))
+        return {**counts, "kind": "parent" if subnet_count else "leaf", "subnets": subnet_count}
+
+
+def utilization(conn: Connection, row) -> dict:
+    """Counts of the block's addresses (of its subnets', for a parent); unusable ones are
+    computed, not enumerated."""
+    tree = Tree.of([*subnets.ancestors(conn, row), row, *subnets.descendants(conn, row.id)])
+    leaf_ids = [leaf.id for leaf in tree.leaves(row)]
+    rules = policy_rules(conn, [r.policy_id for r in tree.by_id.values()])
+    return tree.usage(row, rules, held_counts(conn, leaf_ids))
 
 
 def show(conn: Connection, ref: str) -> dict:
+    """A block with its utilisation. For a subnet, `gateway`, `dns`, `policy` and
+    `routes` are the values in effect, and `inherited` names the block each inherited
+    one comes from (a top-level block inherits nothing: its values are its own)."""
     row = resolve(conn, ref)
     result = record(conn, row)
+    result.update(effective(conn, row))
     result["utilization"] = utilization(conn, row)
     result["subnets"] = [
         cidr
@@ -460,15 +551,45 @@ def show(conn: Connection, ref: str) -> dict:
             select(B.cidr).where(B.parent_id == row.id).order_by(B.first_addr)
         )
     ]
-    result["routes"] = [
-        {"destination": dest, "gateway": ip_text(gw, row.version)}
-        for dest, gw in conn.execute(
-            select(routes.c.destination, routes.c.gateway)
-            .where(routes.c.block_id == row.id)
-            .order_by(routes.c.destination)
-        )
-    ]
     return result
+
+
+def effective(conn: Connection, row) -> dict:
+    """The gateway, DNS servers, policy and routes `row` has in effect, and where the
+    inherited ones come from."""
+    chain = subnets.ancestors(conn, row)
+    levels = [row.id, *(a.id for a in chain)]
+    inherited: dict[str, str] = {}
+
+    def note(what: str, source) -> None:
+        if source is not None:
+            inherited[what] = source.name or source.cidr
+
+    gateway, source = subnets.nearest(row, chain, "gateway")
+    note("gateway", source)
+    dns, source = subnets.nearest_listed(row, chain, subnets.dns_lists(conn, levels))
+    note("dns", source)
+    policy_id, source = subnets.nearest(row, chain, "policy_id")
+    note("policy", source)
+    policy = None
+    if policy_id is not None:
+        policy = conn.execute(select(policies.c.name).where(policies.c.id == policy_id)).scalar()
+    route_list = []
+    for destination, (via, source) in subnets.merged_routes(
+        row, chain, subnets.route_lists(conn, levels)
+    ).items():
+        entry = {"destination": destination, "gateway": ip_text(via, row.version)}
+        if source is not None:
+            entry["inherited_from"] = source.name or source.cidr
+            inherited.setdefault("routes", entry["inherited_from"])
+        route_list.append(entry)
+    return {
+        "gateway": ip_text(gateway, row.version),
+        "dns": [ip_text(address, version) for address, version in dns],
+        "policy": policy,
+        "routes": sorted(route_list, key=lambda entry: entry["destination"]),
+        "inherited": inherited,
+    }
 
 
 def update_block(
@@ -500,16 +621,26 @@ def update_block(
         values["name"] = name
     if tenant is not None:
         values["tenant"] = validate_name(tenant, "tenant")
+    below = subnets.descendants(conn, row.id)
+    if gateway or no_gateway or policy or no_policy:
+        # Subnets' exclusions change with their ancestors': lock them before looking at
+        # their addresses, so no allocation in them can take the new gateway meanwhile.
+        below = [lock_block(conn, block.id) for block in below]
     if gateway:
         gateway_value = _check_gateway(net, gateway)
         ip = ip_addresses.c
         taken = conn.execute(
-            select(ip.state).where(
-                ip.block_id == row.id, ip.address == gateway_value, holds.live(ip)
+            select(ip.state, ip.block_id).where(
+                ip.block_id.in_([row.id, *(b.id for b in below)]),
+                ip.address == gateway_value,
+                holds.live(ip),
             )
-        ).scalar()
+        ).first()
         if taken:
-            raise Conflict(f"{gateway} is {taken} in {_describe(row)}; it cannot be the gateway")
+            where = row if taken.block_id == row.id else {b.id: b for b in below}[taken.block_id]
+            raise Conflict(
+                f"{gateway} is {taken.state} in {_describe(where)}; it cannot be the gateway"
+            )
         values["gateway"] = gateway_value
     elif no_gateway:
         values["gateway"] = None
@@ -526,7 +657,10 @@ def update_block(
         _set_dns(conn, row.id, dns_values or [])
     fresh = resolve(conn, str(row.id))
     if {"gateway", "policy_id"} & values.keys():
-        free_space(conn, fresh).rebuild()
+        # Subnets inherit both, and never hand out an ancestor's: their exclusions
+        # changed too, and those that shrank must get their addresses back.
+        for block in (fresh, *below):
+            free_space(conn, block).rebuild()
     return record(conn, fresh)
 
 
@@ -556,4 +690,11 @@ def delete_block(conn: Connection, ref: str, *, force: bool = False) -> dict:
 
 
 def blocks_using_policy(conn: Connection, policy_id: int) -> list:
-    return conn.execute(select(blocks).where(and_(B.policy_id == policy_id))).all()
+    """The blocks a policy's rules reach: those that name it, and every block below them
+    (which inherit it, or must keep out of the addresses it reserves in an ancestor)."""
+    found = {}
+    for row in conn.execute(select(blocks).where(and_(B.policy_id == policy_id))).all():
+        found[row.id] = row
+        for below in subnets.descendants(conn, row.id):
+            found.setdefault(below.id, below)
+    return [found[i] for i in sorted(found)]

@@ -21,7 +21,8 @@ from operator import itemgetter
 import netaddr
 from sqlalchemy import Connection, LargeBinary, Select, select, type_coerce
 
-from melange.models import block_dns_servers, blocks, ip_addresses, routes
+from melange import subnets
+from melange.models import blocks, ip_addresses
 from melange.prepared import translated_error
 from melange.records import ip_text
 
@@ -30,6 +31,7 @@ FAMILIES = (4, 6)  # file order: every IPv4 line, then every IPv6 line
 _NTOP = socket.inet_ntop
 _V4 = socket.AF_INET
 _V6 = socket.AF_INET6
+MIN_DHCPV6_PREFIX = 64  # dnsmasq refuses a dhcp-range with a shorter prefix
 _OCTETS = tuple(str(n) for n in range(256))  # an IPv4 octet's decimal text
 
 HostRow = tuple[int, bytes, str | None]  # mac, 16-byte big-endian address, hostname
@@ -161,36 +163,78 @@ def _networks(conn: Connection, network: str | None) -> list:
     return conn.execute(query).all()
 
 
+def block_tag(block) -> str:
+    """The dnsmasq tag of one block that serves DHCP: `NET/CIDR`.
+
+    Unique (a network's leaf blocks never overlap, and no network name holds
+    a `/`, so it can never be a network's tag either), stable (a block's CIDR
+    never changes, unlike an id SQLite may hand out again) and read by
+    dnsmasq as one tag (no comma, no leading `!`, no wildcard `*`).
+    """
+    return f"{block.network}/{block.cidr}"
+
+
+def _served(conn: Connection, network: str | None) -> tuple[list, dict]:
+    """The blocks that serve DHCP (those with a network and no subnets), and every
+    block of their networks by id (their ancestors among them)."""
+    rows = _networks(conn, network)
+    parents = {row.parent_id for row in rows if row.parent_id is not None}
+    return [row for row in rows if row.id not in parents], {row.id: row for row in rows}
+
+
+def classless_routes(block, chain, route_lists: dict) -> list[tuple[str, int]]:
+    """Option 121's (destination, gateway) pairs for `block`: its routes and its ancestors'
+    (each destination once, the nearest block's), then the default route exactly once,
+    through the block's router: a client given option 121 ignores option 3 (RFC 3442).
+    Empty when the block has no route but a default one (option 3 says it all)."""
+    default = subnets.DEFAULT_ROUTE[block.version]
+    pairs = [
+        (destination, gateway)
+        for destination, (gateway, _) in subnets.merged_routes(block, chain, route_lists).items()
+        if destination != default
+    ]
+    if not pairs:
+        return []
+    router = subnets.router(block, chain, route_lists)
+    if router is not None:
+        pairs.append((default, router))
+    return pairs
+
+
+def classless_line(tag: str, pairs: list[tuple[str, int]]) -> str:
+    """The opts-file line of an IPv4 block's classless static routes."""
+    text = ",".join(f"{destination},{ip_text(gateway, 4)}" for destination, gateway in pairs)
+    return f"tag:{tag},option:classless-static-route,{text}\n"
+
+
+def classless_size(pairs: list[tuple[str, int]]) -> int:
+    """Bytes of option 121 on the wire (RFC 3442: a prefix length, the prefix's
+    significant octets, then the router's four)."""
+    return sum(1 + (int(destination.rsplit("/", 1)[1]) + 7) // 8 + 4 for destination, _ in pairs)
+
+
 def opts_lines(conn: Connection, network: str | None = None) -> Iterator[str]:
-    """Router, DNS servers and classless routes per network, as `tag:NET,...` lines."""
-    for block in _networks(conn, network):
-        if block.version != 4:
-            continue
-        tag = f"tag:{block.network}"
-        if block.gateway is not None:
-            yield f"{tag},option:router,{ip_text(block.gateway, 4)}\n"
-        dns = [
-            ip_text(a, v)
-            for a, v in conn.execute(
-                select(block_dns_servers.c.address, block_dns_servers.c.version)
-                .where(block_dns_servers.c.block_id == block.id)
-                .order_by(block_dns_servers.c.position)
-            )
-            if v == 4
-        ]
+    """Router, DNS servers and classless routes per IPv4 block that serves DHCP, each
+    under the block's own tag (`tag:NET/CIDR,...`): one line per (tag, option), and a
+    subnet's inherited values rendered as its own."""
+    served, by_id = _served(conn, network)
+    served = [block for block in served if block.version == 4]
+    levels = list(by_id)
+    dns_lists = subnets.dns_lists(conn, levels)
+    route_lists = subnets.route_lists(conn, levels)
+    for block in served:
+        chain = subnets.chain_in(block, by_id)
+        tag = block_tag(block)
+        router = subnets.router(block, chain, route_lists)
+        if router is not None:
+            yield f"tag:{tag},option:router,{ip_text(router, 4)}\n"
+        servers, _ = subnets.nearest_listed(block, chain, dns_lists)
+        dns = [ip_text(address, 4) for address, version in servers if version == 4]
         if dns:
-            yield f"{tag},option:dns-server,{','.join(dns)}\n"
-        static = conn.execute(
-            select(routes.c.destination, routes.c.gateway)
-            .where(routes.c.block_id == block.id)
-            .order_by(routes.c.id)
-        ).all()
-        if static:
-            pairs = [f"{dest},{ip_text(gw, 4)}" for dest, gw in static]
-            if block.gateway is not None:
-                # Option 121 replaces the router option, so the default route goes in too.
-                pairs.append(f"0.0.0.0/0,{ip_text(block.gateway, 4)}")
-            yield f"{tag},option:classless-static-route,{','.join(pairs)}\n"
+            yield f"tag:{tag},option:dns-server,{','.join(dns)}\n"
+        pairs = classless_routes(block, chain, route_lists)
+        if pairs:
+            yield classless_line(tag, pairs)
 
 
 def config_lines(
@@ -200,18 +244,23 @@ def config_lines(
     hostsfile: str = "/var/lib/melange/dnsmasq.hosts",
     optsfile: str = "/var/lib/melange/dnsmasq.opts",
 ) -> Iterator[str]:
-    """The dnsmasq options a network needs: tagged static dhcp-range lines and the files."""
-    leaves = [b for b in _networks(conn, network)]
-    parents = {b.parent_id for b in leaves if b.parent_id is not None}
+    """The dnsmasq options a network needs: per block that serves DHCP, a static
+    dhcp-range setting the block's own tag and a tag-if setting the network's tag
+    from it (scripts may still match `tag:NET`); then the files."""
+    served, _ = _served(conn, network)
     hosts = 0
-    for block in leaves:
-        if block.id in parents:
-            continue
+    for block in served:
+        tag = block_tag(block)
         net = netaddr.IPNetwork(block.cidr)
-        if block.version == 4:
-            yield f"dhcp-range=set:{block.network},{net.network},static,{net.netmask},12h\n"
-        else:
-            yield f"dhcp-range=set:{block.network},{net.network},static,{net.prefixlen},12h\n"
+        if block.version == 6 and net.prefixlen < MIN_DHCPV6_PREFIX:
+            yield (
+                f"# {tag}: not served: dnsmasq serves DHCPv6 only on a /{MIN_DHCPV6_PREFIX} "
+                "or longer prefix (subnet the block to serve it)\n"
+            )
+            continue
+        mask = net.netmask if block.version == 4 else net.prefixlen
+        yield f"dhcp-range=set:{tag},{net.network},static,{mask},12h\n"
+        yield f"tag-if=set:{block.network},tag:{tag}\n"
         hosts += _count_hosts(conn, block.id)
     yield f"dhcp-hostsfile={hostsfile}\n"
     yield f"dhcp-optsfile={optsfile}\n"

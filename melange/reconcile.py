@@ -34,7 +34,7 @@ from pathlib import Path
 import netaddr
 from sqlalchemy import Connection, and_, func, select, update
 
-from melange import audit, dhcp, holds
+from melange import audit, dhcp, holds, subnets
 from melange import blocks as block_ops
 from melange.addresses import reclaim_expired
 from melange.errors import InvalidInput, NotFound, PermissionDenied
@@ -223,7 +223,7 @@ def placement_findings(conn: Connection, network: str | None = None) -> Iterator
         return
     rules = block_ops.policy_rules(conn, [row.policy_id for row in block_rows.values()])
     exclusions = {
-        bid: block_ops.exclusions_from(row, rules.get(row.policy_id))
+        bid: block_ops.exclusions_of(row, subnets.chain_in(row, block_rows), rules)
         for bid, row in block_rows.items()
     }
     query = _blocks_where(

@@ -9,12 +9,12 @@ from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
 
-from sqlalchemy import Connection, func, or_, select
+from sqlalchemy import Connection, or_, select
 
-from melange import audit, holds
+from melange import audit
 from melange import blocks as block_ops
 from melange.errors import InvalidInput
-from melange.models import audit_addresses, audit_log, blocks, ip_addresses
+from melange.models import audit_addresses, audit_log, blocks
 from melange.records import ip_text, iso
 from melange.store import utcnow
 from melange.validate import parse_duration, parse_ip
@@ -26,30 +26,21 @@ def utilization(
     network: str | None = None,
     above: float | None = None,
 ) -> list[dict]:
-    """Used, held, free and unusable per block (blocks with subnets are left out)."""
+    """Used, held, free and unusable per block. A parent (a block with subnets) is
+    listed too, with `kind: parent`: its counts are those of all the blocks below it,
+    the space no subnet covers counted as free."""
     if above is not None and not 0 <= above <= 100:
         raise InvalidInput(f"--above is a percentage from 0 to 100, not {above}")
     query = select(blocks).order_by(blocks.c.network, blocks.c.version, blocks.c.first_addr)
     if network is not None:
         query = query.where(blocks.c.network == network)
     rows = conn.execute(query).all()
-    parents = set(
-        conn.execute(select(blocks.c.parent_id).where(blocks.c.parent_id.is_not(None))).scalars()
-    )
-    ip = ip_addresses.c
-    held = dict(
-        conn.execute(
-            select(ip.block_id, func.count()).where(holds.held(ip)).group_by(ip.block_id)
-        ).all()
-    )
+    tree = block_ops.Tree.of(rows)
+    held = block_ops.held_counts(conn)
     rules = block_ops.policy_rules(conn, [row.policy_id for row in rows])
     report = []
     for row in rows:
-        if row.id in parents:
-            continue
-        size = row.last_addr - row.first_addr + 1
-        unusable = block_ops.exclusions_from(row, rules.get(row.policy_id)).count()
-        counts = block_ops.usage(size, row.allocated_count, held.get(row.id, 0), unusable)
+        counts = tree.usage(row, rules, held)
         if above is not None and counts["percent_used"] <= above:
             continue
         report.append(

@@ -108,11 +108,26 @@ def delete(app: App, block, force):
 @click.argument("block")
 @click.argument("cidr")
 @click.option("--name")
+@click.option("--gateway", metavar="IP", help="Its own gateway (else BLOCK's is inherited).")
+@click.option("--dns", multiple=True, metavar="IP", help="Its own DNS server (repeatable).")
+@click.option("--policy", metavar="POLICY", help="Its own policy (else BLOCK's is inherited).")
+@click.option("--tenant", metavar="T")
+@click.option("--generator", metavar="NAME", help="Address generator (lowest-free, eui64, …).")
 @output_option
 @pass_app
-def subnet(app: App, block, cidr, name):
-    """Create a subnet CIDR inside BLOCK."""
-    result = app.call("block.create", cidr=cidr, name=name, parent=block)
+def subnet(app: App, block, cidr, name, gateway, dns, policy, tenant, generator):
+    """Create a subnet CIDR inside BLOCK; it inherits what it is not given (see the guide)."""
+    result = app.call(
+        "block.create",
+        cidr=cidr,
+        name=name,
+        parent=block,
+        gateway=gateway,
+        dns=list(dns),
+        policy=policy,
+        tenant=tenant,
+        generator=generator,
+    )
     output.emit(app.output_format(), result, output.BLOCK)
 
 

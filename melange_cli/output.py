@@ -68,7 +68,7 @@ SYNC = View(
 UTILIZATION = View(
     "Utilization",
     ("block_id", "cidr", "name", "network", "size", "used", "held", "free", "unusable",
-     "percent_used"),
+     "percent_used", "kind", "subnets"),
 )  # fmt: skip
 HISTORY = View(
     "Change",

@@ -266,7 +266,8 @@ class Dnsmasq:
     Started with the recipe from the dnsmasq notes::
 
         dnsmasq -k --conf-file=/dev/null --port=0 --no-resolv --no-hosts --user=root
-          --interface=IF --bind-interfaces --dhcp-range=set:NET,NETADDR,static,MASK,10m
+          --interface=IF --bind-interfaces
+          --dhcp-range=set:NET/CIDR,NETADDR,static,MASK,10m --tag-if=set:NET,tag:NET/CIDR
           --dhcp-hostsfile=H --dhcp-optsfile=O --dhcp-leasefile=L --pid-file=P
           --log-dhcp --log-facility=LOGFILE
 
@@ -287,8 +288,12 @@ class Dnsmasq:
         optsfile: str | os.PathLike[str] | None = None,
         leasefile: str | os.PathLike[str] | None = None,
         extra_args: Sequence[str] = (),
+        config_lines: Sequence[str] | None = None,
     ) -> None:
         self.pair = pair
+        # The ranges and tag-if lines of `melange dhcp config`, as options; by default
+        # those melange prints for one block covering the pair's subnet in `network`.
+        self.config_lines = list(config_lines) if config_lines is not None else None
         self.workdir = Path(workdir).absolute()
         self.network = network
         self.lease_time = lease_time
@@ -310,12 +315,23 @@ class Dnsmasq:
         return [
             find_dnsmasq(), "-k", "--conf-file=/dev/null", "--port=0", "--no-resolv",
             "--no-hosts", "--user=root", f"--interface={p.server_if}", "--bind-interfaces",
-            f"--dhcp-range=set:{self.network},{p.network_address},static,{p.netmask},"
-            f"{self.lease_time}",
+            *self.range_args(),
             f"--dhcp-hostsfile={self.hostsfile}", f"--dhcp-optsfile={self.optsfile}",
             f"--dhcp-leasefile={self.leasefile}", f"--pid-file={self.pidfile}",
             "--log-dhcp", f"--log-facility={self.logfile}", *self.extra_args,
         ]  # fmt: skip
+
+    def range_args(self) -> list[str]:
+        """dhcp-range and tag-if options: the block's own tag, and the network's set from it."""
+        if self.config_lines is not None:
+            return [f"--{line.strip()}" for line in self.config_lines
+                    if line.startswith(("dhcp-range=", "tag-if="))]  # fmt: skip
+        p = self.pair
+        tag = f"{self.network}/{p.subnet}"
+        return [
+            f"--dhcp-range=set:{tag},{p.network_address},static,{p.netmask},{self.lease_time}",
+            f"--tag-if=set:{self.network},tag:{tag}",
+        ]
 
     # -- lifecycle
     def start(self, timeout: float = 10.0, *, wait_read: bool = True) -> Dnsmasq:
@@ -490,7 +506,8 @@ def dnsmasq_check_hostsfile(
 # ---------------------------------------------------------------------------
 # udhcpc
 
-LEASE_KEYS = ("ip", "router", "dns", "hostname", "subnet", "mask", "lease", "serverid")
+LEASE_KEYS = ("ip", "router", "dns", "hostname", "subnet", "mask", "lease", "serverid",
+              "staticroutes")  # fmt: skip
 
 
 def udhcpc_lease(

@@ -883,19 +883,22 @@ def test_dhcp_hosts_order_is_deterministic(melange, tmp_path):
     assert first.endswith("\n") and first.count("\n") == 4
 
 
-def test_dhcp_opts_and_config_are_tagged_by_network(melange):
+def test_dhcp_opts_and_config_are_tagged_by_block(melange):
     web(melange, "10.0.0.0/24", "--gateway", "10.0.0.1", "--dns", "10.0.0.53")
     opts = melange.ok("dhcp", "opts").splitlines()
-    assert opts and all(line.startswith("tag:net1,") for line in opts)
-    assert "tag:net1,option:router,10.0.0.1" in opts
+    assert opts and all(line.startswith("tag:net1/10.0.0.0/24,") for line in opts)
+    assert "tag:net1/10.0.0.0/24,option:router,10.0.0.1" in opts
     config = melange.ok("dhcp", "config").splitlines()
-    assert any(line.startswith("dhcp-range=set:net1,10.0.0.0,") for line in config), config
+    assert "dhcp-range=set:net1/10.0.0.0/24,10.0.0.0,static,255.255.255.0,12h" in config
+    assert "tag-if=set:net1,tag:net1/10.0.0.0/24" in config
 
 
 HOSTS_LINE = re.compile(
     r"^[0-9a-f]{2}(:[0-9a-f]{2}){5},(\d+\.\d+\.\d+\.\d+|\[[0-9a-f:]+\])(,[a-z0-9.-]+)?$"
 )
-CONFIG_LINE = re.compile(r"^(dhcp-range=set:[A-Za-z0-9_.-]+,[^\s,]+,static,[^\s,]+,12h"
+BLOCK_TAG = r"[A-Za-z0-9_.-]+/[0-9a-f.:/]+"
+CONFIG_LINE = re.compile(rf"^(dhcp-range=set:{BLOCK_TAG},[^\s,]+,static,[^\s,]+,12h"
+                         rf"|tag-if=set:[A-Za-z0-9_.-]+,tag:{BLOCK_TAG}"
                          r"|dhcp-(hostsfile|optsfile)=\S+|dhcp-lease-max=\d+)$")  # fmt: skip
 
 

@@ -167,7 +167,7 @@ def test_melanged_on_node_3_renders_what_node_1_allocates(urls, tmp_path):
                    what="node 2's release in node 3's melanged hosts file")  # fmt: skip
         assert daemon.alive()
         assert "unavailable" not in daemon.log()
-    assert files.optsfile.read_text().startswith("tag:net1,option:router,10.77.0.1")
+    assert files.optsfile.read_text().startswith("tag:net1/10.77.0.0/24,option:router,10.77.0.1")
 
 
 class CliClient(threading.Thread):

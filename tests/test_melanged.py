@@ -278,7 +278,8 @@ def test_reloads_with_leases_never_crash_dnsmasq(db, dnsmasq_server, netns_pair,
         assert dnsmasq_server.alive(), dnsmasq_server.log_text()[-2000:]
     text = dnsmasq_server.hostsfile.read_text() + dnsmasq_server.optsfile.read_text()
     assert "set:" not in text
-    assert all(line.startswith("tag:net1,") for line in dnsmasq_server.optsfile.read_text().split())
+    opts = dnsmasq_server.optsfile.read_text().split()
+    assert all(line.startswith("tag:net1/10.77.0.0/24,") for line in opts)
 
 
 def test_sighup_rereads_the_config_and_renders_everything(db, dnsmasq_server, tmp_path):
@@ -330,4 +331,5 @@ def test_without_a_running_dnsmasq_the_file_is_still_written(db, tmp_path):
     with Melanged(db, absent, tmp_path, network="net1") as m:
         wait_until(lambda: _has(absent, f"{MAC},10.77.0.2"), what="file without dnsmasq")
         m.wait_log("dnsmasq is not running")
-        assert absent.optsfile.read_text().startswith("tag:net1,option:router,10.77.0.1")
+        opts = absent.optsfile.read_text()
+        assert opts.startswith("tag:net1/10.77.0.0/24,option:router,10.77.0.1")

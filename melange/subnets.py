@@ -1,0 +1,152 @@
+"""The tree of blocks and subnets: what a subnet inherits from its ancestors.
+
+A subnet is part of its parent. It takes its gateway, DNS servers and policy
+from the nearest ancestor that has them unless it has its own, and its routes
+from every ancestor (a route of a nearer block replaces one to the same
+destination). These functions only walk rows; the queries that fetch a
+chain (one statement, whatever its depth) are here too, so allocation,
+rendering, `block show` and the reports share one definition of "inherited".
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from typing import Any
+
+from sqlalchemy import Connection, bindparam, literal, select
+
+from melange.models import block_dns_servers, blocks, routes
+from melange.prepared import Prepared
+
+B = blocks.c
+DEFAULT_ROUTE = {4: "0.0.0.0/0", 6: "::/0"}
+
+
+def _ancestors_statement():
+    """The parent, grandparent, … of a block, nearest first, as one recursive query."""
+    chain = (
+        select(B.id, B.parent_id, literal(1).label("depth"))
+        .where(B.id == bindparam("parent_id"))
+        .cte("chain", recursive=True)
+    )
+    up = blocks.alias("up")
+    chain = chain.union_all(
+        select(up.c.id, up.c.parent_id, chain.c.depth + 1).where(up.c.id == chain.c.parent_id)
+    )
+    return select(blocks).join(chain, chain.c.id == B.id).order_by(chain.c.depth)
+
+
+def _descendants_statement():
+    """Every block below a block (subnets, their subnets, …), as one recursive query."""
+    tree = select(B.id).where(B.parent_id == bindparam("block_id")).cte("tree", recursive=True)
+    down = blocks.alias("down")
+    tree = tree.union_all(select(down.c.id).where(down.c.parent_id == tree.c.id))
+    return select(blocks).join(tree, tree.c.id == B.id).order_by(B.first_addr, B.id)
+
+
+_ANCESTORS = Prepared(_ancestors_statement())
+_DESCENDANTS = Prepared(_descendants_statement())
+
+
+def ancestors(conn: Connection, block) -> list:
+    """The block's ancestors, nearest first: no query for a top-level block, one for a subnet."""
+    if block.parent_id is None:
+        return []
+    return _ANCESTORS.all(conn, parent_id=block.parent_id)
+
+
+def descendants(conn: Connection, block_id: int) -> list:
+    """Every block below `block_id`, in address order (one query)."""
+    return _DESCENDANTS.all(conn, block_id=block_id)
+
+
+def chain_in(block, by_id: dict[int, Any]) -> list:
+    """The ancestors of `block` among rows already read (a report's or a render's)."""
+    chain = []
+    parent_id = block.parent_id
+    while parent_id is not None and parent_id in by_id:
+        parent = by_id[parent_id]
+        chain.append(parent)
+        parent_id = parent.parent_id
+    return chain
+
+
+def nearest(block, chain: Sequence, column: str) -> tuple[Any, Any]:
+    """(value, source) of `column`: the block's own value (source None), else the nearest
+    ancestor's that is set (source that ancestor), else (None, None)."""
+    own = getattr(block, column)
+    if own is not None:
+        return own, None
+    for ancestor in chain:
+        value = getattr(ancestor, column)
+        if value is not None:
+            return value, ancestor
+    return None, None
+
+
+def nearest_listed(block, chain: Sequence, lists: dict[int, list]) -> tuple[list, Any]:
+    """(items, source) of a per-block list such as DNS servers: the block's own when it
+    has any, else those of the nearest ancestor that has any."""
+    if lists.get(block.id):
+        return lists[block.id], None
+    for ancestor in chain:
+        if lists.get(ancestor.id):
+            return lists[ancestor.id], ancestor
+    return [], None
+
+
+def merged_routes(block, chain: Sequence, lists: dict[int, list]) -> dict[str, tuple[int, Any]]:
+    """destination -> (gateway, source) over the chain: each ancestor's routes, a nearer
+    block's route replacing a farther one's to the same destination (source None: own)."""
+    merged: dict[str, tuple[int, Any]] = {}
+    for level in reversed([block, *chain]):
+        source = None if level is block else level
+        for destination, gateway in lists.get(level.id, ()):
+            merged[destination] = (gateway, source)
+    return merged
+
+
+def router(block, chain: Sequence, lists: dict[int, list]) -> int | None:
+    """The default router a DHCP client of `block` is given: walking from the block up,
+    the first level with a route to the default destination or a gateway decides, and
+    at one level a default route replaces the gateway (the guide's "default routes")."""
+    default = DEFAULT_ROUTE[block.version]
+    for level in (block, *chain):
+        for destination, gateway in lists.get(level.id, ()):
+            if destination == default:
+                return gateway
+        if level.gateway is not None:
+            return level.gateway
+    return None
+
+
+def dns_lists(conn: Connection, block_ids: Iterable[int]) -> dict[int, list[tuple[int, int]]]:
+    """(address, version) of the DNS servers of several blocks, in order: one query."""
+    ids = sorted(set(block_ids))
+    found: dict[int, list[tuple[int, int]]] = {}
+    if not ids:
+        return found
+    d = block_dns_servers.c
+    for block_id, address, version in conn.execute(
+        select(d.block_id, d.address, d.version)
+        .where(d.block_id.in_(ids))
+        .order_by(d.block_id, d.position)
+    ):
+        found.setdefault(block_id, []).append((address, version))
+    return found
+
+
+def route_lists(conn: Connection, block_ids: Iterable[int]) -> dict[int, list[tuple[str, int]]]:
+    """(destination, gateway) of the routes of several blocks, in the order added: one query."""
+    ids = sorted(set(block_ids))
+    found: dict[int, list[tuple[str, int]]] = {}
+    if not ids:
+        return found
+    r = routes.c
+    for block_id, destination, gateway in conn.execute(
+        select(r.block_id, r.destination, r.gateway)
+        .where(r.block_id.in_(ids))
+        .order_by(r.block_id, r.id)
+    ):
+        found.setdefault(block_id, []).append((destination, gateway))
+    return found
