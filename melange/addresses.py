@@ -109,7 +109,7 @@ def allocate(
     conn: Connection,
     block_ref: str,
     *,
-    mac: str | int | None = None,
+    mac: str | None = None,
     address: str | None = None,
     count: int | None = None,
     hostname: str | None = None,
@@ -125,7 +125,7 @@ def allocate(
     if count is not None and (mac is not None or address is not None or hostname is not None):
         raise InvalidInput("--count cannot be combined with --mac, --address or --hostname")
     count = validate_count(count) if count is not None else 1
-    mac_value = parse_mac(mac) if isinstance(mac, str) else mac
+    mac_value = parse_mac(mac) if mac is not None else None
     if hostname is not None:
         hostname = validate_hostname(hostname)
     if tenant is not None:
@@ -136,12 +136,9 @@ def allocate(
     if interface is not None:
         interface_id, interface_mac = _interface_id(conn, interface)
         mac_value = mac_value if mac_value is not None else interface_mac
-    if block.has_subnets:
-        raise Conflict(f"block {block.cidr} has subnets and hands out no addresses itself")
+    block_ops.refuse_parent(block, block.has_subnets)
     if wanted is not None:
-        network = netaddr.IPNetwork(block.cidr)
-        if wanted.version != block.version or wanted not in network:
-            raise InvalidInput(f"{wanted} is not inside block {block.cidr}")
+        block_ops.check_inside(block, wanted)
     if mac_value is not None:
         existing = _BY_ACTIVE_MAC.first(conn, block_id=block.id, mac=mac_value)
         if existing is not None:
@@ -150,9 +147,7 @@ def allocate(
     space = block_ops.free_space(conn, block)
     reclaim_expired(conn, block, space)
     if wanted is not None:
-        reason = space.exclusions.reason(int(wanted))
-        if reason:
-            raise Conflict(f"{wanted} cannot be allocated: {reason}")
+        space.exclusions.refuse(int(wanted), str(wanted))
         if not space.is_free(int(wanted)):
             state = conn.execute(
                 select(IP.state).where(IP.block_id == block.id, IP.address == int(wanted))
@@ -285,7 +280,7 @@ def find_locked(conn: Connection, address: str, block_ref: str | None):
     return find(conn, address, str(row.block_id))
 
 
-def show(conn: Connection, address: str, block_ref: str | None) -> dict:
+def show(conn: Connection, address: str, block_ref: str | None = None) -> dict:
     return address_record(find(conn, address, block_ref))
 
 

@@ -1,7 +1,8 @@
 """The audit trail: one row per change, in the change's own transaction.
 
-Direct commands record the OS user; melanged's socket records the peer the
-kernel vouched for (SO_PEERCRED), never a name the client claims.
+Direct commands record the user of the process's effective uid (LOGNAME and
+USER are the caller's to set, so never the actor); melanged's socket records
+the peer the kernel vouched for (SO_PEERCRED), never a name the client claims.
 
 Each row names the kind of entity changed and its identity as it was (id,
 CIDR, name or address), so a history lookup never mixes kinds. The addresses
@@ -13,8 +14,8 @@ address goes in the row itself, more go to `audit_addresses` as runs.
 from __future__ import annotations
 
 import functools
-import getpass
 import json
+import os
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from contextvars import ContextVar
@@ -75,14 +76,20 @@ def who(default_via: str = "cli") -> tuple[str, str]:
     return _acting.get() or (os_user(), default_via)
 
 
-@functools.cache
 def os_user() -> str:
-    try:
-        return getpass.getuser()
-    except (KeyError, OSError):
-        import os
+    """The name of this process's effective uid, as the kernel has it."""
+    return user_name(os.geteuid())
 
-        return str(os.getuid())
+
+@functools.cache
+def user_name(uid: int) -> str:
+    """A uid's user name, or the number when it has none."""
+    import pwd
+
+    try:
+        return pwd.getpwuid(uid).pw_name
+    except KeyError:
+        return str(uid)
 
 
 def note(block_id: int, addresses: Iterable[int]) -> None:

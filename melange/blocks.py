@@ -101,6 +101,20 @@ def resolve(conn: Connection, ref: str, *, for_update: bool = False):
     return row
 
 
+def refuse_parent(block, has_subnets: bool) -> None:
+    """A block with subnets hands out nothing itself (allocation and import alike)."""
+    if has_subnets:
+        raise Conflict(f"block {block.cidr} has subnets and hands out no addresses itself")
+
+
+def check_inside(block, address: netaddr.IPAddress) -> None:
+    """An address asked for by name lies in the block (allocate --address, import)."""
+    if address.version != block.version or not (
+        block.first_addr <= int(address) <= block.last_addr
+    ):
+        raise InvalidInput(f"{address} is not inside block {block.cidr}")
+
+
 def touch(conn: Connection, block_id: int, *, allocated: int = 0) -> None:
     """Record a change to what the block renders (melanged watches `generation`),
     and keep its allocated counter in step; callers hold the block's lock."""

@@ -80,7 +80,11 @@ def sync(
     release_interface: str | None = None,
     backend: str = "dnsmasq",
 ) -> dict:
-    """`melange dhcp sync`: one pass, for cron or a host without melanged."""
+    """`melange dhcp sync`: one pass, for cron or a host without melanged.
+
+    It writes files and may signal dnsmasq, so it leaves an audit row (who,
+    which files, what changed), like every change to the store does."""
+    from melange import audit
     from melange.validate import validate_network
 
     if network is not None:
@@ -93,4 +97,14 @@ def sync(
         hostsdir=Path(hostsdir) if hostsdir else None,
         release_interface=release_interface,
     )
-    return load(backend, target).sync(store).as_dict()
+    result = load(backend, target).sync(store).as_dict()
+    params = {"hostsfile": hostsfile, "optsfile": optsfile, "dnsmasq_pidfile": dnsmasq_pidfile,
+              "network": network, "hostsdir": hostsdir, "release_interface": release_interface,
+              "backend": backend}  # fmt: skip
+    actor, via = audit.who()
+    store.write(
+        lambda conn: audit.record(
+            conn, actor=actor, via=via, command="dhcp.sync", params=params, result=result
+        )
+    )
+    return result

@@ -20,6 +20,7 @@ from pathlib import Path
 from melange import dhcp
 from melange.dhcpsync import SyncResult, Target
 from melange.filesync import write_if_changed
+from melange.localfiles import program_pid, read_text
 from melange.store import Store
 
 log = logging.getLogger("melange.dnsmasq")
@@ -42,7 +43,7 @@ class Dnsmasq:
         files = [self.target.hostsfile, *self._dir_files()]
         for path in files:
             try:
-                lines.update(line for line in path.read_text().splitlines() if line)
+                lines.update(line for line in read_text(path).splitlines() if line)
             except FileNotFoundError:
                 continue
         return lines
@@ -124,14 +125,10 @@ class Dnsmasq:
     # -- the process
 
     def _pid(self) -> int | None:
+        """dnsmasq's pid, only when the pidfile names a running dnsmasq."""
         if self.target.pidfile is None:
             return None
-        try:
-            pid = int(self.target.pidfile.read_text().split()[0])
-            os.kill(pid, 0)
-            return pid
-        except (FileNotFoundError, ValueError, IndexError, ProcessLookupError, PermissionError):
-            return None
+        return program_pid(self.target.pidfile, "dnsmasq")
 
     def _reload(self) -> tuple[bool | None, bool]:
         """SIGHUP once dnsmasq is idle, so at most one reload is ever in flight."""
@@ -142,7 +139,10 @@ class Dnsmasq:
             log.warning("dnsmasq is not running (pidfile %s); files written", self.target.pidfile)
             return False, False
         wait_idle(pid)
-        os.kill(pid, signal.SIGHUP)
+        try:
+            os.kill(pid, signal.SIGHUP)
+        except ProcessLookupError:
+            return False, False
         return True, True
 
     def _release(self, removed: set[str]) -> list[str]:

@@ -10,6 +10,8 @@ from __future__ import annotations
 import bisect
 from dataclasses import dataclass, field
 
+from melange.errors import Conflict
+
 
 @dataclass(frozen=True)
 class Exclusions:
@@ -60,6 +62,13 @@ class Exclusions:
         if self.octets and (address & 0xFF) in self.octets:
             return f"its last octet {address & 0xFF} is unusable by policy"
         return None
+
+    def refuse(self, address: int, shown: str) -> None:
+        """Conflict when `address` (printed as `shown`) is one the block never hands
+        out: the check of `allocate --address` and of every imported address."""
+        reason = self.reason(address)
+        if reason:
+            raise Conflict(f"{shown} cannot be allocated: {reason}")
 
     def next_allowed(self, address: int) -> int | None:
         """The lowest address >= `address` inside the block that may be handed out."""

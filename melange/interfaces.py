@@ -56,39 +56,64 @@ def create(
     mac: str | None = None,
 ) -> dict:
     """Create the interface, its MAC and its addresses in one transaction."""
-    validate_name(vif, "interface id")
-    validate_network(network)
-    if device is not None:
-        validate_name(device, "device")
-    if tenant is not None:
-        validate_name(tenant, "tenant")
+    check_names(vif, network, device, tenant)
     mac_value = parse_mac(mac) if mac is not None else None
-    if conn.execute(select(I.id).where(I.vif_id == vif)).first():
-        raise Conflict(f"interface {vif!r} already exists")
+    _check_new(conn, vif, mac_value)
     leaves = _leaf_blocks(conn, network)
     if not leaves:
         raise NotFound(f"network {network!r} has no blocks")
     range_id = None
     if mac_value is None:
         range_id, mac_value = macranges.next_free(conn)
-    else:
-        owner = conn.execute(select(I.vif_id).where(I.mac == mac_value)).scalar()
-        if owner is not None:
-            raise Conflict(f"MAC {format_mac(mac_value)} belongs to interface {owner!r}")
-    interface_id = conn.execute(
-        insert(interfaces).values(
-            vif_id=vif,
-            network=network,
-            device=device,
-            tenant=tenant,
-            mac=mac_value,
-            created_at=utcnow(),
-        )
-    ).inserted_primary_key[0]
-    macranges.assign(conn, mac_value, interface_id, range_id)
+    add(conn, vif, network=network, device=device, tenant=tenant, mac=mac_value, range_id=range_id)
     for version in sorted({b.version for b in leaves}):
         _allocate_one(conn, [b for b in leaves if b.version == version], vif, tenant)
     return record(conn, _get(conn, vif))
+
+
+def check_names(vif: str, network: str, device: str | None, tenant: str | None) -> None:
+    """An interface's names, for `interface create` and import alike (they reach
+    `interface list` lines and the audit trail)."""
+    validate_name(vif, "interface id")
+    validate_network(network)
+    if device is not None:
+        validate_name(device, "device")
+    if tenant is not None:
+        validate_name(tenant, "tenant")
+
+
+def _check_new(conn: Connection, vif: str, mac: int | None) -> None:
+    """The interface id, and its MAC when chosen, belong to no other interface."""
+    if conn.execute(select(I.id).where(I.vif_id == vif)).first():
+        raise Conflict(f"interface {vif!r} already exists")
+    if mac is not None:
+        owner = conn.execute(select(I.vif_id).where(I.mac == mac)).scalar()
+        if owner is not None:
+            raise Conflict(f"MAC {format_mac(mac)} belongs to interface {owner!r}")
+
+
+def add(
+    conn: Connection,
+    vif: str,
+    *,
+    network: str,
+    device: str | None,
+    tenant: str | None,
+    mac: int,
+    range_id: int | None = None,
+) -> int:
+    """Insert a checked interface with its MAC (taken from MAC range `range_id`, or
+    given); its id. `create` gives it addresses after; an import brings its own."""
+    check_names(vif, network, device, tenant)
+    _check_new(conn, vif, mac)
+    interface_id = conn.execute(
+        insert(interfaces).values(
+            vif_id=vif, network=network, device=device, tenant=tenant, mac=mac,
+            created_at=utcnow(),
+        )
+    ).inserted_primary_key[0]  # fmt: skip
+    macranges.assign(conn, mac, interface_id, range_id)
+    return interface_id
 
 
 def _allocate_one(conn: Connection, candidates: list, vif: str, tenant) -> None:

@@ -9,6 +9,7 @@ from collections.abc import Callable
 
 from sqlalchemy import Connection, text
 
+from melange.errors import SchemaOutdated, StoreUnavailable
 from melange.store import SCHEMA_HEAD, Store, schema_dir
 
 
@@ -37,11 +38,35 @@ def _unlock(conn: Connection) -> None:
 
 
 def _revision(conn: Connection) -> str | None:
+    """The recorded revision; None without an alembic_version table, "" when the
+    table is there without its row."""
     from sqlalchemy import inspect
 
     if not inspect(conn).has_table("alembic_version"):
         return None
-    return conn.execute(text("SELECT version_num FROM alembic_version")).scalar()
+    return conn.execute(text("SELECT version_num FROM alembic_version")).scalar() or ""
+
+
+def _check_known(conn: Connection, revision: str | None) -> None:
+    """Refuse (exit 6) a store migrations cannot start from, before they touch it:
+    a revision no script of this melange has (Alembic's "Can't locate revision"),
+    or melange's tables with an empty alembic_version (running the first migration
+    on them would fail half-way on "table already exists")."""
+    from sqlalchemy import inspect
+
+    if revision == "":
+        if set(inspect(conn).get_table_names()) - {"alembic_version"}:
+            raise StoreUnavailable(
+                "the store has tables but its schema revision is missing (alembic_version "
+                "is empty); restore it from a backup, or record the revision its tables "
+                "match with `alembic stamp`"
+            )
+    elif revision is not None and revision not in known_revisions():
+        raise SchemaOutdated(
+            f"the store's schema is at revision {revision[:40]!r}, which this melange "
+            f"does not know (its newest is {head_revision()}); a newer melange made it: "
+            "upgrade melange"
+        )
 
 
 def upgrade(store: Store, revision: str = "head", *, only_if_empty: bool = False) -> None:
@@ -72,8 +97,10 @@ def _migrate(store: Store, step: Callable[[Connection], None], only_if_empty: bo
         try:
             with conn.begin():
                 _lock(conn)
-                if only_if_empty and _revision(conn) is not None:
+                current = _revision(conn)
+                if only_if_empty and current:
                     return
+                _check_known(conn, current)
                 step(conn)
                 if sqlite and conn.exec_driver_sql("PRAGMA foreign_key_check").first():
                     raise RuntimeError("migration left rows that break a foreign key")
@@ -101,26 +128,38 @@ def _create_head(conn: Connection) -> None:
 
     from melange.models import LOCK_NAMES, locks, metadata
 
-    metadata.create_all(conn)
-    conn.execute(insert(locks), [{"name": name, "counter": 0} for name in LOCK_NAMES])
     version = Table(
         "alembic_version",
         MetaData(),
         Column("version_num", String(32), nullable=False),
         PrimaryKeyConstraint("version_num", name="alembic_version_pkc"),
     )
+    # First, as Alembic does: where DDL commits at once (MySQL), a reader meanwhile
+    # sees an empty revision (a store being created: it waits for the lock) rather
+    # than tables without one (a foreign database).
     version.create(conn)
+    metadata.create_all(conn)
+    conn.execute(insert(locks), [{"name": name, "counter": 0} for name in LOCK_NAMES])
     conn.execute(insert(version).values(version_num=SCHEMA_HEAD))
 
 
-def head_revision() -> str:
-    """The newest revision among the migration scripts (tests hold SCHEMA_HEAD to it)."""
+def _scripts():
     from alembic.config import Config
     from alembic.script import ScriptDirectory
 
     config = Config()
     config.set_main_option("script_location", str(schema_dir()))
-    return ScriptDirectory.from_config(config).get_current_head()
+    return ScriptDirectory.from_config(config)
+
+
+def head_revision() -> str:
+    """The newest revision among the migration scripts (tests hold SCHEMA_HEAD to it)."""
+    return _scripts().get_current_head()
+
+
+def known_revisions() -> set[str]:
+    """Every revision this melange has a migration script for."""
+    return {script.revision for script in _scripts().walk_revisions()}
 
 
 def status(store: Store) -> dict:

@@ -1,7 +1,9 @@
 """Every command as a named operation: the one code path the CLI and melanged share.
 
 An operation is a core function, whether it writes, and whether it needs the
-store's release hold. `run` executes one in a transaction of its own.
+store's release hold. Its parameters are the function's own, with their type
+hints (melange.params); `validate` checks a request against them, and `run`
+executes one in a transaction of its own after that check, whatever the channel.
 """
 
 from __future__ import annotations
@@ -11,6 +13,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+from melange import params as declared
 from melange.errors import InvalidInput
 from melange.store import Store
 
@@ -25,6 +28,14 @@ class Operation:
     def function(self) -> Callable[..., Any]:
         return _resolve(self.target)
 
+    def parameters(self) -> dict[str, declared.Parameter]:
+        """What a client may send, derived once from the function's signature."""
+        return _parameters(self.target)
+
+    def local(self) -> frozenset[str]:
+        """The function's in-process parameters (callbacks): never from a client."""
+        return _local(self.target)
+
 
 @functools.cache
 def _resolve(target: str) -> Callable[..., Any]:
@@ -33,6 +44,19 @@ def _resolve(target: str) -> Callable[..., Any]:
 
     module, name = target.split(":")
     return getattr(import_module(f"melange.{module}"), name)
+
+
+@functools.cache
+def _parameters(target: str) -> dict[str, declared.Parameter]:
+    return declared.derive(_resolve(target))
+
+
+@functools.cache
+def _local(target: str) -> frozenset[str]:
+    import inspect
+
+    names = list(inspect.signature(_resolve(target)).parameters)[1:]
+    return frozenset(names) - _parameters(target).keys() - declared.SUPPLIED
 
 
 def _op(
@@ -98,11 +122,13 @@ def run(
     A change is recorded in the audit trail inside that same transaction, as
     `actor` (the OS user when not given) acting through `via`.
     """
-    operation = OPERATIONS.get(name)
-    if operation is None:
-        raise InvalidInput(f"unknown operation {name!r}")
-    function = operation.function()
+    operation = _operation(name)
+    local = operation.local()
     kwargs = dict(params)
+    if local & params.keys():  # callbacks of an in-process caller (a progress bar)
+        params = {k: v for k, v in params.items() if k not in local}
+    declared.check(name, operation.parameters(), params)
+    function = operation.function()
     if operation.hold:
         kwargs["hold_seconds"] = store.release_hold
     from melange import audit
@@ -121,13 +147,23 @@ def run(
         )
 
 
+def _operation(name: str) -> Operation:
+    operation = OPERATIONS.get(name) if isinstance(name, str) else None
+    if operation is None:
+        raise InvalidInput(f"unknown operation {repr(name)[:60]}")
+    return operation
+
+
+def validate(name: str, params: dict[str, Any]) -> None:
+    """A client's request, checked before anything runs: a known operation, known
+    parameter names, the required ones present, each value of its declared type
+    (InvalidInput, exit 2, naming the first thing wrong)."""
+    if not isinstance(params, dict):
+        raise InvalidInput("params must be a JSON object")
+    operation = _operation(name)
+    declared.check(name, operation.parameters(), params)
+
+
 def parameters(name: str) -> set[str]:
     """The keyword parameters a client may send for operation `name`."""
-    import inspect
-
-    operation = OPERATIONS.get(name)
-    if operation is None:
-        raise InvalidInput(f"unknown operation {name!r}")
-    signature = inspect.signature(operation.function())
-    internal = {"conn", "store", "hold_seconds", "progress", "sink"}
-    return {p for p in list(signature.parameters)[1:] if p not in internal}
+    return set(_operation(name).parameters())

@@ -9,7 +9,7 @@ from melange.errors import Conflict, InvalidInput, NotFound
 from melange.models import blocks, policies, unusable_octets, unusable_ranges
 from melange.records import iso
 from melange.store import lock_block, utcnow
-from melange.validate import validate_name
+from melange.validate import validate_line, validate_name
 
 P = policies.c
 MAX_OFFSET = 2**63  # BIGINT on every backend
@@ -46,8 +46,8 @@ def record(conn: Connection, row) -> dict:
 
 def create(conn: Connection, name: str, *, description: str | None = None) -> dict:
     validate_name(name, "policy name")
-    if description is not None and ("\n" in description or len(description) > 1000):
-        raise InvalidInput("a policy description is one line of at most 1000 characters")
+    if description is not None:
+        validate_line(description, "a policy description")
     if conn.execute(select(P.id).where(P.name == name)).first():
         raise Conflict(f"policy {name!r} already exists")
     conn.execute(insert(policies).values(name=name, description=description, created_at=utcnow()))

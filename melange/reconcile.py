@@ -21,7 +21,6 @@ its block), but a purge keeps `ip list`, reports and the tables small.
 from __future__ import annotations
 
 import bisect
-import os
 import re
 import shutil
 import subprocess
@@ -37,7 +36,8 @@ from sqlalchemy import Connection, and_, func, select, update
 from melange import audit, dhcp, holds, subnets
 from melange import blocks as block_ops
 from melange.addresses import reclaim_expired
-from melange.errors import InvalidInput, NotFound, PermissionDenied
+from melange.errors import InvalidInput, NotFound
+from melange.localfiles import program_pid, read_text
 from melange.models import blocks, interfaces, ip_addresses
 from melange.records import block_label, iso
 from melange.store import Store, lock_block, utcnow
@@ -101,7 +101,7 @@ def reconcile(
         network=network,
         hostsdir=Path(hostsdir) if hostsdir else None,
     )
-    if sources.leasefile is not None and not sources.leasefile.is_file():
+    if sources.leasefile is not None and not sources.leasefile.exists():
         raise NotFound(f"no lease file {sources.leasefile} (dnsmasq --dhcp-leasefile)")
     purged = purge_expired_holds(store, network)
     found = check(store, sources)
@@ -390,10 +390,8 @@ def _dir_files(directory: Path | None) -> list[Path]:
 
 
 def _read(path: Path) -> str:
-    try:
-        return path.read_text(errors="replace")
-    except PermissionError:
-        raise PermissionDenied(f"no permission to read {path}") from None
+    """A regular file's text: never a FIFO, a device or something huge."""
+    return read_text(path)
 
 
 def compare_hosts(expected: list[str], actual: list[str]) -> list[dict]:
@@ -637,17 +635,6 @@ def rerender_hosts(store: Store, sources: Sources, pidfile: Path | None) -> dict
     }
 
 
-def _pid(pidfile: Path | None) -> int | None:
-    if pidfile is None:
-        return None
-    try:
-        pid = int(pidfile.read_text().split()[0])
-        os.kill(pid, 0)
-        return pid
-    except (FileNotFoundError, ValueError, IndexError, ProcessLookupError, PermissionError):
-        return None
-
-
 def release_stale_leases(
     store: Store,
     sources: Sources,
@@ -665,7 +652,7 @@ def release_stale_leases(
     from melange.dnsmasq import wait_idle
 
     assert sources.leasefile is not None
-    pid = _pid(pidfile)
+    pid = program_pid(pidfile, "dnsmasq") if pidfile is not None else None
     if after.get("added_only"):
         time.sleep(INOTIFY_WAIT)  # dnsmasq reads a new hosts-dir file by inotify
     if after.get("reloaded") and pid is not None:

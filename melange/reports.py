@@ -8,6 +8,7 @@ number of addresses.
 from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
+from typing import Annotated
 
 from sqlalchemy import Connection, or_, select
 
@@ -15,9 +16,12 @@ from melange import audit
 from melange import blocks as block_ops
 from melange.errors import InvalidInput
 from melange.models import audit_addresses, audit_log, blocks
+from melange.params import Bounds
 from melange.records import ip_text, iso
 from melange.store import utcnow
-from melange.validate import parse_duration, parse_ip
+from melange.validate import is_duration, parse_duration, parse_ip
+
+MAX_HISTORY = 100_000  # rows in one answer (a socket answer is one JSON line)
 
 
 def utilization(
@@ -57,18 +61,17 @@ def utilization(
 
 def _since(text: str) -> datetime:
     """An ISO 8601 time (UTC when no zone), or a duration back from now such as 2h."""
-    try:
-        return utcnow() - timedelta(seconds=parse_duration(text))
-    except InvalidInput:
-        pass
+    if is_duration(text):
+        return utcnow() - timedelta(seconds=parse_duration(text))  # too long: its own error
     try:
         moment = datetime.fromisoformat(text.replace("Z", "+00:00"))
-    except ValueError:
+        if moment.tzinfo is not None:
+            moment = moment.astimezone(UTC).replace(tzinfo=None)
+    except (ValueError, OverflowError):  # not a time; or, in UTC, before year 1 or after 9999
         raise InvalidInput(
-            f"{text!r} is not a time (ISO 8601, e.g. 2026-11-26T08:00:00Z, or a duration like 2h)"
+            f"{text[:60]!r} is not a time (ISO 8601, e.g. 2026-11-26T08:00:00Z, "
+            "or a duration like 2h)"
         ) from None
-    if moment.tzinfo is not None:
-        moment = moment.astimezone(UTC).replace(tzinfo=None)
     return moment
 
 
@@ -78,7 +81,7 @@ def history(
     block: str | None = None,
     address: str | None = None,
     since: str | None = None,
-    limit: int = 1000,
+    limit: Annotated[int, Bounds(1, MAX_HISTORY)] = 1000,
 ) -> list[dict]:
     """Changes recorded in the audit trail, oldest first (the newest `limit`).
 

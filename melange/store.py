@@ -128,6 +128,26 @@ def _configure_sqlite(engine: Engine) -> None:
             raise translated_error(conn, statement, (), error) from error
 
 
+def create_private_file(path: Path) -> None:
+    """A new SQLite store, and the directories made for it, readable by their owner
+    only (0600/0700): it holds every MAC and hostname. An existing file keeps its
+    mode, so an operator may open it to a group with chgrp and chmod g+r."""
+    missing = []
+    for parent in path.parents:
+        if parent.exists():
+            break
+        missing.append(parent)
+    for directory in reversed(missing):
+        try:
+            os.mkdir(directory, 0o700)
+        except FileExistsError:
+            pass
+    try:
+        os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600))
+    except FileExistsError:
+        pass
+
+
 def make_engine(url: str) -> Engine:
     """An engine with bounded connect time, whose connections are reused in-process."""
     parsed = make_url(url)
@@ -135,8 +155,8 @@ def make_engine(url: str) -> Engine:
     connect_args: dict = {}
     if backend == "sqlite":
         database = parsed.database
-        if database and database != ":memory:":
-            Path(database).parent.mkdir(parents=True, exist_ok=True)
+        if database and database != ":memory:" and not database.startswith("file:"):
+            create_private_file(Path(database))
         connect_args["timeout"] = SQLITE_BUSY_TIMEOUT_MS / 1000
     elif backend in ("mysql", "mariadb"):
         connect_args.update(connect_timeout=CONNECT_TIMEOUT, read_timeout=60, write_timeout=60)
@@ -293,7 +313,9 @@ class Store:
                     ) from None
                 if _missing_table(error):
                     if _has_tables(conn):
-                        return "unknown"
+                        # A first use elsewhere may have committed the whole schema
+                        # between the two reads: look again before calling it foreign.
+                        return _recorded_revision(conn) or "unknown"
                     return None
                 raise
 
@@ -350,6 +372,15 @@ class Store:
 def _missing_table(error: BaseException) -> bool:
     message = str(getattr(error, "orig", error)).lower()
     return "no such table" in message or "doesn't exist" in message or "does not exist" in message
+
+
+def _recorded_revision(conn: Connection) -> str | None:
+    """The revision in alembic_version, if the table is there (read after `_has_tables`)."""
+    from sqlalchemy import inspect
+
+    if not inspect(conn).has_table("alembic_version"):
+        return None
+    return conn.execute(text("SELECT version_num FROM alembic_version")).scalar()
 
 
 def _has_tables(conn: Connection) -> bool:

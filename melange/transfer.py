@@ -13,18 +13,29 @@ import csv
 import io
 import json
 from collections.abc import Callable, Iterator
-from datetime import datetime
+from datetime import UTC, datetime
+from typing import Annotated
 
 from sqlalchemy import Connection, insert, select
 
 from melange import audit, holds, macranges, policies, routes
 from melange import blocks as block_ops
+from melange import interfaces as interface_ops
 from melange.errors import Conflict, InvalidInput, MelangeError
+from melange.exclusions import Exclusions
 from melange.models import blocks, interfaces, ip_addresses, mac_ranges
 from melange.models import policies as policies_table
+from melange.params import Document, check_text
 from melange.records import ip_text, iso
 from melange.store import utcnow
-from melange.validate import format_mac, parse_ip, parse_mac, validate_hostname, validate_name
+from melange.validate import (
+    format_mac,
+    is_decimal,
+    parse_ip,
+    parse_mac,
+    validate_hostname,
+    validate_name,
+)
 
 FORMAT = "melange-export"
 VERSION = 1
@@ -208,14 +219,55 @@ def _flatten(document: dict) -> Iterator[dict]:
 
 
 def parse(text: str, fmt: str = "melange") -> list[tuple[int, str, dict]]:
-    """(line, kind, fields) for every entity of a melange JSON/CSV or NetBox CSV file."""
+    """(line, kind, fields) for every entity of a melange JSON/CSV or NetBox CSV file;
+    every text in them is text a parameter could be (no NUL, no lone surrogate)."""
     if fmt == "melange":
-        return _parse_json(text) if text.lstrip().startswith("{") else _parse_csv(text)
-    if fmt in ("netbox-prefixes", "netbox-addresses"):
-        return _parse_netbox(text, fmt)
-    raise InvalidInput(
-        f"unknown import format {fmt!r} (melange, netbox-prefixes, netbox-addresses)"
-    )
+        entities = _parse_json(text) if text.lstrip().startswith("{") else _parse_csv(text)
+    elif fmt in ("netbox-prefixes", "netbox-addresses"):
+        entities = _parse_netbox(text, fmt)
+    else:
+        raise InvalidInput(
+            f"unknown import format {fmt!r} (melange, netbox-prefixes, netbox-addresses)"
+        )
+    problems = [
+        f"line {entry.get('_line', line)}: {error.message}"
+        for line, _, item in entities
+        for entry in (item, *_nested(item))
+        for error in _text_problems(entry)
+    ]
+    _refuse(problems)
+    return entities
+
+
+def _refuse(problems: list[str]) -> None:
+    """One line naming the first 20 problems, each with its line; nothing is imported."""
+    if problems:
+        more = f"; and {len(problems) - 20} more" if len(problems) > 20 else ""
+        shown = "; ".join(problems[:20]) + more
+        raise InvalidInput(f"nothing imported: {len(problems)} problem(s): {shown}")
+
+
+def _nested(item: dict) -> list[dict]:
+    """The addresses and routes listed inside a block (an address keeps its own line)."""
+    return [
+        entry
+        for key in ("addresses", "routes")
+        if isinstance(item.get(key), list)
+        for entry in item[key]
+        if isinstance(entry, dict)
+    ]
+
+
+def _text_problems(entry: dict) -> Iterator[InvalidInput]:
+    """Each field of one entity whose text no command would take (its first problem)."""
+    for key, value in entry.items():
+        for text in value if isinstance(value, list) else (value,):
+            if isinstance(text, str):
+                try:
+                    check_text(text, f"field {str(key)[:40]!r}")
+                except InvalidInput as error:
+                    yield error
+                    break
 
 
 def _parse_json(text: str) -> list[tuple[int, str, dict]]:
@@ -223,6 +275,8 @@ def _parse_json(text: str) -> list[tuple[int, str, dict]]:
         document = json.loads(text)
     except json.JSONDecodeError as error:
         raise InvalidInput(f"line {error.lineno}: not valid JSON ({error.msg})") from None
+    except RecursionError:
+        raise InvalidInput("not a melange export (its JSON is nested too deeply)") from None
     if not isinstance(document, dict) or document.get("format") != FORMAT:
         raise InvalidInput(f"not a melange export (its format is not {FORMAT!r})")
     if document.get("version") != VERSION:
@@ -275,31 +329,29 @@ def _parse_csv(text: str) -> list[tuple[int, str, dict]]:
     grouped: dict[str, dict] = {}
     entities: list[tuple[int, str, dict]] = []
     blocks_by_key: dict[tuple, dict] = {}
-    for row in reader:
-        line = reader.line_num
-        fields = {k: (v if v != "" else None) for k, v in row.items() if k}
-        kind = fields.pop("kind")
+    for line, fields in _csv_rows(reader):
+        kind = fields.get("kind")
         if kind == "policy":
             item = {
-                "name": fields["name"],
-                "description": fields["description"],
+                "name": fields.get("name"),
+                "description": fields.get("description"),
                 "unusable_ranges": [],
                 "unusable_octets": [],
             }
-            grouped[fields["name"]] = item
+            grouped[fields.get("name")] = item
             entities.append((line, "policy", item))
         elif kind in ("policy_range", "policy_octet"):
-            target = grouped.get(fields["name"])
+            target = grouped.get(fields.get("name"))
             if target is None:
-                raise InvalidInput(f"line {line}: {kind} for unknown policy {fields['name']!r}")
+                raise InvalidInput(f"line {line}: {kind} for unknown policy {fields.get('name')!r}")
             if kind == "policy_range":
                 target["unusable_ranges"].append(
-                    {"offset": _int(fields["offset"], line), "length": _int(fields["length"], line)}
+                    {"offset": fields.get("offset"), "length": fields.get("length")}
                 )
             else:
-                target["unusable_octets"].append(_int(fields["octet"], line))
+                target["unusable_octets"].append(fields.get("octet"))
         elif kind == "mac_range":
-            entities.append((line, "mac_range", {"cidr": fields["cidr"]}))
+            entities.append((line, "mac_range", {"cidr": fields.get("cidr")}))
         elif kind == "block":
             item = {
                 k: fields.get(k)
@@ -325,7 +377,7 @@ def _parse_csv(text: str) -> list[tuple[int, str, dict]]:
                 raise InvalidInput(f"line {line}: {kind} for a block not listed before it")
             if kind == "route":
                 owner["routes"].append(
-                    {"destination": fields["destination"], "gateway": fields["gateway"]}
+                    {"destination": fields.get("destination"), "gateway": fields.get("gateway")}
                 )
             else:
                 entry = {
@@ -357,11 +409,26 @@ def _parse_csv(text: str) -> list[tuple[int, str, dict]]:
     return entities
 
 
-def _int(text, line: int) -> int:
+def _csv_rows(reader: csv.DictReader) -> Iterator[tuple[int, dict]]:
+    """(line, fields) of each row: empty cells are None, cells beyond the header dropped.
+    The line is where the row starts (a quoted newline in a cell continues it)."""
     try:
-        return int(text)
-    except (TypeError, ValueError):
-        raise InvalidInput(f"line {line}: {text!r} is not a whole number") from None
+        for row in reader:
+            fields = {k: (v if v != "" else None) for k, v in row.items() if k}
+            inner = sum(v.count("\n") for v in fields.values() if isinstance(v, str))
+            yield reader.line_num - inner, fields
+    except csv.Error as error:
+        raise InvalidInput(f"line {reader.line_num}: not valid CSV ({error})") from None
+
+
+def _int(value) -> int:
+    """A whole number from JSON (a number) or CSV (decimal digits, maybe a sign), as
+    `policy add-range/add-octet` take it: no 2.5, no true, no '1_000'."""
+    if isinstance(value, int) and not isinstance(value, bool):
+        return value
+    if isinstance(value, str) and is_decimal(value.removeprefix("-")):
+        return int(value)
+    raise InvalidInput(f"{value!r} is not a whole number")
 
 
 def _parse_netbox(text: str, fmt: str) -> list[tuple[int, str, dict]]:
@@ -487,19 +554,25 @@ def import_entities(
                         },
                     )
                 )
-        except MelangeError as error:
-            errors.append(f"line {line}: {error.message}")
-        except (KeyError, TypeError, ValueError, AttributeError) as error:
-            errors.append(f"line {line}: malformed {kind} ({type(error).__name__}: {error})")
+        except MALFORMED as error:
+            errors.append(_problem(line, kind, error))
         if progress is not None:
             progress(done, len(ordered))
     errors.extend(_import_addresses(conn, pending_addresses, hold_seconds))
     counts["addresses"] = len(pending_addresses)
-    if errors:
-        more = f"; and {len(errors) - 20} more" if len(errors) > 20 else ""
-        shown = "; ".join(errors[:20]) + more
-        raise InvalidInput(f"nothing imported: {len(errors)} problem(s): {shown}")
+    _refuse(errors)
     return counts
+
+
+# A rule broken, or an entity of the wrong shape (a field missing, a number where a
+# list belongs): each a problem of its line, never an internal error.
+MALFORMED = (MelangeError, KeyError, TypeError, ValueError, AttributeError)
+
+
+def _problem(line: int, kind: str, error: Exception) -> str:
+    if isinstance(error, MelangeError):
+        return f"line {line}: {error.message}"
+    return f"line {line}: malformed {kind} ({type(error).__name__}: {str(error)[:80]!r})"
 
 
 def _block_depth(entity: tuple[int, str, dict]) -> tuple[int, int]:
@@ -518,9 +591,9 @@ def _block_depth(entity: tuple[int, str, dict]) -> tuple[int, int]:
 def _import_policy(conn: Connection, item: dict) -> None:
     policies.create(conn, item["name"], description=item.get("description"))
     for r in item.get("unusable_ranges") or []:
-        policies.add_range(conn, item["name"], offset=int(r["offset"]), length=int(r["length"]))
+        policies.add_range(conn, item["name"], offset=_int(r["offset"]), length=_int(r["length"]))
     for octet in item.get("unusable_octets") or []:
-        policies.add_octet(conn, item["name"], int(octet))
+        policies.add_octet(conn, item["name"], _int(octet))
 
 
 def _import_block(conn: Connection, item: dict, known: dict[tuple, int]) -> tuple[tuple, int]:
@@ -581,32 +654,28 @@ def _netbox_block(conn: Connection, item: dict) -> int:
 
 
 def _import_interface(conn: Connection, item: dict) -> None:
-    validate_name(item["vif_id"], "interface id")
-    mac = parse_mac(item["mac"])
-    if conn.execute(select(interfaces.c.id).where(interfaces.c.vif_id == item["vif_id"])).first():
-        raise Conflict(f"interface {item['vif_id']!r} already exists")
-    if conn.execute(select(interfaces.c.id).where(interfaces.c.mac == mac)).first():
-        raise Conflict(f"MAC {format_mac(mac)} belongs to another interface")
-    new_id = conn.execute(
-        insert(interfaces).values(
-            vif_id=item["vif_id"],
-            network=item["network"],
-            device=item.get("device"),
-            tenant=item.get("tenant"),
-            mac=mac,
-            created_at=utcnow(),
-        )
-    ).inserted_primary_key[0]
-    macranges.assign(conn, mac, new_id)
+    """An exported interface, under `interface create`'s rules, with its own MAC."""
+    interface_ops.add(
+        conn,
+        item["vif_id"],
+        network=item["network"],
+        device=item.get("device"),
+        tenant=item.get("tenant"),
+        mac=parse_mac(item["mac"]),
+    )
 
 
-def _when(text: str | None, line: int) -> datetime | None:
+def _when(text: str | None) -> datetime | None:
+    """An exported time (ISO 8601, UTC); naive UTC as the store keeps it."""
     if text is None:
         return None
     try:
-        return datetime.fromisoformat(text.replace("Z", "+00:00")).replace(tzinfo=None)
-    except ValueError:
-        raise InvalidInput(f"line {line}: {text!r} is not an ISO 8601 time") from None
+        moment = datetime.fromisoformat(text.replace("Z", "+00:00"))
+        if moment.tzinfo is not None:
+            moment = moment.astimezone(UTC)
+    except (AttributeError, TypeError, ValueError, OverflowError):
+        raise InvalidInput(f"{text!r} is not an ISO 8601 time") from None
+    return moment.replace(tzinfo=None)
 
 
 def _import_addresses(
@@ -619,15 +688,18 @@ def _import_addresses(
     active_macs: set[tuple[int, int]] = set()
     vifs = dict(conn.execute(select(interfaces.c.vif_id, interfaces.c.id)).all())
     block_rows = {r.id: r for r in conn.execute(select(blocks)).all()}
+    parents = {r.parent_id for r in block_rows.values()}
+    exclusions: dict[int, Exclusions] = {}
     now = utcnow()
     for line, block_id, entry in pending:
         try:
             block = block_rows[block_id]
             value = parse_ip(entry["address"])
-            if value.version != block.version or not (
-                block.first_addr <= int(value) <= block.last_addr
-            ):
-                raise InvalidInput(f"{value} is not inside block {block.cidr}")
+            block_ops.refuse_parent(block, block_id in parents)
+            block_ops.check_inside(block, value)
+            if block_id not in exclusions:
+                exclusions[block_id] = block_ops.exclusions_for(conn, block)
+            exclusions[block_id].refuse(int(value), str(value))
             if (block_id, int(value)) in seen:
                 raise Conflict(f"{value} is listed twice in block {block.cidr}")
             state = entry.get("state") or "allocated"
@@ -639,12 +711,14 @@ def _import_addresses(
                     raise Conflict(f"MAC {format_mac(mac)} holds two addresses in {block.cidr}")
                 active_macs.add((block_id, mac))
             hostname = validate_hostname(entry["hostname"]) if entry.get("hostname") else None
-            if entry.get("interface") and entry["interface"] not in vifs:
-                raise InvalidInput(f"unknown interface {entry['interface']!r}")
-            released = _when(entry.get("released_at"), line)
+            tenant = validate_name(entry["tenant"], "tenant") if entry.get("tenant") else None
+            vif = entry.get("interface")
+            if vif is not None and (not isinstance(vif, str) or vif not in vifs):
+                raise InvalidInput(f"unknown interface {vif!r}")
+            released = _when(entry.get("released_at"))
             if state == "held" and released is None:
                 released = now
-            held_until = _when(entry.get("held_until"), line)
+            held_until = _when(entry.get("held_until"))
             if state == "held" and held_until is None:
                 held_until = holds.ends(released, hold_seconds)
             seen.add((block_id, int(value)))
@@ -655,16 +729,16 @@ def _import_addresses(
                     "mac": mac,
                     "active_mac": mac if state == "allocated" else None,
                     "hostname": hostname,
-                    "interface_id": vifs.get(entry.get("interface")),
-                    "tenant": entry.get("tenant"),
+                    "interface_id": vifs.get(vif),
+                    "tenant": tenant,
                     "state": state,
-                    "allocated_at": _when(entry.get("allocated_at"), line) or now,
+                    "allocated_at": _when(entry.get("allocated_at")) or now,
                     "released_at": released if state == "held" else None,
                     "held_until": held_until if state == "held" else None,
                 }
             )
-        except MelangeError as error:
-            errors.append(f"line {line}: {error.message}")
+        except MALFORMED as error:
+            errors.append(_problem(line, "address", error))
     taken = {
         (r.block_id, r.address)
         for r in conn.execute(
@@ -695,7 +769,7 @@ def _import_addresses(
 def import_text(
     store,
     *,
-    text: str,
+    text: Annotated[str, Document()],
     format: str = "melange",  # noqa: A002  (the CLI's option name)
     source: str = "-",
     progress: Callable[[int, int], None] | None = None,

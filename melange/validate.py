@@ -24,7 +24,9 @@ _LABEL = re.compile(r"^[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?$")
 _DNSMASQ_WORDS = re.compile(r"^(\d+[smhdw]?|infinite|ignore|deleted)$", re.IGNORECASE)
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.@:-]{0,254}$")
 _TAG = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,62}$")
-_DURATION = re.compile(r"^(\d+)\s*([smhdw]?)$")
+_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f\ud800-\udfff]")
+_DURATION = re.compile(r"^(\d+)\s*([smhdw]?)$", re.ASCII)
+MAX_DURATION = 36500 * 86400  # a century: longer reaches outside the times a store keeps
 _UNITS = {"": 1, "s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
 
 
@@ -136,6 +138,20 @@ def validate_name(text: str, what: str) -> str:
     return text
 
 
+def validate_line(text: str, what: str, max_length: int = 1000) -> str:
+    """Free text shown on one line (a description): no control character (a newline
+    splits a listing's line, PostgreSQL refuses NUL), no lone surrogate (not UTF-8)."""
+    if not isinstance(text, str):
+        raise InvalidInput(f"{what} must be text, not {type(text).__name__}")
+    if len(text) > max_length:
+        raise InvalidInput(f"{what} is {len(text)} characters long; at most {max_length}")
+    if _CONTROL.search(text):
+        raise InvalidInput(
+            f"{what} {_printable(text)[:60]} holds a control character or is not UTF-8"
+        )
+    return text
+
+
 def validate_block_name(text: str) -> str:
     """A block name must not be mistaken for an id or a CIDR when given as BLOCK."""
     validate_name(text, "block name")
@@ -161,9 +177,19 @@ def validate_count(count: int) -> int:
     return count
 
 
+def is_duration(text: str) -> bool:
+    """Written as a duration ('2h', '90'), whether or not its length is acceptable."""
+    return bool(_DURATION.fullmatch(str(text).strip()))
+
+
 def parse_duration(text: str | int) -> int:
     """Seconds from '48h', '30m', '2d', '90' (seconds)."""
     match = _DURATION.fullmatch(str(text).strip())
     if not match:
         raise InvalidInput(f"{_printable(text)} is not a duration (expected e.g. 48h, 30m, 0)")
-    return int(match.group(1)) * _UNITS[match.group(2)]
+    seconds = int(match.group(1)) * _UNITS[match.group(2)]
+    if seconds > MAX_DURATION:
+        raise InvalidInput(
+            f"{_printable(text)[:40]} is longer than a century ({MAX_DURATION // 86400}d)"
+        )
+    return seconds

@@ -32,8 +32,11 @@ def _connect(sock: socket.socket, path: str) -> None:
 
 def call(path: str, operation: str, params: dict[str, Any]) -> Any:
     """Run `operation` in melanged; raise what it raised, with the same exit code."""
+    from melange.localfiles import absolute_paths
+
     request_id = next(_ids)
-    request = {"version": PROTOCOL_VERSION, "id": request_id, "op": operation, "params": params}
+    request = {"version": PROTOCOL_VERSION, "id": request_id, "op": operation,
+               "params": absolute_paths(params)}  # fmt: skip
     sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     sock.settimeout(TIMEOUT)
     try:
@@ -47,9 +50,11 @@ def call(path: str, operation: str, params: dict[str, Any]) -> Any:
 
         raise PermissionDenied(f"no permission to use melanged's socket at {path}") from None
     try:
-        with sock, sock.makefile("rwb") as stream:
-            stream.write(json.dumps(request).encode() + b"\n")
-            stream.flush()
+        with sock, sock.makefile("rb") as stream:
+            try:
+                sock.sendall(json.dumps(request).encode() + b"\n")
+            except (BrokenPipeError, ConnectionResetError):
+                pass  # turned away at accept: the reason is waiting to be read
             line = stream.readline()
     except OSError as error:
         raise StoreUnavailable(f"lost melanged at {path}: {error}") from None
@@ -59,6 +64,8 @@ def call(path: str, operation: str, params: dict[str, Any]) -> Any:
     if response.get("ok"):
         return response.get("result")
     error = response.get("error", {})
+    if error.get("code") == "busy":  # over a limit for now: try again (exit 6), never a bug
+        raise StoreUnavailable(error.get("message", "melanged is busy; try again"))
     cls = BY_CODE.get(error.get("code"), MelangeError)
     raised = cls(error.get("message", "melanged refused the request"))
     raised.exit_code = int(error.get("exit_code", raised.exit_code))

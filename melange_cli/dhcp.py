@@ -55,12 +55,19 @@ def config(app: App, network):
     "--hostsdir", metavar="DIR", help="dnsmasq --dhcp-hostsdir: additions without reload."
 )
 @click.option("--release-interface", metavar="IFACE", help="dhcp_release leases of removed hosts.")
+@click.option(
+    "--backend", default="dnsmasq", show_default=True, metavar="NAME",
+    help="The DHCP server's backend (dnsmasq, or one installed as a plugin).",
+)  # fmt: skip
 @output_option
 @pass_app
-def sync(app: App, hostsfile, dnsmasq_pidfile, network, optsfile, hostsdir, release_interface):
+def sync(
+    app: App, hostsfile, dnsmasq_pidfile, network, optsfile, hostsdir, release_interface, backend
+):
     """One pass: write the files atomically, SIGHUP dnsmasq only if they changed."""
     result = app.call(
         "dhcp.sync",
+        backend=backend,
         hostsfile=hostsfile,
         dnsmasq_pidfile=dnsmasq_pidfile,
         network=network,

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import os
-
 import click
 
 from melange_cli import output
@@ -58,13 +56,13 @@ def reconcile(
 
     result = app.call(
         "reconcile",
-        hostsfile=_absolute(hostsfile),
-        leasefile=_absolute(leasefile),
+        hostsfile=hostsfile,
+        leasefile=leasefile,
         fix=fix,
-        dnsmasq_pidfile=_absolute(dnsmasq_pidfile),
+        dnsmasq_pidfile=dnsmasq_pidfile,
         release_interface=release_interface,
         network=network,
-        hostsdir=_absolute(hostsdir),
+        hostsdir=hostsdir,
     )
     records = _records(result)
     _emit(app.output_format(), records, fix)
@@ -75,11 +73,6 @@ def reconcile(
             verb = "remains" if remaining == 1 else "remain"
             raise DriftFound(f"{remaining} {noun} of drift {verb} after --fix")
         raise DriftFound(f"{remaining} {noun} of drift; run with --fix")
-
-
-def _absolute(path: str | None) -> str | None:
-    """Paths as this shell meant them, also when melanged opens them."""
-    return os.path.abspath(path) if path else None
 
 
 def _records(result: dict) -> list[dict]:

@@ -32,9 +32,13 @@ def utilization(app: App, network, above):
 @click.option("--block", metavar="B")
 @click.option("--address", metavar="IP")
 @click.option("--since", metavar="TIME", help="ISO 8601 time, or a duration back such as 24h.")
+@click.option(
+    "--limit", type=int, default=1000, show_default=True, metavar="N",
+    help="Show the newest N changes (at most 100000).",
+)  # fmt: skip
 @output_option
 @pass_app
-def history(app: App, block, address, since):
+def history(app: App, block, address, since, limit):
     """Changes made to the store: when, who, through what, which command."""
-    result = app.call("history", block=block, address=address, since=since)
+    result = app.call("history", block=block, address=address, since=since, limit=limit)
     output.emit(app.output_format(), result, output.HISTORY)

@@ -14,7 +14,9 @@ import time
 from pathlib import Path
 
 from melange import dhcpsync
-from melange.errors import Conflict, MelangeError
+from melange.errors import Conflict, MelangeError, StoreUnavailable
+from melange.filesync import remove_leftovers
+from melange.localfiles import open_regular, prepare_directory
 from melange.store import Store
 from melanged.quiescence import Quiescence
 from melanged.settings import DaemonSettings
@@ -27,20 +29,24 @@ BACKOFF_MAX = 30.0
 
 
 class PidFile:
-    """A pidfile held with flock: a second daemon on it fails, a stale one is reclaimed."""
+    """A pidfile held with flock: a second daemon on it fails, a stale one is reclaimed.
+
+    Opened without following a link, in a directory nobody else controls, and
+    only when it is a regular file: a link planted in /run or /tmp by another
+    user would otherwise have root truncate whatever it points at."""
 
     def __init__(self, path: Path) -> None:
         self.path = path
         self.fd: int | None = None
 
     def __enter__(self) -> PidFile:
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+        prepare_directory(self.path.parent)
+        fd = open_regular(self.path, os.O_RDWR | os.O_CREAT, 0o644)
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
+            other = os.pread(fd, 64, 0).decode(errors="replace").strip() or "?"
             os.close(fd)
-            other = self.path.read_text().strip() or "?"
             raise Conflict(
                 f"melanged is already running (pid {other}, pidfile {self.path})"
             ) from None
@@ -81,6 +87,10 @@ class Daemon:
         )
         self.backend = dhcpsync.load(s.backend, target)
         self.quiet = Quiescence(s.wait_min, s.wait_max)
+        for path in (s.hostsfile, s.optsfile, s.hostsdir):
+            if path is not None:
+                for left in remove_leftovers(path):
+                    log.info("removed %s, left by an interrupted render", left)
 
     def open_socket(self) -> None:
         """Serve melange commands on the socket, beside the watcher."""
@@ -159,7 +169,7 @@ class Daemon:
                 if not isinstance(error, MelangeError):
                     log.exception("unexpected error in a pass; retrying")
                 if healthy is not False:
-                    log.error("store unavailable, keeping the last files: %s", message)
+                    log.error("%s, keeping the last files: %s", _trouble(error), message)
                 healthy = False
                 seen = None  # re-render once it is back
                 self.quiet.changed(time.monotonic())
@@ -175,6 +185,13 @@ class Daemon:
             log.error("keeping the old configuration: %s", error.message)
             return
         self._setup()
+
+
+def _trouble(error: Exception) -> str:
+    """What a failed pass was about: the store, or (refused paths) the files."""
+    if isinstance(error, MelangeError) and not isinstance(error, StoreUnavailable):
+        return "render refused"
+    return "store unavailable"
 
 
 def _sleep_unless_signalled(daemon: Daemon, seconds: float) -> None:

@@ -11,10 +11,17 @@ from melange import __version__
 
 
 def _configure_logging(log_file) -> logging.Handler:
+    """Log to stderr or append to --log-file, which is opened like the pidfile: never
+    through a link, only as a regular file, in a directory nobody else controls."""
     handler: logging.Handler
     if log_file:
-        log_file.parent.mkdir(parents=True, exist_ok=True)
-        handler = logging.FileHandler(log_file)
+        import os
+
+        from melange.localfiles import open_regular, prepare_directory
+
+        prepare_directory(log_file.parent)
+        fd = open_regular(log_file, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o640)
+        handler = logging.StreamHandler(os.fdopen(fd, "a", buffering=1, encoding="utf-8"))
     else:
         handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(
@@ -49,11 +56,8 @@ def cli(config, foreground, **flags) -> None:
 
     try:
         settings = resolve(flags, config)
-    except MelangeError as error:
-        raise click.ClickException(error.message) from None
-    handler = _configure_logging(settings.log_file)
-    daemon = Daemon(settings, reload_settings=lambda: resolve(flags, config))
-    try:
+        handler = _configure_logging(settings.log_file)
+        daemon = Daemon(settings, reload_settings=lambda: resolve(flags, config))
         if foreground:
             if settings.pidfile is None:
                 sys.exit(daemon.run())

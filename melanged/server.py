@@ -2,9 +2,12 @@
 
 Protocol (docs/protocol.md): one JSON object per line each way. The request
 is validated (size, JSON, version, operation, parameter names and types)
-before anything touches the store; who the peer is comes from SO_PEERCRED,
-never from the request; the operation itself is melange.operations, the same
-code the CLI runs.
+before anything touches the store; who the peer is comes from SO_PEERCRED and
+SO_PEERGROUPS, never from the request, and is settled at accept, before a byte
+is read: a peer without a role is turned away at once, and per-user limits
+keep readers from taking every slot. Host-local operations (files, pidfiles,
+interfaces) run only for root and melanged's own user. The operation itself
+is melange.operations, the same code the CLI runs.
 """
 
 from __future__ import annotations
@@ -13,26 +16,39 @@ import grp
 import json
 import logging
 import os
-import pwd
 import socket
 import socketserver
+import stat
 import struct
 import threading
+import time
+from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from melange import operations
+from melange.audit import user_name
 from melange.errors import Conflict, InvalidInput, MelangeError, PermissionDenied
+from melange.localfiles import (
+    HOST_LOCAL_PARAMS,
+    PATH_PARAMS,
+    check_directory,
+    host_local,
+    prepare_directory,
+)
 from melange.store import Store
 
 log = logging.getLogger("melanged.socket")
 PROTOCOL_VERSION = 1
 MAX_REQUEST = 1 << 20
-IDLE_TIMEOUT = 10.0
-MAX_CLIENTS = 256
+REQUEST_DEADLINE = 10.0  # seconds for a whole request line, however it trickles in
+SEND_TIMEOUT = 60.0  # a peer that stops reading its answer loses its slot
+MAX_CLIENTS = 256  # connections served at once (root and melanged's user: beyond this)
+RESERVED = 32  # of those, kept for admins: readers alone never fill the daemon
+PER_USER = 64  # connections one user (other than root) may hold at once
+SO_PEERGROUPS = getattr(socket, "SO_PEERGROUPS", 59)  # Linux 4.13+
 READ_ONLY = {name for name, op in operations.OPERATIONS.items() if not op.write}
 READ_ONLY.discard("dhcp.sync")  # writes files and signals dnsmasq
-JSON_TYPES = (str, int, float, bool, type(None), list)
 
 
 @dataclass(frozen=True)
@@ -42,6 +58,11 @@ class Peer:
     gid: int
     user: str
     groups: frozenset[str]
+
+    @property
+    def privileged(self) -> bool:
+        """root, or the user melanged runs as: nothing melanged does exceeds their powers."""
+        return self.uid in (0, os.geteuid())
 
 
 @dataclass
@@ -59,34 +80,57 @@ class Access:
 
         return cls(names("admin_users"), names("admin_groups"), names("reader_groups"))
 
-    def may(self, peer: Peer, operation: str) -> bool:
-        admin = (
-            peer.uid == 0
-            or peer.uid == os.getuid()
+    def role(self, peer: Peer) -> str | None:
+        """The peer's role: admin, reader, or None (no business with this daemon)."""
+        if (
+            peer.privileged
             or peer.user in self.admin_users
             or bool(peer.groups & self.admin_groups)
-        )
-        if admin:
-            return True
-        return operation in READ_ONLY and bool(peer.groups & self.reader_groups)
+        ):
+            return "admin"
+        if peer.groups & self.reader_groups:
+            return "reader"
+        return None
+
+    def may(self, peer: Peer, operation: str) -> bool:
+        role = self.role(peer)
+        return role == "admin" or (role == "reader" and operation in READ_ONLY)
 
 
 def peer_of(conn: socket.socket) -> Peer:
-    """The connecting process's credentials, from the kernel."""
+    """The connecting process's credentials, from the kernel, as they were at connect().
+
+    Groups are the peer's gid and its supplementary groups as the process
+    had them (SO_PEERGROUPS), not what /etc/group lists for the user: a
+    process that dropped a group has no rights through it."""
     creds = conn.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, struct.calcsize("3i"))
     pid, uid, gid = struct.unpack("3i", creds)
-    try:
-        user = pwd.getpwuid(uid).pw_name
-        gids = os.getgrouplist(user, gid)
-    except KeyError:
-        user, gids = str(uid), [gid]
+    user = user_name(uid)
     groups = set()
-    for g in gids:
+    for g in {gid, *_peer_groups(conn, pid, uid)}:
         try:
             groups.add(grp.getgrgid(g).gr_name)
         except KeyError:
             groups.add(str(g))
     return Peer(pid, uid, gid, user, frozenset(groups))
+
+
+def _peer_groups(conn: socket.socket, pid: int, uid: int) -> list[int]:
+    """Supplementary gids of the peer: from the kernel's record of the connection, or
+    (more than 256 groups) from /proc/PID/status of the peer, if it is still that user."""
+    try:
+        raw = conn.getsockopt(socket.SOL_SOCKET, SO_PEERGROUPS, 1024)
+        return list(struct.unpack(f"{len(raw) // 4}I", raw))
+    except OSError:
+        pass
+    try:
+        status = Path(f"/proc/{pid}/status").read_text()
+    except OSError:
+        return []
+    fields = dict(line.split(":", 1) for line in status.splitlines() if ":" in line)
+    if int(fields.get("Uid", "-1 -1").split()[1]) != uid:
+        return []  # the pid is another process by now
+    return [int(g) for g in fields.get("Groups", "").split()]
 
 
 def validate(request: object) -> tuple[str, dict]:
@@ -99,17 +143,7 @@ def validate(request: object) -> tuple[str, dict]:
     if not isinstance(name, str) or name not in operations.OPERATIONS:
         raise InvalidInput(f"unknown operation {name!r}")
     params = request.get("params", {})
-    if not isinstance(params, dict):
-        raise InvalidInput("params must be a JSON object")
-    allowed = operations.parameters(name)
-    unknown = set(params) - allowed
-    if unknown:
-        raise InvalidInput(f"{name} takes no parameter(s) {', '.join(sorted(unknown))}")
-    for key, value in params.items():
-        if not isinstance(value, JSON_TYPES) or (
-            isinstance(value, list) and not all(isinstance(v, str) for v in value)
-        ):
-            raise InvalidInput(f"parameter {key} has an unsupported type")
+    operations.validate(name, params)
     return name, params
 
 
@@ -122,35 +156,60 @@ def error_response(error: MelangeError, request_id=None) -> dict:
     }
 
 
-class _Handler(socketserver.StreamRequestHandler):
-    timeout = IDLE_TIMEOUT
+def busy_response(message: str) -> dict:
+    """What a peer over its limits gets: a documented code, exit 6 (try again)."""
+    return {
+        "version": PROTOCOL_VERSION,
+        "id": None,
+        "ok": False,
+        "error": {"code": "busy", "message": message, "exit_code": 6},
+    }
+
+
+class _Handler(socketserver.BaseRequestHandler):
+    """One admitted connection: requests read against a deadline, answered in turn."""
+
+    def setup(self) -> None:
+        self.peer: Peer = self.client_address  # set by SocketServer.process_request
+        self.pending = b""
 
     def handle(self) -> None:
         server: SocketServer = self.server  # type: ignore[assignment]
-        if not server.slots.acquire(blocking=False):
-            self._send(error_response(MelangeError("melanged is busy; try again")))
-            return
-        try:
-            peer = peer_of(self.request)
-            while True:
-                try:
-                    line = self.rfile.readline(MAX_REQUEST + 1)
-                except (TimeoutError, OSError):
-                    return  # idle or gone: drop it
-                if not line:
-                    return
-                if len(line) > MAX_REQUEST or not line.endswith(b"\n"):
-                    if len(line) > MAX_REQUEST:
-                        self._send(error_response(InvalidInput("request larger than 1 MiB")))
-                    return
-                self._send(server.answer(peer, line))
-        finally:
-            server.slots.release()
+        while True:
+            line = self._read_line(time.monotonic() + REQUEST_DEADLINE)
+            if line is None:
+                return
+            self._send(server.answer(self.peer, line))
+
+    def _read_line(self, deadline: float) -> bytes | None:
+        """One request line, whole within the deadline (a byte now and then does not
+        extend it); None when the peer is gone, too slow or over the size limit."""
+        conn: socket.socket = self.request
+        while b"\n" not in self.pending:
+            if len(self.pending) > MAX_REQUEST:
+                self._send(error_response(InvalidInput("request larger than 1 MiB")))
+                return None
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                return None
+            conn.settimeout(remaining)
+            try:
+                chunk = conn.recv(65536)
+            except (TimeoutError, OSError):
+                return None
+            if not chunk:
+                return None
+            self.pending += chunk
+        line, self.pending = self.pending.split(b"\n", 1)
+        if len(line) > MAX_REQUEST:
+            self._send(error_response(InvalidInput("request larger than 1 MiB")))
+            return None
+        return line
 
     def _send(self, response: dict) -> None:
         try:
-            self.wfile.write(json.dumps(response, default=str).encode() + b"\n")
-            self.wfile.flush()
+            self.request.settimeout(SEND_TIMEOUT)
+            self.request.sendall(json.dumps(response, default=str).encode() + b"\n")
         except OSError:
             pass
 
@@ -164,7 +223,9 @@ class SocketServer(socketserver.ThreadingMixIn, socketserver.UnixStreamServer):
         self.path = Path(path)
         self.store = store
         self.access = access
-        self.slots = threading.BoundedSemaphore(MAX_CLIENTS)
+        self.lock = threading.Lock()
+        self.serving = 0  # connections of users other than root and melanged's
+        self.by_uid: Counter[int] = Counter()
         try:
             gid = grp.getgrnam(group).gr_gid if group else -1
         except KeyError:
@@ -174,6 +235,62 @@ class SocketServer(socketserver.ThreadingMixIn, socketserver.UnixStreamServer):
         os.chown(self.path, -1, gid)
         os.chmod(self.path, 0o660)
 
+    def process_request(self, request: socket.socket, client_address) -> None:
+        """At accept, before reading a byte: who is it, and is there a slot for them?
+        Refusals are one non-blocking line and a close, in the accepting thread."""
+        try:
+            peer = peer_of(request)
+        except OSError:
+            self.shutdown_request(request)
+            return
+        role = self.access.role(peer)
+        refusal = None
+        if role is None:
+            refusal = error_response(PermissionDenied(
+                f"user {peer.user} may not use melanged "
+                "(see admin_users, admin_groups, reader_groups)"))  # fmt: skip
+        elif not self._admit(peer, role):
+            refusal = busy_response(
+                f"melanged is busy (or {peer.user} holds {PER_USER} connections); try again"
+            )
+        if refusal is not None:
+            _send_now(request, refusal)
+            self.shutdown_request(request)
+            return
+        try:
+            super().process_request(request, peer)
+        except BaseException:
+            self._leave(peer)  # no thread: the slot is free again
+            raise
+
+    def _admit(self, peer: Peer, role: str) -> bool:
+        """root and melanged's user always; others within their own limit, readers
+        only while the slots kept for admins stay free."""
+        if peer.privileged:
+            return True
+        limit = MAX_CLIENTS if role == "admin" else MAX_CLIENTS - RESERVED
+        with self.lock:
+            if self.serving >= limit or self.by_uid[peer.uid] >= PER_USER:
+                return False
+            self.serving += 1
+            self.by_uid[peer.uid] += 1
+        return True
+
+    def process_request_thread(self, request: socket.socket, peer: Peer) -> None:
+        try:
+            super().process_request_thread(request, peer)
+        finally:
+            self._leave(peer)
+
+    def _leave(self, peer: Peer) -> None:
+        if peer.privileged:
+            return
+        with self.lock:
+            self.serving -= 1
+            self.by_uid[peer.uid] -= 1
+            if not self.by_uid[peer.uid]:
+                del self.by_uid[peer.uid]
+
     def answer(self, peer: Peer, line: bytes) -> dict:
         request_id = None
         try:
@@ -181,6 +298,8 @@ class SocketServer(socketserver.ThreadingMixIn, socketserver.UnixStreamServer):
                 request = json.loads(line)
             except (ValueError, UnicodeDecodeError):
                 raise InvalidInput("the request is not valid JSON") from None
+            except RecursionError:
+                raise InvalidInput("the request is nested too deeply") from None
             if isinstance(request, dict):
                 request_id = request.get("id")
             name, params = validate(request)
@@ -189,6 +308,7 @@ class SocketServer(socketserver.ThreadingMixIn, socketserver.UnixStreamServer):
                     f"user {peer.user} may not run {name} through melanged "
                     "(see admin_users, admin_groups, reader_groups)"
                 )
+            check_host_local(peer, name, params)
             result = operations.run(self.store, name, params, actor=peer.user, via="socket")
             return {"version": PROTOCOL_VERSION, "id": request_id, "ok": True, "result": result}
         except MelangeError as error:
@@ -205,15 +325,50 @@ class SocketServer(socketserver.ThreadingMixIn, socketserver.UnixStreamServer):
         self.path.unlink(missing_ok=True)
 
 
+def check_host_local(peer: Peer, name: str, params: dict) -> None:
+    """Files, pidfiles and interfaces of this host are acted on for root and melanged's
+    own user only, with absolute paths: melanged runs as root, and must not open,
+    create, replace or signal for a peer what that peer could not itself."""
+    if not host_local(name, params):
+        return
+    if not peer.privileged:
+        log.warning("refused %s for %s (uid %d): host-local", name, peer.user, peer.uid)
+        raise PermissionDenied(
+            f"{name} with files, pidfiles or interfaces acts on this host as melanged's "
+            f"user; user {peer.user} may not run it through the socket "
+            "(run melange directly, with your own rights)"
+        )
+    for key in sorted(PATH_PARAMS & set(params)):
+        value = params[key]
+        if value not in (None, "") and (not isinstance(value, str) or not os.path.isabs(value)):
+            raise InvalidInput(f"{key} must be an absolute path through the socket, not {value!r}")
+    shown = {k: params[k] for k in sorted(HOST_LOCAL_PARAMS & set(params)) if params[k]}
+    log.info("%s (uid %d) runs %s on this host: %s", peer.user, peer.uid, name, shown)
+
+
+def _send_now(conn: socket.socket, response: dict) -> None:
+    """A short answer that never blocks the accepting thread."""
+    try:
+        conn.send(json.dumps(response).encode() + b"\n", socket.MSG_DONTWAIT)
+    except OSError:
+        pass
+
+
 def _prepare(path: Path, gid: int) -> None:
     """Create the directory (0750, the socket's group); replace a stale socket,
-    never steal a live one."""
+    never steal a live one, never remove anything that is not a socket."""
     if not path.parent.exists():
-        path.parent.mkdir(parents=True, mode=0o750)
+        prepare_directory(path.parent, 0o750)
         os.chown(path.parent, -1, gid)
         os.chmod(path.parent, 0o750)
-    if not path.exists() and not path.is_symlink():
+    else:
+        check_directory(path.parent)
+    try:
+        mode = os.lstat(path).st_mode
+    except FileNotFoundError:
         return
+    if not stat.S_ISSOCK(mode):
+        raise Conflict(f"{path} exists and is not a socket; not removing it (choose another path)")
     probe = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     try:
         probe.connect(str(path))

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass, fields
 from pathlib import Path
 
@@ -53,8 +54,8 @@ def resolve(flags: dict, config: str | None) -> DaemonSettings:
             raw = section.get(name)
         if raw is None or raw == "":
             continue
-        if name in PATHS:
-            values[name] = Path(raw)
+        if name in PATHS:  # absolute now: a daemon works in /, not where it was started
+            values[name] = Path(os.path.abspath(raw))
         elif name in FLOATS:
             try:
                 values[name] = float(raw)
@@ -70,4 +71,21 @@ def resolve(flags: dict, config: str | None) -> DaemonSettings:
         from melange.validate import validate_network
 
         validate_network(values["network"])
-    return DaemonSettings(db_url=db_url, release_hold=base.release_hold, **values)
+    settings = DaemonSettings(db_url=db_url, release_hold=base.release_hold, **values)
+    check_places(settings)
+    return settings
+
+
+def check_places(settings: DaemonSettings) -> None:
+    """Refuse at start (and at SIGHUP) the paths whose directories someone else could
+    redirect: a link planted in /tmp, a directory open to all (melange.localfiles)."""
+    from melange.filesync import refuse_special
+    from melange.localfiles import check_directory
+
+    for name in sorted(PATHS):
+        path = getattr(settings, name)
+        if path is not None:
+            check_directory(path if name == "hostsdir" else path.parent)
+    for path in (settings.hostsfile, settings.optsfile):
+        if path is not None:
+            refuse_special(path)

@@ -12,6 +12,7 @@ from click.testing import CliRunner, Result
 
 sys.path.insert(0, str(Path(__file__).parent))
 
+from localusers import root_sleep, users  # noqa: E402, F401
 from realparts import dnsmasq_server, netns_pair  # noqa: E402, F401
 
 from melange_cli.main import cli  # noqa: E402

@@ -74,3 +74,18 @@ def test_the_hold_cutoff_has_one_home():
         if HOLD_CUTOFF.search(line)
     ]
     assert copies == []
+
+
+def test_export_and_import_keep_a_holds_end(melange, tmp_path):
+    """A hold moved to another store ends when it did, whatever the importer's own hold."""
+    short = _client(melange, tmp_path, "short", "[melange]\nrelease_hold = 1s\n")
+    melange.ok("block", "create", "10.0.0.0/24", "--name", "web")
+    a = melange.ok("block", "allocate", "web").strip()
+    held = melange.json("ip", "release", a)
+    exported = tmp_path / "store.json"
+    exported.write_text(melange("export", "-o", "json").stdout)
+    melange.ok("block", "delete", "web", "--force")
+    result = short("import", str(exported))
+    assert result.exit_code == 0, result.stderr
+    again = melange.json("ip", "list", "--released")
+    assert [(h["address"], h["held_until"]) for h in again] == [(a, held["held_until"])]
