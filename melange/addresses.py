@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 from collections.abc import Callable
-from datetime import timedelta
+from dataclasses import dataclass
 
-from sqlalchemy import Connection, bindparam, delete, insert, or_, select, update
+import netaddr
+from sqlalchemy import Connection, bindparam, delete, insert, select, update
 
+from melange import audit, generators, holds
 from melange import blocks as block_ops
-from melange import generators
 from melange.errors import Conflict, Exhausted, InvalidInput, NotFound
 from melange.models import blocks, interfaces, ip_addresses
 from melange.names import require_network
@@ -50,14 +51,12 @@ _BY_ACTIVE_MAC = Prepared(
 )
 _EXPIRED = Prepared(
     select(IP.id, IP.address).where(
-        IP.block_id == bindparam("block_id"),
-        IP.state == "held",
-        IP.released_at <= bindparam("cutoff"),
+        IP.block_id == bindparam("block_id"), holds.expired(IP, bindparam("now"))
     )
 )
 _INSERT_COLUMNS = (
     "block_id", "address", "mac", "active_mac", "hostname", "interface_id", "tenant", "state",
-    "allocated_at", "released_at",
+    "allocated_at", "released_at", "held_until",
 )  # fmt: skip
 _INSERT_ONE = Prepared(
     insert(ip_addresses).values({name: bindparam(name) for name in _INSERT_COLUMNS})
@@ -70,7 +69,7 @@ _FIND = {
             IP.address == bindparam("address"),
             blocks.c.version == bindparam("version"),
             *([IP.block_id == bindparam("block_id")] if in_block else []),
-            or_(IP.state == "allocated", IP.released_at > bindparam("cutoff")),
+            holds.live(IP, bindparam("now")),
         )
     )
     for in_block in (False, True)
@@ -79,21 +78,23 @@ _DELETE = Prepared(delete(ip_addresses).where(IP.id == bindparam("id")))
 _HOLD = Prepared(
     update(ip_addresses)
     .where(IP.id == bindparam("id"))
-    .values(state="held", active_mac=None, released_at=bindparam("released_at"))
+    .values(
+        state="held",
+        active_mac=None,
+        released_at=bindparam("released_at"),
+        held_until=bindparam("held_until"),
+    )
 )
 
 
-def _cutoff(hold_seconds: int):
-    return utcnow() - timedelta(seconds=hold_seconds)
-
-
-def reclaim_expired(conn: Connection, block, space, hold_seconds: int) -> None:
-    """Expired holds become free space again, in the allocation's own transaction."""
-    expired = _EXPIRED.all(conn, block_id=block.id, cutoff=_cutoff(hold_seconds))
+def reclaim_expired(conn: Connection, block, space) -> list[int]:
+    """Expired holds become free space again, in the caller's transaction; the addresses."""
+    expired = _EXPIRED.all(conn, block_id=block.id, now=utcnow())
     if not expired:
-        return
+        return []
     conn.execute(delete(ip_addresses).where(IP.id.in_([row.id for row in expired])))
     space.give_back(row.address for row in expired)
+    return [row.address for row in expired]
 
 
 def _interface_id(conn: Connection, vif: str) -> tuple[int, int]:
@@ -109,7 +110,6 @@ def allocate(
     conn: Connection,
     block_ref: str,
     *,
-    hold_seconds: int,
     mac: str | None = None,
     address: str | None = None,
     count: int | None = None,
@@ -143,14 +143,10 @@ def allocate(
     if mac_value is not None:
         existing = _BY_ACTIVE_MAC.first(conn, block_id=block.id, mac=mac_value)
         if existing is not None:
-            if wanted is not None and int(wanted) != existing.address:
-                raise Conflict(
-                    f"MAC {format_mac(mac_value)} already holds "
-                    f"{address_record(existing, hold_seconds)['address']} in block {block.cidr}"
-                )
-            return [address_record(existing, hold_seconds)]
+            asked = _Asked(wanted, hostname, interface_id, tenant)
+            return [_allocated_again(conn, existing, block, asked)]
     space = block_ops.free_space(conn, block)
-    reclaim_expired(conn, block, space, hold_seconds)
+    reclaim_expired(conn, block, space)
     if wanted is not None:
         space.exclusions.refuse(int(wanted), str(wanted))
         if not space.is_free(int(wanted)):
@@ -162,7 +158,7 @@ def allocate(
         chosen = [int(wanted)]
     else:
         if count > 1:
-            _check_capacity(conn, block, count, hold_seconds)
+            _check_capacity(conn, block, count)
         generator = generators.load(block.generator)
         request = generators.Request(count=count, mac=mac_value, tenant=tenant)
         chosen = generator.choose(block_ops.block_info(block), request, space)
@@ -179,6 +175,7 @@ def allocate(
             "state": "allocated",
             "allocated_at": now,
             "released_at": None,
+            "held_until": None,
         }
         for value in chosen
     ]
@@ -190,12 +187,48 @@ def allocate(
             if progress is not None:
                 progress(min(start + INSERT_BATCH, len(rows)), len(rows))
     block_ops.touch(conn, block.id, allocated=len(rows))
+    audit.note(block.id, chosen)
     return _new_records(rows, block, interface)
 
 
-def _check_capacity(conn: Connection, block, count: int, hold_seconds: int) -> None:
+@dataclass(frozen=True)
+class _Asked:
+    """What an allocation asked for besides the MAC, to compare with what the MAC has."""
+
+    address: netaddr.IPAddress | None
+    hostname: str | None
+    interface_id: int | None
+    tenant: str | None
+
+
+def _allocated_again(conn: Connection, existing, block, asked: _Asked) -> dict:
+    """A MAC asking again for an address in a block where it has one (idempotent by MAC).
+
+    Never silent about a difference: a new hostname replaces the old one (and
+    the hosts file follows, through the block's generation); another address,
+    interface or tenant is a conflict, since the address belongs to the other.
+    """
+    record = address_record(existing)
+    holds_it = f"MAC {record['mac']} already holds {record['address']} in block {block.cidr}"
+    if asked.address is not None and int(asked.address) != existing.address:
+        raise Conflict(holds_it)
+    if asked.interface_id is not None and asked.interface_id != existing.interface_id:
+        owner = f"interface {existing.vif_id}" if existing.vif_id else "no interface"
+        raise Conflict(f"{holds_it} for {owner}; release it first")
+    if asked.tenant is not None and asked.tenant != existing.tenant:
+        owner = f"tenant {existing.tenant}" if existing.tenant else "no tenant"
+        raise Conflict(f"{holds_it} for {owner}; release it first")
+    audit.note(block.id, [existing.address])
+    if asked.hostname is None or asked.hostname == existing.hostname:
+        return record
+    conn.execute(update(ip_addresses).where(IP.id == existing.id).values(hostname=asked.hostname))
+    block_ops.touch(conn, block.id)
+    return {**record, "hostname": asked.hostname}
+
+
+def _check_capacity(conn: Connection, block, count: int) -> None:
     """Refuse a --count the block cannot hold (5) or too large for one command (2)."""
-    free = block_ops.utilization(conn, block, hold_seconds)["free"]
+    free = block_ops.utilization(conn, block)["free"]
     if count > free:
         raise Exhausted(
             f"block {block.cidr} has {free} free addresses, fewer than the {count} asked for"
@@ -224,10 +257,10 @@ def _new_records(rows: list[dict], block, vif: str | None) -> list[dict]:
     return [{**template, "address": ip_text(row["address"], block.version)} for row in rows]
 
 
-def find(conn: Connection, address: str, block_ref: str | None, hold_seconds: int):
+def find(conn: Connection, address: str, block_ref: str | None):
     """The one live row for ADDRESS (in BLOCK); ambiguity is a usage error."""
     value = parse_ip(address)
-    params = {"address": int(value), "version": value.version, "cutoff": _cutoff(hold_seconds)}
+    params = {"address": int(value), "version": value.version, "now": utcnow()}
     if block_ref is not None:
         params["block_id"] = block_ops.resolve(conn, block_ref).id
     rows = _FIND[block_ref is not None].all(conn, **params)
@@ -240,23 +273,21 @@ def find(conn: Connection, address: str, block_ref: str | None, hold_seconds: in
     return rows[0]
 
 
-def find_locked(conn: Connection, address: str, block_ref: str | None, hold_seconds: int):
+def find_locked(conn: Connection, address: str, block_ref: str | None):
     """`find`, then lock the address's block and read the row again as of the lock."""
-    row = find(conn, address, block_ref, hold_seconds)
+    row = find(conn, address, block_ref)
     lock_block(conn, row.block_id)
-    return find(conn, address, str(row.block_id), hold_seconds)
+    audit.note(row.block_id, [row.address])
+    return find(conn, address, str(row.block_id))
 
 
-def show(
-    conn: Connection, address: str, block_ref: str | None = None, *, hold_seconds: int
-) -> dict:
-    return address_record(find(conn, address, block_ref, hold_seconds), hold_seconds)
+def show(conn: Connection, address: str, block_ref: str | None = None) -> dict:
+    return address_record(find(conn, address, block_ref))
 
 
 def list_addresses(
     conn: Connection,
     *,
-    hold_seconds: int,
     block: str | None = None,
     network: str | None = None,
     mac: str | None = None,
@@ -267,7 +298,7 @@ def list_addresses(
     require_network(conn, network)
     query = _joined()
     if released:
-        query = query.where(IP.state == "held", IP.released_at > _cutoff(hold_seconds))
+        query = query.where(holds.held(IP))
     else:
         query = query.where(IP.state == "allocated")
     if block is not None:
@@ -279,14 +310,13 @@ def list_addresses(
     if interface is not None:
         query = query.where(IP.interface_id == _interface_id(conn, interface)[0])
     query = query.order_by(blocks.c.version, IP.address, IP.block_id)
-    return [address_record(row, hold_seconds) for row in conn.execute(query)]
+    return [address_record(row) for row in conn.execute(query)]
 
 
 def update_address(
     conn: Connection,
     address: str,
     *,
-    hold_seconds: int,
     block: str | None = None,
     mac: str | None = None,
     hostname: str | None = None,
@@ -296,7 +326,7 @@ def update_address(
         values["mac"] = parse_mac(mac)
     if hostname is not None:
         values["hostname"] = validate_hostname(hostname)
-    row = find_locked(conn, address, block, hold_seconds)
+    row = find_locked(conn, address, block)
     if "mac" in values:
         if row.state == "allocated":
             clash = conn.execute(
@@ -314,7 +344,7 @@ def update_address(
     if values:
         conn.execute(update(ip_addresses).where(IP.id == row.id).values(**values))
         block_ops.touch(conn, row.block_id)
-    return address_record(conn.execute(_joined().where(IP.id == row.id)).first(), hold_seconds)
+    return _reread(conn, row.id)
 
 
 def _free_now(conn: Connection, row) -> None:
@@ -326,8 +356,14 @@ def _free_now(conn: Connection, row) -> None:
     block_ops.free_space(conn, block_row).give_back([row.address])
 
 
-def _hold(conn: Connection, row) -> None:
-    _HOLD.send(conn, id=row.id, released_at=utcnow())
+def _reread(conn: Connection, row_id: int) -> dict:
+    return address_record(conn.execute(_joined().where(IP.id == row_id)).first())
+
+
+def _hold(conn: Connection, row, hold_seconds: int) -> None:
+    """Hold the address until a time fixed now, from this client's hold (see melange.holds)."""
+    now = utcnow()
+    _HOLD.send(conn, id=row.id, released_at=now, held_until=holds.ends(now, hold_seconds))
     block_ops.touch(conn, row.block_id, allocated=-1)
 
 
@@ -335,7 +371,7 @@ def _release_row(conn: Connection, row, hold_seconds: int, now: bool) -> None:
     if now or hold_seconds == 0:
         _free_now(conn, row)
     else:
-        _hold(conn, row)
+        _hold(conn, row, hold_seconds)
 
 
 def release(
@@ -347,21 +383,21 @@ def release(
     now: bool = False,
 ) -> dict:
     """Hold the address for the release time, or free it at once with `now`."""
-    row = find_locked(conn, address, block, hold_seconds)
+    row = find_locked(conn, address, block)
     if row.state == "held" and not now:
-        raise Conflict(f"{address_record(row, hold_seconds)['address']} is already released")
-    result = address_record(row, hold_seconds)
+        raise Conflict(f"{address_record(row)['address']} is already released")
+    result = address_record(row)
     _release_row(conn, row, hold_seconds, now)
     if now or hold_seconds == 0:
         result.update(state="free", held_until=None)
         return result
-    return address_record(conn.execute(_joined().where(IP.id == row.id)).first(), hold_seconds)
+    return _reread(conn, row.id)
 
 
-def restore(conn: Connection, address: str, *, hold_seconds: int, block: str | None = None) -> dict:
+def restore(conn: Connection, address: str, *, block: str | None = None) -> dict:
     """Undo a release whose hold has not expired."""
-    row = find_locked(conn, address, block, hold_seconds)
-    text = address_record(row, hold_seconds)["address"]
+    row = find_locked(conn, address, block)
+    text = address_record(row)["address"]
     if row.state != "held":
         raise Conflict(f"{text} is allocated, not released; nothing to restore")
     if row.mac is not None:
@@ -375,10 +411,10 @@ def restore(conn: Connection, address: str, *, hold_seconds: int, block: str | N
     conn.execute(
         update(ip_addresses)
         .where(IP.id == row.id)
-        .values(state="allocated", active_mac=row.mac, released_at=None)
+        .values(state="allocated", active_mac=row.mac, released_at=None, held_until=None)
     )
     block_ops.touch(conn, row.block_id, allocated=1)
-    return address_record(conn.execute(_joined().where(IP.id == row.id)).first(), hold_seconds)
+    return _reread(conn, row.id)
 
 
 def release_for_interface(conn: Connection, interface_id: int, hold_seconds: int) -> list[str]:
@@ -392,4 +428,5 @@ def release_for_interface(conn: Connection, interface_id: int, hold_seconds: int
         lock_block(conn, block_id)
     for row in rows:
         _release_row(conn, row, hold_seconds, now=False)
-    return [address_record(row, hold_seconds)["address"] for row in rows]
+        audit.note(row.block_id, [row.address])
+    return [address_record(row)["address"] for row in rows]

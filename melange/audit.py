@@ -3,6 +3,12 @@
 Direct commands record the user of the process's effective uid (LOGNAME and
 USER are the caller's to set, so never the actor); melanged's socket records
 the peer the kernel vouched for (SO_PEERCRED), never a name the client claims.
+
+Each row names the kind of entity changed and its identity as it was (id,
+CIDR, name or address), so a history lookup never mixes kinds. The addresses
+a change touched are noted by the core functions that touch them (`note`),
+whichever command they serve (`--count`, interfaces, import, purges): one
+address goes in the row itself, more go to `audit_addresses` as runs.
 """
 
 from __future__ import annotations
@@ -10,22 +16,49 @@ from __future__ import annotations
 import functools
 import json
 import os
-import socket
-from collections.abc import Iterator
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from contextvars import ContextVar
-from typing import Any
+from typing import Any, TypeVar
 
 from sqlalchemy import Connection, bindparam, insert
 
-from melange.models import audit_log
+from melange.models import audit_addresses, audit_log
 from melange.prepared import Prepared
 from melange.store import utcnow
 
 MAX_OUTCOME = 4000
-_COLUMNS = ("at", "actor", "via", "command", "block_id", "address", "params", "outcome")
+MAX_RUN = 1 << 16  # addresses in one run of audit_addresses (bounds the lookup's scan)
+_COLUMNS = (
+    "at", "actor", "via", "command", "block_id", "address", "params", "outcome", "kind",
+    "subject_id", "subject",
+)  # fmt: skip
 _INSERT = Prepared(insert(audit_log).values({name: bindparam(name) for name in _COLUMNS}))
 _acting: ContextVar[tuple[str, str] | None] = ContextVar("melange_acting", default=None)
+_noted: ContextVar[list[tuple[int, Iterable[int]]] | None] = ContextVar(
+    "melange_noted", default=None
+)
+T = TypeVar("T")
+
+# The kind of entity a command changes: by full command name, else by its group.
+_KINDS = {
+    "block.allocate": "address",
+    "block": "block",
+    "ip": "address",
+    "interface": "interface",
+    "policy": "policy",
+    "mac_range": "mac_range",
+    "route": "route",
+}
+# Where a kind's record keeps its id and its identity.
+_IDENTITY = {
+    "address": (None, "address"),
+    "block": ("id", "cidr"),
+    "mac_range": ("id", "cidr"),
+    "interface": (None, "vif_id"),
+    "policy": (None, "name"),
+    "route": (None, "destination"),
+}
 
 
 @contextmanager
@@ -59,19 +92,75 @@ def user_name(uid: int) -> str:
         return str(uid)
 
 
-def _subject(result: Any) -> tuple[int | None, int | None]:
-    """The block and (single) address a change was about, for history lookups."""
-    records = result if isinstance(result, list) else [result]
-    if not records or not isinstance(records[0], dict):
-        return None, None
-    first = records[0]
-    block_id = first.get("block_id", first.get("id") if "cidr" in first else None)
-    address = None
-    if len(records) == 1 and first.get("address"):
-        text = first["address"]
-        family = socket.AF_INET6 if ":" in text else socket.AF_INET
-        address = int.from_bytes(socket.inet_pton(family, text), "big")
-    return block_id, address
+def note(block_id: int, addresses: Iterable[int]) -> None:
+    """Record that the change in progress touched these addresses of a block (a no-op
+    outside an audited change)."""
+    noted = _noted.get()
+    if noted is not None:
+        noted.append((block_id, addresses))
+
+
+@contextmanager
+def noting() -> Iterator[None]:
+    """Collect `note`s for the `record` made inside; a retried transaction starts afresh."""
+    token = _noted.set([])
+    try:
+        yield
+    finally:
+        _noted.reset(token)
+
+
+def audited(conn: Connection, command: str, params: dict, fn: Callable[[Connection], T]) -> T:
+    """Run a change and record it, with the addresses it touched, in its transaction."""
+    with noting():
+        result = fn(conn)
+        actor, via = who()
+        record(conn, actor=actor, via=via, command=command, params=params, result=result)
+    return result
+
+
+def kind_of(command: str) -> str:
+    """The kind of entity `command` changes ("store" for import and reconcile)."""
+    return _KINDS.get(command) or _KINDS.get(command.split(".")[0], "store")
+
+
+def runs(values: Iterable[int]) -> list[tuple[int, int]]:
+    """Consecutive addresses as (first, last) runs of at most MAX_RUN addresses."""
+    result: list[tuple[int, int]] = []
+    for value in sorted(set(values)):
+        if result and value == result[-1][1] + 1 and value - result[-1][0] < MAX_RUN:
+            result[-1] = (result[-1][0], value)
+        else:
+            result.append((value, value))
+    return result
+
+
+def _noted_runs() -> dict[int, list[tuple[int, int]]]:
+    """The noted addresses as runs, per block."""
+    by_block: dict[int, list[int]] = {}
+    for block_id, values in _noted.get() or []:
+        by_block.setdefault(block_id, []).extend(values)
+    return {block_id: runs(values) for block_id, values in by_block.items()}
+
+
+def _identity(kind: str, result: Any) -> tuple[int | None, int | None, str | None]:
+    """(block_id, subject_id, subject) of a change's result, as it was."""
+    first = result[0] if isinstance(result, list) and result else result
+    if not isinstance(first, dict) or kind not in _IDENTITY:
+        block_id = first.get("block_id") if isinstance(first, dict) else None
+        return block_id, None, None
+    id_key, name_key = _IDENTITY[kind]
+    subject_id = first.get(id_key) if id_key else None
+    subject = first.get(name_key)
+    if kind == "block" and first.get("name"):
+        subject = f"{first['name']} ({subject})"
+    block_id = subject_id if kind == "block" else first.get("block_id")
+    return block_id, subject_id, None if subject is None else str(subject)[:255]
+
+
+def _address_subject(per_block: dict[int, list[tuple[int, int]]]) -> str | None:
+    count = sum(last - first + 1 for spans in per_block.values() for first, last in spans)
+    return f"{count} addresses" if count > 1 else None
 
 
 def _summary(result: Any) -> str:
@@ -85,16 +174,41 @@ def _summary(result: Any) -> str:
 def record(
     conn: Connection, *, actor: str, via: str, command: str, params: dict, result: Any
 ) -> None:
-    block_id, address = _subject(result)
+    """One audit row for a change (and its address runs when it touched several)."""
+    kind = kind_of(command)
+    block_id, subject_id, subject = _identity(kind, result)
+    per_block = _noted_runs()
+    address = None
+    if len(per_block) == 1:
+        ((noted_block, spans),) = per_block.items()
+        block_id = noted_block if block_id is None else block_id
+        if spans == [(spans[0][0], spans[0][0])]:  # one address: in the row itself
+            address, per_block = spans[0][0], {}
+    if kind == "address":
+        subject = _address_subject(per_block) or subject
     shown = {k: v for k, v in params.items() if v not in (None, False, [], ()) and not callable(v)}
-    _INSERT.send(
-        conn,
-        at=utcnow(),
-        actor=actor[:64],
-        via=via,
-        command=command,
-        block_id=block_id,
-        address=address,
-        params=json.dumps(shown, default=str, sort_keys=True),
-        outcome=_summary(result),
+    row = {
+        "at": utcnow(),
+        "actor": actor[:64],
+        "via": via,
+        "command": command,
+        "block_id": block_id,
+        "address": address,
+        "params": json.dumps(shown, default=str, sort_keys=True),
+        "outcome": _summary(result),
+        "kind": kind,
+        "subject_id": subject_id,
+        "subject": subject,
+    }
+    if not per_block:
+        _INSERT.send(conn, **row)
+        return
+    audit_id = conn.execute(insert(audit_log).values(row)).inserted_primary_key[0]
+    conn.execute(
+        insert(audit_addresses),
+        [
+            {"audit_id": audit_id, "block_id": b, "first_addr": first, "last_addr": last}
+            for b, spans in sorted(per_block.items())
+            for first, last in spans
+        ],
     )

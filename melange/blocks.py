@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import functools
 from dataclasses import dataclass
-from datetime import timedelta
 
 import netaddr
 from sqlalchemy import (
@@ -15,12 +14,11 @@ from sqlalchemy import (
     delete,
     func,
     insert,
-    or_,
     select,
     update,
 )
 
-from melange import generators, subnets
+from melange import generators, holds, subnets
 from melange.errors import Conflict, InvalidInput, NotFound
 from melange.exclusions import Exclusions
 from melange.freespace import FreeSpace
@@ -496,14 +494,10 @@ def usage(size: int, used: int, held: int, unusable: int) -> dict:
     }
 
 
-def held_counts(conn: Connection, hold_seconds: int, block_ids=None) -> dict[int, int]:
+def held_counts(conn: Connection, block_ids=None) -> dict[int, int]:
     """Addresses still on hold, per block: one grouped query (for some blocks, or all)."""
     ip = ip_addresses.c
-    query = (
-        select(ip.block_id, func.count())
-        .where(ip.state == "held", ip.released_at > utcnow() - timedelta(seconds=hold_seconds))
-        .group_by(ip.block_id)
-    )
+    query = select(ip.block_id, func.count()).where(holds.held(ip)).group_by(ip.block_id)
     if block_ids is not None:
         query = query.where(ip.block_id.in_(sorted(block_ids)))
     return dict(conn.execute(query).all())
@@ -550,23 +544,23 @@ class Tree:
         return {**counts, "kind": "parent" if subnet_count else "leaf", "subnets": subnet_count}
 
 
-def utilization(conn: Connection, row, hold_seconds: int) -> dict:
+def utilization(conn: Connection, row) -> dict:
     """Counts of the block's addresses (of its subnets', for a parent); unusable ones are
     computed, not enumerated."""
     tree = Tree.of([*subnets.ancestors(conn, row), row, *subnets.descendants(conn, row.id)])
     leaf_ids = [leaf.id for leaf in tree.leaves(row)]
     rules = policy_rules(conn, [r.policy_id for r in tree.by_id.values()])
-    return tree.usage(row, rules, held_counts(conn, hold_seconds, leaf_ids))
+    return tree.usage(row, rules, held_counts(conn, leaf_ids))
 
 
-def show(conn: Connection, ref: str, hold_seconds: int) -> dict:
+def show(conn: Connection, ref: str) -> dict:
     """A block with its utilisation. For a subnet, `gateway`, `dns`, `policy` and
     `routes` are the values in effect, and `inherited` names the block each inherited
     one comes from (a top-level block inherits nothing: its values are its own)."""
     row = resolve(conn, ref)
     result = record(conn, row)
     result.update(effective(conn, row))
-    result["utilization"] = utilization(conn, row, hold_seconds)
+    result["utilization"] = utilization(conn, row)
     result["subnets"] = [
         cidr
         for (cidr,) in conn.execute(
@@ -626,7 +620,6 @@ def update_block(
     policy: str | None = None,
     no_policy: bool = False,
     tenant: str | None = None,
-    hold_seconds: int = 0,
 ) -> dict:
     """Change a block; a gateway or policy change recomputes its free space."""
     if gateway and no_gateway:
@@ -652,12 +645,11 @@ def update_block(
     if gateway:
         gateway_value = _check_gateway(net, gateway)
         ip = ip_addresses.c
-        cutoff = utcnow() - timedelta(seconds=hold_seconds)
         taken = conn.execute(
             select(ip.state, ip.block_id).where(
                 ip.block_id.in_([row.id, *(b.id for b in below)]),
                 ip.address == gateway_value,
-                or_(ip.state == "allocated", ip.released_at > cutoff),
+                holds.live(ip),
             )
         ).first()
         if taken:
@@ -688,7 +680,7 @@ def update_block(
     return record(conn, fresh)
 
 
-def delete_block(conn: Connection, ref: str, *, force: bool = False, hold_seconds: int) -> dict:
+def delete_block(conn: Connection, ref: str, *, force: bool = False) -> dict:
     """Delete a block; refuse while it holds addresses (unless forced) or has subnets."""
     lock_named(conn, "blocks")
     row = lock_block(conn, resolve(conn, ref).id)
@@ -696,11 +688,8 @@ def delete_block(conn: Connection, ref: str, *, force: bool = False, hold_second
     if subnets:
         raise Conflict(f"{_describe(row)} has {subnets} subnets; delete them first")
     ip = ip_addresses.c
-    cutoff = utcnow() - timedelta(seconds=hold_seconds)
     in_use = conn.execute(
-        select(func.count()).where(
-            ip.block_id == row.id, or_(ip.state == "allocated", ip.released_at > cutoff)
-        )
+        select(func.count()).where(ip.block_id == row.id, holds.live(ip))
     ).scalar()
     if in_use and not force:
         raise Conflict(

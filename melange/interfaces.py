@@ -22,19 +22,14 @@ def _get(conn: Connection, vif: str):
     return row
 
 
-def record(conn: Connection, row, hold_seconds: int) -> dict:
+def record(conn: Connection, row) -> dict:
     return {
         "vif_id": row.vif_id,
         "network": row.network,
         "device": row.device,
         "tenant": row.tenant,
         "mac": format_mac(row.mac),
-        "addresses": [
-            ip["address"]
-            for ip in addresses.list_addresses(
-                conn, hold_seconds=hold_seconds, interface=row.vif_id
-            )
-        ],
+        "addresses": [ip["address"] for ip in addresses.list_addresses(conn, interface=row.vif_id)],
         "created_at": iso(row.created_at),
     }
 
@@ -57,7 +52,6 @@ def create(
     vif: str,
     *,
     network: str,
-    hold_seconds: int,
     device: str | None = None,
     tenant: str | None = None,
     mac: str | None = None,
@@ -73,8 +67,8 @@ def create(
         range_id, mac_value = macranges.next_free(conn)
     add(conn, vif, network=network, device=device, tenant=tenant, mac=mac_value, range_id=range_id)
     for version in sorted({b.version for b in leaves}):
-        _allocate_one(conn, [b for b in leaves if b.version == version], vif, hold_seconds, tenant)
-    return record(conn, _get(conn, vif), hold_seconds)
+        _allocate_one(conn, [b for b in leaves if b.version == version], vif, tenant)
+    return record(conn, _get(conn, vif))
 
 
 def check_names(vif: str, network: str, device: str | None, tenant: str | None) -> None:
@@ -122,11 +116,11 @@ def add(
     return interface_id
 
 
-def _allocate_one(conn: Connection, candidates: list, vif: str, hold: int, tenant) -> None:
+def _allocate_one(conn: Connection, candidates: list, vif: str, tenant) -> None:
     """One address from the first block of the family that has room."""
     for block in candidates:
         try:
-            addresses.allocate(conn, str(block.id), hold_seconds=hold, interface=vif, tenant=tenant)
+            addresses.allocate(conn, str(block.id), interface=vif, tenant=tenant)
             return
         except Exhausted:
             continue
@@ -134,22 +128,22 @@ def _allocate_one(conn: Connection, candidates: list, vif: str, hold: int, tenan
     raise Exhausted(f"no free {family} address left in network {candidates[0].network}")
 
 
-def list_interfaces(conn: Connection, *, hold_seconds: int, device: str | None = None) -> list:
+def list_interfaces(conn: Connection, *, device: str | None = None) -> list:
     require_device(conn, device)
     query = select(interfaces).order_by(I.vif_id)
     if device is not None:
         query = query.where(I.device == device)
-    return [record(conn, row, hold_seconds) for row in conn.execute(query)]
+    return [record(conn, row) for row in conn.execute(query)]
 
 
-def show(conn: Connection, vif: str, *, hold_seconds: int) -> dict:
-    return record(conn, _get(conn, vif), hold_seconds)
+def show(conn: Connection, vif: str) -> dict:
+    return record(conn, _get(conn, vif))
 
 
 def delete_interface(conn: Connection, vif: str, *, hold_seconds: int) -> dict:
     """Release the interface's addresses (held as any release) and free its MAC."""
     row = _get(conn, vif)
-    result = record(conn, row, hold_seconds)
+    result = record(conn, row)
     addresses.release_for_interface(conn, row.id, hold_seconds)
     conn.execute(
         update(ip_addresses).where(ip_addresses.c.interface_id == row.id).values(interface_id=None)

@@ -5,6 +5,8 @@ Alembic is imported here only, so ordinary commands do not pay for it.
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 from sqlalchemy import Connection, text
 
 from melange.errors import SchemaOutdated, StoreUnavailable
@@ -75,6 +77,17 @@ def upgrade(store: Store, revision: str = "head", *, only_if_empty: bool = False
     """
     from alembic import command
 
+    _migrate(store, lambda conn: command.upgrade(_config(conn), revision), only_if_empty)
+
+
+def downgrade(store: Store, revision: str) -> None:
+    """Go back to `revision` (tests, and an operator undoing an upgrade), as `upgrade` does."""
+    from alembic import command
+
+    _migrate(store, lambda conn: command.downgrade(_config(conn), revision), False)
+
+
+def _migrate(store: Store, step: Callable[[Connection], None], only_if_empty: bool) -> None:
     with store._connection(write=True) as conn:
         sqlite = conn.dialect.name == "sqlite"
         if sqlite:
@@ -88,7 +101,7 @@ def upgrade(store: Store, revision: str = "head", *, only_if_empty: bool = False
                 if only_if_empty and current:
                     return
                 _check_known(conn, current)
-                command.upgrade(_config(conn), revision)
+                step(conn)
                 if sqlite and conn.exec_driver_sql("PRAGMA foreign_key_check").first():
                     raise RuntimeError("migration left rows that break a foreign key")
         finally:
@@ -100,8 +113,34 @@ def upgrade(store: Store, revision: str = "head", *, only_if_empty: bool = False
 
 
 def initialise(store: Store) -> None:
-    """Create the schema of an empty store (first use), as the migrations define it."""
-    upgrade(store, only_if_empty=True)
+    """Create the schema of an empty store (first use), at the head revision.
+
+    The models are the head schema (tests hold the migrations to them), so an
+    empty store is created from them in one pass and stamped, instead of
+    replaying every migration: table rebuilds on SQLite made a first command
+    several times slower, and every new store pays for it.
+    """
+    _migrate(store, _create_head, only_if_empty=True)
+
+
+def _create_head(conn: Connection) -> None:
+    from sqlalchemy import Column, MetaData, PrimaryKeyConstraint, String, Table, insert
+
+    from melange.models import LOCK_NAMES, locks, metadata
+
+    version = Table(
+        "alembic_version",
+        MetaData(),
+        Column("version_num", String(32), nullable=False),
+        PrimaryKeyConstraint("version_num", name="alembic_version_pkc"),
+    )
+    # First, as Alembic does: where DDL commits at once (MySQL), a reader meanwhile
+    # sees an empty revision (a store being created: it waits for the lock) rather
+    # than tables without one (a foreign database).
+    version.create(conn)
+    metadata.create_all(conn)
+    conn.execute(insert(locks), [{"name": name, "counter": 0} for name in LOCK_NAMES])
+    conn.execute(insert(version).values(version_num=SCHEMA_HEAD))
 
 
 def _scripts():

@@ -119,6 +119,7 @@ blocks = Table(
     Index(None, "network"),
     Index(None, "parent_id"),
     Index(None, "version", "first_addr"),
+    sqlite_autoincrement=True,
 )
 
 block_dns_servers = Table(
@@ -140,6 +141,7 @@ interfaces = Table(
     Column("tenant", _name()),
     Column("mac", BigInteger, nullable=False, unique=True),
     Column("created_at", DateTime, nullable=False),
+    sqlite_autoincrement=True,
 )
 
 ip_addresses = Table(
@@ -158,6 +160,9 @@ ip_addresses = Table(
     Column("state", String(9), nullable=False),
     Column("allocated_at", DateTime, nullable=False),
     Column("released_at", DateTime),
+    # When a hold ends, fixed at release from the releasing client's hold time
+    # (schema 0007): every reader agrees on it, whatever its own config says.
+    Column("held_until", DateTime),
     UniqueConstraint("block_id", "address"),
     UniqueConstraint("block_id", "active_mac"),
     CheckConstraint("state IN ('allocated', 'held')", name="state"),
@@ -170,10 +175,16 @@ ip_addresses = Table(
         "active_mac IS NULL OR (state = 'allocated' AND active_mac = mac)",
         name="active_mac",
     ),
-    Index(None, "block_id", "state", "released_at"),
+    CheckConstraint(
+        "(state = 'allocated' AND held_until IS NULL) OR "
+        "(state = 'held' AND held_until IS NOT NULL)",
+        name="held_until",
+    ),
+    Index(None, "block_id", "state", "held_until"),
     Index(None, "mac"),
     Index(None, "interface_id"),
     Index(None, "address"),
+    sqlite_autoincrement=True,
 )
 
 free_ranges = Table(
@@ -196,6 +207,7 @@ mac_ranges = Table(
     Column("last_mac", BigInteger, nullable=False),
     Column("created_at", DateTime, nullable=False),
     CheckConstraint("first_mac <= last_mac", name="first_le_last"),
+    sqlite_autoincrement=True,
 )
 
 allocated_macs = Table(
@@ -229,6 +241,8 @@ allowed_ips = Table(
 # Named rows that writers UPDATE to serialise store-wide checks (such as the
 # overlap rules of block creation) on MySQL and PostgreSQL. An UPDATE, unlike
 # SELECT ... FOR UPDATE, also conflicts across Galera nodes at certification.
+# The named rows a new store starts with (schema 0002 created them).
+LOCK_NAMES = ("blocks", "mac_ranges", "interfaces", "policies")
 locks = Table(
     "locks",
     metadata,
@@ -239,6 +253,10 @@ locks = Table(
 
 # One row per change, written in the change's own transaction (so a failed
 # command leaves none): who, through what, which command, and what it did.
+# `kind`, `subject_id` and `subject` name the entity as it was (schema 0007):
+# `block_id` is set only for changes to a block or to its addresses and
+# routes, never to another kind's id. Ids are never reused (AUTOINCREMENT on
+# SQLite, sequences on the servers), so a block's history is its own.
 audit_log = Table(
     "audit_log",
     metadata,
@@ -251,7 +269,32 @@ audit_log = Table(
     Column("address", Address),
     Column("params", Text, nullable=False),
     Column("outcome", Text, nullable=False),
+    Column("kind", String(16)),
+    Column("subject_id", BigInteger),
+    Column("subject", String(255)),
     Index(None, "at"),
     Index(None, "block_id", "at"),
     Index(None, "address", "at"),
+    sqlite_autoincrement=True,
+)
+
+# The addresses a change touched when there was more than one, as runs of
+# consecutive addresses per block: `--count 50000` costs a few rows. A run
+# never spans more than audit.MAX_RUN addresses, so "which runs hold A" is a
+# bounded range scan of the first_addr index.
+audit_addresses = Table(
+    "audit_addresses",
+    metadata,
+    Column(
+        "audit_id",
+        BigInteger().with_variant(Integer, "sqlite"),
+        ForeignKey("audit_log.id", ondelete="CASCADE"),
+        primary_key=True,
+    ),
+    Column("block_id", Integer, primary_key=True),
+    Column("first_addr", Address, primary_key=True),
+    Column("last_addr", Address, nullable=False),
+    CheckConstraint("first_addr <= last_addr", name="first_le_last"),
+    Index(None, "first_addr"),
+    Index(None, "block_id"),
 )

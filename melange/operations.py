@@ -68,15 +68,15 @@ def _op(
 OPERATIONS: dict[str, Operation] = {
     "block.create": _op("blocks:create", write=True),
     "block.list": _op("blocks:list_blocks"),
-    "block.show": _op("blocks:show", hold=True),
-    "block.update": _op("blocks:update_block", write=True, hold=True),
-    "block.delete": _op("blocks:delete_block", write=True, hold=True),
-    "block.allocate": _op("addresses:allocate", write=True, hold=True),
-    "ip.list": _op("addresses:list_addresses", hold=True),
-    "ip.show": _op("addresses:show", hold=True),
-    "ip.update": _op("addresses:update_address", write=True, hold=True),
+    "block.show": _op("blocks:show"),
+    "block.update": _op("blocks:update_block", write=True),
+    "block.delete": _op("blocks:delete_block", write=True),
+    "block.allocate": _op("addresses:allocate", write=True),
+    "ip.list": _op("addresses:list_addresses"),
+    "ip.show": _op("addresses:show"),
+    "ip.update": _op("addresses:update_address", write=True),
     "ip.release": _op("addresses:release", write=True, hold=True),
-    "ip.restore": _op("addresses:restore", write=True, hold=True),
+    "ip.restore": _op("addresses:restore", write=True),
     "policy.create": _op("policies:create", write=True),
     "policy.list": _op("policies:list_policies"),
     "policy.show": _op("policies:show"),
@@ -88,9 +88,9 @@ OPERATIONS: dict[str, Operation] = {
     "mac_range.create": _op("macranges:create", write=True),
     "mac_range.list": _op("macranges:list_ranges"),
     "mac_range.delete": _op("macranges:delete_range", write=True),
-    "interface.create": _op("interfaces:create", write=True, hold=True),
-    "interface.list": _op("interfaces:list_interfaces", hold=True),
-    "interface.show": _op("interfaces:show", hold=True),
+    "interface.create": _op("interfaces:create", write=True),
+    "interface.list": _op("interfaces:list_interfaces"),
+    "interface.show": _op("interfaces:show"),
     "interface.delete": _op("interfaces:delete_interface", write=True, hold=True),
     "route.add": _op("routes:add", write=True),
     "route.list": _op("routes:list_routes"),
@@ -99,9 +99,9 @@ OPERATIONS: dict[str, Operation] = {
     "dhcp.opts": _op("dhcp:opts_text"),
     "dhcp.config": _op("dhcp:config_text"),
     "dhcp.sync": _op("dhcpsync:sync", whole_store=True),
-    "report.utilization": _op("reports:utilization", hold=True),
+    "report.utilization": _op("reports:utilization"),
     "history": _op("reports:history"),
-    "reconcile": _op("reconcile:reconcile", write=True, hold=True, whole_store=True),
+    "reconcile": _op("reconcile:reconcile", write=True, whole_store=True),
     "export": _op("transfer:export"),
     "import": _op("transfer:import_text", write=True, whole_store=True),
     "db.current": _op("migrations:current", whole_store=True),
@@ -146,13 +146,10 @@ def run(
         if not operation.write:
             return store.run(lambda conn: function(conn, **kwargs), write=False)
 
-        def change(conn):
-            result = function(conn, **kwargs)
-            who, channel = audit.who()
-            audit.record(conn, actor=who, via=channel, command=name, params=params, result=result)
-            return result
-
-        return store.run(change, write=True)
+        return store.run(
+            lambda conn: audit.audited(conn, name, params, lambda c: function(c, **kwargs)),
+            write=True,
+        )
 
 
 def _operation(name: str) -> Operation:

@@ -27,13 +27,13 @@ import subprocess
 import time
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from pathlib import Path
 
 import netaddr
 from sqlalchemy import Connection, and_, func, select, update
 
-from melange import audit, dhcp, subnets
+from melange import audit, dhcp, holds, subnets
 from melange import blocks as block_ops
 from melange.addresses import reclaim_expired
 from melange.errors import InvalidInput, NotFound
@@ -85,7 +85,6 @@ def reconcile(
     release_interface: str | None = None,
     network: str | None = None,
     hostsdir: str | None = None,
-    hold_seconds: int | None = None,
 ) -> dict:
     """`melange reconcile`: purge expired holds, find drift and, with `fix`, repair it.
 
@@ -97,7 +96,6 @@ def reconcile(
         store.read(lambda conn: require_network(conn, network))
     if release_interface is not None:
         _check_release_interface(release_interface, needed=fix)
-    hold = store.release_hold if hold_seconds is None else hold_seconds
     sources = Sources(
         hostsfile=Path(hostsfile) if hostsfile else None,
         leasefile=Path(leasefile) if leasefile else None,
@@ -106,7 +104,7 @@ def reconcile(
     )
     if sources.leasefile is not None and not sources.leasefile.exists():
         raise NotFound(f"no lease file {sources.leasefile} (dnsmasq --dhcp-leasefile)")
-    purged = purge_expired_holds(store, hold, network)
+    purged = purge_expired_holds(store, network)
     found = check(store, sources)
     result = {"purged": purged, "findings": found, "fix": fix, "actions": {}, "remaining": found}
     if fix and found:
@@ -146,7 +144,7 @@ def check(store: Store, sources: Sources) -> list[dict]:
 # -- expired holds
 
 
-def purge_expired_holds(store: Store, hold_seconds: int, network: str | None) -> int:
+def purge_expired_holds(store: Store, network: str | None) -> int:
     """Free expired holds, block by block under each block's lock, in one audited write.
 
     Reuses the allocation's own reclaim, so the addresses go back into the
@@ -154,11 +152,15 @@ def purge_expired_holds(store: Store, hold_seconds: int, network: str | None) ->
     """
 
     def purge(conn: Connection) -> int:
-        cutoff = utcnow() - timedelta(seconds=hold_seconds)
+        with audit.noting():
+            return _purge(conn)
+
+    def _purge(conn: Connection) -> int:
+        now = utcnow()
         query = (
             select(IP.block_id)
             .join(blocks, B.id == IP.block_id)
-            .where(IP.state == "held", IP.released_at <= cutoff)
+            .where(holds.expired(IP, now))
             .distinct()
         )
         if network is not None:
@@ -166,14 +168,10 @@ def purge_expired_holds(store: Store, hold_seconds: int, network: str | None) ->
         purged: dict[int, int] = {}
         for block_id in sorted(conn.execute(query).scalars()):
             block = lock_block(conn, block_id)
-            count = conn.execute(
-                select(func.count()).where(
-                    IP.block_id == block_id, IP.state == "held", IP.released_at <= cutoff
-                )
-            ).scalar()
-            if count:
-                reclaim_expired(conn, block, block_ops.free_space(conn, block), hold_seconds)
-                purged[block_id] = count
+            freed = reclaim_expired(conn, block, block_ops.free_space(conn, block))
+            if freed:
+                audit.note(block_id, freed)
+                purged[block_id] = len(freed)
         total = sum(purged.values())
         if total:
             audit.record(

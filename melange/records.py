@@ -7,7 +7,7 @@ JSON output all carry the same thing.
 from __future__ import annotations
 
 import socket
-from datetime import datetime, timedelta
+from datetime import datetime
 
 from melange.validate import format_mac
 
@@ -32,11 +32,9 @@ def block_label(row) -> str:
     return row.name or row.cidr
 
 
-def address_record(row, hold_seconds: int) -> dict:
-    """An address row joined with its block (columns block_*, vif_id)."""
-    held_until = None
-    if row.released_at is not None:
-        held_until = iso(row.released_at + timedelta(seconds=hold_seconds))
+def address_record(row) -> dict:
+    """An address row joined with its block (columns block_*, vif_id); a hold's end is
+    the one stored at release, whatever this client's own hold time is."""
     return {
         "address": ip_text(row.address, row.block_version),
         "block_id": row.block_id,
@@ -49,5 +47,5 @@ def address_record(row, hold_seconds: int) -> dict:
         "state": row.state,
         "allocated_at": iso(row.allocated_at),
         "released_at": iso(row.released_at),
-        "held_until": held_until,
+        "held_until": iso(row.held_until),
     }

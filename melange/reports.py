@@ -10,11 +10,12 @@ from __future__ import annotations
 from datetime import UTC, datetime, timedelta
 from typing import Annotated
 
-from sqlalchemy import Connection, select
+from sqlalchemy import Connection, or_, select
 
+from melange import audit
 from melange import blocks as block_ops
 from melange.errors import InvalidInput
-from melange.models import audit_log, blocks
+from melange.models import audit_addresses, audit_log, blocks
 from melange.names import require_network
 from melange.params import Bounds
 from melange.records import ip_text, iso
@@ -27,7 +28,6 @@ MAX_HISTORY = 100_000  # rows in one answer (a socket answer is one JSON line)
 def utilization(
     conn: Connection,
     *,
-    hold_seconds: int,
     network: str | None = None,
     above: float | None = None,
 ) -> list[dict]:
@@ -42,7 +42,7 @@ def utilization(
         query = query.where(blocks.c.network == network)
     rows = conn.execute(query).all()
     tree = block_ops.Tree.of(rows)
-    held = block_ops.held_counts(conn, hold_seconds)
+    held = block_ops.held_counts(conn)
     rules = block_ops.policy_rules(conn, [row.policy_id for row in rows])
     report = []
     for row in rows:
@@ -85,17 +85,30 @@ def history(
     since: str | None = None,
     limit: Annotated[int, Bounds(1, MAX_HISTORY)] = 1000,
 ) -> list[dict]:
-    """Changes recorded in the audit trail, oldest first (the newest `limit`)."""
+    """Changes recorded in the audit trail, oldest first (the newest `limit`).
+
+    `block` matches the changes to that block (by id: a deleted block's id is
+    never handed out again) and to its addresses and routes; `address` every
+    change that touched the address, however many others it touched.
+    """
     a = audit_log.c
+    runs = audit_addresses.c
     query = select(audit_log).order_by(a.id.desc()).limit(limit)
     if block is not None:
         if block.isascii() and block.isdigit():
             block_id = int(block)
         else:
             block_id = block_ops.resolve(conn, block).id
-        query = query.where(a.block_id == block_id)
+        in_runs = select(runs.audit_id).where(runs.block_id == block_id)
+        query = query.where(or_(a.block_id == block_id, a.id.in_(in_runs)))
     if address is not None:
-        query = query.where(a.address == int(parse_ip(address)))
+        value = int(parse_ip(address))
+        in_runs = select(runs.audit_id).where(
+            runs.first_addr <= value,
+            runs.first_addr >= max(0, value - audit.MAX_RUN + 1),
+            runs.last_addr >= value,
+        )
+        query = query.where(or_(a.address == value, a.id.in_(in_runs)))
     if since is not None:
         query = query.where(a.at >= _since(since))
     rows = list(reversed(conn.execute(query).all()))
@@ -106,6 +119,8 @@ def history(
             "actor": row.actor,
             "via": row.via,
             "command": row.command,
+            "kind": row.kind,
+            "subject": row.subject,
             "block_id": row.block_id,
             "address": _address_text(row.address),
             "params": row.params,

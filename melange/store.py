@@ -30,7 +30,7 @@ from melange.models import blocks
 from melange.prepared import Prepared, allow_batches, commit_waiting, pipelined, translated_error
 from melange.urls import first_line, parse_store_url, redact, safe_url
 
-SCHEMA_HEAD = "0006"
+SCHEMA_HEAD = "0007"
 # On Galera a writer learns that another node won the same block only at COMMIT,
 # and the loser of one round often loses the next: 12 processes on 2 blocks over
 # 3 nodes need more than 10 attempts for about 1 write in 600 (measured), more
@@ -415,7 +415,9 @@ class Store:
                     raise self.unavailable("cannot reach the store", error) from None
                 if _missing_table(error):
                     if _has_tables(conn):
-                        return "unknown"
+                        # A first use elsewhere may have committed the whole schema
+                        # between the two reads: look again before calling it foreign.
+                        return _recorded_revision(conn) or "unknown"
                     return None
                 raise
 
@@ -496,6 +498,15 @@ def _missing_table(error: BaseException) -> bool:
     return "no such table" in message or "doesn't exist" in message or "does not exist" in message
 
 
+def _recorded_revision(conn: Connection) -> str | None:
+    """The revision in alembic_version, if the table is there (read after `_has_tables`)."""
+    from sqlalchemy import inspect
+
+    if not inspect(conn).has_table("alembic_version"):
+        return None
+    return conn.execute(text("SELECT version_num FROM alembic_version")).scalar()
+
+
 def _has_tables(conn: Connection) -> bool:
     from sqlalchemy import inspect
 
@@ -535,9 +546,13 @@ def lock_block(conn: Connection, block_id: int):
 
 
 def lock_named(conn: Connection, name: str) -> None:
-    """Serialise a store-wide check (e.g. block overlap) among concurrent writers."""
-    if conn.dialect.name == "sqlite":
-        return
+    """Serialise a store-wide check (e.g. block overlap) among concurrent writers.
+
+    The row's counter also counts the changes made under it, on every backend
+    (SQLite's BEGIN IMMEDIATE already serialises, but the count is wanted):
+    melanged's watcher reads the "blocks" one to see a block deleted and
+    another created between two polls, whatever ids they had.
+    """
     from sqlalchemy import update
 
     from melange.models import locks

@@ -16,11 +16,11 @@ from collections.abc import Callable, Iterator
 from datetime import UTC, datetime
 from typing import Annotated
 
-from sqlalchemy import Connection, insert, select, update
+from sqlalchemy import Connection, insert, select
 
+from melange import audit, holds, macranges, policies, routes
 from melange import blocks as block_ops
 from melange import interfaces as interface_ops
-from melange import macranges, policies, routes
 from melange.errors import Conflict, InvalidInput, MelangeError
 from melange.exclusions import Exclusions
 from melange.models import blocks, interfaces, ip_addresses, mac_ranges
@@ -59,6 +59,7 @@ CSV_FIELDS = [
     "state",
     "allocated_at",
     "released_at",
+    "held_until",
     "device",
     "description",
     "offset",
@@ -158,6 +159,7 @@ def _address(row, version: int, vifs: dict[int, str]) -> dict:
         "state": row.state,
         "allocated_at": iso(row.allocated_at),
         "released_at": iso(row.released_at),
+        "held_until": iso(row.held_until),
     }
 
 
@@ -391,6 +393,7 @@ def _parse_csv(text: str) -> list[tuple[int, str, dict]]:
                         "state",
                         "allocated_at",
                         "released_at",
+                        "held_until",
                     )
                 }
                 entry["_line"] = line
@@ -495,9 +498,11 @@ def import_entities(
     entities: list[tuple[int, str, dict]],
     *,
     progress: Callable[[int, int], None] | None = None,
+    hold_seconds: int = holds.DEFAULT_HOLD_SECONDS,
 ) -> dict:
     """Create everything in this transaction; collect every error with its line, then fail
-    (the caller's transaction rolls back) if there was any."""
+    (the caller's transaction rolls back) if there was any. A held address without its
+    `held_until` is held for `hold_seconds` from its release."""
     errors: list[str] = []
     block_ids: dict[tuple, int] = {}
     counts = {
@@ -555,7 +560,7 @@ def import_entities(
             errors.append(_problem(line, kind, error))
         if progress is not None:
             progress(done, len(ordered))
-    errors.extend(_import_addresses(conn, pending_addresses))
+    errors.extend(_import_addresses(conn, pending_addresses, hold_seconds))
     counts["addresses"] = len(pending_addresses)
     _refuse(errors)
     return counts
@@ -675,7 +680,9 @@ def _when(text: str | None) -> datetime | None:
     return moment.replace(tzinfo=None)
 
 
-def _import_addresses(conn: Connection, pending: list[tuple[int, int, dict]]) -> list[str]:
+def _import_addresses(
+    conn: Connection, pending: list[tuple[int, int, dict]], hold_seconds: int
+) -> list[str]:
     """Insert addresses as they were (state, times), then recompute each block's free space."""
     errors: list[str] = []
     rows: list[dict] = []
@@ -713,6 +720,9 @@ def _import_addresses(conn: Connection, pending: list[tuple[int, int, dict]]) ->
             released = _when(entry.get("released_at"))
             if state == "held" and released is None:
                 released = now
+            held_until = _when(entry.get("held_until"))
+            if state == "held" and held_until is None:
+                held_until = holds.ends(released, hold_seconds)
             seen.add((block_id, int(value)))
             rows.append(
                 {
@@ -726,6 +736,7 @@ def _import_addresses(conn: Connection, pending: list[tuple[int, int, dict]]) ->
                     "state": state,
                     "allocated_at": _when(entry.get("allocated_at")) or now,
                     "released_at": released if state == "held" else None,
+                    "held_until": held_until if state == "held" else None,
                 }
             )
         except MALFORMED as error:
@@ -751,15 +762,9 @@ def _import_addresses(conn: Connection, pending: list[tuple[int, int, dict]]) ->
     for block_id in sorted({r["block_id"] for r in rows}):
         block = block_ops.resolve(conn, str(block_id))
         allocated = sum(1 for r in rows if r["block_id"] == block_id and r["state"] == "allocated")
-        conn.execute(
-            update(blocks)
-            .where(blocks.c.id == block_id)
-            .values(
-                allocated_count=blocks.c.allocated_count + allocated,
-                generation=blocks.c.generation + 1,
-            )
-        )
+        block_ops.touch(conn, block_id, allocated=allocated)
         block_ops.free_space(conn, block).rebuild()
+        audit.note(block_id, [r["address"] for r in rows if r["block_id"] == block_id])
     return errors
 
 
@@ -772,16 +777,17 @@ def import_text(
     progress: Callable[[int, int], None] | None = None,
 ) -> dict:
     """`melange import FILE`: parse, then one audited write transaction."""
-    from melange import audit
-
     entities = parse(text, format)
 
     def change(conn):
-        result = import_entities(conn, entities, progress=progress)
-        audit.record(
-            conn, actor=audit.who()[0], via="import", command="import",
-            params={"file": source, "format": format}, result=result,
-        )  # fmt: skip
+        with audit.noting():
+            result = import_entities(
+                conn, entities, progress=progress, hold_seconds=store.release_hold
+            )
+            audit.record(
+                conn, actor=audit.who()[0], via="import", command="import",
+                params={"file": source, "format": format}, result=result,
+            )  # fmt: skip
         return result
 
     return store.write(change)

@@ -39,6 +39,7 @@ TABLES_IN_DELETE_ORDER = [
     models.unusable_octets,
     models.policies,
     models.mac_ranges,
+    models.audit_addresses,
     models.audit_log,
 ]
 

@@ -262,7 +262,7 @@ def age_hold(db: Path, setup: Setup, index: int) -> None:
     """Make the hold on one address older than the release time."""
     with sqlite3.connect(db) as conn:
         changed = conn.execute(
-            "UPDATE ip_addresses SET released_at = ? WHERE address = ? AND state = 'held'",
+            "UPDATE ip_addresses SET held_until = ? WHERE address = ? AND state = 'held'",
             (EXPIRED_AT, (setup.first + index).to_bytes(16, "big")),
         ).rowcount
     conn.close()

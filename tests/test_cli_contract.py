@@ -1132,6 +1132,6 @@ def test_an_expired_hold_does_not_stop_the_address_becoming_the_gateway(melange,
     assert allocate(melange, "web") == "10.0.0.1"
     melange.ok("ip", "release", "10.0.0.1")
     assert_error(melange("block", "update", "web", "--gateway", "10.0.0.1"), 4)  # held
-    execute_sql(melange.db, "UPDATE ip_addresses SET released_at = '2000-01-01 00:00:00'")
+    execute_sql(melange.db, "UPDATE ip_addresses SET held_until = '2000-01-01 00:00:00'")
     assert melange.json("block", "update", "web", "--gateway", "10.0.0.1")["gateway"] == "10.0.0.1"
     assert allocate(melange, "web") == "10.0.0.2"

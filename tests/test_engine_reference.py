@@ -174,7 +174,7 @@ def expire_hold(path: Path, address: int) -> None:
     """Age one hold past the release time, as if the hold time had passed (no cleanup)."""
     with sqlite3.connect(path) as conn:
         changed = conn.execute(
-            "UPDATE ip_addresses SET released_at = ? WHERE address = ? AND state = 'held'",
+            "UPDATE ip_addresses SET held_until = ? WHERE address = ? AND state = 'held'",
             (EXPIRED_AT, address.to_bytes(16, "big")),
         ).rowcount
     conn.close()

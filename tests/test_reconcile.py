@@ -143,7 +143,7 @@ def test_expired_holds_are_purged_and_counted(melange):
     for ip in ("10.0.0.2", "10.0.0.3", "10.0.0.4"):
         melange.ok("ip", "release", ip)
     aged = address_sql(melange.db, "10.0.0.4")
-    execute_sql(melange.db, "UPDATE ip_addresses SET released_at = '2000-01-01 00:00:00' "
+    execute_sql(melange.db, "UPDATE ip_addresses SET held_until = '2000-01-01 00:00:00' "
                             f"WHERE address <> {aged}")  # fmt: skip
     assert reconcile(melange) == (0, [{"kind": "holds_purged", "count": 2}], "")
     assert execute_sql(melange.db, "SELECT count(*) FROM ip_addresses") == [(1,)]  # live hold

@@ -1,0 +1,41 @@
+"""The one home of the release hold: when it ends, and which addresses it keeps live.
+
+A hold's end is fixed when the address is released, from the releasing
+client's `release_hold`, and stored in `ip_addresses.held_until`. Every
+reader (another client with another config, melanged, `reconcile`) compares
+that stored time with the clock, so they all agree on what is still held.
+Nothing else in melange computes a hold cutoff.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta
+
+from sqlalchemy import and_, or_
+from sqlalchemy.sql import ColumnElement
+
+from melange.store import utcnow
+
+# What a store without a setting holds for, and what schema 0007 gave the holds
+# it found (their release time plus this).
+DEFAULT_HOLD_SECONDS = 48 * 3600
+
+
+def ends(released_at: datetime, hold_seconds: int) -> datetime:
+    """When a hold made at `released_at` by a client holding for `hold_seconds` ends."""
+    return released_at + timedelta(seconds=hold_seconds)
+
+
+def live(c, now=None) -> ColumnElement[bool]:
+    """Rows of `c` (ip_addresses' columns) still in use: allocated, or held until after now."""
+    return or_(c.state == "allocated", c.held_until > (utcnow() if now is None else now))
+
+
+def held(c, now=None) -> ColumnElement[bool]:
+    """Rows whose hold has not ended yet (shown by `ip list --released`, counted as held)."""
+    return and_(c.state == "held", c.held_until > (utcnow() if now is None else now))
+
+
+def expired(c, now=None) -> ColumnElement[bool]:
+    """Rows whose hold has ended: free space, whether or not a cleanup has run yet."""
+    return and_(c.state == "held", c.held_until <= (utcnow() if now is None else now))
