@@ -14,7 +14,7 @@ from sqlalchemy import Connection, or_, select
 
 from melange import audit
 from melange import blocks as block_ops
-from melange.errors import InvalidInput
+from melange.errors import InvalidInput, NotFound
 from melange.models import audit_addresses, audit_log, blocks
 from melange.names import require_network
 from melange.params import Bounds
@@ -95,10 +95,7 @@ def history(
     runs = audit_addresses.c
     query = select(audit_log).order_by(a.id.desc()).limit(limit)
     if block is not None:
-        if block.isascii() and block.isdigit():
-            block_id = int(block)
-        else:
-            block_id = block_ops.resolve(conn, block).id
+        block_id = _history_block_id(conn, block)
         in_runs = select(runs.audit_id).where(runs.block_id == block_id)
         query = query.where(or_(a.block_id == block_id, a.id.in_(in_runs)))
     if address is not None:
@@ -128,6 +125,22 @@ def history(
         }
         for row in rows
     ]
+
+
+def _history_block_id(conn: Connection, ref: str) -> int:
+    """The id whose changes `history --block` shows: a block that exists (by id, name
+    or CIDR), or the id of a deleted one the trail names (ids are never handed out
+    again); an id the store has never known is a typo, not an empty history (3)."""
+    if not (ref.isascii() and ref.isdigit()):
+        return block_ops.resolve(conn, ref).id
+    block_id = int(ref)
+    exists = conn.execute(select(blocks.c.id).where(blocks.c.id == block_id)).first()
+    named = conn.execute(
+        select(audit_log.c.id).where(audit_log.c.block_id == block_id).limit(1)
+    ).first()
+    if exists is None and named is None:
+        raise NotFound(f"no block {ref!r} (none exists, and none with that id ever did)")
+    return block_id
 
 
 def _address_text(value: int | None) -> str | None:

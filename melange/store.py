@@ -187,9 +187,6 @@ def make_engine(url: str) -> Engine:
     backend = parsed.get_backend_name()
     connect_args: dict = {}
     if backend == "sqlite":
-        database = parsed.database
-        if database and database != ":memory:" and not database.startswith("file:"):
-            create_private_file(Path(database))
         connect_args["timeout"] = SQLITE_BUSY_TIMEOUT_MS / 1000
     elif backend in ("mysql", "mariadb"):
         connect_args.update(connect_timeout=CONNECT_TIMEOUT, read_timeout=60, write_timeout=60)
@@ -210,6 +207,10 @@ def make_engine(url: str) -> Engine:
         warnings.simplefilter("error", exc.SAWarning)
         engine = create_engine(url, connect_args=connect_args, **options)
     if backend == "sqlite":
+        # After create_engine has accepted the URL: a refused one creates nothing.
+        database = parsed.database
+        if database and database != ":memory:" and not database.startswith("file:"):
+            create_private_file(Path(database))
         _configure_sqlite(engine)
     allow_batches(engine)
     return engine

@@ -79,3 +79,13 @@ def test_a_large_count_is_recorded_as_a_few_runs(melange):
         assert _commands(melange.json("history", "--address", address)) == ["block.allocate"]
     for address in ("10.0.1.1", "10.0.3.234"):
         assert melange.json("history", "--address", address) == []
+
+
+def test_a_block_id_the_store_never_knew_is_not_found(melange):
+    """`history --block 999` was an empty success: a typo'd id looked like a quiet block.
+    A deleted block's id still has its history (previous tests); an unknown one is 3."""
+    block = melange.json("block", "create", "10.0.0.0/24", "--name", "web")
+    result = melange("history", "--block", str(block["id"] + 1000))
+    assert result.exit_code == 3, (result.exit_code, result.stderr)
+    assert result.stderr.startswith("Error: ") and len(result.stderr.splitlines()) == 1
+    assert _commands(melange.json("history", "--block", str(block["id"]))) == ["block.create"]
