@@ -120,33 +120,26 @@ def router(block, chain: Sequence, lists: dict[int, list]) -> int | None:
     return None
 
 
-def dns_lists(conn: Connection, block_ids: Iterable[int]) -> dict[int, list[tuple[int, int]]]:
-    """(address, version) of the DNS servers of several blocks, in order: one query."""
+def _per_block(conn: Connection, block_ids: Iterable[int], key, columns, order) -> dict:
+    """Rows of a per-block table for several blocks, grouped by block in `order`: one query."""
     ids = sorted(set(block_ids))
-    found: dict[int, list[tuple[int, int]]] = {}
+    found: dict[int, list[tuple]] = {}
     if not ids:
         return found
-    d = block_dns_servers.c
-    for block_id, address, version in conn.execute(
-        select(d.block_id, d.address, d.version)
-        .where(d.block_id.in_(ids))
-        .order_by(d.block_id, d.position)
+    for block_id, *values in conn.execute(
+        select(key, *columns).where(key.in_(ids)).order_by(key, order)
     ):
-        found.setdefault(block_id, []).append((address, version))
+        found.setdefault(block_id, []).append(tuple(values))
     return found
+
+
+def dns_lists(conn: Connection, block_ids: Iterable[int]) -> dict[int, list[tuple[int, int]]]:
+    """(address, version) of the DNS servers of several blocks, in order: one query."""
+    d = block_dns_servers.c
+    return _per_block(conn, block_ids, d.block_id, (d.address, d.version), d.position)
 
 
 def route_lists(conn: Connection, block_ids: Iterable[int]) -> dict[int, list[tuple[str, int]]]:
     """(destination, gateway) of the routes of several blocks, in the order added: one query."""
-    ids = sorted(set(block_ids))
-    found: dict[int, list[tuple[str, int]]] = {}
-    if not ids:
-        return found
     r = routes.c
-    for block_id, destination, gateway in conn.execute(
-        select(r.block_id, r.destination, r.gateway)
-        .where(r.block_id.in_(ids))
-        .order_by(r.block_id, r.id)
-    ):
-        found.setdefault(block_id, []).append((destination, gateway))
-    return found
+    return _per_block(conn, block_ids, r.block_id, (r.destination, r.gateway), r.id)
