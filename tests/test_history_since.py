@@ -4,8 +4,6 @@ hold still answers, on every backend."""
 
 from __future__ import annotations
 
-import pytest
-
 ABSURD_SINCE = [
     "99999999999999999999d",  # the one reported: timedelta overflow
     "12345678901234567890",  # seconds, as many
@@ -24,12 +22,13 @@ ABSURD_SINCE = [
 ]
 
 
-@pytest.mark.parametrize("since", ABSURD_SINCE)
-def test_an_absurd_since_is_invalid_input(melange, since):
+def test_an_absurd_since_is_invalid_input(melange):
     melange.ok("db", "upgrade")  # a read does not create a named store
-    result = melange("history", "--since", since)
-    assert result.exit_code == 2, (since, result.exit_code, result.stderr)
-    assert result.stderr.startswith("Error: ") and result.stderr.count("\n") == 1, result.stderr
+    for since in ABSURD_SINCE:
+        result = melange("history", "--since", since)
+        assert result.exit_code == 2, (since, result.exit_code, result.stderr)
+        assert result.stderr.startswith("Error: ") and result.stderr.count("\n") == 1, (
+            since, result.stderr)  # fmt: skip
 
 
 def test_every_time_a_store_holds_still_answers(melange):
