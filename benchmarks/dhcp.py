@@ -1,6 +1,6 @@
 """melanged with a real dnsmasq: how soon an allocation is served, and full renders.
 
-(a) Latency. One dnsmasq (2.90-style recipe from tests/realparts.py, started
+(a) Latency. One dnsmasq (2.90-style recipe from tests/support/realparts.py, started
 with --dhcp-hostsdir and a large --dhcp-lease-max) serves a /16 in a network
 namespace; N reservations are pre-filled (`block.allocate` count=N through the
 core API, then one UPDATE giving every address a MAC, then the block's
@@ -37,7 +37,6 @@ from pathlib import Path
 from benchmarks.common import mac, median, ms, section, table, verdict
 
 ROOT = Path(__file__).resolve().parent.parent
-TESTS = ROOT / "tests"
 SUBNET = "10.78.0.0/16"
 GATEWAY = "10.78.0.1"
 NETWORK = "net1"
@@ -61,11 +60,8 @@ def _sizes(quick: bool) -> dict:
 
 
 def _helpers():
-    """tests/realparts.py and tests/melanged_harness.py (real dnsmasq, real melanged)."""
-    if str(TESTS) not in sys.path:
-        sys.path.insert(0, str(TESTS))
-    import melanged_harness
-    import realparts
+    """tests/support/realparts.py and melanged_harness.py (real dnsmasq, real melanged)."""
+    from tests.support import melanged_harness, realparts
 
     return realparts, melanged_harness
 

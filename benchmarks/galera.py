@@ -1,6 +1,6 @@
 """Allocations per second on a 3-node MariaDB Galera cluster, beside one MariaDB server.
 
-The cluster is the tests' (tests/galera.py): three mariadbd on this machine,
+The cluster is the tests' (tests/support/galera.py): three mariadbd on this machine,
 started for the benchmark and removed after it. The worker processes are the
 concurrency benchmark's (benchmarks/worker.py): single allocations through the
 core API, one transaction each, distinct MACs, started together, counted over a
@@ -15,9 +15,7 @@ failures, deadlocks, unique-key clashes), given per 1,000 allocations.
 from __future__ import annotations
 
 import contextlib
-import importlib.util
 import os
-import sys
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -34,18 +32,10 @@ GALERA_SYNCED = "Galera, 3 nodes, wsrep_sync_wait=1"
 
 
 def _galera_module():
-    """tests/galera.py, which is not a package module; it imports its neighbours as
-    pytest lets it (tests/ on the path), so this benchmark puts tests/ there too."""
-    name = "melange_tests_galera"
-    if name in sys.modules:
-        return sys.modules[name]
-    if str(ROOT / "tests") not in sys.path:
-        sys.path.append(str(ROOT / "tests"))
-    spec = importlib.util.spec_from_file_location(name, ROOT / "tests" / "galera.py")
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[name] = module
-    spec.loader.exec_module(module)
-    return module
+    """tests/support/galera.py, the tests' own cluster."""
+    from tests.support import galera
+
+    return galera
 
 
 def _measure(

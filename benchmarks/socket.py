@@ -1,7 +1,7 @@
 """`melange` through melanged's socket against `melange --db` and a bare sqlite3 process.
 
 One SQLite store with block B (a /16), one melanged serving it with --socket
-(as tests/socket_daemon.py starts it; its watcher runs too). Every command is
+(as tests/support/socket_daemon.py starts it; its watcher runs too). Every command is
 a fresh process of this virtualenv: single commands run in rotating order,
 round after round after one untimed warm-up round, and medians are compared
 with `python -c "import sqlite3; …one insert…"` measured in the same rounds.
@@ -22,7 +22,6 @@ from pathlib import Path
 from benchmarks.common import bare_sqlite_process, median, ms, rotating_walls, section, table
 
 ROOT = Path(__file__).resolve().parent.parent
-TESTS = ROOT / "tests"
 HEAVY = ("sqlalchemy", "alembic", "rich", "netaddr", "psycopg", "pymysql")
 
 
@@ -113,10 +112,7 @@ def _direct_imports(url: str, tmp: Path) -> int:
 def run(quick: bool) -> str:
     from melange import operations
     from melange.store import Store
-
-    if str(TESTS) not in sys.path:
-        sys.path.insert(0, str(TESTS))
-    from socket_daemon import SocketDaemon
+    from tests.support.socket_daemon import SocketDaemon
 
     sizes = _sizes(quick)
     rounds = sizes["rounds"]

@@ -1,46 +1,15 @@
-"""Shared fixtures: a real SQLite store per test, and a CLI runner bound to it."""
+"""Shared fixtures: a real store per test (SQLite file or server database), the CLI bound
+to it, directly or through melanged's socket; the helpers live in tests/support/."""
 
 from __future__ import annotations
 
-import json
-import sys
-from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
-from click.testing import CliRunner, Result
 
-sys.path.insert(0, str(Path(__file__).parent))
-
-from localusers import root_sleep, users  # noqa: E402, F401
-from realparts import dnsmasq_server, netns_pair  # noqa: E402, F401
-
-from melange_cli.main import cli  # noqa: E402
-
-
-@dataclass
-class Melange:
-    """Runs `melange --db <store> ARGS…` in-process, as a script would."""
-
-    db: Path | str
-    env: dict
-    socket: str | None = None  # through melanged's socket instead of opening the store
-
-    def __call__(self, *args: str, output: str = "plain", input: str | None = None) -> Result:
-        runner = CliRunner()
-        where = ["--socket", self.socket] if self.socket else ["--db", str(self.db)]
-        argv = [*where, "-o", output, *args]
-        return runner.invoke(cli, argv, env=self.env, input=input, catch_exceptions=False)
-
-    def ok(self, *args: str, output: str = "plain") -> str:
-        """Run and insist on success; the stdout."""
-        result = self(*args, output=output)
-        assert result.exit_code == 0, (args, result.exit_code, result.stderr)
-        return result.stdout
-
-    def json(self, *args: str):
-        return json.loads(self.ok(*args, output="json"))
-
+from tests.support.cli import Melange
+from tests.support.localusers import root_sleep, users  # noqa: F401  (fixtures)
+from tests.support.realparts import dnsmasq_server, netns_pair  # noqa: F401  (fixtures)
 
 BACKENDS = ["sqlite", "mysql", "postgresql"]
 
@@ -74,11 +43,21 @@ def pytest_generate_tests(metafunc) -> None:
 
 @pytest.fixture(scope="session")
 def backends():
-    from backends import Backends
+    from tests.support.backends import Backends
 
     registry = Backends()
     yield registry
     registry.close()
+
+
+@pytest.fixture(scope="session")
+def socket_server(tmp_path_factory):
+    """melanged's socket server in this process, shared by the socket-channel tests."""
+    from tests.support.inprocess_daemon import InProcessDaemon
+
+    server = InProcessDaemon(tmp_path_factory.mktemp("melanged"))
+    yield server
+    server.close()
 
 
 @pytest.fixture
@@ -93,9 +72,9 @@ def store_path(tmp_path: Path) -> Path:
 
 
 @pytest.fixture
-def melange(backend: str, channel: str, backends, store_path: Path, tmp_path: Path):
+def melange(backend: str, channel: str, backends, store_path: Path, tmp_path: Path, request):
     """The CLI on a fresh store: an SQLite file (`db` is its Path) or a server URL;
-    with channel "socket", every command goes through a real melanged."""
+    with channel "socket", every command goes through melanged's socket server."""
     config = tmp_path / "melange.conf"
     config.write_text("[melange]\nrelease_hold = 48h\n")
     env = {"MELANGE_CONFIG": str(config), "MELANGE_DB": None, "MELANGE_OUTPUT": None,
@@ -104,39 +83,6 @@ def melange(backend: str, channel: str, backends, store_path: Path, tmp_path: Pa
     if channel == "direct":
         yield Melange(db, env)
         return
-    from socket_daemon import SocketDaemon
-
-    with SocketDaemon(f"sqlite:///{db}", tmp_path / "daemon", config) as daemon:
-        yield Melange(db, env, socket=str(daemon.socket))
-
-
-def execute_sql(db: Path | str, statement: str) -> list[tuple]:
-    """Run one SQL statement on a store (a file path or a URL); its rows, if any."""
-    from sqlalchemy import create_engine, text
-    from sqlalchemy.pool import NullPool
-
-    url = db if isinstance(db, str) else f"sqlite:///{db}"
-    engine = create_engine(url, poolclass=NullPool)
-    with engine.begin() as conn:
-        result = conn.execute(text(statement))
-        rows = [tuple(r) for r in result] if result.returns_rows else []
-    engine.dispose()
-    return rows
-
-
-def dump_store(db: Path | str) -> list[tuple]:
-    """Every row of every table, sorted: equal dumps mean an unchanged store."""
-    from sqlalchemy import MetaData, create_engine, select
-    from sqlalchemy.pool import NullPool
-
-    url = db if isinstance(db, str) else f"sqlite:///{db}"
-    engine = create_engine(url, poolclass=NullPool)
-    rows = []
-    with engine.connect() as conn:
-        meta = MetaData()
-        meta.reflect(conn)
-        for name, table in sorted(meta.tables.items()):
-            for row in conn.execute(select(table)):
-                rows.append((name, *map(repr, row)))
-    engine.dispose()
-    return sorted(rows)
+    server = request.getfixturevalue("socket_server")
+    with server.serving(f"sqlite:///{db}", config) as socket:
+        yield Melange(db, env, socket=str(socket))

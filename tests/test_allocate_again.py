@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from conftest import dump_store, execute_sql
+from tests.support.sql import dump_store, execute_sql
 
 MAC = "02:00:00:00:00:01"
 

@@ -9,7 +9,8 @@ and not a single row of the SQLite file changed.
 from __future__ import annotations
 
 import pytest
-from conftest import dump_store
+
+from tests.support.sql import dump_store
 
 MAC = "02:00:00:aa:bb:cc"
 FRESH_MAC = "02:00:00:aa:bb:dd"

@@ -18,9 +18,10 @@ from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
-from conftest import Melange, dump_store, execute_sql
 
 from melange_cli.main import cli
+from tests.support.cli import Melange, assert_error
+from tests.support.sql import dump_store, execute_sql
 
 MAC1 = "02:00:00:aa:bb:01"
 MAC2 = "02:00:00:aa:bb:02"
@@ -41,24 +42,6 @@ SNAKE = re.compile(r"^[a-z][a-z0-9]*(_[a-z0-9]+)*$")
 
 
 # -- helpers
-
-
-def assert_error(result, code: int, *, as_json: bool = False) -> str:
-    """The contract's error shape: exit code, one `Error:` line (+ JSON), no traceback."""
-    assert result.exit_code == code, (result.exit_code, result.stdout, result.stderr)
-    assert "Traceback" not in result.stdout + result.stderr
-    assert result.stdout == "", result.stdout
-    lines = result.stderr.splitlines()
-    assert result.stderr.endswith("\n")
-    assert len(lines) == (2 if as_json else 1), lines
-    assert lines[0].startswith("Error: ") and len(lines[0]) > len("Error: "), lines
-    if as_json:
-        document = json.loads(lines[1])
-        assert set(document) == {"error"}
-        assert set(document["error"]) == {"code", "message"}
-        assert isinstance(document["error"]["code"], str) and document["error"]["code"]
-        assert isinstance(document["error"]["message"], str) and document["error"]["message"]
-    return lines[0]
 
 
 def with_config(melange: Melange, tmp_path, text: str) -> Melange:

@@ -13,11 +13,18 @@ from pathlib import Path
 import pytest
 from sqlalchemy import create_engine, func, select, text
 from sqlalchemy.pool import NullPool
-from stress import active, check_counters, check_outcome, create_blocks, run_workers, spawn
 
 from melange import operations
 from melange.models import ip_addresses
 from melange.store import Store
+from tests.support.stress import (
+    active,
+    check_counters,
+    check_outcome,
+    create_blocks,
+    run_workers,
+    spawn,
+)
 
 HERE = Path(__file__).parent
 WORKERS = 16

@@ -13,12 +13,12 @@ import time
 from pathlib import Path
 
 import pytest
-from localusers import as_user, env, melange, shared_dir
-from melanged_harness import terminate, wait_until
-from realparts import Dnsmasq, NetnsPair
 
 from melange import operations
 from melange.store import Store
+from tests.support.localusers import as_user, env, melange, shared_dir
+from tests.support.melanged_harness import terminate, wait_until
+from tests.support.realparts import Dnsmasq, NetnsPair
 
 PRECIOUS = "root's own data\n"
 

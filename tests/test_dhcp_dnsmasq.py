@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from realparts import dnsmasq_check_hostsfile, udhcpc_lease
+from tests.support.realparts import dnsmasq_check_hostsfile, udhcpc_lease
 
 HOSTNAMES = ["vm-1", "db.example.org", "x", "web-01.rack-2", None]
 

@@ -8,10 +8,10 @@ import subprocess
 from collections import Counter
 from pathlib import Path
 
-from conftest import dump_store
-from melanged_harness import Melanged, cli, reloads, wait_until
-from realparts import Dnsmasq, find_dnsmasq, udhcpc_lease
-from test_cli_contract import assert_error
+from tests.support.cli import assert_error
+from tests.support.melanged_harness import Melanged, cli, reloads, wait_until
+from tests.support.realparts import Dnsmasq, find_dnsmasq, udhcpc_lease
+from tests.support.sql import dump_store
 
 MAC_A = "02:00:00:00:0a:01"
 MAC_B = "02:00:00:00:0b:01"

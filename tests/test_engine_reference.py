@@ -24,7 +24,6 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
-from conftest import dump_store
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -32,6 +31,7 @@ from melange import operations
 from melange.errors import Conflict, Exhausted
 from melange.exclusions import Exclusions
 from melange.store import Store
+from tests.support.sql import dump_store
 
 BLOCK = "ref"
 POLICY = "refpol"

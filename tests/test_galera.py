@@ -1,4 +1,4 @@
-"""melange on a real 3-node MariaDB Galera cluster (tests/galera.py starts it).
+"""melange on a real 3-node MariaDB Galera cluster (tests/support/galera.py starts it).
 
 On Galera, SELECT ... FOR UPDATE locks only on the node that runs it: two
 nodes can both "hold" a block's lock, and the loser learns it only at COMMIT
@@ -28,15 +28,22 @@ from types import SimpleNamespace
 from typing import NamedTuple
 
 import pytest
-from conftest import dump_store
-from galera import GaleraCluster, GaleraNode, GaleraUnavailable
-from melanged_harness import Melanged, cli, served_lines, wait_until
-from melanged_harness import env as harness_env
-from realparts import in_ci
-from stress import active, check_counters, check_outcome, check_unique, create_blocks, run_workers
 
 from melange import operations
 from melange.store import Store
+from tests.support.galera import GaleraCluster, GaleraNode, GaleraUnavailable
+from tests.support.melanged_harness import Melanged, cli, served_lines, wait_until
+from tests.support.melanged_harness import env as harness_env
+from tests.support.realparts import in_ci
+from tests.support.sql import dump_store
+from tests.support.stress import (
+    active,
+    check_counters,
+    check_outcome,
+    check_unique,
+    create_blocks,
+    run_workers,
+)
 
 HERE = Path(__file__).parent
 ROOT = HERE.parent

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from conftest import execute_sql
+from tests.support.sql import execute_sql
 
 MAC = "02:00:00:00:00:01"
 

@@ -7,7 +7,7 @@ import time
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
-from conftest import Melange
+from tests.support.cli import Melange
 
 ROOT = Path(__file__).parent.parent
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import json
 
-from conftest import dump_store
+from tests.support.sql import dump_store
 
 HEADER = ("kind,network,cidr,name,tenant,type,gateway,dns,policy,parent,generator,address,"
           "mac,hostname,interface,state,allocated_at,released_at,device,description,offset,"

@@ -9,7 +9,8 @@ import sys
 import time
 
 import pytest
-from melanged_harness import (
+
+from tests.support.melanged_harness import (
     HOSTS_LINE,
     Melanged,
     cli,
@@ -18,7 +19,7 @@ from melanged_harness import (
     served_lines,
     wait_until,
 )
-from realparts import Dnsmasq, NetnsPair, require_root, udhcpc_lease
+from tests.support.realparts import Dnsmasq, NetnsPair, require_root, udhcpc_lease
 
 MAC = "02:00:00:00:00:aa"
 
@@ -204,7 +205,7 @@ def test_sigterm_exits_cleanly_and_removes_the_pidfile(db, dnsmasq_server, tmp_p
 
 
 def test_store_outage_is_survived_and_logged_once(dnsmasq_server, tmp_path):
-    from private_mariadb import PrivateMariaDB
+    from tests.support.private_mariadb import PrivateMariaDB
 
     server = PrivateMariaDB(tmp_path)
     server.install()

@@ -12,14 +12,14 @@ from pathlib import Path
 
 import click
 import pytest
-from conftest import dump_store
-from socket_daemon import SocketDaemon
 
 from melange import operations
 from melange.errors import InvalidInput, MelangeError
 from melange.store import Store
 from melange_cli.context import App
 from melange_cli.main import cli
+from tests.support.socket_daemon import SocketDaemon
+from tests.support.sql import dump_store
 
 # Raw request lines, each wrong in one way that used to reach the core (TypeError,
 # OverflowError, UnicodeEncodeError, RecursionError: exit 1) instead of exit 2.

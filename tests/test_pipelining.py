@@ -75,7 +75,7 @@ def _nothing_sent(store: Store, raw) -> bool:
     if store.backend == "postgresql":
         return raw.info.transaction_status == 0  # not even the BEGIN has gone out
     if store.backend.startswith("mysql"):
-        from conftest import execute_sql
+        from tests.support.sql import execute_sql
 
         trx = "SELECT trx_id FROM information_schema.innodb_trx WHERE trx_mysql_thread_id = "
         return execute_sql(store.url, trx + str(raw.server_thread_id[0])) == []

@@ -6,8 +6,15 @@ These tests also pin down dnsmasq 2.90 behaviour that melange relies on.
 import subprocess
 
 import pytest
-import realparts
-from realparts import Dnsmasq, NetnsPair, dnsmasq_check_hostsfile, require_root, udhcpc_lease
+
+from tests.support import realparts
+from tests.support.realparts import (
+    Dnsmasq,
+    NetnsPair,
+    dnsmasq_check_hostsfile,
+    require_root,
+    udhcpc_lease,
+)
 
 # Fixtures from realparts, bound by assignment (an import would trip ruff's F811).
 netns_pair = realparts.netns_pair

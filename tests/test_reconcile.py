@@ -11,9 +11,10 @@ import sys
 import time
 
 import pytest
-from conftest import execute_sql
-from melanged_harness import cli, env
-from realparts import SBIN_PATH, udhcpc_lease
+
+from tests.support.melanged_harness import cli, env
+from tests.support.realparts import SBIN_PATH, udhcpc_lease
+from tests.support.sql import execute_sql
 
 MAC1 = "02:00:00:00:00:01"
 MAC2 = "02:00:00:00:00:02"

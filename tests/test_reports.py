@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import pytest
-from conftest import execute_sql
+
+from tests.support.sql import execute_sql
 
 
 def _setup(melange) -> None:

@@ -5,13 +5,13 @@ from __future__ import annotations
 
 from datetime import datetime, timedelta
 
-from backends import fresh_database
-from conftest import execute_sql
 from sqlalchemy import MetaData, create_engine, delete, insert, inspect, text
 from sqlalchemy.pool import NullPool
 
 from melange import migrations, operations
 from melange.store import Store, utcnow
+from tests.support.backends import fresh_database
+from tests.support.sql import execute_sql
 
 RELEASED = utcnow().replace(microsecond=0) - timedelta(hours=1)  # still held after 0007
 

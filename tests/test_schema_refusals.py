@@ -8,10 +8,11 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from backends import fresh_database
-from conftest import Melange, dump_store, execute_sql
 
 from melange.store import SCHEMA_HEAD, Store
+from tests.support.backends import fresh_database
+from tests.support.cli import Melange
+from tests.support.sql import dump_store, execute_sql
 
 
 @pytest.fixture

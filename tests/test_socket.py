@@ -15,14 +15,14 @@ from collections import Counter
 from pathlib import Path
 
 import pytest
-from conftest import dump_store, execute_sql
-from realparts import require_root
-from socket_daemon import SocketDaemon
 
 from melange import operations
 from melange.errors import MelangeError
 from melange.store import Store
 from melange_cli import client
+from tests.support.realparts import require_root
+from tests.support.socket_daemon import SocketDaemon
+from tests.support.sql import dump_store, execute_sql
 
 ROOT = Path(__file__).parent.parent
 

@@ -17,12 +17,12 @@ import time
 from pathlib import Path
 
 import pytest
-from conftest import execute_sql
-from localusers import as_user, env, melange, shared_dir
-from socket_daemon import SocketDaemon
 
 from melange import operations
 from melange.store import Store
+from tests.support.localusers import as_user, env, melange, shared_dir
+from tests.support.socket_daemon import SocketDaemon
+from tests.support.sql import execute_sql
 
 SECRET = "02:00:00:00:00:99,10.9.9.9,root-only-secret"
 

@@ -11,13 +11,13 @@ from datetime import datetime
 from pathlib import Path
 
 import pytest
-from backends import fresh_database
 from sqlalchemy import create_engine
 from sqlalchemy.pool import NullPool
 
 from melange import migrations, operations
 from melange.models import metadata
 from melange.store import SCHEMA_HEAD, Store
+from tests.support.backends import fresh_database
 
 ROOT = Path(__file__).parent.parent
 
@@ -176,7 +176,7 @@ def test_free_range_keys_migrate_both_ways_keeping_the_free_space(backend, tmp_p
 
 
 def _free_ranges(url: str) -> list[tuple]:
-    from conftest import execute_sql
+    from tests.support.sql import execute_sql
 
     return sorted(execute_sql(url, "SELECT block_id, first_addr, last_addr FROM free_ranges"))
 
@@ -184,7 +184,7 @@ def _free_ranges(url: str) -> list[tuple]:
 def test_initialise_does_nothing_to_a_store_created_meanwhile(store_url):
     """A first-use initialise that lost the race must not run migrations over the winner's
     schema (it did, and crashed melanged, when that store's revision had changed since)."""
-    from conftest import execute_sql
+    from tests.support.sql import execute_sql
 
     store = Store(store_url)
     operations.run(store, "block.create", {"cidr": "10.9.0.0/24"})
@@ -226,8 +226,9 @@ def test_a_kept_connection_the_server_dropped_is_replaced_not_reported(store_url
     """The store keeps its last server connection for the next transaction without the
     pool's ping; when the server has dropped it meanwhile (a restart, a killed session),
     the transaction runs again on a fresh connection instead of failing with exit 6."""
-    from conftest import execute_sql
     from sqlalchemy import text
+
+    from tests.support.sql import execute_sql
 
     store = Store(store_url)
     try:

@@ -11,7 +11,6 @@ import threading
 
 import pytest
 from click.testing import CliRunner
-from melanged_harness import cli as harness_cli
 from sqlalchemy import create_engine, event, insert, text
 from sqlalchemy.pool import NullPool
 
@@ -21,6 +20,7 @@ from melange.errors import Conflict
 from melange.models import policies
 from melange.store import Store, utcnow
 from melange_cli.main import cli
+from tests.support.melanged_harness import cli as harness_cli
 
 PAGE = 4096
 COMMANDS = [

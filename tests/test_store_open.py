@@ -13,12 +13,12 @@ from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
-from conftest import dump_store
-from melanged_harness import cli as harness_cli
-from melanged_harness import env as clean_env
-from melanged_harness import terminate, wait_until
 
 from melange_cli.main import cli
+from tests.support.melanged_harness import cli as harness_cli
+from tests.support.melanged_harness import env as clean_env
+from tests.support.melanged_harness import terminate, wait_until
+from tests.support.sql import dump_store
 
 ROOT = Path(__file__).parent.parent
 READS = [

@@ -5,8 +5,8 @@ from __future__ import annotations
 
 import json
 
-from conftest import dump_store
-from test_cli_contract import assert_error
+from tests.support.cli import assert_error
+from tests.support.sql import dump_store
 
 MACS = [f"02:00:00:00:01:{i:02x}" for i in range(4)]
 

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from conftest import Melange, dump_store
+from tests.support.cli import Melange
+from tests.support.sql import dump_store
 
 
 def _populate(melange) -> None:

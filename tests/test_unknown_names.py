@@ -10,9 +10,10 @@ has as they are.
 from __future__ import annotations
 
 import pytest
-from conftest import dump_store
-from melanged_harness import cli, wait_until
-from socket_daemon import SocketDaemon
+
+from tests.support.melanged_harness import cli, wait_until
+from tests.support.socket_daemon import SocketDaemon
+from tests.support.sql import dump_store
 
 UNKNOWN = [
     ("block", "list", "--network", "typo"),

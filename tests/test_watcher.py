@@ -2,10 +2,9 @@
 
 from __future__ import annotations
 
-from melanged_harness import Melanged, cli, wait_until
-
 from melange import blocks
 from melange.store import Store
+from tests.support.melanged_harness import Melanged, cli, wait_until
 
 
 def _opts(server) -> str:

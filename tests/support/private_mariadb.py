@@ -8,7 +8,7 @@ import subprocess
 import time
 from pathlib import Path
 
-from realparts import missing_capability
+from tests.support.realparts import missing_capability
 
 
 def _free_port() -> int:

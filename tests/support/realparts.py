@@ -7,7 +7,7 @@ so that a broken CI image can never turn the real-dnsmasq tests into silent skip
 
 Typical use::
 
-    from realparts import Dnsmasq, NetnsPair, require_root, udhcpc_lease
+    from tests.support.realparts import Dnsmasq, NetnsPair, require_root, udhcpc_lease
 
     def test_reservation(tmp_path):
         require_root()
@@ -17,8 +17,7 @@ Typical use::
             assert udhcpc_lease(pair, "02:00:00:00:00:01")["ip"] == "10.77.0.5"
 
 The fixtures ``netns_pair`` and ``dnsmasq_server`` at the end of this module do the same;
-a ``conftest.py`` makes them available with ``from realparts import dnsmasq_server,
-netns_pair  # noqa: F401`` (or ``pytest_plugins = ["realparts"]``).
+tests/conftest.py makes them available to every test by importing them.
 """
 
 from __future__ import annotations
@@ -40,7 +39,8 @@ from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 import pytest
-from processes import pid_alive
+
+from tests.support.processes import pid_alive
 
 SBIN_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 

@@ -1,6 +1,6 @@
 """One stress-test process: allocate, release --now and re-allocate through the core API.
 
-Run as `python stress_worker.py URL WORKER OPS BLOCK...`; prints one JSON line
+Run as `python -m tests.support.stress_worker URL WORKER OPS BLOCK...`; prints one JSON line
 per completed operation (and one per error), for the test to check the store
 against.
 """

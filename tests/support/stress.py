@@ -1,6 +1,6 @@
 """The allocate/release stress run shared by the single-store and the Galera tests.
 
-Each worker (tests/stress_worker.py, a process of its own) allocates, releases
+Each worker (tests/support/stress_worker.py, a process of its own) allocates, releases
 and re-allocates from two blocks and prints one JSON event per operation; the
 checks here say what must hold afterwards on any store.
 """
@@ -12,7 +12,6 @@ import os
 import subprocess
 import sys
 from collections import Counter
-from pathlib import Path
 
 from sqlalchemy import create_engine, select
 from sqlalchemy.pool import NullPool
@@ -21,14 +20,14 @@ from melange import operations
 from melange.models import blocks, ip_addresses
 from melange.records import ip_text
 from melange.store import Store
+from tests.support import ROOT
 
-HERE = Path(__file__).parent
 BLOCKS = (("s1", "10.20.0.0/22"), ("s2", "10.21.0.0/22"))
 
 
 def spawn(args: list[str]) -> subprocess.Popen:
     """A Python child with the project importable, its output captured as text."""
-    env = {**os.environ, "PYTHONPATH": str(HERE.parent)}
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
     return subprocess.Popen(
         [sys.executable, *args], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env
     )
@@ -45,7 +44,7 @@ def run_workers(urls: list[str], workers: int, ops: int) -> list[dict]:
     """`workers` processes, worker w on urls[w % len(urls)]; every event, none an error."""
     names = [name for name, _ in BLOCKS]
     procs = [
-        spawn([str(HERE / "stress_worker.py"), urls[w % len(urls)], str(w), str(ops), *names])
+        spawn(["-m", "tests.support.stress_worker", urls[w % len(urls)], str(w), str(ops), *names])
         for w in range(workers)
     ]
     events = []

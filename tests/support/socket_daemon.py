@@ -9,9 +9,8 @@ import sys
 import time
 from pathlib import Path
 
-from melanged_harness import terminate
-
-ROOT = Path(__file__).parent.parent
+from tests.support import ROOT
+from tests.support.melanged_harness import terminate
 
 
 class SocketDaemon:

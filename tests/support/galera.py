@@ -41,7 +41,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from processes import pid_alive
+from tests.support.processes import pid_alive
 
 MARIADBD = "/usr/sbin/mariadbd"
 SERVER_USER = "mysql"

@@ -10,7 +10,8 @@ import sys
 import time
 from pathlib import Path
 
-ROOT = Path(__file__).parent.parent
+from tests.support import ROOT
+
 HOSTS_LINE = re.compile(
     r"^[0-9a-f]{2}(:[0-9a-f]{2}){5},(\d+\.\d+\.\d+\.\d+|\[[0-9a-f:]+\])(,[a-z0-9.-]+)?$"
 )

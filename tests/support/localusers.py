@@ -18,9 +18,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
-from realparts import require_root
 
-ROOT = Path(__file__).parent.parent
+from tests.support import ROOT
+from tests.support.realparts import require_root
 
 
 @dataclass(frozen=True)

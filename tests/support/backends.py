@@ -13,13 +13,13 @@ import os
 import uuid
 from pathlib import Path
 
-from realparts import missing_capability
 from sqlalchemy import create_engine, delete, text, update
 from sqlalchemy.engine import make_url
 from sqlalchemy.pool import NullPool
 
 from melange import models
 from melange.store import SCHEMA_HEAD, Store
+from tests.support.realparts import missing_capability
 
 SERVER_URLS = {
     "mysql": ("MELANGE_TEST_MYSQL_URL", "mysql+pymysql://root@127.0.0.1:3306"),

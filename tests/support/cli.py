@@ -1,0 +1,53 @@
+"""The melange CLI run in-process on one store, as the contract tests drive it."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+from click.testing import CliRunner, Result
+
+from melange_cli.main import cli
+
+
+@dataclass
+class Melange:
+    """Runs `melange --db <store> ARGS…` in-process, as a script would."""
+
+    db: Path | str
+    env: dict
+    socket: str | None = None  # through melanged's socket instead of opening the store
+
+    def __call__(self, *args: str, output: str = "plain", input: str | None = None) -> Result:
+        runner = CliRunner()
+        where = ["--socket", self.socket] if self.socket else ["--db", str(self.db)]
+        argv = [*where, "-o", output, *args]
+        return runner.invoke(cli, argv, env=self.env, input=input, catch_exceptions=False)
+
+    def ok(self, *args: str, output: str = "plain") -> str:
+        """Run and insist on success; the stdout."""
+        result = self(*args, output=output)
+        assert result.exit_code == 0, (args, result.exit_code, result.stderr)
+        return result.stdout
+
+    def json(self, *args: str):
+        return json.loads(self.ok(*args, output="json"))
+
+
+def assert_error(result, code: int, *, as_json: bool = False) -> str:
+    """The contract's error shape: exit code, one `Error:` line (+ JSON), no traceback."""
+    assert result.exit_code == code, (result.exit_code, result.stdout, result.stderr)
+    assert "Traceback" not in result.stdout + result.stderr
+    assert result.stdout == "", result.stdout
+    lines = result.stderr.splitlines()
+    assert result.stderr.endswith("\n")
+    assert len(lines) == (2 if as_json else 1), lines
+    assert lines[0].startswith("Error: ") and len(lines[0]) > len("Error: "), lines
+    if as_json:
+        document = json.loads(lines[1])
+        assert set(document) == {"error"}
+        assert set(document["error"]) == {"code", "message"}
+        assert isinstance(document["error"]["code"], str) and document["error"]["code"]
+        assert isinstance(document["error"]["message"], str) and document["error"]["message"]
+    return lines[0]
