@@ -41,6 +41,18 @@ def pytest_generate_tests(metafunc) -> None:
     metafunc.parametrize(("backend", "channel"), combos, ids=[f"{b}-{c}" for b, c in combos])
 
 
+def pytest_collection_modifyitems(items) -> None:
+    """Under pytest-xdist (`make test` runs `-n … --dist loadgroup`): the tests of a module
+    that share a module-scoped fixture (a Galera cluster, made users, one daemon) run in
+    one worker, so it is set up once, not once per worker. Other tests spread freely."""
+    for item in items:
+        info = getattr(item, "_fixtureinfo", None)
+        if info is None:
+            continue
+        if any(defs[-1].scope == "module" for defs in info.name2fixturedefs.values()):
+            item.add_marker(pytest.mark.xdist_group(item.module.__name__))
+
+
 @pytest.fixture(scope="session")
 def backends():
     from tests.support.backends import Backends

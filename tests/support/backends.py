@@ -14,7 +14,7 @@ import uuid
 from pathlib import Path
 
 from sqlalchemy import create_engine, delete, text, update
-from sqlalchemy.engine import make_url
+from sqlalchemy.engine import Engine, make_url
 from sqlalchemy.pool import NullPool
 
 from melange import models
@@ -57,6 +57,7 @@ class ServerDatabase:
         admin_db = "postgres" if backend == "postgresql" else None
         self.admin_url = make_url(self.server_url).set(database=admin_db)
         self.created = False
+        self._resetter: Engine | None = None
 
     def _admin(self):
         return create_engine(self.admin_url, poolclass=NullPool, isolation_level="AUTOCOMMIT",
@@ -77,17 +78,24 @@ class ServerDatabase:
             Store(self.url).ensure_schema()
 
     def reset(self) -> None:
-        """Empty every melange table, keeping the schema (much faster than re-creating)."""
-        engine = create_engine(self.url, poolclass=NullPool)
-        with engine.begin() as conn:
+        """Empty every melange table, keeping the schema (much faster than re-creating).
+
+        DELETE, not TRUNCATE: on these small tables TRUNCATE (DDL) is several times
+        slower. The connection is kept between tests (pinged first: a test may have
+        killed it), which saves most of a reset's time."""
+        if self._resetter is None:
+            self._resetter = create_engine(self.url, pool_size=1, pool_pre_ping=True)
+        with self._resetter.begin() as conn:
             conn.execute(update(models.blocks).values(parent_id=None))
             for table in TABLES_IN_DELETE_ORDER:
                 conn.execute(delete(table))
             # A test may have aged the schema revision on purpose.
             conn.execute(text("UPDATE alembic_version SET version_num = :v"), {"v": SCHEMA_HEAD})
-        engine.dispose()
 
     def drop(self) -> None:
+        if self._resetter is not None:
+            self._resetter.dispose()
+            self._resetter = None
         if not self.created:
             return
         engine = self._admin()
