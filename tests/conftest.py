@@ -41,10 +41,24 @@ def pytest_generate_tests(metafunc) -> None:
     metafunc.parametrize(("backend", "channel"), combos, ids=[f"{b}-{c}" for b, c in combos])
 
 
+# Modules with tests of tens of seconds each (a Galera cluster, many processes, real
+# dnsmasq, long model runs), longest first: run before the rest, so that under xdist no
+# worker is still on one of them when the others have run out of work.
+LONG_RUNNING = ["test_galera", "test_concurrency", "test_dhcp_tags", "test_engine_reference",
+                "test_allocation_properties", "test_melanged", "test_reconcile"]  # fmt: skip
+
+
+def _running_order(item) -> int:
+    name = item.module.__name__.rsplit(".", 1)[-1]
+    return LONG_RUNNING.index(name) if name in LONG_RUNNING else len(LONG_RUNNING)
+
+
 def pytest_collection_modifyitems(items) -> None:
     """Under pytest-xdist (`make test` runs `-n … --dist loadgroup`): the tests of a module
     that share a module-scoped fixture (a Galera cluster, made users, one daemon) run in
-    one worker, so it is set up once, not once per worker. Other tests spread freely."""
+    one worker, so it is set up once, not once per worker. Other tests spread freely.
+    The long-running modules go first (a stable sort: each module stays in one piece)."""
+    items.sort(key=_running_order)
     for item in items:
         info = getattr(item, "_fixtureinfo", None)
         if info is None:
