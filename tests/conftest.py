@@ -48,23 +48,36 @@ LONG_RUNNING = ["test_galera", "test_concurrency", "test_dhcp_tags", "test_engin
                 "test_allocation_properties", "test_melanged", "test_reconcile"]  # fmt: skip
 
 
+# Stress tests that each start a dozen or more processes (and Galera's three servers, whose
+# certification retries run out when starved of CPU): one at a time, in one xdist worker.
+NOT_TOGETHER = {"test_galera": "many-processes", "test_concurrency": "many-processes"}
+
+
+def _module(item) -> str:
+    return item.module.__name__.rsplit(".", 1)[-1]
+
+
 def _running_order(item) -> int:
-    name = item.module.__name__.rsplit(".", 1)[-1]
+    name = _module(item)
     return LONG_RUNNING.index(name) if name in LONG_RUNNING else len(LONG_RUNNING)
 
 
 def pytest_collection_modifyitems(items) -> None:
     """Under pytest-xdist (`make test` runs `-n … --dist loadgroup`): the tests of a module
     that share a module-scoped fixture (a Galera cluster, made users, one daemon) run in
-    one worker, so it is set up once, not once per worker. Other tests spread freely.
-    The long-running modules go first (a stable sort: each module stays in one piece)."""
+    one worker, so it is set up once, not once per worker; so do the NOT_TOGETHER ones.
+    Other tests spread freely. The long-running modules go first (a stable sort: each
+    module stays in one piece)."""
     items.sort(key=_running_order)
     for item in items:
+        name = _module(item)
         info = getattr(item, "_fixtureinfo", None)
-        if info is None:
-            continue
-        if any(defs[-1].scope == "module" for defs in info.name2fixturedefs.values()):
-            item.add_marker(pytest.mark.xdist_group(item.module.__name__))
+        if name in NOT_TOGETHER:
+            item.add_marker(pytest.mark.xdist_group(NOT_TOGETHER[name]))
+        elif info is not None and any(
+            defs[-1].scope == "module" for defs in info.name2fixturedefs.values()
+        ):
+            item.add_marker(pytest.mark.xdist_group(name))
 
 
 @pytest.fixture(scope="session")
