@@ -13,7 +13,7 @@ import signal
 import time
 from pathlib import Path
 
-from melange import dhcpsync
+from melange import dhcp_backend
 from melange.errors import Conflict, MelangeError, NotFound, StoreUnavailable
 from melange.filesync import remove_leftovers
 from melange.localfiles import open_regular, prepare_directory
@@ -77,7 +77,7 @@ class Daemon:
     def _setup(self) -> None:
         s = self.settings
         self.store = Store(s.db_url, release_hold=s.release_hold, schema_ttl=SCHEMA_TTL)
-        target = dhcpsync.Target(
+        target = dhcp_backend.Target(
             hostsfile=s.hostsfile,
             optsfile=s.optsfile,
             pidfile=s.dnsmasq_pidfile,
@@ -85,7 +85,7 @@ class Daemon:
             hostsdir=s.hostsdir,
             release_interface=s.release_interface,
         )
-        self.backend = dhcpsync.load(s.backend, target)
+        self.backend = dhcp_backend.load(s.backend, target)
         self.quiet = Quiescence(s.wait_min, s.wait_max)
         for path in (s.hostsfile, s.optsfile, s.hostsdir):
             if path is not None:
