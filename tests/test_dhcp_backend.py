@@ -53,7 +53,7 @@ def _imports(module: str, tree: ast.Module) -> set[str]:
     """Every module `module` imports, at the top or inside a function (a lazy import
     still closes a circle), resolved to a submodule where one is named."""
     package = module if (ROOT / module.replace(".", "/")).is_dir() else module.rpartition(".")[0]
-    found = set()
+    found: set[str] = set()
     for node in ast.walk(tree):
         if isinstance(node, ast.Import):
             found.update(alias.name for alias in node.names)
@@ -115,7 +115,7 @@ def test_only_the_registry_reaches_the_dnsmasq_backend():
 
 def _outside_backend(predicate) -> list[str]:
     return sorted(
-        f"{module}:{node.lineno}"
+        f"{module}:{getattr(node, 'lineno', '?')}"
         for module, tree in SOURCES.items()
         if not _in_backend(module)
         for node in ast.walk(tree)
