@@ -161,7 +161,7 @@ class Daemon:
                     result = self.backend.sync(self.store, force_reload=force)
                     self.quiet.rendered(time.monotonic())
                     force = False
-                    _log_result(result)
+                    _log_result(result, self.backend.name)
                 backoff = BACKOFF_START
                 time.sleep(self.settings.poll_interval)
             except Exception as error:  # noqa: BLE001  (a daemon outlives any one pass)
@@ -203,7 +203,7 @@ def _sleep_unless_signalled(daemon: Daemon, seconds: float) -> None:
         time.sleep(0.05)
 
 
-def _log_result(result) -> None:
+def _log_result(result: dhcp_backend.SyncResult, server: str) -> None:
     if result.hosts_changed or result.opts_changed:
         how = "hosts dir (no reload)" if result.added_only else "hosts file"
         delta = f" (+{result.added} -{result.removed})" if result.added or result.removed else ""
@@ -211,7 +211,7 @@ def _log_result(result) -> None:
             "rendered %d hosts%s via %s; reload sent: %s%s",
             result.lines, delta, how,
             "yes" if result.reloaded else "no",
-            "" if result.server_running is not False else " (dnsmasq is not running)",
+            "" if result.server_running is not False else f" ({server} is not running)",
         )  # fmt: skip
     if result.released:
         log.info("released stale leases: %s", ", ".join(result.released))
