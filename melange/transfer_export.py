@@ -1,4 +1,4 @@
-"""Export: the whole store (or one network) as one document, and that document as text.
+"""Export: the whole store (or one network) as one document, ready for json.dumps.
 
 A block is identified by (network, CIDR), which the overlap rules make
 unique, so nothing store-specific (ids) is exported and SQLite -> MariaDB ->
@@ -33,7 +33,7 @@ from melange.validate import format_mac
 
 
 def export(conn: Connection, *, network: str | None = None) -> dict:
-    """Everything (or one network) in a stable order, ready for json.dumps."""
+    """Everything (or one network) in a stable order, each table read in one statement."""
     require_network(conn, network)
     policy_query = _network_policies(select(policies), policies.c.id, network)
     policy_rows = conn.execute(policy_query.order_by(policies.c.name)).all()
