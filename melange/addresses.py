@@ -14,7 +14,7 @@ from melange.errors import Conflict, Exhausted, InvalidInput, NotFound
 from melange.models import blocks, interfaces, ip_addresses
 from melange.names import require_network
 from melange.prepared import Prepared
-from melange.records import address_record, ip_text, iso
+from melange.records import address_record, block_label, ip_text, iso, label
 from melange.store import lock_block, utcnow
 from melange.validate import (
     MAX_COUNT,
@@ -243,7 +243,7 @@ def _new_records(rows: list[dict], block, vif: str | None) -> list[dict]:
     template = {
         "address": None,
         "block_id": block.id,
-        "block": block.name or block.cidr,
+        "block": block_label(block),
         "network": block.network,
         "mac": format_mac(first["mac"]),
         "hostname": first["hostname"],
@@ -268,7 +268,7 @@ def find(conn: Connection, address: str, block_ref: str | None):
         where = f" in block {block_ref}" if block_ref is not None else ""
         raise NotFound(f"{value} is not allocated{where}")
     if len(rows) > 1:
-        names = ", ".join(r.block_name or r.block_cidr for r in rows)
+        names = ", ".join(label(r.block_name, r.block_cidr) for r in rows)
         raise InvalidInput(f"{value} is in several blocks ({names}); choose one with --block")
     return rows[0]
 
@@ -300,7 +300,7 @@ def list_addresses(
     if released:
         query = query.where(holds.held(IP))
     else:
-        query = query.where(IP.state == "allocated")
+        query = query.where(holds.allocated(IP))
     if block is not None:
         query = query.where(IP.block_id == block_ops.resolve(conn, block).id)
     if network is not None:
@@ -420,9 +420,7 @@ def restore(conn: Connection, address: str, *, block: str | None = None) -> dict
 def release_for_interface(conn: Connection, interface_id: int, hold_seconds: int) -> list[str]:
     """Release every allocated address of an interface being deleted (blocks locked in order)."""
     rows = conn.execute(
-        _joined()
-        .where(IP.interface_id == interface_id, IP.state == "allocated")
-        .order_by(IP.block_id)
+        _joined().where(IP.interface_id == interface_id, holds.allocated(IP)).order_by(IP.block_id)
     ).all()
     for block_id in sorted({row.block_id for row in rows}):
         lock_block(conn, block_id)

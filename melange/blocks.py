@@ -34,7 +34,7 @@ from melange.models import (
 )
 from melange.names import require_network
 from melange.prepared import Prepared
-from melange.records import ip_text, iso
+from melange.records import block_label, ip_text, iso
 from melange.store import lock_block, lock_named, utcnow
 from melange.validate import (
     is_decimal,
@@ -167,7 +167,7 @@ def exclusions_of(block, chain, rules: dict[int, PolicyRules]) -> Exclusions:
     gateway, _ = subnets.nearest(block, chain, "gateway")
     policy_id, _ = subnets.nearest(block, chain, "policy_id")
     outer = tuple(
-        (a.first_addr, a.last_addr, a.gateway, rules.get(a.policy_id), a.name or a.cidr)
+        (a.first_addr, a.last_addr, a.gateway, rules.get(a.policy_id), block_label(a))
         for a in chain
         if a.gateway is not None or a.policy_id is not None
     )
@@ -586,7 +586,7 @@ def effective(conn: Connection, row) -> dict:
 
     def note(what: str, source) -> None:
         if source is not None:
-            inherited[what] = source.name or source.cidr
+            inherited[what] = block_label(source)
 
     gateway, source = subnets.nearest(row, chain, "gateway")
     note("gateway", source)
@@ -603,7 +603,7 @@ def effective(conn: Connection, row) -> dict:
     ).items():
         entry = {"destination": destination, "gateway": ip_text(via, row.version)}
         if source is not None:
-            entry["inherited_from"] = source.name or source.cidr
+            entry["inherited_from"] = block_label(source)
             inherited.setdefault("routes", entry["inherited_from"])
         route_list.append(entry)
     return {
