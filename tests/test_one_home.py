@@ -2,10 +2,11 @@
 
 A rule copied into a second module drifts: the copy misses the next change and two
 commands disagree. Where a copy is cheap to recognise in the syntax tree, it is
-checked here over every module of the `melange` package:
+checked here over every module of `melange`, `melange_cli` and `melanged`:
 
 - the hold cutoff: only `melange/holds.py` compares `held_until` or `released_at`
-  with a time (`holds.live`, `holds.held`, `holds.expired`, `holds.ends`);
+  with a time, or turns a hold time into a timedelta (`holds.live`, `holds.held`,
+  `holds.expired`, `holds.ends`);
 - the live-address predicate: only `melange/holds.py` compares the state column of
   a table in a query (`holds.allocated`, `holds.live`, …); a row already read may
   still look at its own `row.state`;
@@ -24,13 +25,14 @@ from pathlib import Path
 
 import pytest
 
-PACKAGE = Path(__file__).resolve().parent.parent / "melange"
+ROOT = Path(__file__).resolve().parent.parent
+PACKAGES = ("melange", "melange_cli", "melanged")
 
 HOMES = {
-    "hold cutoff": {"holds.py"},
-    "live predicate": {"holds.py"},
-    "generation bump": {"blocks.py"},
-    "block label": {"records.py"},
+    "hold cutoff": {"melange/holds.py"},
+    "live predicate": {"melange/holds.py"},
+    "generation bump": {"melange/blocks.py"},
+    "block label": {"melange/records.py"},
 }
 
 # fixed by the transfer/backend work: copies being removed in parallel, in modules whose
@@ -101,6 +103,10 @@ class _Scanner(ast.NodeVisitor):
             and _is_column(func.value, self.aliases)
         ):
             self.note("live predicate", node)
+        if _attr_name(func) == "timedelta" and any(
+            "hold" in (_attr_name(n) or "").split("_") for n in ast.walk(node) if n is not func
+        ):
+            self.note("hold cutoff", node)
         # `generation=<sum>` is caught as the sum (below); any other value set is a copy too.
         if any(k.arg == "generation" and not isinstance(k.value, ast.BinOp) for k in node.keywords):
             self.note("generation bump", node)
@@ -145,11 +151,11 @@ def scan(source: str) -> list[tuple[str, int]]:
 
 
 def _modules() -> list[Path]:
-    return sorted(PACKAGE.rglob("*.py"))
+    return sorted(path for package in PACKAGES for path in (ROOT / package).rglob("*.py"))
 
 
 def _allowed(path: Path, rule: str) -> bool:
-    if path.name in HOMES[rule]:
+    if path.relative_to(ROOT).as_posix() in HOMES[rule]:
         return True
     return any(
         rule in rules and (path.name.startswith(prefix) or path.parent.name.startswith(prefix))
@@ -158,14 +164,15 @@ def _allowed(path: Path, rule: str) -> bool:
 
 
 def test_the_package_is_scanned():
-    names = {path.name for path in _modules()}
-    assert {"holds.py", "blocks.py", "records.py", "addresses.py", "reports.py"} <= names
+    names = {path.relative_to(ROOT).as_posix() for path in _modules()}
+    assert {"melange/holds.py", "melange/reports.py", "melange_cli/ips.py"} <= names
+    assert set().union(*HOMES.values()) <= names
 
 
 @pytest.mark.parametrize("rule", sorted(HOMES))
 def test_each_rule_lives_only_in_its_home(rule):
     copies = [
-        f"{path.relative_to(PACKAGE.parent)}:{line}"
+        f"{path.relative_to(ROOT)}:{line}"
         for path in _modules()
         for found, line in scan(path.read_text())
         if found == rule and not _allowed(path, rule)
@@ -174,7 +181,7 @@ def test_each_rule_lives_only_in_its_home(rule):
 
 
 def test_the_generation_bump_has_exactly_one_copy_in_its_home():
-    found = [rule for rule, _ in scan((PACKAGE / "blocks.py").read_text())]
+    found = [rule for rule, _ in scan((ROOT / "melange" / "blocks.py").read_text())]
     assert found.count("generation bump") == 1
 
 
@@ -184,6 +191,8 @@ def test_the_generation_bump_has_exactly_one_copy_in_its_home():
         ("hold cutoff", "rows = select(IP.id).where(IP.held_until > utcnow())"),
         ("hold cutoff", "if row.held_until <= now:\n    pass"),
         ("hold cutoff", "fresh = released_at >= now - timedelta(seconds=hold)"),
+        ("hold cutoff", "until = released + timedelta(seconds=store.release_hold)"),
+        ("hold cutoff", "cutoff = utcnow() - datetime.timedelta(seconds=hold_seconds)"),
         ("live predicate", "IP = ip_addresses.c\nq = or_(IP.state == 'allocated', x)"),
         ("live predicate", "q = select(t).where(ip_addresses.c.state != 'held')"),
         ("live predicate", "def f():\n    ip = ip_addresses.c\n    return ip.state.in_(s)"),
@@ -211,6 +220,9 @@ def test_a_planted_copy_is_caught(rule, snippet):
         "text = block_label(row) or default",
         "message = f'{name or cidr_text}'",
         "total = func.sum(blocks.c.generation)",
+        "since = utcnow() - timedelta(seconds=parse_duration(text))",
+        "until = holds.ends(released, hold_seconds)",
+        "wait = timedelta(seconds=threshold)",
     ],
 )
 def test_the_sanctioned_forms_are_left_alone(snippet):
