@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from sqlalchemy import event
 
-from melange import blocks, policies
+from melange import blocks, interfaces, policies
 from melange.store import Store
 
 GROUPS = 10
@@ -64,4 +64,31 @@ def test_block_list_runs_as_many_statements_for_30_blocks_as_for_3(store_url):
     assert [b["parent"] for b in few] == [None, "10.0.0.0/16", None]
     assert (many[0]["policy"], many[0]["dns"]) == ("edge", ["10.0.0.53", "10.0.0.54"])
     assert many[-1]["cidr"] == f"172.16.{GROUPS - 1}.0/24"
+    assert many_count == few_count, (few_count, many_count)
+
+
+def test_interface_list_runs_as_many_statements_for_30_interfaces_as_for_3(store_url):
+    """Each interface's addresses were two more queries per interface (8 against 56);
+    read for a page of interfaces at once, the count does not grow with the number listed."""
+
+    def fill(conn) -> None:
+        blocks.create(conn, "10.1.0.0/24", network="vms")
+        blocks.create(conn, "fd00:1::/64", network="vms")
+        for i in range(30):
+            device = "few" if i < 3 else "many"
+            interfaces.create(conn, f"vif-{i:02}", network="vms", device=device,
+                              mac=f"02:00:00:00:00:{i:02x}")  # fmt: skip
+
+    listing = interfaces.list_interfaces
+    store = Store(store_url)
+    try:
+        store.write(fill)
+        few_count, few = _statements(store, lambda c: listing(c, device="few"))
+        many_count, many = _statements(store, lambda c: listing(c, device="many"))
+    finally:
+        store.close()
+    assert (len(few), len(many)) == (3, 27)
+    assert few[0]["addresses"][0] == "10.1.0.1" and few[0]["addresses"][1].startswith("fd00:1::")
+    assert all(len(record["addresses"]) == 2 for record in many)
+    assert len({record["addresses"][0] for record in many}) == 27
     assert many_count == few_count, (few_count, many_count)
