@@ -20,9 +20,9 @@ from operator import itemgetter
 from typing import cast
 
 import netaddr
-from sqlalchemy import Connection, LargeBinary, Select, select, type_coerce
+from sqlalchemy import Connection, LargeBinary, Select, func, select, type_coerce
 
-from melange import subnets
+from melange import holds, subnets
 from melange.models import blocks, ip_addresses
 from melange.names import require_network
 from melange.prepared import translated_error
@@ -46,7 +46,7 @@ def _hosts_query(network: str | None, version: int | None) -> Select:
     query = (
         select(ip.mac, type_coerce(ip.address, LargeBinary), ip.hostname)
         .join(blocks, blocks.c.id == ip.block_id)
-        .where(ip.state == "allocated", ip.mac.is_not(None))
+        .where(holds.allocated(ip), ip.mac.is_not(None))
     )
     if version is None:
         query = query.add_columns(blocks.c.version)
@@ -273,11 +273,9 @@ def config_lines(
 
 
 def _count_hosts(conn: Connection, block_id: int) -> int:
-    from sqlalchemy import func
-
     return conn.execute(
         select(func.count()).where(
-            ip_addresses.c.block_id == block_id, ip_addresses.c.state == "allocated"
+            ip_addresses.c.block_id == block_id, holds.allocated(ip_addresses.c)
         )
     ).scalar_one()
 
