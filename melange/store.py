@@ -429,10 +429,10 @@ class Store:
             committing = False
             try:
                 with (
+                    using(self.clock),
                     self._connection(write, idle or self._connect()) as conn,
                     conn.begin(),
                     pipelined(conn),
-                    using(self.clock),
                 ):
                     result = fn(conn)
                     committing = True
