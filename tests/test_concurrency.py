@@ -43,7 +43,7 @@ def test_count_is_all_or_nothing_when_killed(store_url, tmp_path):
             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
             env={**os.environ, "PYTHONPATH": str(HERE.parent)},
         )  # fmt: skip
-        time.sleep(delay)
+        time.sleep(delay)  # where the kill lands in the allocation: what is tested
         proc.send_signal(signal.SIGKILL)
         proc.wait(timeout=30)
         count = len(active(store_url))

@@ -4,9 +4,12 @@ from __future__ import annotations
 
 import random
 import signal
+import socket
 import subprocess
 import sys
 import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager, suppress
 
 import pytest
 from melanged_harness import (
@@ -250,9 +253,10 @@ def test_store_outage_is_survived_and_logged_once(dnsmasq_server, tmp_path):
             wait_until(lambda: _has(dnsmasq_server, f"{MAC},{first}"), what="first render")
             server.stop()
             m.wait_log("store unavailable", timeout=15)
-            # Time passing is what is tested: several polls and backed-off retries while
-            # the store is down (0.5 s, then 1 s: two of them) must not log again.
-            time.sleep(3)
+            # Its port now hangs up on whoever connects: each retry melanged makes while
+            # the store is down is seen here, and two of them must not log again.
+            with _hanging_up(server.port) as retries:
+                wait_until(lambda: retries() >= 2, what="two retries while the store is down")
             assert m.alive()
             assert m.log().count("store unavailable") == 1, m.log()
             assert _has(dnsmasq_server, f"{MAC},{first}"), "the last good file was kept"
@@ -266,6 +270,30 @@ def test_store_outage_is_survived_and_logged_once(dnsmasq_server, tmp_path):
         assert dnsmasq_server.alive()
     finally:
         server.stop()
+
+
+@contextmanager
+def _hanging_up(port: int) -> Iterator[Callable[[], int]]:
+    """Listen on a stopped server's port, closing each connection at once (to the
+    client, the server is still down); yields how many connections came so far."""
+    listener = socket.socket()
+    listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    listener.bind(("127.0.0.1", port))
+    listener.listen()
+    listener.settimeout(0.01)
+    seen = 0
+
+    def accepted() -> int:
+        nonlocal seen
+        with suppress(TimeoutError):
+            listener.accept()[0].close()
+            seen += 1
+        return seen
+
+    try:
+        yield accepted
+    finally:
+        listener.close()
 
 
 @pytest.mark.parametrize("release", [True, False], ids=["release-interface", "no-release"])
