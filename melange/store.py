@@ -18,13 +18,14 @@ import time
 import warnings
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import TypeVar
 
 from sqlalchemy import Connection, Engine, bindparam, create_engine, event, exc, select, text
 from sqlalchemy.engine import make_url
 
+from melange.clock import SYSTEM, Clock, using
+from melange.clock import utcnow as utcnow  # where the core has always imported it from
 from melange.errors import Conflict, MelangeError, SchemaOutdated, StoreUnavailable
 from melange.models import blocks
 from melange.prepared import Prepared, allow_batches, commit_waiting, pipelined, translated_error
@@ -48,11 +49,6 @@ T = TypeVar("T")
 # and a transaction aborted for a replicated write; XA branch rolled back (deadlock).
 _RETRYABLE_MYSQL = {1205, 1213, 1614}
 _RETRYABLE_PG = {"40001", "40P01", "55P03"}
-
-
-def utcnow() -> datetime:
-    """Naive UTC, as every DateTime column holds (portable across backends)."""
-    return datetime.now(UTC).replace(tzinfo=None)
 
 
 def schema_dir() -> Path:
@@ -231,8 +227,10 @@ class Store:
         release_hold: int = 48 * 3600,
         schema_ttl: float | None = None,
         named: bool = False,
+        clock: Clock = SYSTEM,
     ) -> None:
         self.url = url
+        self.clock = clock  # the time its transactions read (melange.clock)
         self.named = named  # see require_existing
         self.release_hold = release_hold
         # A command checks the schema once; a daemon (schema_ttl set) re-checks,
@@ -436,6 +434,7 @@ class Store:
             committing = False
             try:
                 with (
+                    using(self.clock),
                     self._connection(write, idle or self._connect()) as conn,
                     conn.begin(),
                     pipelined(conn),
