@@ -10,12 +10,13 @@ from sqlalchemy import Connection, bindparam, delete, insert, select, update
 
 from melange import audit, generators, holds
 from melange import blocks as block_ops
+from melange.clock import utcnow
 from melange.errors import Conflict, Exhausted, InvalidInput, NotFound
 from melange.models import blocks, interfaces, ip_addresses
 from melange.names import require_network
 from melange.prepared import Prepared
 from melange.records import address_record, block_label, ip_text, iso, label
-from melange.store import lock_block, utcnow
+from melange.store import lock_block
 from melange.subnets import PAGE
 from melange.validate import (
     MAX_COUNT,

@@ -7,11 +7,11 @@ from collections.abc import Sequence
 from sqlalchemy import Connection, Row, delete, insert, select, update
 
 from melange import addresses, macranges
+from melange.clock import utcnow
 from melange.errors import Conflict, Exhausted, NotFound
 from melange.models import allocated_macs, blocks, interfaces, ip_addresses
 from melange.names import require_device, require_network
 from melange.records import iso
-from melange.store import utcnow
 from melange.validate import format_mac, parse_mac, validate_name, validate_network
 
 I = interfaces.c  # noqa: E741

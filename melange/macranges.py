@@ -6,10 +6,11 @@ from collections.abc import Sequence
 
 from sqlalchemy import Connection, Row, and_, delete, func, insert, select
 
+from melange.clock import utcnow
 from melange.errors import Conflict, Exhausted, NotFound
 from melange.models import allocated_macs, mac_ranges
 from melange.records import iso
-from melange.store import lock_named, utcnow
+from melange.store import lock_named
 from melange.subnets import PAGE
 from melange.validate import format_mac, parse_mac_cidr
 

@@ -7,10 +7,11 @@ from collections.abc import Sequence
 from sqlalchemy import Connection, Row, delete, func, insert, select
 
 from melange import blocks as block_ops
+from melange.clock import utcnow
 from melange.errors import Conflict, InvalidInput, NotFound
 from melange.models import blocks, policies, unusable_octets, unusable_ranges
 from melange.records import iso
-from melange.store import lock_block, utcnow
+from melange.store import lock_block
 from melange.subnets import PAGE
 from melange.validate import validate_line, validate_name
 

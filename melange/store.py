@@ -25,7 +25,6 @@ from sqlalchemy import Connection, Engine, bindparam, create_engine, event, exc,
 from sqlalchemy.engine import make_url
 
 from melange.clock import SYSTEM, Clock, using
-from melange.clock import utcnow as utcnow  # where the core has always imported it from
 from melange.errors import Conflict, MelangeError, SchemaOutdated, StoreUnavailable
 from melange.models import blocks
 from melange.prepared import Prepared, allow_batches, commit_waiting, pipelined, translated_error
