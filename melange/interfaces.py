@@ -2,14 +2,16 @@
 
 from __future__ import annotations
 
-from sqlalchemy import Connection, delete, insert, select, update
+from collections.abc import Sequence
+
+from sqlalchemy import Connection, Row, delete, insert, select, update
 
 from melange import addresses, macranges
+from melange.clock import utcnow
 from melange.errors import Conflict, Exhausted, NotFound
 from melange.models import allocated_macs, blocks, interfaces, ip_addresses
 from melange.names import require_device, require_network
 from melange.records import iso
-from melange.store import utcnow
 from melange.validate import format_mac, parse_mac, validate_name, validate_network
 
 I = interfaces.c  # noqa: E741
@@ -22,19 +24,28 @@ def _get(conn: Connection, vif: str):
     return row
 
 
-def record(conn: Connection, row) -> dict:
-    return {
-        "vif_id": row.vif_id,
-        "network": row.network,
-        "device": row.device,
-        "tenant": row.tenant,
-        "mac": format_mac(row.mac),
-        "addresses": [ip["address"] for ip in addresses.list_addresses(conn, interface=row.vif_id)],
-        "created_at": iso(row.created_at),
-    }
+def records(conn: Connection, rows: Sequence[Row]) -> list[dict]:
+    """The records of `rows` (interfaces), their addresses read in one batch."""
+    owned = addresses.by_interface(conn, [row.id for row in rows])
+    return [
+        {
+            "vif_id": row.vif_id,
+            "network": row.network,
+            "device": row.device,
+            "tenant": row.tenant,
+            "mac": format_mac(row.mac),
+            "addresses": owned[row.id],
+            "created_at": iso(row.created_at),
+        }
+        for row in rows
+    ]
 
 
-def _leaf_blocks(conn: Connection, network: str) -> list:
+def record(conn: Connection, row: Row) -> dict:
+    return records(conn, [row])[0]
+
+
+def _leaf_blocks(conn: Connection, network: str) -> Sequence[Row]:
     """The network's blocks that hand out addresses (no subnets), oldest first."""
     child = blocks.alias("child")
     return conn.execute(
@@ -106,14 +117,15 @@ def add(
     given); its id. `create` gives it addresses after; an import brings its own."""
     check_names(vif, network, device, tenant)
     _check_new(conn, vif, mac)
-    interface_id = conn.execute(
+    key = conn.execute(
         insert(interfaces).values(
             vif_id=vif, network=network, device=device, tenant=tenant, mac=mac,
             created_at=utcnow(),
         )
-    ).inserted_primary_key[0]  # fmt: skip
-    macranges.assign(conn, mac, interface_id, range_id)
-    return interface_id
+    ).inserted_primary_key  # fmt: skip
+    assert key is not None  # a one-row insert into a table with a primary key reports it
+    macranges.assign(conn, mac, key[0], range_id)
+    return key[0]
 
 
 def _allocate_one(conn: Connection, candidates: list, vif: str, tenant) -> None:
@@ -133,7 +145,7 @@ def list_interfaces(conn: Connection, *, device: str | None = None) -> list:
     query = select(interfaces).order_by(I.vif_id)
     if device is not None:
         query = query.where(I.device == device)
-    return [record(conn, row) for row in conn.execute(query)]
+    return records(conn, conn.execute(query).all())
 
 
 def show(conn: Connection, vif: str) -> dict:

@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from melange import params as declared
+from melange.clock import using
 from melange.errors import InvalidInput
 from melange.store import Store
 
@@ -102,8 +103,8 @@ OPERATIONS: dict[str, Operation] = {
     "report.utilization": _op("reports:utilization"),
     "history": _op("reports:history"),
     "reconcile": _op("reconcile:reconcile", write=True, whole_store=True),
-    "export": _op("transfer:export"),
-    "import": _op("transfer:import_text", write=True, whole_store=True),
+    "export": _op("transfer_export:export"),
+    "import": _op("transfer_import:import_text", write=True, whole_store=True),
     "db.current": _op("migrations:current", whole_store=True),
     "db.check": _op("integrity:check", whole_store=True),
     "db.upgrade": _op("migrations:upgrade_to_head", write=True, whole_store=True),
@@ -138,7 +139,7 @@ def run(
 
     # store.faults(): whole-store operations (migrations, say) use connections of their
     # own; a read-only, full or damaged store is exit 6 there too, never a bug.
-    with store.faults(), audit.acting(actor or audit.os_user(), via):
+    with store.faults(), audit.acting(actor or audit.os_user(), via), using(store.clock):
         if operation.whole_store:
             if not name.startswith("db."):
                 store.ensure_schema()

@@ -18,13 +18,13 @@ import time
 import warnings
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import TypeVar
 
 from sqlalchemy import Connection, Engine, bindparam, create_engine, event, exc, select, text
 from sqlalchemy.engine import make_url
 
+from melange.clock import SYSTEM, Clock, using
 from melange.errors import Conflict, MelangeError, SchemaOutdated, StoreUnavailable
 from melange.models import blocks
 from melange.prepared import Prepared, allow_batches, commit_waiting, pipelined, translated_error
@@ -48,11 +48,6 @@ T = TypeVar("T")
 # and a transaction aborted for a replicated write; XA branch rolled back (deadlock).
 _RETRYABLE_MYSQL = {1205, 1213, 1614}
 _RETRYABLE_PG = {"40001", "40P01", "55P03"}
-
-
-def utcnow() -> datetime:
-    """Naive UTC, as every DateTime column holds (portable across backends)."""
-    return datetime.now(UTC).replace(tzinfo=None)
 
 
 def schema_dir() -> Path:
@@ -190,6 +185,11 @@ def make_engine(url: str) -> Engine:
         connect_args["timeout"] = SQLITE_BUSY_TIMEOUT_MS / 1000
     elif backend in ("mysql", "mariadb"):
         connect_args.update(connect_timeout=CONNECT_TIMEOUT, read_timeout=60, write_timeout=60)
+        if not any(key.startswith("ssl") for key in parsed.query):
+            # PyMySQL 1.2 tries TLS on every connection unless told not to: it loads the
+            # system CA bundle (0.1 s, more than a whole command) to then verify nothing.
+            # TLS to MariaDB is what the URL asks for (`?ssl_ca=…`), verified; else none.
+            connect_args["ssl_disabled"] = True
     elif backend == "postgresql":
         connect_args["connect_timeout"] = CONNECT_TIMEOUT
     options: dict = {}
@@ -226,8 +226,10 @@ class Store:
         release_hold: int = 48 * 3600,
         schema_ttl: float | None = None,
         named: bool = False,
+        clock: Clock = SYSTEM,
     ) -> None:
         self.url = url
+        self.clock = clock  # the time its transactions read (melange.clock)
         self.named = named  # see require_existing
         self.release_hold = release_hold
         # A command checks the schema once; a daemon (schema_ttl set) re-checks,
@@ -431,6 +433,7 @@ class Store:
             committing = False
             try:
                 with (
+                    using(self.clock),
                     self._connection(write, idle or self._connect()) as conn,
                     conn.begin(),
                     pipelined(conn),

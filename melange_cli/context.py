@@ -12,16 +12,25 @@ from typing import Any
 
 import click
 
+from melange.clock import SYSTEM, Clock
+
 FORMATS = ("table", "json", "plain")
 
 
 @dataclass
 class App:
+    """The global options of one command, and the clock its store runs on.
+
+    A caller that runs the CLI in-process (a test) may hand click an App as `obj`
+    carrying a clock of its own; `cli` fills in the options and keeps that clock.
+    """
+
     db: str | None = None
     config: str | None = None
     socket: str | None = None
     output: str | None = None
     debug: bool = False
+    clock: Clock = SYSTEM
     _store: Any = field(default=None, repr=False)
     _settings: Any = field(default=None, repr=False)
 
@@ -43,25 +52,28 @@ class App:
 
             settings = self.settings()
             self._store = Store(
-                settings.db_url, release_hold=settings.release_hold, named=settings.db_named
+                settings.db_url,
+                release_hold=settings.release_hold,
+                named=settings.db_named,
+                clock=self.clock,
             )
         return self._store
 
     def call(self, operation: str, **params: Any) -> Any:
         """Run one operation: in melanged through its socket, or against the store."""
         if self.socket:
-            return self._call_socket(operation, params)
+            return self._call_socket(self.socket, operation, params)
         from melange import operations
 
         return operations.run(self.store(), operation, params)
 
-    def _call_socket(self, operation: str, params: dict[str, Any]) -> Any:
+    def _call_socket(self, socket: str, operation: str, params: dict[str, Any]) -> Any:
         """Same operation, same result; local callbacks stay local."""
         from melange_cli import client
 
         params.pop("progress", None)
         sink = params.pop("sink", None)
-        result = client.call(self.socket, operation, params)
+        result = client.call(socket, operation, params)
         if sink is not None:
             sink(result)
             return None
@@ -76,7 +88,7 @@ def output_option(function):
 
     def remember(ctx: click.Context, _param, value):
         if value:
-            ctx.find_object(App).output = value
+            ctx.ensure_object(App).output = value
         return value
 
     return click.option(

@@ -9,7 +9,8 @@ from sqlalchemy import MetaData, create_engine, delete, insert, inspect, text
 from sqlalchemy.pool import NullPool
 
 from melange import migrations, operations
-from melange.store import Store, utcnow
+from melange.clock import utcnow
+from melange.store import Store
 from tests.support.backends import fresh_database
 from tests.support.sql import execute_sql
 

@@ -21,11 +21,8 @@ from melange import models
 from melange.store import SCHEMA_HEAD, Store
 from tests.support.realparts import missing_capability
 
-# The local MariaDB offers no TLS, yet PyMySQL (1.2+, TLS "preferred") builds a TLS context
-# for every connection it opens: ~20 ms of CPU loading the CA bundle, more than most
-# commands cost. Each CLI command opens one, so the tests ask for no TLS to that server.
 SERVER_URLS = {
-    "mysql": ("MELANGE_TEST_MYSQL_URL", "mysql+pymysql://root@127.0.0.1:3306?ssl_disabled=true"),
+    "mysql": ("MELANGE_TEST_MYSQL_URL", "mysql+pymysql://root@127.0.0.1:3306"),
     "postgresql": ("MELANGE_TEST_PG_URL", "postgresql+psycopg://postgres@127.0.0.1:5432"),
 }
 # Children before parents, so emptying never trips a foreign key.
