@@ -3,6 +3,7 @@ to it, directly or through melanged's socket; the helpers live in tests/support/
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import pytest
@@ -48,9 +49,9 @@ LONG_RUNNING = ["test_galera", "test_concurrency", "test_dhcp_tags", "test_engin
                 "test_allocation_properties", "test_melanged", "test_reconcile"]  # fmt: skip
 
 
-# Stress tests that each start a dozen or more processes (and Galera's three servers, whose
-# certification retries run out when starved of CPU): one at a time, in one xdist worker.
-NOT_TOGETHER = {"test_galera": "many-processes", "test_concurrency": "many-processes"}
+# Tests that run with nothing beside them under xdist (tests/support/exclusive.py): a
+# Galera cluster under twelve writers ran out of certification retries when starved of CPU.
+ALONE = {"test_galera"}
 
 
 def _module(item) -> str:
@@ -65,19 +66,28 @@ def _running_order(item) -> int:
 def pytest_collection_modifyitems(items) -> None:
     """Under pytest-xdist (`make test` runs `-n … --dist loadgroup`): the tests of a module
     that share a module-scoped fixture (a Galera cluster, made users, one daemon) run in
-    one worker, so it is set up once, not once per worker; so do the NOT_TOGETHER ones.
-    Other tests spread freely. The long-running modules go first (a stable sort: each
-    module stays in one piece)."""
+    one worker, so it is set up once, not once per worker. Other tests spread freely.
+    The long-running modules go first (a stable sort: each module stays in one piece)."""
     items.sort(key=_running_order)
     for item in items:
-        name = _module(item)
         info = getattr(item, "_fixtureinfo", None)
-        if name in NOT_TOGETHER:
-            item.add_marker(pytest.mark.xdist_group(NOT_TOGETHER[name]))
-        elif info is not None and any(
+        if info is not None and any(
             defs[-1].scope == "module" for defs in info.name2fixturedefs.values()
         ):
-            item.add_marker(pytest.mark.xdist_group(name))
+            item.add_marker(pytest.mark.xdist_group(_module(item)))
+
+
+@pytest.fixture(autouse=True)
+def _run_lock(request, tmp_path_factory):
+    """Under xdist, the ALONE modules' tests run with no other test beside them."""
+    if "PYTEST_XDIST_WORKER" not in os.environ:
+        yield
+        return
+    from tests.support.exclusive import RunLock
+
+    shared = tmp_path_factory.getbasetemp().parent  # the run's, above each worker's own
+    with RunLock(shared).holding(alone=_module(request.node) in ALONE):
+        yield
 
 
 @pytest.fixture(scope="session")

@@ -26,8 +26,16 @@ class Melange:
         runner = CliRunner()
         where = ["--socket", self.socket] if self.socket else ["--db", str(self.db)]
         argv = [*where, "-o", output, *args]
-        return runner.invoke(cli, argv, env=self.env, input=input, catch_exceptions=False,
-                             obj=App(clock=self.clock))  # fmt: skip
+        app = App(clock=self.clock)
+        try:
+            return runner.invoke(cli, argv, env=self.env, input=input, catch_exceptions=False,
+                                 obj=app)  # fmt: skip
+        finally:
+            # What the end of a `melange` process does: its server connections close now,
+            # not whenever the garbage collector gets to them (the servers' connection
+            # limits are shared by every test running at once).
+            if app._store is not None:
+                app._store.close()
 
     def ok(self, *args: str, output: str = "plain") -> str:
         """Run and insist on success; the stdout."""

@@ -165,6 +165,9 @@ class GaleraNode:
             f"datadir={self.datadir}\n"
             f"socket={self.socket}\n"
             f"pid-file={self.dir / 'mariadbd.pid'}\n"
+            # Not /tmp: temporary tables there are named by pid, which another server's
+            # bootstrap (another test run, another pid namespace) may share.
+            f"tmpdir={self.dir}\n"
             f"log-error={self.log}\n"
             f"port={self.port}\n"
             "bind-address=127.0.0.1\n"
@@ -195,7 +198,7 @@ class GaleraNode:
         """A fresh system datadir (only the bootstrapping node; the others get SST)."""
         proc = subprocess.run(
             ["mariadb-install-db", "--no-defaults", f"--datadir={self.datadir}",
-             f"--user={self.cluster.user}",
+             f"--user={self.cluster.user}", f"--tmpdir={self.dir}",
              "--auth-root-authentication-method=normal", "--skip-test-db",
              "--innodb-log-file-size=16M"],
             capture_output=True, text=True, timeout=120, env={**os.environ, "PATH": SBIN_PATH},

@@ -20,6 +20,7 @@ def _free_port() -> int:
 class PrivateMariaDB:
     def __init__(self, workdir: Path) -> None:
         self.datadir = workdir / "mariadb-data"
+        self.tmpdir = workdir  # not /tmp: see galera.py, temporary tables are named by pid
         self.socket = workdir / "mariadb.sock"
         self.port = _free_port()
         self.log = workdir / "mariadb.err"
@@ -32,6 +33,7 @@ class PrivateMariaDB:
             missing_capability("mariadb-server is not installed")
         subprocess.run(
             [binary, "--no-defaults", f"--datadir={self.datadir}", "--user=root",
+             f"--tmpdir={self.tmpdir}",
              "--auth-root-authentication-method=normal", "--skip-test-db"],
             check=True, capture_output=True, timeout=120,
         )  # fmt: skip
@@ -39,6 +41,7 @@ class PrivateMariaDB:
     def start(self, timeout: float = 30) -> None:
         self.proc = subprocess.Popen(
             ["/usr/sbin/mariadbd", "--no-defaults", f"--datadir={self.datadir}",
+             f"--tmpdir={self.tmpdir}",
              f"--socket={self.socket}", f"--port={self.port}", "--bind-address=127.0.0.1",
              "--user=root", f"--log-error={self.log}", "--skip-log-bin",
              "--innodb-buffer-pool-size=32M"],
