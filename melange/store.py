@@ -12,7 +12,6 @@ from __future__ import annotations
 import functools
 import os
 import random
-import sys
 import threading
 import time
 import warnings
@@ -26,11 +25,11 @@ from sqlalchemy import Connection, Engine, bindparam, create_engine, event, exc,
 from sqlalchemy.engine import make_url
 
 from melange.errors import Conflict, MelangeError, SchemaOutdated, StoreUnavailable
+from melange.migrations import SCHEMA_HEAD, initialise
 from melange.models import blocks
 from melange.prepared import Prepared, allow_batches, commit_waiting, pipelined, translated_error
 from melange.urls import first_line, parse_store_url, redact, safe_url
 
-SCHEMA_HEAD = "0007"
 # On Galera a writer learns that another node won the same block only at COMMIT,
 # and the loser of one round often loses the next: 12 processes on 2 blocks over
 # 3 nodes need more than 10 attempts for about 1 write in 600 (measured), more
@@ -53,14 +52,6 @@ _RETRYABLE_PG = {"40001", "40P01", "55P03"}
 def utcnow() -> datetime:
     """Naive UTC, as every DateTime column holds (portable across backends)."""
     return datetime.now(UTC).replace(tzinfo=None)
-
-
-def schema_dir() -> Path:
-    """Alembic's scripts: beside the source tree, or where the wheel put them."""
-    here = Path(__file__).resolve().parent.parent / "schema"
-    if (here / "env.py").is_file():
-        return here
-    return Path(sys.prefix) / "share" / "melange" / "schema"
 
 
 def is_retryable(error: BaseException) -> bool:
@@ -335,6 +326,18 @@ class Store:
         return None
 
     @contextmanager
+    def connection(self, *, write: bool) -> Iterator[Connection]:
+        """A connection outside any transaction, for work that runs its own (migrations,
+        which lock, switch SQLite's foreign keys off and commit DDL their way); it
+        goes back to the store afterwards. Call `schema_changed` if the work did."""
+        with self._connection(write) as conn:
+            yield conn
+
+    def schema_changed(self) -> None:
+        """The next transaction checks the schema again (a migration just ran)."""
+        self._checked = False
+
+    @contextmanager
     def _connection(self, write: bool, conn: Connection | None = None) -> Iterator[Connection]:
         conn = conn or self._take_idle() or self._connect()
         try:
@@ -394,8 +397,6 @@ class Store:
         self._checked = False
         revision = self.current_revision()
         if revision is None:
-            from melange.migrations import initialise
-
             initialise(self)
             revision = self.current_revision()
         if revision != SCHEMA_HEAD:
