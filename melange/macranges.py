@@ -7,7 +7,7 @@ from sqlalchemy import Connection, and_, delete, func, insert, select
 from melange.errors import Conflict, Exhausted, NotFound
 from melange.models import allocated_macs, mac_ranges
 from melange.records import iso
-from melange.store import lock_named, utcnow
+from melange.store import insert_one, lock_named, utcnow
 from melange.validate import format_mac, parse_mac_cidr
 
 M = mac_ranges.c
@@ -35,11 +35,12 @@ def create(conn: Connection, cidr: str) -> dict:
     ).first()
     if clash is not None:
         raise Conflict(f"{canonical} overlaps MAC range {clash.id} ({clash.cidr})")
-    new_id = conn.execute(
+    new_id = insert_one(
+        conn,
         insert(mac_ranges).values(
             cidr=canonical, first_mac=first, last_mac=last, created_at=utcnow()
-        )
-    ).inserted_primary_key[0]
+        ),
+    )
     return record(conn, conn.execute(select(mac_ranges).where(M.id == new_id)).first())
 
 

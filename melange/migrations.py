@@ -17,6 +17,7 @@ from typing import Protocol
 from sqlalchemy import Connection, text
 
 from melange.errors import SchemaOutdated, StoreUnavailable
+from melange.prepared import raw_connection
 
 # The newest revision among schema/versions (a test holds the two together); the
 # store refuses to work on any other.
@@ -127,7 +128,7 @@ def _migrate(store: Migratable, step: Callable[[Connection], None], only_if_empt
         if sqlite:
             # Batch migrations rebuild tables; with foreign keys on, dropping the
             # old table would cascade or fail. Checked again before commit.
-            conn.connection.driver_connection.execute("PRAGMA foreign_keys = OFF")
+            raw_connection(conn).execute("PRAGMA foreign_keys = OFF")
         try:
             with conn.begin():
                 _lock(conn)
@@ -140,7 +141,7 @@ def _migrate(store: Migratable, step: Callable[[Connection], None], only_if_empt
                     raise RuntimeError("migration left rows that break a foreign key")
         finally:
             if sqlite:
-                conn.connection.driver_connection.execute("PRAGMA foreign_keys = ON")
+                raw_connection(conn).execute("PRAGMA foreign_keys = ON")
             else:
                 _unlock(conn)
     store.schema_changed()

@@ -135,7 +135,7 @@ class Prepared:
         waiting = conn.info.get(_WAITING)
         if waiting:
             return form, _send_waiting(conn, waiting, then=(form.sql, arguments))
-        cursor = driver_connection(conn).cursor()
+        cursor = raw_connection(conn).cursor()
         try:
             cursor.execute(form.sql, arguments)
         except conn.dialect.loaded_dbapi.Error as error:
@@ -223,7 +223,7 @@ def _send_waiting(
     waiting.clear()
     send = _SENDERS[conn.dialect.driver]
     try:
-        return send(driver_connection(conn), statements)
+        return send(raw_connection(conn), statements)
     except conn.dialect.loaded_dbapi.Error as error:
         sql = "; ".join(sql for sql, _ in statements)
         raise translated_error(conn, sql, [a for _, a in statements], error) from error
@@ -313,8 +313,9 @@ def _galera_node(dbapi_connection) -> bool:
     return bool(on)
 
 
-def driver_connection(conn: Connection) -> DBAPIConnection:
-    """The driver's own connection under `conn` (which must not have been invalidated)."""
+def raw_connection(conn: Connection) -> DBAPIConnection:
+    """The driver's own connection under `conn`, for what must bypass SQLAlchemy (a
+    statement it would wrap in a transaction, the hot path); never invalidated here."""
     dbapi_connection = conn.connection.dbapi_connection
     if dbapi_connection is None:
         raise exc.ResourceClosedError("the connection was invalidated")

@@ -21,13 +21,30 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import TypeVar
 
-from sqlalchemy import Connection, Engine, bindparam, create_engine, event, exc, select, text
+from sqlalchemy import (
+    Connection,
+    Engine,
+    Insert,
+    bindparam,
+    create_engine,
+    event,
+    exc,
+    select,
+    text,
+)
 from sqlalchemy.engine import make_url
 
 from melange.errors import Conflict, MelangeError, SchemaOutdated, StoreUnavailable
 from melange.migrations import SCHEMA_HEAD, initialise
 from melange.models import blocks
-from melange.prepared import Prepared, allow_batches, commit_waiting, pipelined, translated_error
+from melange.prepared import (
+    Prepared,
+    allow_batches,
+    commit_waiting,
+    pipelined,
+    raw_connection,
+    translated_error,
+)
 from melange.urls import first_line, parse_store_url, redact, safe_url
 
 # On Galera a writer learns that another node won the same block only at COMMIT,
@@ -147,7 +164,7 @@ def _configure_sqlite(engine: Engine) -> None:
         # than the BEGIN itself on the allocation path.
         statement = "BEGIN IMMEDIATE" if write else "BEGIN"
         try:
-            conn.connection.dbapi_connection.execute(statement)
+            raw_connection(conn).execute(statement)
         except conn.dialect.loaded_dbapi.Error as error:
             raise translated_error(conn, statement, (), error) from error
 
@@ -319,11 +336,14 @@ class Store:
         store that cannot take the change (read-only, full, damaged) or went away."""
         fault = store_fault(error)
         if fault is not None:
-            detail = redact(first_line(error), self.url)
-            return StoreUnavailable(f"the store {safe_url(self.url)} {fault} ({detail})")
+            return self._faulty(error, fault)
         if is_connection_error(error):
             return self.unavailable("lost the store", error)
         return None
+
+    def _faulty(self, error: exc.DBAPIError, fault: str) -> StoreUnavailable:
+        detail = redact(first_line(error), self.url)
+        return StoreUnavailable(f"the store {safe_url(self.url)} {fault} ({detail})")
 
     @contextmanager
     def connection(self, *, write: bool) -> Iterator[Connection]:
@@ -411,8 +431,9 @@ class Store:
                 with conn.begin():
                     return conn.execute(text("SELECT version_num FROM alembic_version")).scalar()
             except exc.DBAPIError as error:
-                if store_fault(error) is not None:
-                    raise self.failure(error) from None
+                fault = store_fault(error)
+                if fault is not None:
+                    raise self._faulty(error, fault) from None
                 if is_connection_error(error) and not _missing_table(error):
                     raise self.unavailable("cannot reach the store", error) from None
                 if _missing_table(error):
@@ -490,7 +511,7 @@ class Store:
 def _alive(conn: Connection) -> bool:
     """Whether the server still has this connection (the dialect's own ping)."""
     try:
-        return bool(conn.dialect.do_ping(conn.connection.dbapi_connection))
+        return bool(conn.dialect.do_ping(raw_connection(conn)))
     except conn.dialect.loaded_dbapi.Error:
         return False
 
@@ -545,6 +566,14 @@ def lock_block(conn: Connection, block_id: int):
     blocks carry on.
     """
     return _LOCK_BLOCK.first(conn, block_id=block_id)
+
+
+def insert_one(conn: Connection, statement: Insert) -> int:
+    """Run an INSERT of one row; the new row's id (its one-column primary key)."""
+    key = conn.execute(statement).inserted_primary_key
+    if key is None:
+        raise TypeError("insert_one takes an INSERT of one row")
+    return key[0]
 
 
 def lock_named(conn: Connection, name: str) -> None:

@@ -50,18 +50,18 @@ class App:
     def call(self, operation: str, **params: Any) -> Any:
         """Run one operation: in melanged through its socket, or against the store."""
         if self.socket:
-            return self._call_socket(operation, params)
+            return self._call_socket(self.socket, operation, params)
         from melange import operations
 
         return operations.run(self.store(), operation, params)
 
-    def _call_socket(self, operation: str, params: dict[str, Any]) -> Any:
+    def _call_socket(self, socket_path: str, operation: str, params: dict[str, Any]) -> Any:
         """Same operation, same result; local callbacks stay local."""
         from melange_cli import client
 
         params.pop("progress", None)
         sink = params.pop("sink", None)
-        result = client.call(self.socket, operation, params)
+        result = client.call(socket_path, operation, params)
         if sink is not None:
             sink(result)
             return None
@@ -75,8 +75,9 @@ def output_option(function):
     """-o on a subcommand too, so `melange ip list -o json` works as users expect."""
 
     def remember(ctx: click.Context, _param, value):
-        if value:
-            ctx.find_object(App).output = value
+        app = ctx.find_object(App)
+        if value and app is not None:
+            app.output = value
         return value
 
     return click.option(
