@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import netaddr
 from sqlalchemy import Connection, bindparam, delete, insert, select, update
@@ -14,7 +14,7 @@ from melange.errors import Conflict, Exhausted, InvalidInput, NotFound
 from melange.models import blocks, interfaces, ip_addresses
 from melange.names import require_network
 from melange.prepared import Prepared
-from melange.records import address_record, ip_text, iso
+from melange.records import address_record, block_label, ip_text, iso, label
 from melange.store import lock_block, utcnow
 from melange.validate import (
     MAX_COUNT,
@@ -106,6 +106,38 @@ def _interface_id(conn: Connection, vif: str) -> tuple[int, int]:
     return row.id, row.mac
 
 
+@dataclass(frozen=True)
+class _Request:
+    """An allocation's arguments, checked and parsed before the store is read, so a
+    usage error (2) wins over a missing block (3) whatever else is wrong."""
+
+    count: int
+    mac: int | None
+    address: netaddr.IPAddress | None
+    hostname: str | None
+    tenant: str | None
+
+
+def _parse_request(
+    mac: str | None,
+    address: str | None,
+    count: int | None,
+    hostname: str | None,
+    tenant: str | None,
+) -> _Request:
+    """The checked form of `allocate`'s arguments (see `_Request`)."""
+    if count is not None and (mac is not None or address is not None or hostname is not None):
+        raise InvalidInput("--count cannot be combined with --mac, --address or --hostname")
+    checked_count = validate_count(count) if count is not None else 1
+    mac_value = parse_mac(mac) if mac is not None else None
+    if hostname is not None:
+        hostname = validate_hostname(hostname)
+    if tenant is not None:
+        validate_name(tenant, "tenant")
+    wanted = parse_ip(address) if address is not None else None
+    return _Request(checked_count, mac_value, wanted, hostname, tenant)
+
+
 def allocate(
     conn: Connection,
     block_ref: str,
@@ -123,55 +155,71 @@ def allocate(
     `progress(done, total)` is called after each insert batch, for a caller
     that shows a bar on a terminal.
     """
-    if count is not None and (mac is not None or address is not None or hostname is not None):
-        raise InvalidInput("--count cannot be combined with --mac, --address or --hostname")
-    count = validate_count(count) if count is not None else 1
-    mac_value = parse_mac(mac) if mac is not None else None
-    if hostname is not None:
-        hostname = validate_hostname(hostname)
-    if tenant is not None:
-        validate_name(tenant, "tenant")
-    wanted = parse_ip(address) if address is not None else None
+    request = _parse_request(mac, address, count, hostname, tenant)
     block = block_ops.resolve(conn, block_ref, for_update=True)
     interface_id = None
     if interface is not None:
         interface_id, interface_mac = _interface_id(conn, interface)
-        mac_value = mac_value if mac_value is not None else interface_mac
+        if request.mac is None:
+            request = replace(request, mac=interface_mac)
     block_ops.refuse_parent(block, block.has_subnets)
-    if wanted is not None:
-        block_ops.check_inside(block, wanted)
-    if mac_value is not None:
-        existing = _BY_ACTIVE_MAC.first(conn, block_id=block.id, mac=mac_value)
+    if request.address is not None:
+        block_ops.check_inside(block, request.address)
+    if request.mac is not None:
+        existing = _BY_ACTIVE_MAC.first(conn, block_id=block.id, mac=request.mac)
         if existing is not None:
-            asked = _Asked(wanted, hostname, interface_id, tenant)
+            asked = _Asked(request.address, request.hostname, interface_id, request.tenant)
             return [_allocated_again(conn, existing, block, asked)]
+    chosen = _choose(conn, block, request)
+    rows = _insert(conn, block, chosen, request, interface_id, progress)
+    block_ops.touch(conn, block.id, allocated=len(rows))
+    audit.note(block.id, chosen)
+    return _new_records(rows, block, interface)
+
+
+def _choose(conn: Connection, block, request: _Request) -> list[int]:
+    """The addresses to hand out, claimed in the block's free space: the one asked for
+    (refused when excluded or taken), else what the block's generator picks. Expired
+    holds are reclaimed first, since they never block an allocation."""
     space = block_ops.free_space(conn, block)
     reclaim_expired(conn, block, space)
-    if wanted is not None:
-        space.exclusions.refuse(int(wanted), str(wanted))
-        if not space.is_free(int(wanted)):
-            state = conn.execute(
-                select(IP.state).where(IP.block_id == block.id, IP.address == int(wanted))
-            ).scalar()
-            raise Conflict(f"{wanted} is already {state or 'taken'} in block {block.cidr}")
-        space.claim(int(wanted))
-        chosen = [int(wanted)]
-    else:
-        if count > 1:
-            _check_capacity(conn, block, count)
+    wanted = request.address
+    if wanted is None:
+        if request.count > 1:
+            _check_capacity(conn, block, request.count)
         generator = generators.load(block.generator)
-        request = generators.Request(count=count, mac=mac_value, tenant=tenant)
-        chosen = generator.choose(block_ops.block_info(block), request, space)
+        asked = generators.Request(count=request.count, mac=request.mac, tenant=request.tenant)
+        return generator.choose(block_ops.block_info(block), asked, space)
+    space.exclusions.refuse(int(wanted), str(wanted))
+    if not space.is_free(int(wanted)):
+        state = conn.execute(
+            select(IP.state).where(IP.block_id == block.id, IP.address == int(wanted))
+        ).scalar()
+        raise Conflict(f"{wanted} is already {state or 'taken'} in block {block.cidr}")
+    space.claim(int(wanted))
+    return [int(wanted)]
+
+
+def _insert(
+    conn: Connection,
+    block,
+    chosen: list[int],
+    request: _Request,
+    interface_id: int | None,
+    progress: Callable[[int, int], None] | None,
+) -> list[dict]:
+    """Insert the chosen addresses as allocated, one prepared statement for one address
+    and batches of INSERT_BATCH for many (reporting `progress` after each); the rows."""
     now = utcnow()
     rows = [
         {
             "block_id": block.id,
             "address": value,
-            "mac": mac_value,
-            "active_mac": mac_value,
-            "hostname": hostname,
+            "mac": request.mac,
+            "active_mac": request.mac,
+            "hostname": request.hostname,
             "interface_id": interface_id,
-            "tenant": tenant,
+            "tenant": request.tenant,
             "state": "allocated",
             "allocated_at": now,
             "released_at": None,
@@ -181,14 +229,12 @@ def allocate(
     ]
     if len(rows) == 1:
         _INSERT_ONE.send(conn, **rows[0])
-    else:
-        for start in range(0, len(rows), INSERT_BATCH):
-            conn.execute(insert(ip_addresses), rows[start : start + INSERT_BATCH])
-            if progress is not None:
-                progress(min(start + INSERT_BATCH, len(rows)), len(rows))
-    block_ops.touch(conn, block.id, allocated=len(rows))
-    audit.note(block.id, chosen)
-    return _new_records(rows, block, interface)
+        return rows
+    for start in range(0, len(rows), INSERT_BATCH):
+        conn.execute(insert(ip_addresses), rows[start : start + INSERT_BATCH])
+        if progress is not None:
+            progress(min(start + INSERT_BATCH, len(rows)), len(rows))
+    return rows
 
 
 @dataclass(frozen=True)
@@ -243,7 +289,7 @@ def _new_records(rows: list[dict], block, vif: str | None) -> list[dict]:
     template = {
         "address": None,
         "block_id": block.id,
-        "block": block.name or block.cidr,
+        "block": block_label(block),
         "network": block.network,
         "mac": format_mac(first["mac"]),
         "hostname": first["hostname"],
@@ -268,7 +314,7 @@ def find(conn: Connection, address: str, block_ref: str | None):
         where = f" in block {block_ref}" if block_ref is not None else ""
         raise NotFound(f"{value} is not allocated{where}")
     if len(rows) > 1:
-        names = ", ".join(r.block_name or r.block_cidr for r in rows)
+        names = ", ".join(label(r.block_name, r.block_cidr) for r in rows)
         raise InvalidInput(f"{value} is in several blocks ({names}); choose one with --block")
     return rows[0]
 
@@ -300,7 +346,7 @@ def list_addresses(
     if released:
         query = query.where(holds.held(IP))
     else:
-        query = query.where(IP.state == "allocated")
+        query = query.where(holds.allocated(IP))
     if block is not None:
         query = query.where(IP.block_id == block_ops.resolve(conn, block).id)
     if network is not None:
@@ -420,9 +466,7 @@ def restore(conn: Connection, address: str, *, block: str | None = None) -> dict
 def release_for_interface(conn: Connection, interface_id: int, hold_seconds: int) -> list[str]:
     """Release every allocated address of an interface being deleted (blocks locked in order)."""
     rows = conn.execute(
-        _joined()
-        .where(IP.interface_id == interface_id, IP.state == "allocated")
-        .order_by(IP.block_id)
+        _joined().where(IP.interface_id == interface_id, holds.allocated(IP)).order_by(IP.block_id)
     ).all()
     for block_id in sorted({row.block_id for row in rows}):
         lock_block(conn, block_id)

@@ -34,7 +34,7 @@ from melange.models import (
 )
 from melange.names import require_network
 from melange.prepared import Prepared
-from melange.records import ip_text, iso
+from melange.records import block_label, ip_text, iso
 from melange.store import lock_block, lock_named, utcnow
 from melange.validate import (
     is_decimal,
@@ -167,7 +167,7 @@ def exclusions_of(block, chain, rules: dict[int, PolicyRules]) -> Exclusions:
     gateway, _ = subnets.nearest(block, chain, "gateway")
     policy_id, _ = subnets.nearest(block, chain, "policy_id")
     outer = tuple(
-        (a.first_addr, a.last_addr, a.gateway, rules.get(a.policy_id), a.name or a.cidr)
+        (a.first_addr, a.last_addr, a.gateway, rules.get(a.policy_id), block_label(a))
         for a in chain
         if a.gateway is not None or a.policy_id is not None
     )
@@ -352,63 +352,98 @@ def create(
 ) -> dict:
     """Create a block (a subnet when `parent` is given); all checks before any write."""
     net = parse_cidr(cidr)
+    _check_fields(name, network, tenant, type)
+    gateway_value = _check_gateway(net, gateway) if gateway else None
+    dns_values = _parse_dns(dns)
+    parent_row = lock_block(conn, resolve(conn, parent).id) if parent is not None else None
+    network, tenant, type = _inherited(parent_row, network, tenant, type)
+    generator_name = _checked_generator(net, generator, tenant)
+    policy_id = _policy_id(conn, policy) if policy is not None else None
+    lock_named(conn, "blocks")
+    if name is not None:
+        _check_name_free(conn, name)
+    _check_placement(conn, net, parent_row, network, type)
+    block_id = _insert_block(
+        conn,
+        net,
+        name=name,
+        network=network,
+        tenant=tenant,
+        type=type,
+        gateway=gateway_value,
+        policy_id=policy_id,
+        parent_id=parent_row.id if parent_row is not None else None,
+        generator=generator_name,
+    )
+    _set_dns(conn, block_id, dns_values)
+    return record(conn, resolve(conn, str(block_id)))
+
+
+def _check_fields(
+    name: str | None, network: str | None, tenant: str | None, type_: str | None
+) -> None:
+    """The names a new block is given are well formed (2), checked before the store is read."""
     if name is not None:
         validate_block_name(name)
     if network is not None:
         validate_network(network)
     if tenant is not None:
         validate_name(tenant, "tenant")
-    if type is not None and type not in TYPES:
-        raise InvalidInput(f"block type must be private or public, not {type!r}")
-    gateway_value = _check_gateway(net, gateway) if gateway else None
-    dns_values = _parse_dns(dns)
-    parent_row = lock_block(conn, resolve(conn, parent).id) if parent is not None else None
-    if parent_row is not None:
-        if network is not None and network != parent_row.network:
+    if type_ is not None and type_ not in TYPES:
+        raise InvalidInput(f"block type must be private or public, not {type_!r}")
+
+
+def _inherited(
+    parent, network: str | None, tenant: str | None, type_: str | None
+) -> tuple[str | None, str | None, str]:
+    """(network, tenant, type) of a new block: a subnet is part of its parent's network
+    (another one is refused) and takes its tenant and type unless given its own; a
+    top-level block without a type is private."""
+    if parent is not None:
+        if network is not None and network != parent.network:
             raise InvalidInput(
-                f"a subnet belongs to its parent's network ({parent_row.network or 'none'})"
+                f"a subnet belongs to its parent's network ({parent.network or 'none'})"
             )
-        network = parent_row.network
-        tenant = tenant if tenant is not None else parent_row.tenant
-        type = type or parent_row.type
-    type = type or "private"
-    generator_name = generator or generators.default_for(net.version, net.prefixlen)
+        network = parent.network
+        tenant = tenant if tenant is not None else parent.tenant
+        type_ = type_ or parent.type
+    return network, tenant, type_ or "private"
+
+
+def _checked_generator(net: netaddr.IPNetwork, generator: str | None, tenant: str | None) -> str:
+    """The generator a new block uses (the default for its family and size unless named),
+    once it has accepted the block: eui64 refuses a prefix longer than 64, for one."""
+    name = generator or generators.default_for(net.version, net.prefixlen)
     info = generators.BlockInfo(
         0, net.version, int(net.first), int(net.last), net.prefixlen, tenant
     )
-    generators.load(generator_name).check_block(info)
-    policy_id = _policy_id(conn, policy) if policy is not None else None
-    lock_named(conn, "blocks")
-    if name is not None:
-        _check_name_free(conn, name)
-    _check_placement(conn, net, parent_row, network, type)
+    generators.load(name).check_block(info)
+    return name
+
+
+def _insert_block(conn: Connection, net: netaddr.IPNetwork, **columns) -> int:
+    """Insert a checked block and its free space (the whole CIDR); its id."""
     now = utcnow()
-    block_id = conn.execute(
+    key = conn.execute(
         insert(blocks).values(
             cidr=str(net),
             version=net.version,
             first_addr=int(net.first),
             last_addr=int(net.last),
             prefixlen=net.prefixlen,
-            name=name,
-            network=network,
-            tenant=tenant,
-            type=type,
-            gateway=gateway_value,
-            policy_id=policy_id,
-            parent_id=parent_row.id if parent_row is not None else None,
-            generator=generator_name,
             created_at=now,
             updated_at=now,
+            **columns,
         )
-    ).inserted_primary_key[0]
-    _set_dns(conn, block_id, dns_values)
+    ).inserted_primary_key
+    assert key is not None  # a one-row INSERT always reports its key
+    block_id = key[0]
     conn.execute(
         insert(free_ranges).values(
             block_id=block_id, first_addr=int(net.first), last_addr=int(net.last)
         )
     )
-    return record(conn, resolve(conn, str(block_id)))
+    return block_id
 
 
 def _set_dns(conn: Connection, block_id: int, values: list[netaddr.IPAddress]) -> None:
@@ -423,41 +458,48 @@ def _set_dns(conn: Connection, block_id: int, values: list[netaddr.IPAddress]) -
         )
 
 
-def dns_servers(conn: Connection, block_id: int) -> list[str]:
-    rows = conn.execute(
-        select(block_dns_servers.c.address, block_dns_servers.c.version)
-        .where(block_dns_servers.c.block_id == block_id)
-        .order_by(block_dns_servers.c.position)
-    )
-    return [ip_text(address, version) for address, version in rows]
-
-
 def record(conn: Connection, row) -> dict:
-    policy = None
-    if row.policy_id is not None:
-        policy = conn.execute(
-            select(policies.c.name).where(policies.c.id == row.policy_id)
-        ).scalar()
-    parent = None
-    if row.parent_id is not None:
-        parent = conn.execute(select(B.cidr).where(B.id == row.parent_id)).scalar()
-    return {
-        "id": row.id,
-        "cidr": row.cidr,
-        "name": row.name,
-        "network": row.network,
-        "tenant": row.tenant,
-        "type": row.type,
-        "version": row.version,
-        "gateway": ip_text(row.gateway, row.version),
-        "dns": dns_servers(conn, row.id),
-        "policy": policy,
-        "parent_id": row.parent_id,
-        "parent": parent,
-        "generator": row.generator,
-        "created_at": iso(row.created_at),
-        "updated_at": iso(row.updated_at),
-    }
+    """One block's record (see `records`)."""
+    return records(conn, [row])[0]
+
+
+def records(conn: Connection, rows) -> list[dict]:
+    """Records of several blocks: their policies' names, parents' CIDRs and DNS servers
+    are read for all of them at once (three statements a page of blocks, however many
+    blocks), so `block list` and export cost no statement per block."""
+    policy_names = _column_by_id(conn, policies.c.id, policies.c.name, [r.policy_id for r in rows])
+    parent_cidrs = _column_by_id(conn, B.id, B.cidr, [r.parent_id for r in rows])
+    dns = subnets.dns_lists(conn, [r.id for r in rows])
+    return [
+        {
+            "id": row.id,
+            "cidr": row.cidr,
+            "name": row.name,
+            "network": row.network,
+            "tenant": row.tenant,
+            "type": row.type,
+            "version": row.version,
+            "gateway": ip_text(row.gateway, row.version),
+            "dns": [ip_text(address, version) for address, version in dns.get(row.id, [])],
+            "policy": policy_names.get(row.policy_id),
+            "parent_id": row.parent_id,
+            "parent": parent_cidrs.get(row.parent_id),
+            "generator": row.generator,
+            "created_at": iso(row.created_at),
+            "updated_at": iso(row.updated_at),
+        }
+        for row in rows
+    ]
+
+
+def _column_by_id(conn: Connection, key, column, ids) -> dict:
+    """id -> `column` for the rows whose `key` is among `ids` (None ids skipped)."""
+    wanted = sorted({i for i in ids if i is not None})
+    found: dict = {}
+    for start in range(0, len(wanted), subnets.PAGE):
+        page = wanted[start : start + subnets.PAGE]
+        found.update(conn.execute(select(key, column).where(key.in_(page))).all())
+    return found
 
 
 def list_blocks(
@@ -477,7 +519,7 @@ def list_blocks(
         query = query.where(B.tenant == tenant)
     if type is not None:
         query = query.where(B.type == type)
-    return [record(conn, row) for row in conn.execute(query)]
+    return records(conn, conn.execute(query).all())
 
 
 def usage(size: int, used: int, held: int, unusable: int) -> dict:
@@ -579,7 +621,7 @@ def effective(conn: Connection, row) -> dict:
 
     def note(what: str, source) -> None:
         if source is not None:
-            inherited[what] = source.name or source.cidr
+            inherited[what] = block_label(source)
 
     gateway, source = subnets.nearest(row, chain, "gateway")
     note("gateway", source)
@@ -596,8 +638,9 @@ def effective(conn: Connection, row) -> dict:
     ).items():
         entry = {"destination": destination, "gateway": ip_text(via, row.version)}
         if source is not None:
-            entry["inherited_from"] = source.name or source.cidr
-            inherited.setdefault("routes", entry["inherited_from"])
+            label = block_label(source)
+            entry["inherited_from"] = label
+            inherited.setdefault("routes", label)
         route_list.append(entry)
     return {
         "gateway": ip_text(gateway, row.version),
@@ -622,14 +665,10 @@ def update_block(
     tenant: str | None = None,
 ) -> dict:
     """Change a block; a gateway or policy change recomputes its free space."""
-    if gateway and no_gateway:
-        raise InvalidInput("--gateway and --no-gateway are mutually exclusive")
-    if policy and no_policy:
-        raise InvalidInput("--policy and --no-policy are mutually exclusive")
-    if dns and no_dns:
-        raise InvalidInput("--dns and --no-dns are mutually exclusive")
+    _refuse_both(gateway, no_gateway, "--gateway")
+    _refuse_both(policy, no_policy, "--policy")
+    _refuse_both(dns, no_dns, "--dns")
     row = lock_block(conn, resolve(conn, ref).id)
-    net = netaddr.IPNetwork(row.cidr)
     values: dict = {}
     if name is not None:
         validate_block_name(name)
@@ -642,35 +681,12 @@ def update_block(
         # Subnets' exclusions change with their ancestors': lock them before looking at
         # their addresses, so no allocation in them can take the new gateway meanwhile.
         below = [lock_block(conn, block.id) for block in below]
-    if gateway:
-        gateway_value = _check_gateway(net, gateway)
-        ip = ip_addresses.c
-        taken = conn.execute(
-            select(ip.state, ip.block_id).where(
-                ip.block_id.in_([row.id, *(b.id for b in below)]),
-                ip.address == gateway_value,
-                holds.live(ip),
-            )
-        ).first()
-        if taken:
-            where = row if taken.block_id == row.id else {b.id: b for b in below}[taken.block_id]
-            raise Conflict(
-                f"{gateway} is {taken.state} in {_describe(where)}; it cannot be the gateway"
-            )
-        values["gateway"] = gateway_value
-    elif no_gateway:
-        values["gateway"] = None
-    if policy:
-        values["policy_id"] = _policy_id(conn, policy)
-    elif no_policy:
-        values["policy_id"] = None
-    dns_values = _parse_dns(dns) if dns else None
-    if values or dns_values is not None or no_dns:
-        values["updated_at"] = utcnow()
-        conn.execute(update(blocks).where(B.id == row.id).values(**values))
-        touch(conn, row.id)
-    if dns_values is not None or no_dns:
-        _set_dns(conn, row.id, dns_values or [])
+    if gateway or no_gateway:
+        values["gateway"] = _unused_gateway(conn, row, below, gateway) if gateway else None
+    if policy or no_policy:
+        values["policy_id"] = _policy_id(conn, policy) if policy else None
+    dns_values = _parse_dns(dns) if dns else ([] if no_dns else None)
+    _write_changes(conn, row.id, values, dns_values)
     fresh = resolve(conn, str(row.id))
     if {"gateway", "policy_id"} & values.keys():
         # Subnets inherit both, and never hand out an ancestor's: their exclusions
@@ -678,6 +694,41 @@ def update_block(
         for block in (fresh, *below):
             free_space(conn, block).rebuild()
     return record(conn, fresh)
+
+
+def _refuse_both(value, clear: bool, option: str) -> None:
+    """`--x` and `--no-x` together are a usage error (2), whatever else is wrong."""
+    if value and clear:
+        raise InvalidInput(f"{option} and --no-{option[2:]} are mutually exclusive")
+
+
+def _unused_gateway(conn: Connection, row, below: list, text: str) -> int:
+    """A new gateway for `row`: inside it, and not an address in use (allocated or
+    still held) in it or any block below it, which would hand it out twice."""
+    gateway_value = _check_gateway(netaddr.IPNetwork(row.cidr), text)
+    ip = ip_addresses.c
+    taken = conn.execute(
+        select(ip.state, ip.block_id).where(
+            ip.block_id.in_([row.id, *(b.id for b in below)]),
+            ip.address == gateway_value,
+            holds.live(ip),
+        )
+    ).first()
+    if taken:
+        where = row if taken.block_id == row.id else {b.id: b for b in below}[taken.block_id]
+        raise Conflict(f"{text} is {taken.state} in {_describe(where)}; it cannot be the gateway")
+    return gateway_value
+
+
+def _write_changes(conn: Connection, block_id: int, values: dict, dns: list | None) -> None:
+    """Store a block's new values and DNS servers (None: unchanged), and bump its
+    generation so melanged renders it again; nothing at all when nothing changes."""
+    if not values and dns is None:
+        return
+    conn.execute(update(blocks).where(B.id == block_id).values(**values, updated_at=utcnow()))
+    touch(conn, block_id)
+    if dns is not None:
+        _set_dns(conn, block_id, dns)
 
 
 def delete_block(conn: Connection, ref: str, *, force: bool = False) -> dict:

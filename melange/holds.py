@@ -26,9 +26,14 @@ def ends(released_at: datetime, hold_seconds: int) -> datetime:
     return released_at + timedelta(seconds=hold_seconds)
 
 
+def allocated(c) -> ColumnElement[bool]:
+    """Rows of `c` allocated now (not released): what hosts files and `ip list` show."""
+    return c.state == "allocated"
+
+
 def live(c, now=None) -> ColumnElement[bool]:
     """Rows of `c` (ip_addresses' columns) still in use: allocated, or held until after now."""
-    return or_(c.state == "allocated", c.held_until > (utcnow() if now is None else now))
+    return or_(allocated(c), c.held_until > (utcnow() if now is None else now))
 
 
 def held(c, now=None) -> ColumnElement[bool]:

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from sqlalchemy import Connection, delete, insert, select, update
+from collections.abc import Sequence
+
+from sqlalchemy import Connection, Row, delete, insert, select, update
 
 from melange import addresses, macranges
 from melange.errors import Conflict, Exhausted, NotFound
@@ -34,7 +36,7 @@ def record(conn: Connection, row) -> dict:
     }
 
 
-def _leaf_blocks(conn: Connection, network: str) -> list:
+def _leaf_blocks(conn: Connection, network: str) -> Sequence[Row]:
     """The network's blocks that hand out addresses (no subnets), oldest first."""
     child = blocks.alias("child")
     return conn.execute(
@@ -106,14 +108,15 @@ def add(
     given); its id. `create` gives it addresses after; an import brings its own."""
     check_names(vif, network, device, tenant)
     _check_new(conn, vif, mac)
-    interface_id = conn.execute(
+    key = conn.execute(
         insert(interfaces).values(
             vif_id=vif, network=network, device=device, tenant=tenant, mac=mac,
             created_at=utcnow(),
         )
-    ).inserted_primary_key[0]  # fmt: skip
-    macranges.assign(conn, mac, interface_id, range_id)
-    return interface_id
+    ).inserted_primary_key  # fmt: skip
+    assert key is not None  # a one-row insert into a table with a primary key reports it
+    macranges.assign(conn, mac, key[0], range_id)
+    return key[0]
 
 
 def _allocate_one(conn: Connection, candidates: list, vif: str, tenant) -> None:

@@ -28,8 +28,15 @@ def iso(moment: datetime | None) -> str | None:
     return moment.replace(microsecond=0).isoformat() + "Z"
 
 
+def label(name: str | None, cidr: str) -> str:
+    """How a message or record names a block: its name, else its CIDR. The one place
+    this is decided, so every output names a block the same way."""
+    return name or cidr
+
+
 def block_label(row) -> str:
-    return row.name or row.cidr
+    """`label` of a block row (columns name and cidr)."""
+    return label(row.name, row.cidr)
 
 
 def address_record(row) -> dict:
@@ -38,7 +45,7 @@ def address_record(row) -> dict:
     return {
         "address": ip_text(row.address, row.block_version),
         "block_id": row.block_id,
-        "block": row.block_name or row.block_cidr,
+        "block": label(row.block_name, row.block_cidr),
         "network": row.block_network,
         "mac": format_mac(row.mac),
         "hostname": row.hostname,

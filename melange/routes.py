@@ -20,7 +20,7 @@ from melange import blocks as block_ops
 from melange import dhcp, subnets
 from melange.errors import Conflict, InvalidInput, NotFound
 from melange.models import routes
-from melange.records import ip_text
+from melange.records import block_label, ip_text
 from melange.validate import parse_cidr, parse_ip
 
 R = routes.c
@@ -32,7 +32,7 @@ _WIDEST_ROUTER = (1 << 32) - 1  # 255.255.255.255: a gateway change never makes 
 def _record(block, destination: str, gateway: int) -> dict:
     return {
         "block_id": block.id,
-        "block": block.name or block.cidr,
+        "block": block_label(block),
         "destination": destination,
         "gateway": ip_text(gateway, block.version),
     }

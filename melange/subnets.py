@@ -20,6 +20,7 @@ from melange.prepared import Prepared
 
 B = blocks.c
 DEFAULT_ROUTE = {4: "0.0.0.0/0", 6: "::/0"}
+PAGE = 1000  # block ids per IN (...) lookup: well under every backend's parameter limit
 
 
 def _ancestors_statement():
@@ -121,15 +122,16 @@ def router(block, chain: Sequence, lists: dict[int, list]) -> int | None:
 
 
 def _per_block(conn: Connection, block_ids: Iterable[int], key, columns, order) -> dict:
-    """Rows of a per-block table for several blocks, grouped by block in `order`: one query."""
+    """Rows of a per-block table for several blocks, grouped by block in `order`: one
+    query a page of blocks, whatever their number."""
     ids = sorted(set(block_ids))
     found: dict[int, list[tuple]] = {}
-    if not ids:
-        return found
-    for block_id, *values in conn.execute(
-        select(key, *columns).where(key.in_(ids)).order_by(key, order)
-    ):
-        found.setdefault(block_id, []).append(tuple(values))
+    for start in range(0, len(ids), PAGE):
+        page = ids[start : start + PAGE]
+        for block_id, *values in conn.execute(
+            select(key, *columns).where(key.in_(page)).order_by(key, order)
+        ):
+            found.setdefault(block_id, []).append(tuple(values))
     return found
 
 

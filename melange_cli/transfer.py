@@ -19,10 +19,10 @@ IMPORTED = output.View(
 @pass_app
 def export(app: App, fmt, network):
     """Everything in the store (or one network), for `melange import` elsewhere."""
-    from melange import transfer
+    from melange.transfer_format import export_csv, export_json
 
     document = app.call("export", network=network)
-    text = transfer.export_csv(document) if fmt == "csv" else transfer.export_json(document)
+    text = export_csv(document) if fmt == "csv" else export_json(document)
     click.echo(text, nl=False)
 
 

@@ -1,0 +1,238 @@
+"""Import: a file's entities into the store, in one transaction, all or nothing.
+
+Every entity goes through the command that would create it (`policy create`,
+`block create`, `route add`, `interface create`'s checks), so an import can make
+nothing a user could not; addresses are checked and inserted together
+(melange.transfer_addresses). Every problem is collected with its line, and one
+problem means nothing is imported.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Annotated
+
+from sqlalchemy import Connection, select
+
+from melange import audit, holds, macranges, policies, routes
+from melange import blocks as block_ops
+from melange import interfaces as interface_ops
+from melange.errors import Conflict, InvalidInput
+from melange.models import blocks
+from melange.params import Document
+from melange.transfer_addresses import import_addresses
+from melange.transfer_parse import MALFORMED, Entity, parse, problem, refuse
+from melange.validate import is_decimal, parse_cidr, parse_ip, parse_mac
+
+COUNTED = ("policies", "mac_ranges", "blocks", "interfaces", "addresses", "routes")
+# Dependencies first: policies before the blocks naming them, blocks before the
+# interfaces taking addresses in their network, NetBox addresses after every prefix.
+ORDER = {"policy": 0, "mac_range": 1, "block": 2, "netbox_prefix": 2, "interface": 3,
+         "netbox_address": 4}  # fmt: skip
+
+
+def import_text(
+    store,
+    *,
+    text: Annotated[str, Document()],
+    format: str = "melange",  # noqa: A002  (the CLI's option name)
+    source: str = "-",
+    progress: Callable[[int, int], None] | None = None,
+) -> dict:
+    """`melange import FILE`: parse, then one audited write transaction."""
+    entities = parse(text, format)
+
+    def change(conn):
+        with audit.noting():
+            result = import_entities(
+                conn, entities, progress=progress, hold_seconds=store.release_hold
+            )
+            audit.record(
+                conn, actor=audit.who()[0], via="import", command="import",
+                params={"file": source, "format": format}, result=result,
+            )  # fmt: skip
+        return result
+
+    return store.write(change)
+
+
+@dataclass
+class _Import:
+    """What one import has made so far: counts, the blocks it created (subnets name their
+    parent by CIDR), and the addresses left for last, (line, block id, fields) each."""
+
+    conn: Connection
+    counts: dict[str, int] = field(default_factory=lambda: dict.fromkeys(COUNTED, 0))
+    block_ids: dict[tuple, int] = field(default_factory=dict)
+    addresses: list[tuple[int, int, dict]] = field(default_factory=list)
+
+
+def import_entities(
+    conn: Connection,
+    entities: list[Entity],
+    *,
+    progress: Callable[[int, int], None] | None = None,
+    hold_seconds: int = holds.DEFAULT_HOLD_SECONDS,
+) -> dict:
+    """Create everything in this transaction; collect every error with its line, then fail
+    (the caller's transaction rolls back) if there was any. A held address without its
+    `held_until` is held for `hold_seconds` from its release."""
+    run = _Import(conn)
+    errors: list[str] = []
+    ordered = sorted(entities, key=lambda e: (ORDER.get(e[1], 9), _block_depth(e), e[0]))
+    for done, (line, kind, item) in enumerate(ordered, start=1):
+        try:
+            importer = _IMPORTERS.get(kind)
+            if importer is not None:
+                importer(run, line, item)
+        except MALFORMED as error:
+            errors.append(problem(line, kind, error))
+        if progress is not None:
+            progress(done, len(ordered))
+    errors.extend(import_addresses(conn, run.addresses, hold_seconds))
+    run.counts["addresses"] = len(run.addresses)
+    refuse(errors)
+    return run.counts
+
+
+def _block_depth(entity: Entity) -> tuple[int, int]:
+    """Parents before subnets, otherwise the file's order (so a clash is blamed on the later
+    line). NetBox prefixes carry no parent: shorter prefixes go first, to nest the rest."""
+    _, kind, item = entity
+    if kind == "block" and not item.get("parent"):
+        return (0, 0)
+    cidr = item.get("cidr") if kind in ("block", "netbox_prefix") else None
+    try:
+        return (1, int(str(cidr).split("/")[1])) if cidr else (0, 0)
+    except (IndexError, ValueError):
+        return (1, 0)
+
+
+# -- one entity each
+
+
+def _policy(run: _Import, line: int, item: dict) -> None:
+    conn = run.conn
+    policies.create(conn, item["name"], description=item.get("description"))
+    for r in item.get("unusable_ranges") or []:
+        policies.add_range(conn, item["name"], offset=_int(r["offset"]), length=_int(r["length"]))
+    for octet in item.get("unusable_octets") or []:
+        policies.add_octet(conn, item["name"], _int(octet))
+    run.counts["policies"] += 1
+
+
+def _int(value) -> int:
+    """A whole number from JSON (a number) or CSV (decimal digits, maybe a sign), as
+    `policy add-range/add-octet` take it: no 2.5, no true, no '1_000'."""
+    if isinstance(value, int) and not isinstance(value, bool):
+        return value
+    if isinstance(value, str) and is_decimal(value.removeprefix("-")):
+        return int(value)
+    raise InvalidInput(f"{value!r} is not a whole number")
+
+
+def _mac_range(run: _Import, line: int, item: dict) -> None:
+    macranges.create(run.conn, item["cidr"])
+    run.counts["mac_ranges"] += 1
+
+
+def _block(run: _Import, line: int, item: dict) -> None:
+    """A block (or NetBox prefix) with its routes; its addresses wait until every
+    interface they may name exists."""
+    key, block_id = _create_block(run.conn, item, run.block_ids)
+    run.block_ids[key] = block_id
+    run.counts["blocks"] += 1
+    for route in item.get("routes") or []:
+        routes.add(run.conn, str(block_id), route["destination"], gateway=route["gateway"])
+        run.counts["routes"] += 1
+    for entry in item.get("addresses") or []:
+        run.addresses.append((entry.pop("_line", line), block_id, entry))
+
+
+def _create_block(conn: Connection, item: dict, known: dict[tuple, int]) -> tuple[tuple, int]:
+    parent = None
+    if item.get("parent"):
+        parent_id = known.get((item.get("network"), item["parent"]))
+        if parent_id is None:
+            raise Conflict(f"parent {item['parent']} is not in the import")
+        parent = str(parent_id)
+    elif item.get("status") is not None:  # NetBox: nest inside the deepest imported prefix
+        parent = _netbox_parent(item, known)
+    created = block_ops.create(
+        conn,
+        item["cidr"],
+        name=item.get("name"),
+        network=None if parent else item.get("network"),
+        tenant=item.get("tenant"),
+        type=item.get("type"),
+        gateway=item.get("gateway"),
+        dns=item.get("dns") or [],
+        policy=item.get("policy"),
+        parent=parent,
+        generator=item.get("generator"),
+    )
+    return (item.get("network"), created["cidr"]), created["id"]
+
+
+def _netbox_parent(item: dict, known: dict[tuple, int]) -> str | None:
+    """The deepest prefix of the same VRF imported so far that holds this one."""
+    net = parse_cidr(item["cidr"])
+    best: tuple[int, int] | None = None
+    for (network, cidr), block_id in known.items():
+        if network == item.get("network") and cidr != str(net):
+            candidate = parse_cidr(cidr)
+            if candidate.version == net.version and net in candidate:
+                if best is None or candidate.prefixlen > best[0]:
+                    best = (candidate.prefixlen, block_id)
+    return str(best[1]) if best else None
+
+
+def _interface(run: _Import, line: int, item: dict) -> None:
+    """An exported interface, under `interface create`'s rules, with its own MAC."""
+    interface_ops.add(
+        run.conn,
+        item["vif_id"],
+        network=item["network"],
+        device=item.get("device"),
+        tenant=item.get("tenant"),
+        mac=parse_mac(item["mac"]),
+    )
+    run.counts["interfaces"] += 1
+
+
+def _netbox_address(run: _Import, line: int, item: dict) -> None:
+    """A NetBox address, left for last like an exported block's addresses."""
+    block_id = _netbox_block(run.conn, item)
+    fields = {
+        "address": item["address"].split("/")[0],
+        "hostname": item["hostname"],
+        "tenant": item["tenant"],
+    }
+    run.addresses.append((line, block_id, fields))
+
+
+def _netbox_block(conn: Connection, item: dict) -> int:
+    """The deepest block of the address's VRF (network) that holds it."""
+    value = parse_ip(item["address"].split("/")[0])
+    query = select(blocks.c.id, blocks.c.prefixlen).where(
+        blocks.c.version == value.version,
+        blocks.c.first_addr <= int(value),
+        blocks.c.last_addr >= int(value),
+    )
+    network = item.get("network")
+    query = query.where(blocks.c.network == network if network else blocks.c.network.is_(None))
+    rows = conn.execute(query.order_by(blocks.c.prefixlen.desc())).all()
+    if not rows:
+        raise InvalidInput(f"no block of network {network or '(none)'} holds {value}")
+    return rows[0].id
+
+
+_IMPORTERS: dict[str, Callable[[_Import, int, dict], None]] = {
+    "policy": _policy,
+    "mac_range": _mac_range,
+    "block": _block,
+    "netbox_prefix": _block,
+    "interface": _interface,
+    "netbox_address": _netbox_address,
+}
