@@ -78,9 +78,10 @@ class _Bench:
         from sqlalchemy import insert, update
 
         from melange import blocks as block_ops
+        from melange.clock import utcnow
         from melange.generators import eui64_address
         from melange.models import blocks, ip_addresses
-        from melange.store import lock_block, utcnow
+        from melange.store import lock_block
 
         rng = random.Random(seed)
         macs = rng.sample(range(1, 1 << 40), count)

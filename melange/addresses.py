@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 
 import netaddr
@@ -10,12 +10,14 @@ from sqlalchemy import Connection, bindparam, delete, insert, select, update
 
 from melange import audit, generators, holds
 from melange import blocks as block_ops
+from melange.clock import utcnow
 from melange.errors import Conflict, Exhausted, InvalidInput, NotFound
 from melange.models import blocks, interfaces, ip_addresses
 from melange.names import require_network
 from melange.prepared import Prepared
 from melange.records import address_record, block_label, ip_text, iso, label
-from melange.store import lock_block, utcnow
+from melange.store import lock_block
+from melange.subnets import PAGE
 from melange.validate import (
     MAX_COUNT,
     format_mac,
@@ -357,6 +359,22 @@ def list_addresses(
         query = query.where(IP.interface_id == _interface_id(conn, interface)[0])
     query = query.order_by(blocks.c.version, IP.address, IP.block_id)
     return [address_record(row) for row in conn.execute(query)]
+
+
+def by_interface(conn: Connection, interface_ids: Sequence[int]) -> dict[int, list[str]]:
+    """Each interface's allocated addresses, in `list_addresses` order: one query per
+    page of interfaces, so listing interfaces costs the same for ten as for ten thousand."""
+    found: dict[int, list[str]] = {interface_id: [] for interface_id in interface_ids}
+    ids = list(found)
+    for start in range(0, len(ids), PAGE):
+        query = (
+            _joined()
+            .where(holds.allocated(IP), IP.interface_id.in_(ids[start : start + PAGE]))
+            .order_by(blocks.c.version, IP.address, IP.block_id)
+        )
+        for row in conn.execute(query):
+            found[row.interface_id].append(address_record(row)["address"])
+    return found
 
 
 def update_address(

@@ -23,9 +23,10 @@ from typing import Any, TypeVar
 
 from sqlalchemy import Connection, bindparam, insert
 
+from melange.clock import utcnow
 from melange.models import audit_addresses, audit_log
 from melange.prepared import Prepared
-from melange.store import insert_one, utcnow
+from melange.store import insert_one
 
 MAX_OUTCOME = 4000
 MAX_RUN = 1 << 16  # addresses in one run of audit_addresses (bounds the lookup's scan)

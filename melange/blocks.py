@@ -19,6 +19,7 @@ from sqlalchemy import (
 )
 
 from melange import generators, holds, subnets
+from melange.clock import utcnow
 from melange.errors import Conflict, InvalidInput, NotFound
 from melange.exclusions import Exclusions
 from melange.freespace import FreeSpace
@@ -35,7 +36,7 @@ from melange.models import (
 from melange.names import require_network
 from melange.prepared import Prepared
 from melange.records import block_label, ip_text, iso
-from melange.store import lock_block, lock_named, utcnow
+from melange.store import lock_block, lock_named
 from melange.validate import (
     is_decimal,
     parse_cidr,

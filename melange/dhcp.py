@@ -17,11 +17,12 @@ import socket
 from collections.abc import Callable, Iterator, Sequence
 from itertools import chain, groupby
 from operator import itemgetter
+from typing import cast
 
 import netaddr
-from sqlalchemy import Connection, LargeBinary, Select, select, type_coerce
+from sqlalchemy import Connection, LargeBinary, Select, func, select, type_coerce
 
-from melange import subnets
+from melange import holds, subnets
 from melange.models import blocks, ip_addresses
 from melange.names import require_network
 from melange.prepared import translated_error
@@ -45,7 +46,7 @@ def _hosts_query(network: str | None, version: int | None) -> Select:
     query = (
         select(ip.mac, type_coerce(ip.address, LargeBinary), ip.hostname)
         .join(blocks, blocks.c.id == ip.block_id)
-        .where(ip.state == "allocated", ip.mac.is_not(None))
+        .where(holds.allocated(ip), ip.mac.is_not(None))
     )
     if version is None:
         query = query.add_columns(blocks.c.version)
@@ -85,8 +86,8 @@ def _family_batches(
         stream_results=True, yield_per=STREAM_BATCH
     )
     with conn.execute(query) as result:  # closed (drained) if the reader stops early
-        for rows in result.partitions():
-            for version, family in groupby(rows, key=itemgetter(3)):
+        for partition in result.partitions():
+            for version, family in groupby(partition, key=itemgetter(3)):
                 yield version, [(mac, raw, hostname) for mac, raw, hostname, _ in family]
 
 
@@ -95,11 +96,13 @@ def _sqlite_batches(conn: Connection, query: Select) -> Iterator[list[HostRow]]:
     (so the store still retries a locked database and reports a lost one)."""
     compiled = query.compile(dialect=conn.dialect).construct_expanded_state()
     statement, params = compiled.statement, compiled.positional_parameters
-    cursor = conn.connection.dbapi_connection.cursor()
+    dbapi = conn.connection.dbapi_connection
+    assert dbapi is not None  # a connection checked out of the pool, in a transaction
+    cursor = dbapi.cursor()
     try:
         cursor.execute(statement, params)
         while batch := cursor.fetchmany(STREAM_BATCH):
-            yield batch
+            yield cast(list[HostRow], batch)  # sqlite3 rows: plain tuples, in a list
     except conn.dialect.loaded_dbapi.Error as error:
         raise translated_error(conn, statement, params, error) from error
     finally:
@@ -153,7 +156,7 @@ def hosts_chunks(conn: Connection, network: str | None = None) -> Iterator[bytes
     return ("".join(lines).encode() for lines in _line_batches(conn, network))
 
 
-def _networks(conn: Connection, network: str | None) -> list:
+def _networks(conn: Connection, network: str | None) -> Sequence:
     require_network(conn, network)
     query = (
         select(blocks)
@@ -231,9 +234,9 @@ def opts_lines(conn: Connection, network: str | None = None) -> Iterator[str]:
         if router is not None:
             yield f"tag:{tag},option:router,{ip_text(router, 4)}\n"
         servers, _ = subnets.nearest_listed(block, chain, dns_lists)
-        dns = [ip_text(address, 4) for address, version in servers if version == 4]
+        dns = ",".join(ip_text(address, 4) or "" for address, version in servers if version == 4)
         if dns:
-            yield f"tag:{tag},option:dns-server,{','.join(dns)}\n"
+            yield f"tag:{tag},option:dns-server,{dns}\n"
         pairs = classless_routes(block, chain, route_lists)
         if pairs:
             yield classless_line(tag, pairs)
@@ -270,13 +273,11 @@ def config_lines(
 
 
 def _count_hosts(conn: Connection, block_id: int) -> int:
-    from sqlalchemy import func
-
     return conn.execute(
         select(func.count()).where(
-            ip_addresses.c.block_id == block_id, ip_addresses.c.state == "allocated"
+            ip_addresses.c.block_id == block_id, holds.allocated(ip_addresses.c)
         )
-    ).scalar()
+    ).scalar_one()
 
 
 def hosts_text(

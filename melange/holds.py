@@ -14,7 +14,7 @@ from datetime import datetime, timedelta
 from sqlalchemy import and_, or_
 from sqlalchemy.sql import ColumnElement
 
-from melange.store import utcnow
+from melange.clock import utcnow
 
 # What a store without a setting holds for, and what schema 0007 gave the holds
 # it found (their release time plus this).

@@ -7,11 +7,11 @@ from collections.abc import Sequence
 from sqlalchemy import Connection, Row, delete, insert, select, update
 
 from melange import addresses, macranges
+from melange.clock import utcnow
 from melange.errors import Conflict, Exhausted, NotFound
 from melange.models import allocated_macs, blocks, interfaces, ip_addresses
 from melange.names import require_device, require_network
 from melange.records import iso
-from melange.store import utcnow
 from melange.validate import format_mac, parse_mac, validate_name, validate_network
 
 I = interfaces.c  # noqa: E741
@@ -24,16 +24,25 @@ def _get(conn: Connection, vif: str):
     return row
 
 
-def record(conn: Connection, row) -> dict:
-    return {
-        "vif_id": row.vif_id,
-        "network": row.network,
-        "device": row.device,
-        "tenant": row.tenant,
-        "mac": format_mac(row.mac),
-        "addresses": [ip["address"] for ip in addresses.list_addresses(conn, interface=row.vif_id)],
-        "created_at": iso(row.created_at),
-    }
+def records(conn: Connection, rows: Sequence[Row]) -> list[dict]:
+    """The records of `rows` (interfaces), their addresses read in one batch."""
+    owned = addresses.by_interface(conn, [row.id for row in rows])
+    return [
+        {
+            "vif_id": row.vif_id,
+            "network": row.network,
+            "device": row.device,
+            "tenant": row.tenant,
+            "mac": format_mac(row.mac),
+            "addresses": owned[row.id],
+            "created_at": iso(row.created_at),
+        }
+        for row in rows
+    ]
+
+
+def record(conn: Connection, row: Row) -> dict:
+    return records(conn, [row])[0]
 
 
 def _leaf_blocks(conn: Connection, network: str) -> Sequence[Row]:
@@ -136,7 +145,7 @@ def list_interfaces(conn: Connection, *, device: str | None = None) -> list:
     query = select(interfaces).order_by(I.vif_id)
     if device is not None:
         query = query.where(I.device == device)
-    return [record(conn, row) for row in conn.execute(query)]
+    return records(conn, conn.execute(query).all())
 
 
 def show(conn: Connection, vif: str) -> dict:

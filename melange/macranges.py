@@ -2,29 +2,50 @@
 
 from __future__ import annotations
 
-from sqlalchemy import Connection, and_, delete, func, insert, select
+from collections.abc import Sequence
 
+from sqlalchemy import Connection, Row, and_, delete, func, insert, select
+
+from melange.clock import utcnow
 from melange.errors import Conflict, Exhausted, NotFound
 from melange.models import allocated_macs, mac_ranges
 from melange.records import iso
-from melange.store import insert_one, lock_named, utcnow
+from melange.store import insert_one, lock_named
+from melange.subnets import PAGE
 from melange.validate import format_mac, parse_mac_cidr
 
 M = mac_ranges.c
 A = allocated_macs.c
 
 
-def record(conn: Connection, row) -> dict:
-    used = conn.execute(select(func.count()).where(A.mac_range_id == row.id)).scalar()
-    return {
-        "id": row.id,
-        "cidr": row.cidr,
-        "first": format_mac(row.first_mac),
-        "last": format_mac(row.last_mac),
-        "size": row.last_mac - row.first_mac + 1,
-        "allocated": used,
-        "created_at": iso(row.created_at),
-    }
+def records(conn: Connection, rows: Sequence[Row]) -> list[dict]:
+    """The records of `rows` (MAC ranges), their MACs in use counted in one query."""
+    used: dict[int, int] = {row.id: 0 for row in rows}
+    ids = list(used)
+    for start in range(0, len(ids), PAGE):
+        page = ids[start : start + PAGE]
+        for range_id, count in conn.execute(
+            select(A.mac_range_id, func.count())
+            .where(A.mac_range_id.in_(page))
+            .group_by(A.mac_range_id)
+        ):
+            used[range_id] = count
+    return [
+        {
+            "id": row.id,
+            "cidr": row.cidr,
+            "first": format_mac(row.first_mac),
+            "last": format_mac(row.last_mac),
+            "size": row.last_mac - row.first_mac + 1,
+            "allocated": used[row.id],
+            "created_at": iso(row.created_at),
+        }
+        for row in rows
+    ]
+
+
+def record(conn: Connection, row: Row) -> dict:
+    return records(conn, [row])[0]
 
 
 def create(conn: Connection, cidr: str) -> dict:
@@ -41,11 +62,11 @@ def create(conn: Connection, cidr: str) -> dict:
             cidr=canonical, first_mac=first, last_mac=last, created_at=utcnow()
         ),
     )
-    return record(conn, conn.execute(select(mac_ranges).where(M.id == new_id)).first())
+    return record(conn, conn.execute(select(mac_ranges).where(M.id == new_id)).one())
 
 
 def list_ranges(conn: Connection) -> list[dict]:
-    return [record(conn, row) for row in conn.execute(select(mac_ranges).order_by(M.first_mac))]
+    return records(conn, conn.execute(select(mac_ranges).order_by(M.first_mac)).all())
 
 
 def delete_range(conn: Connection, range_id: int) -> dict:

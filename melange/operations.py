@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from melange import params as declared
+from melange.clock import using
 from melange.errors import InvalidInput
 from melange.store import Store
 
@@ -138,7 +139,7 @@ def run(
 
     # store.faults(): whole-store operations (migrations, say) use connections of their
     # own; a read-only, full or damaged store is exit 6 there too, never a bug.
-    with store.faults(), audit.acting(actor or audit.os_user(), via):
+    with store.faults(), audit.acting(actor or audit.os_user(), via), using(store.clock):
         if operation.whole_store:
             if not name.startswith("db."):
                 store.ensure_schema()

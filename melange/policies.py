@@ -2,13 +2,17 @@
 
 from __future__ import annotations
 
-from sqlalchemy import Connection, delete, func, insert, select
+from collections.abc import Sequence
+
+from sqlalchemy import Connection, Row, delete, func, insert, select
 
 from melange import blocks as block_ops
+from melange.clock import utcnow
 from melange.errors import Conflict, InvalidInput, NotFound
 from melange.models import blocks, policies, unusable_octets, unusable_ranges
 from melange.records import iso
-from melange.store import lock_block, utcnow
+from melange.store import lock_block
+from melange.subnets import PAGE
 from melange.validate import validate_line, validate_name
 
 P = policies.c
@@ -22,26 +26,49 @@ def _get(conn: Connection, name: str):
     return row
 
 
-def record(conn: Connection, row) -> dict:
-    ranges = conn.execute(
-        select(unusable_ranges.c.start_offset, unusable_ranges.c.length)
-        .where(unusable_ranges.c.policy_id == row.id)
-        .order_by(unusable_ranges.c.start_offset, unusable_ranges.c.length)
-    ).all()
-    octets = conn.execute(
-        select(unusable_octets.c.octet)
-        .where(unusable_octets.c.policy_id == row.id)
-        .order_by(unusable_octets.c.octet)
-    ).scalars()
-    used_by = conn.execute(select(func.count()).where(blocks.c.policy_id == row.id)).scalar()
-    return {
-        "name": row.name,
-        "description": row.description,
-        "unusable_ranges": [{"offset": o, "length": n} for o, n in ranges],
-        "unusable_octets": list(octets),
-        "blocks": used_by,
-        "created_at": iso(row.created_at),
-    }
+def records(conn: Connection, rows: Sequence[Row]) -> list[dict]:
+    """The records of `rows` (policies): their ranges, octets and users read in three
+    queries for the lot, so `policy list` costs the same for 3 policies as for 300."""
+    ids = [row.id for row in rows]
+    ranges: dict[int, list[dict]] = {i: [] for i in ids}
+    octets: dict[int, list[int]] = {i: [] for i in ids}
+    used_by: dict[int, int] = dict.fromkeys(ids, 0)
+    R, OCT = unusable_ranges.c, unusable_octets.c  # noqa: N806
+    for start in range(0, len(ids), PAGE):
+        page = ids[start : start + PAGE]
+        for policy_id, offset, length in conn.execute(
+            select(R.policy_id, R.start_offset, R.length)
+            .where(R.policy_id.in_(page))
+            .order_by(R.policy_id, R.start_offset, R.length)
+        ):
+            ranges[policy_id].append({"offset": offset, "length": length})
+        for policy_id, octet in conn.execute(
+            select(OCT.policy_id, OCT.octet)
+            .where(OCT.policy_id.in_(page))
+            .order_by(OCT.policy_id, OCT.octet)
+        ):
+            octets[policy_id].append(octet)
+        for policy_id, count in conn.execute(
+            select(blocks.c.policy_id, func.count())
+            .where(blocks.c.policy_id.in_(page))
+            .group_by(blocks.c.policy_id)
+        ):
+            used_by[policy_id] = count
+    return [
+        {
+            "name": row.name,
+            "description": row.description,
+            "unusable_ranges": ranges[row.id],
+            "unusable_octets": octets[row.id],
+            "blocks": used_by[row.id],
+            "created_at": iso(row.created_at),
+        }
+        for row in rows
+    ]
+
+
+def record(conn: Connection, row: Row) -> dict:
+    return records(conn, [row])[0]
 
 
 def create(conn: Connection, name: str, *, description: str | None = None) -> dict:
@@ -55,7 +82,7 @@ def create(conn: Connection, name: str, *, description: str | None = None) -> di
 
 
 def list_policies(conn: Connection) -> list[dict]:
-    return [record(conn, row) for row in conn.execute(select(policies).order_by(P.name))]
+    return records(conn, conn.execute(select(policies).order_by(P.name)).all())
 
 
 def show(conn: Connection, name: str) -> dict:

@@ -14,12 +14,12 @@ from sqlalchemy import Connection, or_, select
 
 from melange import audit
 from melange import blocks as block_ops
+from melange.clock import utcnow
 from melange.errors import InvalidInput, NotFound
 from melange.models import audit_addresses, audit_log, blocks
 from melange.names import require_network
 from melange.params import Bounds
 from melange.records import ip_text, iso
-from melange.store import utcnow
 from melange.validate import is_duration, parse_duration, parse_ip
 
 MAX_HISTORY = 100_000  # rows in one answer (a socket answer is one JSON line)

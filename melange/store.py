@@ -17,7 +17,6 @@ import time
 import warnings
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import TypeVar
 
@@ -34,6 +33,7 @@ from sqlalchemy import (
 )
 from sqlalchemy.engine import make_url
 
+from melange.clock import SYSTEM, Clock, using
 from melange.errors import Conflict, MelangeError, SchemaOutdated, StoreUnavailable
 from melange.migrations import SCHEMA_HEAD, initialise
 from melange.models import blocks
@@ -64,11 +64,6 @@ T = TypeVar("T")
 # and a transaction aborted for a replicated write; XA branch rolled back (deadlock).
 _RETRYABLE_MYSQL = {1205, 1213, 1614}
 _RETRYABLE_PG = {"40001", "40P01", "55P03"}
-
-
-def utcnow() -> datetime:
-    """Naive UTC, as every DateTime column holds (portable across backends)."""
-    return datetime.now(UTC).replace(tzinfo=None)
 
 
 def is_retryable(error: BaseException) -> bool:
@@ -239,8 +234,10 @@ class Store:
         release_hold: int = 48 * 3600,
         schema_ttl: float | None = None,
         named: bool = False,
+        clock: Clock = SYSTEM,
     ) -> None:
         self.url = url
+        self.clock = clock  # the time its transactions read (melange.clock)
         self.named = named  # see require_existing
         self.release_hold = release_hold
         # A command checks the schema once; a daemon (schema_ttl set) re-checks,
@@ -458,6 +455,7 @@ class Store:
             committing = False
             try:
                 with (
+                    using(self.clock),
                     self._connection(write, idle or self._connect()) as conn,
                     conn.begin(),
                     pipelined(conn),

@@ -17,11 +17,11 @@ from sqlalchemy import Connection, insert, select
 
 from melange import audit, holds
 from melange import blocks as block_ops
+from melange.clock import utcnow
 from melange.errors import Conflict, InvalidInput
 from melange.exclusions import Exclusions
 from melange.models import blocks, interfaces, ip_addresses
 from melange.records import ip_text
-from melange.store import utcnow
 from melange.transfer_parse import MALFORMED, problem
 from melange.validate import format_mac, parse_ip, parse_mac, validate_hostname, validate_name
 

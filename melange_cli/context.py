@@ -12,16 +12,25 @@ from typing import Any
 
 import click
 
+from melange.clock import SYSTEM, Clock
+
 FORMATS = ("table", "json", "plain")
 
 
 @dataclass
 class App:
+    """The global options of one command, and the clock its store runs on.
+
+    A caller that runs the CLI in-process (a test) may hand click an App as `obj`
+    carrying a clock of its own; `cli` fills in the options and keeps that clock.
+    """
+
     db: str | None = None
     config: str | None = None
     socket: str | None = None
     output: str | None = None
     debug: bool = False
+    clock: Clock = SYSTEM
     _store: Any = field(default=None, repr=False)
     _settings: Any = field(default=None, repr=False)
 
@@ -43,7 +52,10 @@ class App:
 
             settings = self.settings()
             self._store = Store(
-                settings.db_url, release_hold=settings.release_hold, named=settings.db_named
+                settings.db_url,
+                release_hold=settings.release_hold,
+                named=settings.db_named,
+                clock=self.clock,
             )
         return self._store
 
@@ -55,13 +67,13 @@ class App:
 
         return operations.run(self.store(), operation, params)
 
-    def _call_socket(self, socket_path: str, operation: str, params: dict[str, Any]) -> Any:
+    def _call_socket(self, socket: str, operation: str, params: dict[str, Any]) -> Any:
         """Same operation, same result; local callbacks stay local."""
         from melange_cli import client
 
         params.pop("progress", None)
         sink = params.pop("sink", None)
-        result = client.call(socket_path, operation, params)
+        result = client.call(socket, operation, params)
         if sink is not None:
             sink(result)
             return None
@@ -75,9 +87,8 @@ def output_option(function):
     """-o on a subcommand too, so `melange ip list -o json` works as users expect."""
 
     def remember(ctx: click.Context, _param, value):
-        app = ctx.find_object(App)
-        if value and app is not None:
-            app.output = value
+        if value:
+            ctx.ensure_object(App).output = value
         return value
 
     return click.option(

@@ -54,7 +54,8 @@ class MelangeGroup(click.Group):
 def cli(ctx: click.Context, db, config, socket, output, debug) -> None:
     """IP address management and DHCP address discovery."""
     db, socket = _one_store(ctx, db, socket)
-    ctx.obj = App(db=db, config=config, socket=socket, output=output, debug=debug)
+    app = ctx.ensure_object(App)  # one handed in (melange.clock: a test's clock) is kept
+    app.db, app.config, app.socket, app.output, app.debug = db, config, socket, output, debug
 
 
 def _one_store(ctx: click.Context, db, socket) -> tuple:

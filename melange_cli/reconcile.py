@@ -39,10 +39,22 @@ FIXED = output.View("Finding", ("kind", "details", "fixed"))
     metavar="DIR",
     help="dnsmasq --dhcp-hostsdir: its files count as part of the hosts file.",
 )
+@click.option(
+    "--backend", default="dnsmasq", show_default=True, metavar="NAME",
+    help="The DHCP server's backend (dnsmasq, or one installed as a plugin).",
+)  # fmt: skip
 @output_option
 @pass_app
 def reconcile(
-    app: App, hostsfile, leasefile, fix, dnsmasq_pidfile, release_interface, network, hostsdir
+    app: App,
+    hostsfile,
+    leasefile,
+    fix,
+    dnsmasq_pidfile,
+    release_interface,
+    network,
+    hostsdir,
+    backend,
 ):
     """Purge expired holds, then find (and with --fix repair) drift between the store, the
     hosts file and dnsmasq's leases. Exit 8 while drift remains.
@@ -63,6 +75,7 @@ def reconcile(
         release_interface=release_interface,
         network=network,
         hostsdir=hostsdir,
+        backend=backend,
     )
     records = _records(result)
     _emit(app.output_format(), records, fix)

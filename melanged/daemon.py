@@ -13,7 +13,7 @@ import signal
 import time
 from pathlib import Path
 
-from melange import dhcpsync
+from melange import dhcp_backend
 from melange.errors import Conflict, MelangeError, NotFound, StoreUnavailable
 from melange.filesync import remove_leftovers
 from melange.localfiles import open_regular, prepare_directory
@@ -77,7 +77,7 @@ class Daemon:
     def _setup(self) -> None:
         s = self.settings
         self.store = Store(s.db_url, release_hold=s.release_hold, schema_ttl=SCHEMA_TTL)
-        target = dhcpsync.Target(
+        target = dhcp_backend.Target(
             hostsfile=s.hostsfile,
             optsfile=s.optsfile,
             pidfile=s.dnsmasq_pidfile,
@@ -85,7 +85,7 @@ class Daemon:
             hostsdir=s.hostsdir,
             release_interface=s.release_interface,
         )
-        self.backend = dhcpsync.load(s.backend, target)
+        self.backend = dhcp_backend.load(s.backend, target)
         self.quiet = Quiescence(s.wait_min, s.wait_max)
         for path in (s.hostsfile, s.optsfile, s.hostsdir):
             if path is not None:
@@ -162,7 +162,7 @@ class Daemon:
                     result = self.backend.sync(self.store, force_reload=force)
                     self.quiet.rendered(time.monotonic())
                     force = False
-                    _log_result(result)
+                    _log_result(result, self.backend.name)
                 backoff = BACKOFF_START
                 time.sleep(self.settings.poll_interval)
             except Exception as error:  # noqa: BLE001  (a daemon outlives any one pass)
@@ -204,7 +204,7 @@ def _sleep_unless_signalled(daemon: Daemon, seconds: float) -> None:
         time.sleep(0.05)
 
 
-def _log_result(result) -> None:
+def _log_result(result: dhcp_backend.SyncResult, server: str) -> None:
     if result.hosts_changed or result.opts_changed:
         how = "hosts dir (no reload)" if result.added_only else "hosts file"
         delta = f" (+{result.added} -{result.removed})" if result.added or result.removed else ""
@@ -212,7 +212,7 @@ def _log_result(result) -> None:
             "rendered %d hosts%s via %s; reload sent: %s%s",
             result.lines, delta, how,
             "yes" if result.reloaded else "no",
-            "" if result.server_running is not False else " (dnsmasq is not running)",
+            "" if result.server_running is not False else f" ({server} is not running)",
         )  # fmt: skip
     if result.released:
         log.info("released stale leases: %s", ", ".join(result.released))

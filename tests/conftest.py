@@ -15,6 +15,8 @@ sys.path.insert(0, str(Path(__file__).parent))
 from localusers import root_sleep, users  # noqa: E402, F401
 from realparts import dnsmasq_server, netns_pair  # noqa: E402, F401
 
+from melange.clock import SYSTEM, Clock  # noqa: E402
+from melange_cli.context import App  # noqa: E402
 from melange_cli.main import cli  # noqa: E402
 
 
@@ -25,12 +27,14 @@ class Melange:
     db: Path | str
     env: dict
     socket: str | None = None  # through melanged's socket instead of opening the store
+    clock: Clock = SYSTEM  # what the store reads the time from (tests/support/clock.py)
 
     def __call__(self, *args: str, output: str = "plain", input: str | None = None) -> Result:
         runner = CliRunner()
         where = ["--socket", self.socket] if self.socket else ["--db", str(self.db)]
         argv = [*where, "-o", output, *args]
-        return runner.invoke(cli, argv, env=self.env, input=input, catch_exceptions=False)
+        return runner.invoke(cli, argv, env=self.env, input=input, catch_exceptions=False,
+                             obj=App(clock=self.clock))  # fmt: skip
 
     def ok(self, *args: str, output: str = "plain") -> str:
         """Run and insist on success; the stdout."""

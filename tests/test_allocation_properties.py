@@ -3,7 +3,7 @@
 Each example builds a small block (IPv4 /28../30 or IPv6 /120../126, with or
 without a gateway, with a random policy of unusable ranges and octets) in a
 fresh store, runs a random sequence of operations, and after every step checks
-the store against a model kept here:
+the store against the reference model (tests/support/allocation_model.py):
 
 - no address is ever active twice, and nothing forbidden is ever handed out
   (network/broadcast of IPv4 below /31, the gateway, policy ranges and octets,
@@ -23,19 +23,17 @@ number go through the CLI.
 
 from __future__ import annotations
 
-import atexit
 import dataclasses
 import ipaddress
 import json
-import shutil
-import sqlite3
 import tempfile
-from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
 from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
+from support.allocation_model import Block, Model, forbidden
+from support.scratch_stores import age_hold, empty_store_file
 
 from melange import operations
 from melange.errors import MelangeError
@@ -47,56 +45,13 @@ MACS = ("02:00:00:00:00:01", "02:00:00:00:00:02", "02:00:00:00:00:03")
 HOLD = 3600
 V4_BASE = int(ipaddress.IPv4Address("10.20.0.0"))
 V6_BASE = int(ipaddress.IPv6Address("2001:db8:0:7::"))
-EXPIRED_AT = "2000-01-01 00:00:00.000000"
 
 
-# -- the block under test, and what it must never hand out
-
-
-@dataclass(frozen=True)
-class Setup:
-    version: int
-    prefixlen: int
-    first: int
-    gateway: int | None  # index into the block
-    ranges: tuple[tuple[int, int], ...]  # policy (offset, length)
-    octets: tuple[int, ...]  # policy octets (only IPv4 honours them)
-    with_policy: bool
-
-    @property
-    def size(self) -> int:
-        return 2 ** ((32 if self.version == 4 else 128) - self.prefixlen)
-
-    def text(self, index: int) -> str:
-        cls = ipaddress.IPv4Address if self.version == 4 else ipaddress.IPv6Address
-        return str(cls(self.first + index))
-
-    @property
-    def cidr(self) -> str:
-        return f"{self.text(0)}/{self.prefixlen}"
-
-
-def forbidden(setup: Setup) -> set[int]:
-    """Indices the block must never hand out, computed from the contract's rules."""
-    size = setup.size
-    out: set[int] = set()
-    if setup.version == 4 and setup.prefixlen < 31:
-        out |= {0, size - 1}
-    if setup.version == 6 and setup.prefixlen < 127:
-        out.add(0)  # subnet-router anycast
-    if setup.gateway is not None:
-        out.add(setup.gateway)
-    if setup.with_policy:
-        for offset, length in setup.ranges:
-            start = offset if offset >= 0 else size + offset
-            out |= {i for i in range(start, start + length) if 0 <= i < size}
-        if setup.version == 4:
-            out |= {i for i in range(size) if (setup.first + i) & 0xFF in setup.octets}
-    return out
+# -- the block under test (the rules it must keep: tests/support/allocation_model.py)
 
 
 @st.composite
-def setups(draw) -> Setup:
+def setups(draw) -> Block:
     version = draw(st.sampled_from([4, 6]))
     if version == 4:
         prefixlen = draw(st.integers(28, 30))
@@ -120,7 +75,7 @@ def setups(draw) -> Setup:
         st.lists(st.sampled_from(own_octets) | st.integers(0, 255), max_size=3, unique=True)
     )
     with_policy = draw(st.booleans()) or bool(ranges or octets)
-    return Setup(version, prefixlen, first, gateway, tuple(ranges), tuple(octets), with_policy)
+    return Block(version, prefixlen, first, gateway, tuple(ranges), tuple(octets), with_policy)
 
 
 # -- operations: plain tuples so hypothesis prints and shrinks them readably
@@ -155,137 +110,29 @@ def scenarios(draw, max_ops: int = 20):
     return setup, ops
 
 
-# -- the model
+# -- which address a step acts on, and what the model says `ip list` shows
 
 
-@dataclass
-class Model:
-    setup: Setup
-    forbidden: set[int]
-    allocated: dict[int, int | None] = field(default_factory=dict)  # index -> MAC index
-    held: dict[int, int | None] = field(default_factory=dict)
+def pick(model: Model, which: int, among: str) -> int:
+    """An address to act on: one held, one live (allocated or held), or any at all."""
+    held = sorted(model.held)
+    live = sorted(model.allocated.keys() | model.held.keys())
+    for candidates in [held, live] if among == "held" else [live] if among == "live" else []:
+        if candidates:
+            return candidates[which % len(candidates)]
+    return which % model.block.size
 
-    def free(self) -> list[int]:
-        return [
-            i
-            for i in range(self.setup.size)
-            if i not in self.forbidden and i not in self.allocated and i not in self.held
-        ]
 
-    def holder(self, mac: int) -> int | None:
-        return next((i for i, m in self.allocated.items() if m == mac), None)
-
-    def pick(self, which: int, among: str) -> int:
-        """An address to act on: one held, one live (allocated or held), or any at all."""
-        held = sorted(self.held)
-        live = sorted(self.allocated.keys() | self.held.keys())
-        for candidates in [held, live] if among == "held" else [live] if among == "live" else []:
-            if candidates:
-                return candidates[which % len(candidates)]
-        return which % self.setup.size
-
-    # Each returns (exit code, indices handed out or None).
-
-    def allocate(self, mac, index, count):
-        if count is not None and (count < 1 or mac is not None or index is not None):
-            return 2, None
-        if index == self.setup.size:  # outside the block
-            return 2, None
-        if count is not None:
-            free = self.free()
-            if len(free) < count:
-                return 5, None
-            for i in free[:count]:
-                self.allocated[i] = None
-            return 0, free[:count]
-        if mac is not None:
-            existing = self.holder(mac)
-            if existing is not None:
-                if index is not None and index != existing:
-                    return 4, None
-                return 0, [existing]
-        if index is not None:
-            if index in self.forbidden or index in self.allocated or index in self.held:
-                return 4, None
-            self.allocated[index] = mac
-            return 0, [index]
-        free = self.free()
-        if not free:
-            return 5, None
-        self.allocated[free[0]] = mac
-        return 0, [free[0]]
-
-    def release(self, index: int, now: bool):
-        if index in self.allocated:
-            mac = self.allocated.pop(index)
-            if not now:
-                self.held[index] = mac
-            return 0, None
-        if index in self.held:
-            if not now:
-                return 4, None
-            del self.held[index]
-            return 0, None
-        return 3, None
-
-    def restore(self, index: int):
-        if index in self.allocated:
-            return 4, None
-        if index in self.held:
-            mac = self.held[index]
-            if mac is not None and self.holder(mac) is not None:
-                return 4, None
-            self.allocated[index] = self.held.pop(index)
-            return 0, None
-        return 3, None
-
-    def expire(self, index: int) -> bool:
-        """The hold on `index` runs out: the address is free again."""
-        if index in self.held:
-            del self.held[index]
-            return True
-        return False
-
-    def listing(self, released: bool) -> list[tuple[str, str | None, str]]:
-        rows = self.held if released else self.allocated
-        state = "held" if released else "allocated"
-        return [
-            (self.setup.text(i), None if m is None else MACS[m], state)
-            for i, m in sorted(rows.items())
-        ]
+def listing(model: Model, released: bool) -> list[tuple[str, str | None, str]]:
+    rows = model.held if released else model.allocated
+    state = "held" if released else "allocated"
+    return [
+        (model.block.text(i), None if m is None else MACS[m], state)
+        for i, m in sorted(rows.items())
+    ]
 
 
 # -- drivers: the same steps through the core API or the CLI
-
-
-def age_hold(db: Path, setup: Setup, index: int) -> None:
-    """Make the hold on one address older than the release time."""
-    with sqlite3.connect(db) as conn:
-        changed = conn.execute(
-            "UPDATE ip_addresses SET held_until = ? WHERE address = ? AND state = 'held'",
-            (EXPIRED_AT, (setup.first + index).to_bytes(16, "big")),
-        ).rowcount
-    conn.close()
-    assert changed == 1
-
-
-_TEMPLATE: dict[str, Path] = {}
-
-
-def empty_store_file(directory: Path) -> Path:
-    """A copy of an initialised empty store (migrating once per session, not per example)."""
-    if "path" not in _TEMPLATE:
-        template_dir = Path(tempfile.mkdtemp(prefix="melange-template-"))
-        atexit.register(shutil.rmtree, template_dir, True)
-        template = template_dir / "template.db"
-        store = Store(f"sqlite:///{template}", release_hold=HOLD)
-        store.ensure_schema()
-        store.close()
-        assert not Path(f"{template}-wal").exists() or Path(f"{template}-wal").stat().st_size == 0
-        _TEMPLATE["path"] = template
-    target = directory / "melange.db"
-    shutil.copyfile(_TEMPLATE["path"], target)
-    return target
 
 
 class CoreDriver:
@@ -302,7 +149,7 @@ class CoreDriver:
         except MelangeError as error:
             return error.exit_code, None
 
-    def setup_block(self, setup: Setup) -> None:
+    def setup_block(self, setup: Block) -> None:
         if setup.with_policy:
             assert self.call("policy.create", name=POLICY)[0] == 0
             for offset, length in setup.ranges:
@@ -357,7 +204,7 @@ class CliDriver:
             assert len(lines) == 1 and lines[0].startswith("Error: "), result.stderr
             assert result.stdout == ""
 
-    def setup_block(self, setup: Setup) -> None:
+    def setup_block(self, setup: Block) -> None:
         if setup.with_policy:
             self.melange.ok("policy", "create", POLICY)
             for offset, length in setup.ranges:
@@ -409,7 +256,7 @@ class CliDriver:
 
 
 def check_store(driver, model: Model) -> None:
-    forbidden_texts = {model.setup.text(i) for i in model.forbidden}
+    forbidden_texts = {model.block.text(i) for i in model.forbidden}
     active = driver.listing(released=False)
     held = driver.listing(released=True)
     addresses = [r["address"] for r in active + held]
@@ -420,8 +267,8 @@ def check_store(driver, model: Model) -> None:
     assert len(macs) == len(set(macs)), f"a MAC holds two active addresses: {active}"
     got_active = [(r["address"], r["mac"], r["state"]) for r in active]
     got_held = [(r["address"], r["mac"], r["state"]) for r in held]
-    assert got_active == model.listing(released=False)
-    assert got_held == model.listing(released=True)
+    assert got_active == listing(model, released=False)
+    assert got_held == listing(model, released=True)
     usage = driver.utilization()
     assert (usage["used"], usage["held"], usage["free"], usage["unusable"]) == (
         len(model.allocated),
@@ -439,8 +286,8 @@ def allocate_kind(mac, index, count) -> str:
     return "plain" if mac is None else "mac"
 
 
-def run_scenario(driver, setup: Setup, ops) -> None:
-    model = Model(setup, forbidden(setup))
+def run_scenario(driver, setup: Block, ops) -> None:
+    model = Model(setup)
     driver.setup_block(setup)
     check_store(driver, model)
     for step, op in enumerate(ops):
@@ -458,13 +305,13 @@ def run_scenario(driver, setup: Setup, ops) -> None:
                 assert got == [setup.text(i) for i in want], where
         elif kind == "release":
             _, (which, among), now = op
-            index = model.pick(which, among)
+            index = pick(model, which, among)
             want_code, _ = model.release(index, now)
             event(f"release now={now} -> {want_code}")
             assert driver.release(setup.text(index), now) == want_code, where
         elif kind == "restore":
             _, (which, among) = op
-            index = model.pick(which, among)
+            index = pick(model, which, among)
             want_code, _ = model.restore(index)
             event(f"restore -> {want_code}")
             assert driver.restore(setup.text(index)) == want_code, where
@@ -473,7 +320,7 @@ def run_scenario(driver, setup: Setup, ops) -> None:
             held = sorted(model.held)
             if held:
                 index = held[which % len(held)]
-                age_hold(driver.db, setup, index)
+                age_hold(driver.db, setup.first + index)
                 assert model.expire(index)
                 event("expire")
         check_store(driver, model)
@@ -511,14 +358,14 @@ def test_cli_sequences_agree_with_model(melange, scenario):
 
 
 def test_model_forbidden_examples():
-    v4 = Setup(4, 28, V4_BASE, 1, ((-2, 5), (3, 1)), (7,), True)
+    v4 = Block(4, 28, V4_BASE, 1, ((-2, 5), (3, 1)), (7,), True)
     assert forbidden(v4) == {0, 15, 1, 14, 3, 7}
-    v6 = Setup(6, 126, V6_BASE, None, (), (1, 2, 3), True)
+    v6 = Block(6, 126, V6_BASE, None, (), (1, 2, 3), True)
     assert forbidden(v6) == {0}  # octet rules are IPv4-only
 
 
 def test_lowest_free_is_handed_out_fixed_example(tmp_path):
-    setup = Setup(4, 29, V4_BASE, 2, ((-3, 1),), (), True)  # .0 net .2 gw .5 policy .7 bcast
+    setup = Block(4, 29, V4_BASE, 2, ((-3, 1),), (), True)  # .0 net .2 gw .5 policy .7 bcast
     driver = CoreDriver(tmp_path)
     try:
         driver.setup_block(setup)

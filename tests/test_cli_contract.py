@@ -12,13 +12,13 @@ import hashlib
 import ipaddress
 import json
 import re
-import time
 from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
 from conftest import Melange, dump_store, execute_sql
+from support.clock import FakeClock
 
 from melange_cli.main import cli
 
@@ -468,16 +468,16 @@ def test_restore_undoes_a_release(melange):
 
 
 def test_expired_hold_never_blocks_allocation(melange, tmp_path):
-    # The hold must outlast the next command even on a loaded machine (a 1 s hold once
-    # expired before it ran); then wait for both holds to run out.
-    short = with_config(melange, tmp_path, "[melange]\nrelease_hold = 3s\n")
+    # The hold outlasts the next command even on a loaded machine (an hour of the
+    # test's clock); then the clock skips past both holds' end.
+    short = with_config(melange, tmp_path, "[melange]\nrelease_hold = 1h\n")
+    short.clock = clock = FakeClock()
     web(short, "10.0.0.8/30")  # .9 and .10
     a, b = allocate(short, "web", "--mac", MAC1), allocate(short, "web")
     short.ok("ip", "release", a)
     short.ok("ip", "release", b)
-    released = time.monotonic()
     assert_error(short("block", "allocate", "web"), 5)  # still held
-    time.sleep(max(0.0, released + 3.1 - time.monotonic()))
+    clock.advance(3601)
     assert short.json("ip", "list", "--released") == []
     got = short.json("block", "allocate", "web", "--count", "2")
     assert sorted(x["address"] for x in got) == sorted([a, b])
@@ -485,10 +485,11 @@ def test_expired_hold_never_blocks_allocation(melange, tmp_path):
 
 def test_expired_hold_allows_address_request_and_mac_reuse(melange, tmp_path):
     short = with_config(melange, tmp_path, "[melange]\nrelease_hold = 1s\n")
+    short.clock = clock = FakeClock()
     web(short, "10.0.0.0/24", "--gateway", "10.0.0.1")
     a = allocate(short, "web", "--mac", MAC1)
     short.ok("ip", "release", a)
-    time.sleep(1.1)
+    clock.advance(2)  # past the hold, stored to the second
     assert allocate(short, "web", "--address", a, "--mac", MAC2) == a
     assert hosts_lines(short) == [f"{MAC2},{a}"]
     assert short("ip", "restore", a).exit_code == 4  # allocated again: nothing to restore
@@ -505,10 +506,11 @@ def test_zero_release_hold_frees_at_once(melange, tmp_path):
 
 def test_restore_after_the_hold_expired_fails(melange, tmp_path):
     short = with_config(melange, tmp_path, "[melange]\nrelease_hold = 1s\n")
+    short.clock = clock = FakeClock()
     web(short)
     a = allocate(short, "web")
     short.ok("ip", "release", a)
-    time.sleep(1.1)
+    clock.advance(2)  # past the hold, stored to the second
     result = short("ip", "restore", a)
     assert result.exit_code in (3, 4)
     assert_error(result, result.exit_code)

@@ -43,7 +43,7 @@ def test_count_is_all_or_nothing_when_killed(store_url, tmp_path):
             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
             env={**os.environ, "PYTHONPATH": str(HERE.parent)},
         )  # fmt: skip
-        time.sleep(delay)
+        time.sleep(delay)  # where the kill lands in the allocation: what is tested
         proc.send_signal(signal.SIGKILL)
         proc.wait(timeout=30)
         count = len(active(store_url))
@@ -79,7 +79,11 @@ def test_a_locked_block_does_not_hold_up_another(store_url):
         # And block a itself waits for the holder: the lock is real.
         waiting = spawn(["-m", "melange_cli.main", "--db", store_url, "-o", "plain",
                           "block", "allocate", "a"])  # fmt: skip
-        time.sleep(1.0)
+        deadline = time.monotonic() + 30
+        while not lock_waits(engine):  # the server shows it queued behind the holder
+            assert waiting.poll() is None, "allocation from a locked block did not wait"
+            assert time.monotonic() < deadline, "the allocation never waited for the lock"
+            time.sleep(0.01)
         assert waiting.poll() is None, "allocation from a locked block did not wait"
         holder.rollback()
         done.set()
@@ -90,3 +94,21 @@ def test_a_locked_block_does_not_hold_up_another(store_url):
     engine.dispose()
     with create_engine(store_url, poolclass=NullPool).connect() as conn:
         assert conn.execute(select(func.count()).select_from(ip_addresses)).scalar() == 2
+
+
+def lock_waits(engine) -> int:
+    """How many transactions on this test's database wait for a lock right now (the
+    server is shared with other tests)."""
+    if engine.dialect.name == "postgresql":
+        query = (
+            "SELECT count(*) FROM pg_locks l JOIN pg_stat_activity a ON a.pid = l.pid"
+            " WHERE NOT l.granted AND a.datname = current_database()"
+        )
+    else:  # MariaDB
+        query = (
+            "SELECT count(*) FROM information_schema.innodb_trx t"
+            " JOIN information_schema.processlist p ON p.id = t.trx_mysql_thread_id"
+            " WHERE t.trx_state = 'LOCK WAIT' AND p.db = DATABASE()"
+        )
+    with engine.connect() as conn:
+        return conn.execute(text(query)).scalar()

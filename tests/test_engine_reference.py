@@ -1,8 +1,9 @@
 """The allocation engine against a slow reference that scans every address.
 
 The engine keeps free ranges and interval/octet exclusions so it never walks a
-block address by address; the reference here does exactly that walk, with the
-contract's rules written out plainly, on blocks small enough to scan:
+block address by address; the reference (tests/support/allocation_model.py, also
+what the property tests check against) does exactly that walk, with the contract's
+rules written out plainly, on blocks small enough to scan:
 
 - after random pre-allocations (`--address`), releases to holds, releases
   `--now` and holds that have run out, `--count k` must hand out the k lowest
@@ -15,18 +16,17 @@ contract's rules written out plainly, on blocks small enough to scan:
 
 from __future__ import annotations
 
-import atexit
 import ipaddress
-import shutil
 import sqlite3
 import tempfile
-from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 from conftest import dump_store
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from support.allocation_model import Block, Model, allowed
+from support.scratch_stores import age_hold, empty_store_file
 
 from melange import operations
 from melange.errors import Conflict, Exhausted
@@ -38,64 +38,10 @@ POLICY = "refpol"
 HOLD = 3600
 V4_BASE = int(ipaddress.IPv4Address("172.16.0.0"))
 V6_BASE = int(ipaddress.IPv6Address("2001:db8:42::"))
-EXPIRED_AT = "2000-01-01 00:00:00.000000"
 MAC = "02:00:00:00:0a:01"
 
 
-# -- the reference: the contract's rules, address by address
-
-
-@dataclass(frozen=True)
-class Block:
-    version: int
-    prefixlen: int
-    first: int
-    gateway: int | None  # an address (int)
-    ranges: tuple[tuple[int, int], ...]
-    octets: tuple[int, ...]
-    with_policy: bool
-
-    @property
-    def size(self) -> int:
-        return 2 ** ((32 if self.version == 4 else 128) - self.prefixlen)
-
-    @property
-    def last(self) -> int:
-        return self.first + self.size - 1
-
-    def text(self, address: int) -> str:
-        cls = ipaddress.IPv4Address if self.version == 4 else ipaddress.IPv6Address
-        return str(cls(address))
-
-    @property
-    def cidr(self) -> str:
-        return f"{self.text(self.first)}/{self.prefixlen}"
-
-
-def allowed(block: Block, address: int) -> bool:
-    """Whether the contract lets the block hand out `address` at all."""
-    offset = address - block.first
-    if not 0 <= offset < block.size:
-        return False
-    if block.version == 4 and block.prefixlen < 31 and address in (block.first, block.last):
-        return False
-    if block.version == 6 and block.prefixlen < 127 and address == block.first:
-        return False
-    if address == block.gateway:
-        return False
-    if block.with_policy:
-        for start, length in block.ranges:
-            begin = start if start >= 0 else block.size + start
-            if begin <= offset < begin + length:
-                return False
-        if block.version == 4 and address % 256 in block.octets:
-            return False
-    return True
-
-
-def reference_free(block: Block, taken: set[int]) -> list[int]:
-    """Every allowed address not allocated nor held, ascending, by scanning them all."""
-    return [a for a in range(block.first, block.last + 1) if allowed(block, a) and a not in taken]
+# -- blocks small enough to scan (the rules: tests/support/allocation_model.py)
 
 
 @st.composite
@@ -112,9 +58,9 @@ def blocks(draw) -> Block:
     gateway = None
     if draw(st.booleans()):
         if version == 4 and prefixlen < 31:  # not the network or broadcast address
-            gateway = first + draw(st.integers(1, size - 2))
+            gateway = draw(st.integers(1, size - 2))
         else:
-            gateway = first + draw(st.integers(0, size - 1))
+            gateway = draw(st.integers(0, size - 1))
     ranges = draw(
         st.lists(
             st.tuples(
@@ -130,22 +76,11 @@ def blocks(draw) -> Block:
     return Block(version, prefixlen, first, gateway, tuple(ranges), tuple(octets), with_policy)
 
 
-# -- a store per example (copied from one migrated template: migrations are slow)
-
-_TEMPLATE: dict[str, Path] = {}
+# -- a store per example
 
 
 def fresh_store(directory: Path) -> tuple[Store, Path]:
-    if "path" not in _TEMPLATE:
-        template_dir = Path(tempfile.mkdtemp(prefix="melange-ref-template-"))
-        atexit.register(shutil.rmtree, template_dir, True)
-        template = template_dir / "template.db"
-        store = Store(f"sqlite:///{template}", release_hold=HOLD)
-        store.ensure_schema()
-        store.close()
-        _TEMPLATE["path"] = template
-    path = directory / "melange.db"
-    shutil.copyfile(_TEMPLATE["path"], path)
+    path = empty_store_file(directory)
     return Store(f"sqlite:///{path}", release_hold=HOLD), path
 
 
@@ -168,17 +103,6 @@ def create_block(store: Store, block: Block) -> None:
             "policy": POLICY if block.with_policy else None,
         },
     )
-
-
-def expire_hold(path: Path, address: int) -> None:
-    """Age one hold past the release time, as if the hold time had passed (no cleanup)."""
-    with sqlite3.connect(path) as conn:
-        changed = conn.execute(
-            "UPDATE ip_addresses SET held_until = ? WHERE address = ? AND state = 'held'",
-            (EXPIRED_AT, address.to_bytes(16, "big")),
-        ).rowcount
-    conn.close()
-    assert changed == 1
 
 
 def dump_file(path: Path) -> list[tuple]:
@@ -204,78 +128,75 @@ def listed(store: Store, released: bool) -> list[str]:
 
 @st.composite
 def histories(draw):
-    """A block, then addresses to pre-allocate and what becomes of each."""
+    """A block, then addresses (indices) to pre-allocate and what becomes of each."""
     block = draw(blocks())
-    offsets = draw(st.lists(st.integers(0, block.size - 1), max_size=24, unique=True))
+    indices = draw(st.lists(st.integers(0, block.size - 1), max_size=24, unique=True))
     fates = draw(
         st.lists(
             st.sampled_from(["keep", "keep", "hold", "free", "expire"]),
-            min_size=len(offsets),
-            max_size=len(offsets),
+            min_size=len(indices),
+            max_size=len(indices),
         )
     )
-    return block, [block.first + o for o in offsets], fates
+    return block, indices, fates
 
 
 @settings(max_examples=60, deadline=None)
 @given(histories(), st.data())
 def test_count_allocation_matches_brute_force(history, data):
     block, wanted, fates = history
+    model = Model(block)
     with tempfile.TemporaryDirectory(prefix="melange-ref-") as directory:
         store, path = fresh_store(Path(directory))
         try:
             create_block(store, block)
-            allocated: set[int] = set()
-            held: set[int] = set()
-            for address, fate in zip(wanted, fates, strict=True):
-                params = {"block_ref": BLOCK, "address": block.text(address)}
-                if not allowed(block, address):
+            for index, fate in zip(wanted, fates, strict=True):
+                params = {"block_ref": BLOCK, "address": block.text(index)}
+                if model.allocate(None, index, None) != (0, [index]):  # not allowed
                     with pytest.raises(Conflict):
                         operations.run(store, "block.allocate", params)
                     continue
                 got = operations.run(store, "block.allocate", params)
-                assert [r["address"] for r in got] == [block.text(address)]
-                allocated.add(address)
+                assert [r["address"] for r in got] == [block.text(index)]
                 if fate == "keep":
                     continue
-                release = {"address": block.text(address), "block": BLOCK, "now": fate == "free"}
+                release = {"address": block.text(index), "block": BLOCK, "now": fate == "free"}
                 operations.run(store, "ip.release", release)
-                allocated.discard(address)
-                if fate == "hold":
-                    held.add(address)
-                elif fate == "expire":
-                    expire_hold(path, address)
-            assert listed(store, False) == [block.text(a) for a in sorted(allocated)]
-            assert listed(store, True) == [block.text(a) for a in sorted(held)]
+                assert model.release(index, now=fate == "free") == (0, None)
+                if fate == "expire":
+                    age_hold(path, block.first + index)
+                    assert model.expire(index)
+            assert listed(store, False) == [block.text(i) for i in sorted(model.allocated)]
+            assert listed(store, True) == [block.text(i) for i in sorted(model.held)]
 
             for _round in range(3):
-                free = reference_free(block, allocated | held)
+                free = model.free()
                 k = data.draw(
                     st.integers(1, 4) | st.integers(max(1, len(free) - 2), len(free) + 2),
                     label="count",
                 )
                 before = dump_file(path)
-                if k > len(free):
+                code, chosen = model.allocate(None, None, k)
+                if code == 5:
                     with pytest.raises(Exhausted):
                         operations.run(store, "block.allocate", {"block_ref": BLOCK, "count": k})
                     assert dump_file(path) == before, "a failed allocation changed the store"
                     continue
                 got = operations.run(store, "block.allocate", {"block_ref": BLOCK, "count": k})
-                assert [r["address"] for r in got] == [block.text(a) for a in free[:k]]
-                allocated |= set(free[:k])
-                assert listed(store, False) == [block.text(a) for a in sorted(allocated)]
-                assert listed(store, True) == [block.text(a) for a in sorted(held)]
+                assert [r["address"] for r in got] == [block.text(i) for i in chosen]
+                assert listed(store, False) == [block.text(i) for i in sorted(model.allocated)]
+                assert listed(store, True) == [block.text(i) for i in sorted(model.held)]
 
             # One more, without --count (and with a MAC): the lowest free, or exhausted.
-            free = reference_free(block, allocated | held)
             before = dump_file(path)
-            if not free:
+            code, chosen = model.allocate(0, None, None)
+            if code == 5:
                 with pytest.raises(Exhausted):
                     operations.run(store, "block.allocate", {"block_ref": BLOCK, "mac": MAC})
                 assert dump_file(path) == before
             else:
                 got = operations.run(store, "block.allocate", {"block_ref": BLOCK, "mac": MAC})
-                assert [r["address"] for r in got] == [block.text(free[0])]
+                assert [r["address"] for r in got] == [block.text(i) for i in chosen]
         finally:
             store.close()
 
@@ -316,10 +237,8 @@ def test_slash8_octet_policy_block(tmp_path):
         with pytest.raises(Conflict):
             operations.run(store, "block.allocate", {"block_ref": BLOCK, "address": "10.1.2.7"})
         got = operations.run(store, "block.allocate", {"block_ref": BLOCK, "count": 600})
-        first = int(ipaddress.IPv4Address("10.0.0.0"))
-        block = Block(4, 8, first, first + 1, (), (0, 7, 255), True)
-        scan = range(block.first, block.first + 4096)
-        expected = [block.text(a) for a in scan if allowed(block, a)][:600]
+        block = Block(4, 8, int(ipaddress.IPv4Address("10.0.0.0")), 1, (), (0, 7, 255), True)
+        expected = [block.text(i) for i in range(4096) if allowed(block, i)][:600]
         assert [r["address"] for r in got] == expected
         assert expected[-1].startswith("10.0.2.")
     finally:

@@ -4,9 +4,12 @@ from __future__ import annotations
 
 import random
 import signal
+import socket
 import subprocess
 import sys
 import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager, suppress
 
 import pytest
 from melanged_harness import (
@@ -43,6 +46,21 @@ def _has(server, line: str, hostsdir=None) -> bool:
     return line in served_lines(server.hostsfile, hostsdir)
 
 
+def _caught_up(m: Melanged, server, m_since: int = 0, d_since: int = 0, own: int = 0) -> None:
+    """Wait until dnsmasq has re-read its hosts file once for each reload melanged logged
+    sending after the two log marks (plus `own` reads of its own: its start): from then
+    on it serves the last file rendered, so a test waits for that instead of sleeping."""
+    wait_until(
+        lambda: reloads(server, d_since) >= own + m.log()[m_since:].count("reload sent: yes"),
+        what="dnsmasq to re-read the rendered files",
+    )
+
+
+def _marks(m: Melanged, server) -> tuple[int, int]:
+    """Where melanged's log and dnsmasq's log end now."""
+    return len(m.log()), server.log_mark()
+
+
 def test_client_gets_its_address_router_and_dns(db, dnsmasq_server, netns_pair, daemon):
     ip = cli(db, "block", "allocate", "lan", "--mac", MAC, "--hostname", "vm1").strip()
     wait_until(lambda: _has(dnsmasq_server, f"{MAC},{ip},vm1"), what="hosts line")
@@ -59,17 +77,19 @@ def test_moved_then_released_address(db, dnsmasq_server, netns_pair, daemon):
     wait_until(lambda: _has(dnsmasq_server, f"{MAC},{first}"))
     assert udhcpc_lease(netns_pair, MAC)["ip"] == first
     # Move: release at once and ask for another address for the same MAC.
+    marks = _marks(daemon, dnsmasq_server)
     cli(db, "ip", "release", first, "--now")
     cli(db, "block", "allocate", "lan", "--mac", MAC, "--address", "10.77.0.200")
     wait_until(lambda: served_lines(dnsmasq_server.hostsfile) == {f"{MAC},10.77.0.200"})
-    mark = dnsmasq_server.log_mark()
-    dnsmasq_server.wait_for_log(r"read .*hosts", since=mark - 200 if mark > 200 else 0)
-    time.sleep(0.3)
+    daemon.wait_log("rendered 1 hosts", since=marks[0])
+    _caught_up(daemon, dnsmasq_server, *marks)
     assert udhcpc_lease(netns_pair, MAC)["ip"] == "10.77.0.200"
     # Release: no reservation, so a static-only dnsmasq offers nothing.
+    marks = _marks(daemon, dnsmasq_server)
     cli(db, "ip", "release", "10.77.0.200")
     wait_until(lambda: served_lines(dnsmasq_server.hostsfile) == set(), what="empty file")
-    time.sleep(0.3)
+    daemon.wait_log("rendered 0 hosts", since=marks[0])
+    _caught_up(daemon, dnsmasq_server, *marks)
     assert udhcpc_lease(netns_pair, MAC, tries=2) is None
     assert dnsmasq_server.alive()
 
@@ -77,6 +97,7 @@ def test_moved_then_released_address(db, dnsmasq_server, netns_pair, daemon):
 def test_hosts_file_is_atomic_and_mode_0644(db, dnsmasq_server, daemon):
     cli(db, "block", "allocate", "lan", "--mac", MAC)
     wait_until(lambda: dnsmasq_server.hostsfile.stat().st_size > 0)
+    daemon.wait_log("rendered 1 hosts")  # the opts file is written after the hosts file
     assert dnsmasq_server.hostsfile.stat().st_mode & 0o777 == 0o644
     leftovers = [p.name for p in dnsmasq_server.hostsfile.parent.iterdir()
                  if p.name.startswith(".")]  # fmt: skip
@@ -94,16 +115,22 @@ def test_two_networks_two_dnsmasqs_reload_independently(tmp_path):
             Dnsmasq(pair2, tmp_path / "d2", network="net2") as d2, \
             Melanged(url, d1, tmp_path / "d1", network="net1") as m1, \
             Melanged(url, d2, tmp_path / "d2", network="net2") as m2:  # fmt: skip
-        for m in (m1, m2):
-            m.wait_log("watching")
-        time.sleep(0.5)
-        base1, base2 = d1.log_mark(), d2.log_mark()
+        for m, d in ((m1, d1), (m2, d2)):
+            m.wait_log("rendered")
+            _caught_up(m, d, own=1)  # the start-up render read, besides dnsmasq's own start
+        marks1, marks2 = _marks(m1, d1), _marks(m2, d2)
         ip = cli(url, "block", "allocate", "net1", "--mac", MAC).strip()
         wait_until(lambda: _has(d1, f"{MAC},{ip}"))
-        wait_until(lambda: reloads(d1, base1) >= 1, what="net1 reload")
-        time.sleep(1.0)
-        assert reloads(d2, base2) == 0, d2.log_text()[base2:]
-        assert served_lines(d2.hostsfile) == set()
+        wait_until(lambda: reloads(d1, marks1[1]) >= 1, what="net1 reload")
+        # A later change to net2 is rendered after anything net1's change made m2 do:
+        # once d2 has read it, d2 has read everything m2 sent, which is that one file.
+        mac2 = "02:00:00:00:00:bb"
+        ip2 = cli(url, "block", "allocate", "net2", "--mac", mac2).strip()
+        wait_until(lambda: _has(d2, f"{mac2},{ip2}"), what="net2 line")
+        m2.wait_log("rendered 1 hosts", since=marks2[0])
+        _caught_up(m2, d2, *marks2)
+        assert reloads(d2, marks2[1]) == 1, d2.log_text()[marks2[1] :]
+        assert served_lines(d2.hostsfile) == {f"{mac2},{ip2}"}
         assert udhcpc_lease(pair1, MAC)["ip"] == ip
         assert d1.alive() and d2.alive()
 
@@ -136,17 +163,25 @@ def test_a_burst_of_200_is_coalesced(db, dnsmasq_server, tmp_path, use_hostsdir,
         dnsmasq_server.stop()
         dnsmasq_server.extra_args.append(f"--dhcp-hostsdir={hostsdir}")
         dnsmasq_server.start()
+    started = dnsmasq_server.log_mark()
     with Melanged(db, dnsmasq_server, tmp_path, network="net1", hostsdir=hostsdir) as m:
-        m.wait_log("watching")
-        time.sleep(0.5)
-        mark = dnsmasq_server.log_mark()
+        m.wait_log("rendered")
+        _caught_up(m, dnsmasq_server, d_since=started)
+        mark, dmark = _marks(m, dnsmasq_server)
         _burst(db, 200)
         expected = set(cli(db, "dhcp", "hosts", "--network", "net1").splitlines())
         assert len(expected) == 200
         wait_until(lambda: served_lines(dnsmasq_server.hostsfile, hostsdir) == expected,
                    timeout=20, what="all 200 lines")  # fmt: skip
-        time.sleep(2.5)  # any trailing render would have happened by now
-        count = reloads(dnsmasq_server, mark)
+        # One more address after the burst: every render of the burst comes before the
+        # one that shows it (201 hosts), so none can trail behind unseen.
+        cli(db, "block", "allocate", "lan", "--mac", "02:00:00:02:00:01")
+        m.wait_log("rendered 201 hosts", since=mark)
+        _caught_up(m, dnsmasq_server, mark, dmark)
+        renders = [line for line in m.log()[mark:].splitlines() if "rendered" in line]
+        sent = sum("reload sent: yes" in line for line in renders)
+        assert reloads(dnsmasq_server, dmark) == sent  # each reload melanged sent, read
+        count = sum("reload sent: yes" in line for line in renders if "201 hosts" not in line)
         assert count <= 5, f"{count} reloads for one burst"
         if use_hostsdir:
             assert count == 0, "additions through the hosts dir need no reload"
@@ -171,7 +206,7 @@ def test_sigkill_during_writes_never_leaves_a_partial_file(db, dnsmasq_server, t
     try:
         for _ in range(12):
             m = Melanged(db, dnsmasq_server, tmp_path, network="net1").start()
-            time.sleep(rng.uniform(0.1, 0.6))
+            time.sleep(rng.uniform(0.1, 0.6))  # the kill lands at a random point: the test
             m.kill(signal.SIGKILL)
             text = dnsmasq_server.hostsfile.read_text()
             assert text == "" or text.endswith("\n")
@@ -218,7 +253,10 @@ def test_store_outage_is_survived_and_logged_once(dnsmasq_server, tmp_path):
             wait_until(lambda: _has(dnsmasq_server, f"{MAC},{first}"), what="first render")
             server.stop()
             m.wait_log("store unavailable", timeout=15)
-            time.sleep(3)  # several polls and retries while the store is down
+            # Its port now hangs up on whoever connects: each retry melanged makes while
+            # the store is down is seen here, and two of them must not log again.
+            with _hanging_up(server.port) as retries:
+                wait_until(lambda: retries() >= 2, what="two retries while the store is down")
             assert m.alive()
             assert m.log().count("store unavailable") == 1, m.log()
             assert _has(dnsmasq_server, f"{MAC},{first}"), "the last good file was kept"
@@ -234,6 +272,30 @@ def test_store_outage_is_survived_and_logged_once(dnsmasq_server, tmp_path):
         server.stop()
 
 
+@contextmanager
+def _hanging_up(port: int) -> Iterator[Callable[[], int]]:
+    """Listen on a stopped server's port, closing each connection at once (to the
+    client, the server is still down); yields how many connections came so far."""
+    listener = socket.socket()
+    listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    listener.bind(("127.0.0.1", port))
+    listener.listen()
+    listener.settimeout(0.01)
+    seen = 0
+
+    def accepted() -> int:
+        nonlocal seen
+        with suppress(TimeoutError):
+            listener.accept()[0].close()
+            seen += 1
+        return seen
+
+    try:
+        yield accepted
+    finally:
+        listener.close()
+
+
 @pytest.mark.parametrize("release", [True, False], ids=["release-interface", "no-release"])
 def test_a_moved_address_serves_its_new_owner_at_once(db, dnsmasq_server, netns_pair, tmp_path,
                                                       release):  # fmt: skip
@@ -242,20 +304,24 @@ def test_a_moved_address_serves_its_new_owner_at_once(db, dnsmasq_server, netns_
     with Melanged(db, dnsmasq_server, tmp_path, network="net1", extra=extra,
                   netns=netns_pair.server_ns) as m:  # fmt: skip
         m.wait_log("watching")
+        marks = _marks(m, dnsmasq_server)
         ip = cli(db, "block", "allocate", "lan", "--mac", old_mac).strip()
         wait_until(lambda: _has(dnsmasq_server, f"{old_mac},{ip}"))
-        time.sleep(0.3)
+        m.wait_log("rendered 1 hosts", since=marks[0])
+        _caught_up(m, dnsmasq_server, *marks)
         assert udhcpc_lease(netns_pair, old_mac)["ip"] == ip
         assert ip in dnsmasq_server.lease_text()
+        marks = _marks(m, dnsmasq_server)
         cli(db, "ip", "release", ip, "--now")
         cli(db, "block", "allocate", "lan", "--mac", new_mac, "--address", ip)
         wait_until(lambda: served_lines(dnsmasq_server.hostsfile) == {f"{new_mac},{ip}"})
+        m.wait_log("rendered 1 hosts", since=marks[0])  # the render that wrote it
         if release:
             m.wait_log("released stale leases", timeout=10)
             wait_until(lambda: old_mac not in dnsmasq_server.lease_text(), what="lease dropped")
             assert udhcpc_lease(netns_pair, new_mac)["ip"] == ip
         else:
-            time.sleep(0.5)
+            _caught_up(m, dnsmasq_server, *marks)  # dnsmasq knows the new owner
             # The old lease still holds the address: the new owner has to wait.
             assert udhcpc_lease(netns_pair, new_mac, tries=2) is None
     assert dnsmasq_server.alive()
@@ -267,7 +333,8 @@ def test_reloads_with_leases_never_crash_dnsmasq(db, dnsmasq_server, netns_pair,
     for mac in macs:
         cli(db, "block", "allocate", "lan", "--mac", mac)
     wait_until(lambda: len(served_lines(dnsmasq_server.hostsfile)) == 3)
-    time.sleep(0.3)
+    daemon.wait_log("rendered 3 hosts")
+    _caught_up(daemon, dnsmasq_server, own=1)  # dnsmasq's start, then every render
     for mac in macs:
         assert udhcpc_lease(netns_pair, mac) is not None
     for round_ in range(4):

@@ -317,6 +317,26 @@ def test_a_hosts_dir_counts_as_part_of_the_hosts_file(melange, tmp_path):
     assert list(hostsdir.glob("melange-*")) == []
 
 
+@pytest.mark.sqlite_only
+def test_a_line_in_any_file_dnsmasq_reads_from_the_hosts_dir_is_drift(melange, tmp_path):
+    """dnsmasq reads every file of its hosts dir, not only melange's: a line left there
+    by hand is found, and --fix (the one listing of the dir, dnsmasq's) removes it."""
+    setup_web(melange)
+    hosts, hostsdir = tmp_path / "hosts", tmp_path / "hosts.d"
+    hostsdir.mkdir()
+    hosts.write_text(melange.ok("dhcp", "hosts"))
+    stray = hostsdir / "by-hand"
+    stray.write_text("02:00:00:00:00:99,10.0.0.99\n")
+    backup = hostsdir / "by-hand~"  # an editor's backup: dnsmasq skips it
+    backup.write_text("02:00:00:00:00:98,10.0.0.98\n")
+    args = ("--hostsfile", str(hosts), "--hostsdir", str(hostsdir))
+    assert assert_drift(melange, *args) == [
+        {"kind": "hosts_extra", "line": "02:00:00:00:00:99,10.0.0.99"}]  # fmt: skip
+    assert_fixed(melange, *args)
+    assert not stray.exists() and backup.exists()
+    assert hosts.read_text() == melange.ok("dhcp", "hosts")
+
+
 # -- dnsmasq's leases (files written here; a real dnsmasq further down)
 
 

@@ -11,7 +11,8 @@ from sqlalchemy import MetaData, create_engine, delete, insert, inspect, text
 from sqlalchemy.pool import NullPool
 
 from melange import migrations, operations
-from melange.store import Store, utcnow
+from melange.clock import utcnow
+from melange.store import Store
 
 RELEASED = utcnow().replace(microsecond=0) - timedelta(hours=1)  # still held after 0007
 

@@ -17,9 +17,10 @@ from sqlalchemy.pool import NullPool
 
 from melange import operations
 from melange import store as store_module
+from melange.clock import utcnow
 from melange.errors import Conflict
 from melange.models import policies
-from melange.store import Store, utcnow
+from melange.store import Store
 from melange_cli.main import cli
 
 PAGE = 4096

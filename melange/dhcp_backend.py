@@ -1,0 +1,140 @@
+"""What melange needs of a DHCP server's backend, and the registry that finds one.
+
+Three callers use a backend, and only through `load` (the entry-point group
+`melange.dhcp_backends`): melanged runs `sync` whenever the store changes,
+`melange dhcp sync` runs it once, and `melange reconcile` compares what the
+server reads and the leases it handed out with the store, and repairs them.
+Everything about one server (its file formats, pidfile, signals, lease file,
+how a lease is forgotten) lives in its backend module and nowhere else.
+
+Adding a backend (Kea, say) touches no other module: write a class that
+satisfies `DhcpBackend` in a module of its own (or another package) and name
+it in `melange.dhcp_backends` (setup.cfg's entry points); `dhcp sync
+--backend`, melanged's `backend` setting and `reconcile --backend` then find
+it by name.
+
+This module is a leaf: it imports nothing of melange that could import it
+back, so backends and callers alike can import it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Hashable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Protocol
+
+import netaddr
+
+from melange.errors import InvalidInput
+
+if TYPE_CHECKING:
+    from sqlalchemy import Connection
+
+    from melange.store import Store
+
+GROUP = "melange.dhcp_backends"
+DEFAULT = "dnsmasq"
+
+
+@dataclass(frozen=True)
+class Target:
+    """Where a backend writes and reads, and which server it tells.
+
+    Every field may be absent: `reconcile --leasefile` alone has no hosts
+    file, and a pass that writes needs one (the backend says so)."""
+
+    hostsfile: Path | None = None
+    optsfile: Path | None = None
+    pidfile: Path | None = None
+    network: str | None = None
+    hostsdir: Path | None = None
+    release_interface: str | None = None
+    leasefile: Path | None = None
+
+
+@dataclass
+class SyncResult:
+    """What one pass did (the JSON of `dhcp sync`, melanged's log line)."""
+
+    hosts_changed: bool = False
+    opts_changed: bool = False
+    added_only: bool = False
+    reloaded: bool = False
+    server_running: bool | None = None
+    lines: int = 0
+    added: int = 0
+    removed: int = 0
+    released: list[str] = field(default_factory=list)
+
+    def as_dict(self) -> dict:
+        return dict(self.__dict__)
+
+
+@dataclass(frozen=True)
+class Lease:
+    """One lease the server has handed out and still honours."""
+
+    expires: int  # seconds since the epoch; 0 = never
+    address: netaddr.IPAddress
+    mac: int | None  # None for IPv6 (no MAC in the lease) or a non-Ethernet address
+    mac_text: str | None
+    hostname: str | None
+
+
+class DhcpBackend(Protocol):
+    """One DHCP server's files, process and leases, as melange's callers need them."""
+
+    name: str
+    target: Target
+
+    def __init__(self, target: Target) -> None: ...
+
+    # -- melanged and `dhcp sync`
+
+    def sync(self, store: Store, *, force_reload: bool = False) -> SyncResult:
+        """One pass: render, compare, write what changed, tell the server."""
+        ...
+
+    # -- reconcile
+
+    def check_target(self, *, releasing: bool) -> None:
+        """Refuse, before anything changes, a target that cannot work (a bad interface
+        name, a release tool `releasing` needs but is missing, no lease file)."""
+        ...
+
+    def rendered(self, conn: Connection) -> list[str]:
+        """What the store renders for the server's host file, a line each."""
+        ...
+
+    def served(self) -> list[str] | None:
+        """The host lines the server reads now; None when its host file is missing."""
+        ...
+
+    def line_keys(self, line: str) -> tuple[Hashable, Hashable]:
+        """(IP key, MAC key) of a host line, to pair a changed line with the store's."""
+        ...
+
+    def leases(self, now: float | None = None) -> list[Lease]:
+        """The leases in force in the target's lease file."""
+        ...
+
+    def settle(self, after: SyncResult) -> None:
+        """Wait until the server has taken in what `sync` just wrote."""
+        ...
+
+    def release(self, leases: list[tuple[str, str | None]]) -> list[str]:
+        """Ask the server to forget these (address, MAC) leases, those it can; the
+        addresses it was asked about, once it has dropped them (or given up waiting)."""
+        ...
+
+
+def load(name: str, target: Target) -> DhcpBackend:
+    """The backend called `name` in the `melange.dhcp_backends` entry points."""
+    from importlib.metadata import entry_points
+
+    for entry in entry_points(group=GROUP):
+        if entry.name == name:
+            backend: DhcpBackend = entry.load()(target)
+            return backend
+    raise InvalidInput(f"unknown DHCP backend {name!r}")
