@@ -14,10 +14,6 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 PACKAGES = ("melange", "melange_cli", "melanged", "benchmarks")
-# Circles known and being worked on, each exactly as it stands (a larger one fails).
-ALLOWED_CYCLES = [
-    {"melange.dnsmasq", "melange.dhcpsync"},  # being removed by the DHCP backend work
-]
 
 
 def module_names(root: Path, packages: Iterable[str]) -> dict[str, Path]:
@@ -110,8 +106,7 @@ def cycles(graph: Mapping[str, Iterable[str]]) -> list[set[str]]:
 def test_no_import_cycles_in_melange_cli_daemon_and_benchmarks():
     graph = import_graph(ROOT, PACKAGES)
     assert "melange.store" in graph and "benchmarks.common" in graph  # the walk found them
-    unexpected = [sorted(c) for c in cycles(graph) if c not in ALLOWED_CYCLES]
-    assert unexpected == []
+    assert [sorted(c) for c in cycles(graph)] == []
 
 
 def test_the_cycle_finder_finds_planted_cycles_and_only_those():
