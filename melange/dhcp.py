@@ -1,283 +1,19 @@
-"""Rendering what dnsmasq reads: the hosts file, the opts file and the config.
+"""`melange dhcp hosts/opts/config`: what the default DHCP backend renders from the store.
 
-Lines are streamed in a fixed order so equal stores give equal bytes (the
-daemon compares bytes before it rewrites a file or signals dnsmasq). Every
-field was validated on the way into the store, so no line can carry a
-comma, a newline or a tag that dnsmasq would read another way.
-
-The hosts file is the one render that grows with the store (a million lines
-is a normal size), so it is streamed in batches, each formatted by one list
-comprehension; on SQLite the rows come straight off the driver's cursor, as
-SQLAlchemy's Row objects would cost more than the formatting itself.
+The renders themselves (formats, tags, order, limits) are the backend's, found
+through the `melange.dhcp_backends` registry (melange.dhcp_backend); these are
+the operations the CLI and the socket protocol call, whose signatures the
+protocol is derived from (melange.params), so they stay as they are whichever
+backend renders.
 """
 
 from __future__ import annotations
 
-import socket
-from collections.abc import Callable, Iterator, Sequence
-from itertools import chain, groupby
-from operator import itemgetter
-from typing import cast
+from collections.abc import Callable
 
-import netaddr
-from sqlalchemy import Connection, LargeBinary, Select, func, select, type_coerce
+from sqlalchemy import Connection
 
-from melange import holds, subnets
-from melange.models import blocks, ip_addresses
-from melange.names import require_network
-from melange.prepared import translated_error
-from melange.records import ip_text
-
-STREAM_BATCH = 8192  # rows per fetch: ~250 kB of text, so memory stays flat at any size
-FAMILIES = (4, 6)  # file order: every IPv4 line, then every IPv6 line
-_NTOP = socket.inet_ntop
-_V4 = socket.AF_INET
-_V6 = socket.AF_INET6
-MIN_DHCPV6_PREFIX = 64  # dnsmasq refuses a dhcp-range with a shorter prefix
-_OCTETS = tuple(str(n) for n in range(256))  # an IPv4 octet's decimal text
-
-HostRow = tuple[int, bytes, str | None]  # mac, 16-byte big-endian address, hostname
-
-
-def _hosts_query(network: str | None, version: int | None) -> Select:
-    """Allocated addresses with a MAC, by address (then block): those of one family,
-    or of both with the version as a fourth column and IPv4 first."""
-    ip = ip_addresses.c
-    query = (
-        select(ip.mac, type_coerce(ip.address, LargeBinary), ip.hostname)
-        .join(blocks, blocks.c.id == ip.block_id)
-        .where(holds.allocated(ip), ip.mac.is_not(None))
-    )
-    if version is None:
-        query = query.add_columns(blocks.c.version)
-        query = query.order_by(blocks.c.version, ip.address, ip.block_id)
-    else:
-        query = query.where(blocks.c.version == version).order_by(ip.address, ip.block_id)
-    if network is not None:
-        query = query.where(blocks.c.network == network)
-    return query
-
-
-def _family_batches(
-    conn: Connection, network: str | None
-) -> Iterator[tuple[int, Sequence[HostRow]]]:
-    """(version, rows) in file order, a batch at a time: never the whole result in memory.
-
-    SQLite: one statement per family, read off the driver's cursor. Both see
-    the snapshot this read transaction took, and sorting each family by two
-    keys without a version column costs ~15% less than the single statement.
-    MariaDB and PostgreSQL: one statement, since READ COMMITTED gives each
-    statement a snapshot of its own, through SQLAlchemy's stream_results,
-    which picks the server-side cursor each driver needs (PyMySQL's SSCursor,
-    psycopg's named cursor); their drivers would otherwise load the whole
-    result on execute.
-    """
-    if conn.dialect.name == "sqlite":
-        if not conn.in_transaction():
-            conn.begin()  # as SQLAlchemy's own execute would: one snapshot for both
-        for version in FAMILIES:
-            for rows in _sqlite_batches(conn, _hosts_query(network, version)):
-                yield version, rows
-        return
-    # Options on the statement, not the connection: Connection.execution_options
-    # changes the connection in place, and the store reuses it for the next
-    # transaction, whose UPDATEs PostgreSQL would then be asked to DECLARE.
-    query = _hosts_query(network, None).execution_options(
-        stream_results=True, yield_per=STREAM_BATCH
-    )
-    with conn.execute(query) as result:  # closed (drained) if the reader stops early
-        for partition in result.partitions():
-            for version, family in groupby(partition, key=itemgetter(3)):
-                yield version, [(mac, raw, hostname) for mac, raw, hostname, _ in family]
-
-
-def _sqlite_batches(conn: Connection, query: Select) -> Iterator[list[HostRow]]:
-    """Plain tuples from sqlite3, in this transaction; errors wrapped as SQLAlchemy's
-    (so the store still retries a locked database and reports a lost one)."""
-    compiled = query.compile(dialect=conn.dialect).construct_expanded_state()
-    statement, params = compiled.statement, compiled.positional_parameters
-    dbapi = conn.connection.dbapi_connection
-    assert dbapi is not None  # a connection checked out of the pool, in a transaction
-    cursor = dbapi.cursor()
-    try:
-        cursor.execute(statement, params)
-        while batch := cursor.fetchmany(STREAM_BATCH):
-            yield cast(list[HostRow], batch)  # sqlite3 rows: plain tuples, in a list
-    except conn.dialect.loaded_dbapi.Error as error:
-        raise translated_error(conn, statement, params, error) from error
-    finally:
-        cursor.close()
-
-
-def host_line(mac: int, address: bytes, hostname: str | None, version: int) -> str:
-    """One `MAC,IP[,HOSTNAME]` line: IPv6 in brackets, as dnsmasq reads it."""
-    if version == 4:
-        shown = _NTOP(_V4, address[12:])
-    else:
-        shown = f"[{_NTOP(_V6, address)}]"
-    if hostname:
-        return f"{mac.to_bytes(6, 'big').hex(':')},{shown},{hostname}\n"
-    return f"{mac.to_bytes(6, 'big').hex(':')},{shown}\n"
-
-
-def _format(rows: Sequence[HostRow], version: int) -> list[str]:
-    """A batch of one family's lines. The common line (IPv4, no hostname) is built
-    inline, its octets looked up as text: about half the time that inet_ntop on a
-    slice and a call per line took. The rest go through host_line."""
-    line = host_line
-    if version != 4:
-        return [line(mac, raw, hostname, version) for mac, raw, hostname in rows]
-    o = _OCTETS
-    return [
-        (
-            f"{mac.to_bytes(6, 'big').hex(':')},"  # one string built, as for a single f-string
-            f"{o[raw[12]]}.{o[raw[13]]}.{o[raw[14]]}.{o[raw[15]]}\n"
-        )
-        if not hostname
-        else line(mac, raw, hostname, 4)
-        for mac, raw, hostname in rows
-    ]
-
-
-def _line_batches(conn: Connection, network: str | None) -> Iterator[list[str]]:
-    """The hosts file's lines a batch at a time. The network is checked here, at the
-    call, not at the first batch: a caller writing a file must fail before it opens one."""
-    require_network(conn, network)
-    return (_format(rows, version) for version, rows in _family_batches(conn, network))
-
-
-def hosts_lines(conn: Connection, network: str | None = None) -> Iterator[str]:
-    """One `MAC,IP[,HOSTNAME]` line per allocated address that has a MAC, in file order."""
-    return chain.from_iterable(_line_batches(conn, network))
-
-
-def hosts_chunks(conn: Connection, network: str | None = None) -> Iterator[bytes]:
-    """The hosts file as UTF-8 chunks of a batch each: one write per ~250 kB."""
-    return ("".join(lines).encode() for lines in _line_batches(conn, network))
-
-
-def _networks(conn: Connection, network: str | None) -> Sequence:
-    require_network(conn, network)
-    query = (
-        select(blocks)
-        .where(blocks.c.network.is_not(None))
-        .order_by(blocks.c.network, blocks.c.version, blocks.c.first_addr)
-    )
-    if network is not None:
-        query = query.where(blocks.c.network == network)
-    return conn.execute(query).all()
-
-
-def block_tag(block) -> str:
-    """The dnsmasq tag of one block that serves DHCP: `NET/CIDR`.
-
-    Unique (a network's leaf blocks never overlap, and no network name holds
-    a `/`, so it can never be a network's tag either), stable (a block's CIDR
-    never changes, unlike an id SQLite may hand out again) and read by
-    dnsmasq as one tag (no comma, no leading `!`, no wildcard `*`).
-    """
-    return f"{block.network}/{block.cidr}"
-
-
-def _served(conn: Connection, network: str | None) -> tuple[list, dict]:
-    """The blocks that serve DHCP (those with a network and no subnets), and every
-    block of their networks by id (their ancestors among them)."""
-    rows = _networks(conn, network)
-    parents = {row.parent_id for row in rows if row.parent_id is not None}
-    return [row for row in rows if row.id not in parents], {row.id: row for row in rows}
-
-
-def classless_routes(block, chain, route_lists: dict) -> list[tuple[str, int]]:
-    """Option 121's (destination, gateway) pairs for `block`: its routes and its ancestors'
-    (each destination once, the nearest block's), then the default route exactly once,
-    through the block's router: a client given option 121 ignores option 3 (RFC 3442).
-    Empty when the block has no route but a default one (option 3 says it all)."""
-    default = subnets.DEFAULT_ROUTE[block.version]
-    pairs = [
-        (destination, gateway)
-        for destination, (gateway, _) in subnets.merged_routes(block, chain, route_lists).items()
-        if destination != default
-    ]
-    if not pairs:
-        return []
-    router = subnets.router(block, chain, route_lists)
-    if router is not None:
-        pairs.append((default, router))
-    return pairs
-
-
-def classless_line(tag: str, pairs: list[tuple[str, int]]) -> str:
-    """The opts-file line of an IPv4 block's classless static routes."""
-    text = ",".join(f"{destination},{ip_text(gateway, 4)}" for destination, gateway in pairs)
-    return f"tag:{tag},option:classless-static-route,{text}\n"
-
-
-def classless_size(pairs: list[tuple[str, int]]) -> int:
-    """Bytes of option 121 on the wire (RFC 3442: a prefix length, the prefix's
-    significant octets, then the router's four)."""
-    return sum(1 + (int(destination.rsplit("/", 1)[1]) + 7) // 8 + 4 for destination, _ in pairs)
-
-
-def opts_lines(conn: Connection, network: str | None = None) -> Iterator[str]:
-    """Router, DNS servers and classless routes per IPv4 block that serves DHCP, each
-    under the block's own tag (`tag:NET/CIDR,...`): one line per (tag, option), and a
-    subnet's inherited values rendered as its own."""
-    served, by_id = _served(conn, network)
-    served = [block for block in served if block.version == 4]
-    levels = list(by_id)
-    dns_lists = subnets.dns_lists(conn, levels)
-    route_lists = subnets.route_lists(conn, levels)
-    for block in served:
-        chain = subnets.chain_in(block, by_id)
-        tag = block_tag(block)
-        router = subnets.router(block, chain, route_lists)
-        if router is not None:
-            yield f"tag:{tag},option:router,{ip_text(router, 4)}\n"
-        servers, _ = subnets.nearest_listed(block, chain, dns_lists)
-        dns = ",".join(ip_text(address, 4) or "" for address, version in servers if version == 4)
-        if dns:
-            yield f"tag:{tag},option:dns-server,{dns}\n"
-        pairs = classless_routes(block, chain, route_lists)
-        if pairs:
-            yield classless_line(tag, pairs)
-
-
-def config_lines(
-    conn: Connection,
-    network: str | None = None,
-    *,
-    hostsfile: str = "/var/lib/melange/dnsmasq.hosts",
-    optsfile: str = "/var/lib/melange/dnsmasq.opts",
-) -> Iterator[str]:
-    """The dnsmasq options a network needs: per block that serves DHCP, a static
-    dhcp-range setting the block's own tag and a tag-if setting the network's tag
-    from it (scripts may still match `tag:NET`); then the files."""
-    served, _ = _served(conn, network)
-    hosts = 0
-    for block in served:
-        tag = block_tag(block)
-        net = netaddr.IPNetwork(block.cidr)
-        if block.version == 6 and net.prefixlen < MIN_DHCPV6_PREFIX:
-            yield (
-                f"# {tag}: not served: dnsmasq serves DHCPv6 only on a /{MIN_DHCPV6_PREFIX} "
-                "or longer prefix (subnet the block to serve it)\n"
-            )
-            continue
-        mask = net.netmask if block.version == 4 else net.prefixlen
-        yield f"dhcp-range=set:{tag},{net.network},static,{mask},12h\n"
-        yield f"tag-if=set:{block.network},tag:{tag}\n"
-        hosts += _count_hosts(conn, block.id)
-    yield f"dhcp-hostsfile={hostsfile}\n"
-    yield f"dhcp-optsfile={optsfile}\n"
-    yield f"dhcp-lease-max={max(1000, hosts * 2)}\n"
-
-
-def _count_hosts(conn: Connection, block_id: int) -> int:
-    return conn.execute(
-        select(func.count()).where(
-            ip_addresses.c.block_id == block_id, holds.allocated(ip_addresses.c)
-        )
-    ).scalar_one()
+from melange import dhcp_backend
 
 
 def hosts_text(
@@ -285,16 +21,12 @@ def hosts_text(
 ) -> str | None:
     """The hosts file as text; or, given `sink`, handed to it in UTF-8 chunks as they
     are rendered, so a million lines go to stdout at flat memory."""
-    if sink is None:
-        return "".join("".join(lines) for lines in _line_batches(conn, network))
-    for chunk in hosts_chunks(conn, network):
-        sink(chunk)
-    return None
+    return dhcp_backend.renderer().hosts_text(conn, network, sink)
 
 
 def opts_text(conn: Connection, network: str | None = None) -> str:
-    return "".join(opts_lines(conn, network))
+    return dhcp_backend.renderer().opts_text(conn, network)
 
 
 def config_text(conn: Connection, network: str | None = None) -> str:
-    return "".join(config_lines(conn, network))
+    return dhcp_backend.renderer().config_text(conn, network)

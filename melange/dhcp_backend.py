@@ -4,8 +4,12 @@ Three callers use a backend, and only through `load` (the entry-point group
 `melange.dhcp_backends`): melanged runs `sync` whenever the store changes,
 `melange dhcp sync` runs it once, and `melange reconcile` compares what the
 server reads and the leases it handed out with the store, and repairs them.
-Everything about one server (its file formats, pidfile, signals, lease file,
-how a lease is forgotten) lives in its backend module and nowhere else.
+Two more need no target, only the backend's class (`renderer`): `melange dhcp
+hosts/opts/config` print its renders, and `route add` asks it whether a
+block's static routes still fit what the server reads.
+Everything about one server (its file formats, render choices, limits,
+pidfile, signals, lease file, how a lease is forgotten) lives in its backend
+module and nowhere else.
 
 Adding a backend (Kea, say) touches no other module: write a class that
 satisfies `DhcpBackend` in a module of its own (or another package) and name
@@ -19,10 +23,11 @@ back, so backends and callers alike can import it.
 
 from __future__ import annotations
 
-from collections.abc import Hashable
+from collections.abc import Callable, Hashable
 from dataclasses import dataclass, field
+from functools import cache
 from pathlib import Path
-from typing import TYPE_CHECKING, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 import netaddr
 
@@ -82,7 +87,37 @@ class Lease:
     hostname: str | None
 
 
-class DhcpBackend(Protocol):
+class DhcpRenderer(Protocol):
+    """What the core asks of a backend's class, with no target: its renders, and
+    the limits of what its server reads. The renders follow the store alone, in
+    a fixed order, so equal stores give equal bytes."""
+
+    @staticmethod
+    def hosts_text(
+        conn: Connection, network: str | None = None, sink: Callable[[bytes], object] | None = None
+    ) -> str | None:
+        """The host file as text; or, given `sink`, handed to it in UTF-8 chunks as
+        they are rendered (a million lines at flat memory), and None."""
+        ...
+
+    @staticmethod
+    def opts_text(conn: Connection, network: str | None = None) -> str:
+        """The per-block options file (router, DNS servers, static routes)."""
+        ...
+
+    @staticmethod
+    def config_text(conn: Connection, network: str | None = None) -> str:
+        """The server configuration a network needs to serve the store's blocks."""
+        ...
+
+    @staticmethod
+    def check_routes(block: Any, pairs: list[tuple[str, int]]) -> None:
+        """Conflict when the static routes (destination CIDR, gateway) of leaf
+        `block`, as option 121 carries them, exceed what the server reads."""
+        ...
+
+
+class DhcpBackend(DhcpRenderer, Protocol):
     """One DHCP server's files, process and leases, as melange's callers need them."""
 
     name: str
@@ -129,12 +164,24 @@ class DhcpBackend(Protocol):
         ...
 
 
-def load(name: str, target: Target) -> DhcpBackend:
-    """The backend called `name` in the `melange.dhcp_backends` entry points."""
+@cache
+def load_class(name: str) -> type[DhcpBackend]:
+    """The backend class called `name` in the `melange.dhcp_backends` entry points
+    (looked up once per process: `route add` asks on every call)."""
     from importlib.metadata import entry_points
 
     for entry in entry_points(group=GROUP):
         if entry.name == name:
-            backend: DhcpBackend = entry.load()(target)
+            backend: type[DhcpBackend] = entry.load()
             return backend
     raise InvalidInput(f"unknown DHCP backend {name!r}")
+
+
+def renderer(name: str = DEFAULT) -> DhcpRenderer:
+    """The renders and limits of backend `name` (the default one unless asked)."""
+    return load_class(name)
+
+
+def load(name: str, target: Target) -> DhcpBackend:
+    """The backend called `name`, writing and reading `target`."""
+    return load_class(name)(target)

@@ -1,13 +1,12 @@
-"""Static routes per block (served to DHCP clients as classless static routes).
+"""Static routes per block (served to DHCP clients in option 121, RFC 3442).
 
 A route's gateway must be on-link: inside the block the route is added to, or
 the gateway the block has in effect (a subnet may inherit one outside it).
 A route to the default destination replaces, for the block's DHCP clients,
 the default route through the block's gateway (their router becomes the
-route's gateway). Every block's option 121 must fit what dnsmasq accepts:
-255 bytes on the wire, and an opts-file line of at most 1024 characters
-(longer ones dnsmasq splits and drops as "bad dhcp-option"); a route that
-would break either, for the block or any subnet below it that inherits it,
+route's gateway). Every block's option 121 must fit what the DHCP server
+reads (the default backend's limits, melange.dhcp_backend); a route that
+would break them, for the block or any subnet below it that inherits it,
 is refused.
 """
 
@@ -17,15 +16,13 @@ import netaddr
 from sqlalchemy import Connection, delete, insert, select
 
 from melange import blocks as block_ops
-from melange import dhcp, subnets
+from melange import dhcp_backend, subnets
 from melange.errors import Conflict, InvalidInput, NotFound
 from melange.models import routes
 from melange.records import block_label, ip_text
 from melange.validate import parse_cidr, parse_ip
 
 R = routes.c
-MAX_OPTION_BYTES = 255  # one DHCP option's length octet
-MAX_OPTS_LINE = 1024  # characters dnsmasq reads as one opts-file line (measured, 2.90)
 _WIDEST_ROUTER = (1 << 32) - 1  # 255.255.255.255: a gateway change never makes a line longer
 
 
@@ -52,27 +49,21 @@ def _check_on_link(conn: Connection, block, via: netaddr.IPAddress) -> None:
 
 
 def check_fits(conn: Connection, block) -> None:
-    """Conflict when option 121 of `block`, or of a block below it, no longer fits dnsmasq
-    (bytes on the wire, or the opts-file line), counting the default route at its
-    widest so that no later gateway change can push it over."""
+    """Conflict when option 121 of `block`, or of a leaf below it, no longer fits what the
+    default DHCP backend's server reads, counting the default route at its widest
+    so that no later gateway change can push it over."""
     if block.version != 4:
         return
     chain = subnets.ancestors(conn, block)
     tree = block_ops.Tree.of([*chain, block, *subnets.descendants(conn, block.id)])
     route_lists = subnets.route_lists(conn, tree.by_id)
     default = subnets.DEFAULT_ROUTE[4]
+    backend = dhcp_backend.renderer()
     for leaf in tree.leaves(block):
         merged = subnets.merged_routes(leaf, subnets.chain_in(leaf, tree.by_id), route_lists)
         pairs = [(dest, via) for dest, (via, _) in merged.items() if dest != default]
         pairs.append((default, _WIDEST_ROUTER))
-        size = dhcp.classless_size(pairs)
-        length = len(dhcp.classless_line(dhcp.block_tag(leaf), pairs)) - 1
-        if size > MAX_OPTION_BYTES or length > MAX_OPTS_LINE:
-            raise Conflict(
-                f"too many routes for block {leaf.cidr}: its classless static routes would "
-                f"take {size} bytes (at most {MAX_OPTION_BYTES}) and a {length}-character "
-                f"opts line (at most {MAX_OPTS_LINE}), which dnsmasq would drop"
-            )
+        backend.check_routes(leaf, pairs)
 
 
 def add(conn: Connection, block_ref: str, destination: str, *, gateway: str) -> dict:

@@ -113,6 +113,75 @@ def test_only_the_registry_reaches_the_dnsmasq_backend():
     assert importers == []
 
 
+# dnsmasq's render vocabulary: config and opts-file words, and option 121's dnsmasq name.
+VOCABULARY = ("dhcp-range", "tag-if", "dhcp-option", "classless", "option:router",
+              "option:dns-server")  # fmt: skip
+CORE = ("melange", "melange_cli", "melanged")
+
+
+def _vocabulary(text: str) -> list[str]:
+    lowered = text.lower()
+    return [word for word in VOCABULARY if word in lowered]
+
+
+def _backend_imports(module: str, tree: ast.Module) -> list[str]:
+    return sorted(name for name in _imports_any(module, tree) if _in_backend(name))
+
+
+def _imports_any(module: str, tree: ast.Module) -> set[str]:
+    """Like `_imports`, but of any module (a planted one is not in SOURCES)."""
+    found: set[str] = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            found.update(alias.name for alias in node.names)
+        elif isinstance(node, ast.ImportFrom) and node.module:
+            found.add(node.module)
+            found.update(f"{node.module}.{alias.name}" for alias in node.names)
+    return found
+
+
+def _core_modules() -> list[Path]:
+    return [path for top in CORE for path in sorted((ROOT / top).rglob("*.py"))
+            if not _in_backend(_module_name(path))]  # fmt: skip
+
+
+def test_dnsmasq_render_vocabulary_lives_only_in_the_backend():
+    """Rendering choices (dhcp-range, tag-if, option names, option 121's line) are
+    dnsmasq's: the core reaches them through the registry, in code and in prose."""
+    found = {
+        str(path.relative_to(ROOT)): words
+        for path in _core_modules()
+        if (words := _vocabulary(path.read_text()))
+    }
+    assert found == {}
+    assert "dhcp-range" in _vocabulary((ROOT / "melange/dnsmasq/render.py").read_text())
+
+
+def test_no_core_module_imports_the_dnsmasq_backend():
+    found = {
+        str(path.relative_to(ROOT)): names
+        for path in _core_modules()
+        if (names := _backend_imports(_module_name(path), ast.parse(path.read_text())))
+    }
+    assert found == {}
+
+
+@pytest.mark.parametrize(
+    "snippet",
+    [
+        'LINE = f"tag-if=set:{network},tag:{tag}"\n',
+        '"""Routes are served as Classless static routes."""\n',
+        "from melange.dnsmasq import render\n",
+        "import melange.dnsmasq.render\n",
+        "from melange.dnsmasq.render import block_tag\n",
+    ],
+)
+def test_the_render_guards_catch_a_planted_copy(snippet):
+    """The two guards above see what they look for: a planted line trips one of them."""
+    caught = _vocabulary(snippet) or _backend_imports("melange.planted", ast.parse(snippet))
+    assert caught
+
+
 def _outside_backend(predicate) -> list[str]:
     return sorted(
         f"{module}:{getattr(node, 'lineno', '?')}"
@@ -175,6 +244,22 @@ class Recording:
 
     def __init__(self, target):
         self.target = target
+
+    @staticmethod
+    def hosts_text(conn, network=None, sink=None):
+        return ""
+
+    @staticmethod
+    def opts_text(conn, network=None):
+        return ""
+
+    @staticmethod
+    def config_text(conn, network=None):
+        return ""
+
+    @staticmethod
+    def check_routes(block, pairs):
+        pass
 
     def sync(self, store, *, force_reload=False):
         self.target.hostsfile.write_text("recorded\\n")

@@ -10,7 +10,8 @@ import pytest
 from sqlalchemy import create_engine, event, exc, text
 from sqlalchemy.pool import NullPool
 
-from melange import dhcp, operations
+from melange import operations
+from melange.dnsmasq import render
 from melange.errors import NotFound
 from melange.store import Store
 
@@ -38,10 +39,10 @@ EXPECTED = (
 
 def _render(store: Store, network: str | None = None) -> tuple[str, bytes, list[str]]:
     """The three ways out: the whole text, the chunks a sink gets, the lines sync reads."""
-    whole = store.read(lambda conn: dhcp.hosts_text(conn, network))
+    whole = store.read(lambda conn: render.hosts_text(conn, network))
     chunks: list[bytes] = []
-    store.read(lambda conn: dhcp.hosts_text(conn, network, sink=chunks.append))
-    lines = store.read(lambda conn: list(dhcp.hosts_lines(conn, network)))
+    store.read(lambda conn: render.hosts_text(conn, network, sink=chunks.append))
+    lines = store.read(lambda conn: list(render.hosts_lines(conn, network)))
     return whole, b"".join(chunks), lines
 
 
@@ -99,8 +100,8 @@ def test_the_inline_line_and_the_general_line_agree_with_an_independent_formatte
     }  # fmt: skip
     for version, rows in families.items():
         expected = [_oracle(*row, version) for row in rows]
-        assert dhcp._format(rows, version) == expected
-        assert [dhcp.host_line(*row, version) for row in rows] == expected
+        assert render._format(rows, version) == expected
+        assert [render.host_line(*row, version) for row in rows] == expected
 
 
 def _fill(store: Store, count: int) -> None:
@@ -116,12 +117,12 @@ def _fill(store: Store, count: int) -> None:
 
 
 def test_a_render_longer_than_a_batch_is_whole_ordered_and_chunked_by_line(store_url):
-    count = 2 * dhcp.STREAM_BATCH + 100
+    count = 2 * render.STREAM_BATCH + 100
     store = Store(store_url)
     try:
         _fill(store, count)
         chunks: list[bytes] = []
-        store.read(lambda conn: dhcp.hosts_text(conn, sink=chunks.append))
+        store.read(lambda conn: render.hosts_text(conn, sink=chunks.append))
         assert len(chunks) == 3 and all(chunk.endswith(b"\n") for chunk in chunks)
         lines = b"".join(chunks).decode().splitlines()
         assert len(lines) == count
@@ -129,7 +130,7 @@ def test_a_render_longer_than_a_batch_is_whole_ordered_and_chunked_by_line(store
         assert addresses == sorted(addresses) and len(set(addresses)) == count
         assert addresses[0] == ipaddress.ip_address("10.60.0.1")
         assert all(line.startswith("02:00:00:") for line in lines)
-        assert store.read(lambda conn: dhcp.hosts_text(conn)) == "\n".join(lines) + "\n"
+        assert store.read(lambda conn: render.hosts_text(conn)) == "\n".join(lines) + "\n"
     finally:
         store.close()
 
@@ -146,7 +147,7 @@ def test_a_server_render_reads_through_a_server_side_cursor(store_url):
 
     event.listen(store.engine, "before_cursor_execute", watch)
     try:
-        assert store.read(lambda conn: dhcp.hosts_text(conn)) == EXPECTED
+        assert store.read(lambda conn: render.hosts_text(conn)) == EXPECTED
     finally:
         event.remove(store.engine, "before_cursor_execute", watch)
         store.close()
@@ -167,7 +168,7 @@ def test_a_driver_error_during_a_sqlite_render_reaches_the_store_as_sqlalchemys(
     engine = create_engine(f"sqlite:///{tmp_path / 'no-tables.db'}", poolclass=NullPool)
     try:
         with engine.connect() as conn, pytest.raises(exc.OperationalError, match="no such table"):
-            dhcp.hosts_text(conn)
+            render.hosts_text(conn)
     finally:
         engine.dispose()
 
@@ -178,7 +179,7 @@ def test_a_render_leaves_its_connection_as_it_found_it(store_url):
     store = _populated(store_url)
 
     def render_then_update(conn) -> int:
-        assert dhcp.hosts_text(conn) == EXPECTED
+        assert render.hosts_text(conn) == EXPECTED
         options = conn.get_execution_options()
         assert "stream_results" not in options and "yield_per" not in options, options
         return conn.execute(text("UPDATE blocks SET generation = generation + 1")).rowcount

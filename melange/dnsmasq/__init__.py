@@ -7,7 +7,8 @@ SIGHUP. So additions go to the hosts dir when one is configured, and only a
 removal or change rewrites the hosts file and reloads.
 
 Reached only through the `melange.dhcp_backends` registry (melange.dhcp_backend),
-never imported by name: the process is in `process`, the files in `files`.
+never imported by name: the process is in `process`, the files it reads in
+`files`, what melange writes into them (and their limits) in `render`.
 """
 
 from __future__ import annotations
@@ -19,9 +20,8 @@ from pathlib import Path
 
 from sqlalchemy import Connection
 
-from melange import dhcp
 from melange.dhcp_backend import Lease, SyncResult, Target
-from melange.dnsmasq import files, process
+from melange.dnsmasq import files, process, render
 from melange.errors import InvalidInput, NotFound
 from melange.filesync import write_if_changed
 from melange.store import Store
@@ -33,6 +33,13 @@ RELEASE_WAIT = 5.0  # seconds to wait for dnsmasq to drop released leases from i
 
 class Dnsmasq:
     name = "dnsmasq"
+
+    # -- renders and limits, for the core (no target needed)
+
+    hosts_text = staticmethod(render.hosts_text)
+    opts_text = staticmethod(render.opts_text)
+    config_text = staticmethod(render.config_text)
+    check_routes = staticmethod(render.check_routes)
 
     def __init__(self, target: Target) -> None:
         self.target = target
@@ -56,7 +63,7 @@ class Dnsmasq:
 
     def rendered(self, conn: Connection) -> list[str]:
         """`melange dhcp hosts` for the target's network, a line each."""
-        return [line.rstrip("\n") for line in dhcp.hosts_lines(conn, self.target.network)]
+        return [line.rstrip("\n") for line in render.hosts_lines(conn, self.target.network)]
 
     def line_keys(self, line: str) -> tuple[tuple, tuple]:
         return files.host_keys(line)
@@ -72,7 +79,7 @@ class Dnsmasq:
             result = self._diff(store)
         if target.optsfile is not None:
             optsfile = target.optsfile
-            opts = store.read(lambda conn: dhcp.opts_text(conn, target.network))
+            opts = store.read(lambda conn: render.opts_text(conn, target.network))
             result.opts_changed = write_if_changed(optsfile, [opts])
         needs_reload = (
             force_reload or result.opts_changed or (result.hosts_changed and not result.added_only)
@@ -88,7 +95,7 @@ class Dnsmasq:
 
     def _stream(self, conn: Connection) -> SyncResult:
         """The hosts file straight from the query to disk: memory stays flat at any size."""
-        counted = _Counter(dhcp.hosts_lines(conn, self.target.network))
+        counted = _Counter(render.hosts_lines(conn, self.target.network))
         changed = write_if_changed(self.hostsfile, counted)
         return SyncResult(hosts_changed=changed, lines=counted.count)
 
