@@ -29,10 +29,13 @@ services:
 
 test: venv system-deps services
 	$(BIN)/ruff check .
+	$(BIN)/mypy
 	$(BIN)/pytest -q -n 3 --dist loadgroup $(PYTEST_ARGS)
 
+# mypy's files and settings are in pyproject.toml ([tool.mypy]).
 lint: venv
 	$(BIN)/ruff check .
+	$(BIN)/mypy
 
 demo: venv
 	scripts/demo.sh
@@ -50,7 +53,7 @@ docs: venv
 	mv docs/cli.md.tmp docs/cli.md
 
 clean:
-	rm -rf build dist .pytest_cache .ruff_cache .hypothesis *.egg-info docs/cli.md.tmp
+	rm -rf build dist .pytest_cache .ruff_cache .mypy_cache .hypothesis *.egg-info docs/cli.md.tmp
 	find . -path ./$(VENV) -prune -o -name __pycache__ -type d -prune -exec rm -rf {} +
 
 distclean: clean

@@ -14,39 +14,17 @@ import tempfile
 from datetime import UTC, datetime
 from pathlib import Path
 
-from benchmarks.common import mac, median, section, store_url, table, timed, verdict
+from benchmarks.common import (
+    RAW_SCHEMA,
+    mac,
+    median,
+    section,
+    store_url,
+    table,
+    timed,
+    verdict,
+)
 
-RAW_SCHEMA = """
-CREATE TABLE blocks (id INTEGER NOT NULL PRIMARY KEY);
-CREATE TABLE interfaces (id INTEGER NOT NULL PRIMARY KEY);
-CREATE TABLE ip_addresses (
-    id INTEGER NOT NULL,
-    block_id INTEGER NOT NULL,
-    address BLOB NOT NULL,
-    mac BIGINT,
-    active_mac BIGINT,
-    hostname VARCHAR(253),
-    interface_id INTEGER,
-    tenant VARCHAR(255),
-    state VARCHAR(9) NOT NULL,
-    allocated_at DATETIME NOT NULL,
-    released_at DATETIME,
-    PRIMARY KEY (id),
-    CHECK ((state = 'allocated' AND released_at IS NULL)
-           OR (state = 'held' AND released_at IS NOT NULL)),
-    CHECK (active_mac IS NULL OR (state = 'allocated' AND active_mac = mac)),
-    CHECK (state IN ('allocated', 'held')),
-    FOREIGN KEY (block_id) REFERENCES blocks (id) ON DELETE RESTRICT,
-    FOREIGN KEY (interface_id) REFERENCES interfaces (id) ON DELETE SET NULL,
-    UNIQUE (block_id, active_mac),
-    UNIQUE (block_id, address)
-);
-CREATE INDEX ix_ip_addresses_address ON ip_addresses (address);
-CREATE INDEX ix_ip_addresses_block_id_state_released_at
-    ON ip_addresses (block_id, state, released_at);
-CREATE INDEX ix_ip_addresses_interface_id ON ip_addresses (interface_id);
-CREATE INDEX ix_ip_addresses_mac ON ip_addresses (mac);
-"""
 INSERT = (
     "INSERT INTO ip_addresses (block_id, address, mac, active_mac, hostname, interface_id,"
     " tenant, state, allocated_at, released_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"

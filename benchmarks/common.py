@@ -149,12 +149,44 @@ def rotating_walls(argvs: dict[str, list[str]], rounds: int) -> dict[str, list[f
     return times
 
 
+# The raw baseline's table, shaped like melange's ip_addresses (see benchmarks/bulk.py).
+RAW_SCHEMA = """
+CREATE TABLE blocks (id INTEGER NOT NULL PRIMARY KEY);
+CREATE TABLE interfaces (id INTEGER NOT NULL PRIMARY KEY);
+CREATE TABLE ip_addresses (
+    id INTEGER NOT NULL,
+    block_id INTEGER NOT NULL,
+    address BLOB NOT NULL,
+    mac BIGINT,
+    active_mac BIGINT,
+    hostname VARCHAR(253),
+    interface_id INTEGER,
+    tenant VARCHAR(255),
+    state VARCHAR(9) NOT NULL,
+    allocated_at DATETIME NOT NULL,
+    released_at DATETIME,
+    PRIMARY KEY (id),
+    CHECK ((state = 'allocated' AND released_at IS NULL)
+           OR (state = 'held' AND released_at IS NOT NULL)),
+    CHECK (active_mac IS NULL OR (state = 'allocated' AND active_mac = mac)),
+    CHECK (state IN ('allocated', 'held')),
+    FOREIGN KEY (block_id) REFERENCES blocks (id) ON DELETE RESTRICT,
+    FOREIGN KEY (interface_id) REFERENCES interfaces (id) ON DELETE SET NULL,
+    UNIQUE (block_id, active_mac),
+    UNIQUE (block_id, address)
+);
+CREATE INDEX ix_ip_addresses_address ON ip_addresses (address);
+CREATE INDEX ix_ip_addresses_block_id_state_released_at
+    ON ip_addresses (block_id, state, released_at);
+CREATE INDEX ix_ip_addresses_interface_id ON ip_addresses (interface_id);
+CREATE INDEX ix_ip_addresses_mac ON ip_addresses (mac);
+"""
+
+
 def bare_sqlite_process(tmp: Path) -> list[str]:
     """The CLI baselines: argv of a new Python process making one sqlite3 insert."""
     import sqlite3
     import sys
-
-    from benchmarks.bulk import RAW_SCHEMA
 
     raw_path = tmp / "raw.db"
     conn = sqlite3.connect(raw_path)

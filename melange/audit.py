@@ -26,6 +26,7 @@ from sqlalchemy import Connection, bindparam, insert
 from melange.clock import utcnow
 from melange.models import audit_addresses, audit_log
 from melange.prepared import Prepared
+from melange.store import insert_one
 
 MAX_OUTCOME = 4000
 MAX_RUN = 1 << 16  # addresses in one run of audit_addresses (bounds the lookup's scan)
@@ -203,7 +204,7 @@ def record(
     if not per_block:
         _INSERT.send(conn, **row)
         return
-    audit_id = conn.execute(insert(audit_log).values(row)).inserted_primary_key[0]
+    audit_id = insert_one(conn, insert(audit_log).values(row))
     conn.execute(
         insert(audit_addresses),
         [

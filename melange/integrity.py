@@ -40,8 +40,8 @@ def _problems(conn: Connection) -> tuple[list[str], int]:
         return ([] if rows == ["ok"] else rows), len(names)
     if dialect in ("mysql", "mariadb"):
         quoted = ", ".join(conn.dialect.identifier_preparer.quote(n) for n in names)
-        rows = conn.exec_driver_sql(f"CHECK TABLE {quoted}").all()
-        bad = [f"{r[0]}: {r[3]}" for r in rows if r[2] == "error" or r[3] not in ("OK", None)]
+        checked = conn.exec_driver_sql(f"CHECK TABLE {quoted}").all()
+        bad = [f"{r[0]}: {r[3]}" for r in checked if r[2] == "error" or r[3] not in ("OK", None)]
         return [b for b in bad if not b.endswith(": Table is already up to date")], len(names)
     for name in names:
         conn.execute(text(f"SELECT count(*) FROM {conn.dialect.identifier_preparer.quote(name)}"))

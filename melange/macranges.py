@@ -10,7 +10,7 @@ from melange.clock import utcnow
 from melange.errors import Conflict, Exhausted, NotFound
 from melange.models import allocated_macs, mac_ranges
 from melange.records import iso
-from melange.store import lock_named
+from melange.store import insert_one, lock_named
 from melange.subnets import PAGE
 from melange.validate import format_mac, parse_mac_cidr
 
@@ -56,12 +56,13 @@ def create(conn: Connection, cidr: str) -> dict:
     ).first()
     if clash is not None:
         raise Conflict(f"{canonical} overlaps MAC range {clash.id} ({clash.cidr})")
-    new_id = conn.execute(
+    new_id = insert_one(
+        conn,
         insert(mac_ranges).values(
             cidr=canonical, first_mac=first, last_mac=last, created_at=utcnow()
-        )
-    ).inserted_primary_key[0]
-    return record(conn, conn.execute(select(mac_ranges).where(M.id == new_id)).first())
+        ),
+    )
+    return record(conn, conn.execute(select(mac_ranges).where(M.id == new_id)).one())
 
 
 def list_ranges(conn: Connection) -> list[dict]:

@@ -1,16 +1,51 @@
 """Alembic, driven from code: the store upgrades only when asked (or when empty).
 
-Alembic is imported here only, so ordinary commands do not pay for it.
+Alembic is imported inside the functions only, so ordinary commands do not pay
+for it. Migrations run on a connection the store hands out (`Migratable`): this
+module does not import the store, which imports it to create an empty store's
+schema on first use.
 """
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Callable
+from contextlib import AbstractContextManager
+from pathlib import Path
+from typing import Protocol
 
 from sqlalchemy import Connection, text
 
 from melange.errors import SchemaOutdated, StoreUnavailable
-from melange.store import SCHEMA_HEAD, Store, schema_dir
+from melange.prepared import raw_connection
+
+# The newest revision among schema/versions (a test holds the two together); the
+# store refuses to work on any other.
+SCHEMA_HEAD = "0007"
+
+
+class Migratable(Protocol):
+    """What migrations need of a store (melange.store.Store is one)."""
+
+    def connection(self, *, write: bool) -> AbstractContextManager[Connection]:
+        """A connection outside any transaction."""
+        ...
+
+    def schema_changed(self) -> None:
+        """Forget that the schema was checked."""
+        ...
+
+    def current_revision(self) -> str | None:
+        """The store's revision, None for an empty store."""
+        ...
+
+
+def schema_dir() -> Path:
+    """Alembic's scripts: beside the source tree, or where the wheel put them."""
+    here = Path(__file__).resolve().parent.parent / "schema"
+    if (here / "env.py").is_file():
+        return here
+    return Path(sys.prefix) / "share" / "melange" / "schema"
 
 
 def _config(connection: Connection):
@@ -69,7 +104,7 @@ def _check_known(conn: Connection, revision: str | None) -> None:
         )
 
 
-def upgrade(store: Store, revision: str = "head", *, only_if_empty: bool = False) -> None:
+def upgrade(store: Migratable, revision: str = "head", *, only_if_empty: bool = False) -> None:
     """Apply migrations up to `revision` in one locked transaction where the backend can.
 
     With `only_if_empty`, nothing happens unless the store still has no schema once
@@ -80,20 +115,20 @@ def upgrade(store: Store, revision: str = "head", *, only_if_empty: bool = False
     _migrate(store, lambda conn: command.upgrade(_config(conn), revision), only_if_empty)
 
 
-def downgrade(store: Store, revision: str) -> None:
+def downgrade(store: Migratable, revision: str) -> None:
     """Go back to `revision` (tests, and an operator undoing an upgrade), as `upgrade` does."""
     from alembic import command
 
     _migrate(store, lambda conn: command.downgrade(_config(conn), revision), False)
 
 
-def _migrate(store: Store, step: Callable[[Connection], None], only_if_empty: bool) -> None:
-    with store._connection(write=True) as conn:
+def _migrate(store: Migratable, step: Callable[[Connection], None], only_if_empty: bool) -> None:
+    with store.connection(write=True) as conn:
         sqlite = conn.dialect.name == "sqlite"
         if sqlite:
             # Batch migrations rebuild tables; with foreign keys on, dropping the
             # old table would cascade or fail. Checked again before commit.
-            conn.connection.driver_connection.execute("PRAGMA foreign_keys = OFF")
+            raw_connection(conn).execute("PRAGMA foreign_keys = OFF")
         try:
             with conn.begin():
                 _lock(conn)
@@ -106,13 +141,13 @@ def _migrate(store: Store, step: Callable[[Connection], None], only_if_empty: bo
                     raise RuntimeError("migration left rows that break a foreign key")
         finally:
             if sqlite:
-                conn.connection.driver_connection.execute("PRAGMA foreign_keys = ON")
+                raw_connection(conn).execute("PRAGMA foreign_keys = ON")
             else:
                 _unlock(conn)
-    store._checked = False
+    store.schema_changed()
 
 
-def initialise(store: Store) -> None:
+def initialise(store: Migratable) -> None:
     """Create the schema of an empty store (first use), at the head revision.
 
     The models are the head schema (tests hold the migrations to them), so an
@@ -162,20 +197,20 @@ def known_revisions() -> set[str]:
     return {script.revision for script in _scripts().walk_revisions()}
 
 
-def status(store: Store) -> dict:
+def status(store: Migratable) -> dict:
     """The store's revision beside the one this melange expects."""
     revision = store.current_revision()
     return {"revision": revision, "head": SCHEMA_HEAD, "up_to_date": revision == SCHEMA_HEAD}
 
 
-def current(store: Store) -> dict:
+def current(store: Migratable) -> dict:
     """`melange db current`: the revision (an empty store is initialised first)."""
     if store.current_revision() is None:
         initialise(store)
     return status(store)
 
 
-def upgrade_to_head(store: Store) -> dict:
+def upgrade_to_head(store: Migratable) -> dict:
     """`melange db upgrade`."""
     upgrade(store)
     return status(store)

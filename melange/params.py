@@ -150,11 +150,12 @@ def _from_hint(name: str, hint: Any, required: bool) -> Parameter | None:
     kinds = {_kind(member) for member in members if member is not type(None)}
     if kinds == {None}:
         return None  # a callback or another in-process object
-    if len(kinds) != 1 or None in kinds:
+    kind = next(iter(kinds)) if len(kinds) == 1 else None
+    if kind is None:
         raise TypeError(f"parameter {name}: a client cannot send {hint!r}")
     bounds = next((e for e in extras if isinstance(e, Bounds)), Bounds())
     document = any(isinstance(e, Document) for e in extras)
-    return Parameter(name, kinds.pop(), required, nullable, bounds, document)
+    return Parameter(name, kind, required, nullable, bounds, document)
 
 
 def _kind(hint: Any) -> type | None:

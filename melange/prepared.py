@@ -10,7 +10,9 @@ treat them exactly as errors from `Connection.execute`.
 
 A prepared statement takes only plain bind parameters (no expanding IN lists);
 its type conversions (addresses as 16 bytes, SQLite's datetimes as text) are
-the same ones SQLAlchemy would apply.
+the same ones SQLAlchemy would apply. Only SQLAlchemy's public API is used
+(see `_Form`); setup.cfg still pins SQLAlchemy to the minor version the tests
+run on, since this module leans on more of it than an ordinary caller does.
 
 Writes whose row count nobody reads can be `send`: inside a transaction that
 allows it (`pipelined`) on a connection that can batch (psycopg's pipeline
@@ -24,13 +26,15 @@ round trip instead of five.
 from __future__ import annotations
 
 from collections import namedtuple
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
-from typing import Any
+from typing import Any, Protocol, cast
 
 from sqlalchemy import Connection, Engine, event, exc
 from sqlalchemy.engine import Dialect
-from sqlalchemy.sql.expression import Executable
+from sqlalchemy.engine.interfaces import DBAPIConnection, DBAPIModule
+from sqlalchemy.sql.compiler import SQLCompiler
+from sqlalchemy.sql.expression import ClauseElement, ReturnsRows
 
 Processor = Callable[[Any], Any]
 # Keys, in the pooled connection's info, of the writes waiting to be sent, and of
@@ -39,16 +43,31 @@ _WAITING = "melange_waiting_writes"
 _BATCHES = "melange_batches"
 
 
-class _Form:
-    """One statement as compiled for one dialect: SQL text, parameters, row shape."""
+class _RowType(Protocol):
+    """A named tuple class, as `namedtuple` makes it (typeshed types it as plain tuple)."""
 
-    def __init__(self, statement: Executable, dialect: Dialect) -> None:
+    def _make(self, values: Iterable[Any]) -> tuple[Any, ...]: ...
+
+
+class _Form:
+    """One statement as compiled for one dialect: SQL text, parameters, row shape.
+
+    Only SQLAlchemy's public API is read here: the compiler's documented
+    attributes (`binds`, `positiontup`, `post_compile_params`,
+    `literal_execute_params`), the types' processors, and the statement's own
+    columns (`exported_columns`: a SELECT's columns, a DML statement's
+    RETURNING). All of it runs once per statement and dialect; executing one
+    costs the same as it did with the compiler's private result columns.
+    """
+
+    def __init__(self, statement: ClauseElement, dialect: Dialect) -> None:
         compiled = statement.compile(dialect=dialect)
+        assert isinstance(compiled, SQLCompiler)
         if compiled.post_compile_params or compiled.literal_execute_params:
             raise ValueError("prepared statements take plain bind parameters only")
         self.sql = str(compiled)
-        self.positional = compiled.positional
-        names = compiled.positiontup if compiled.positional else list(compiled.binds)
+        self.positional = dialect.positional
+        names = list(compiled.positiontup or ()) if self.positional else list(compiled.binds)
         self.names = tuple(names)
         binds = [compiled.binds[name] for name in names]
         self.keys = tuple(bind.key for bind in binds)
@@ -58,11 +77,15 @@ class _Form:
             processor = bind.type.dialect_impl(dialect).bind_processor(dialect)
             if processor is not None:
                 self.processors.append((index, processor))
-        columns = getattr(compiled, "_result_columns", None) or []
-        self.row = namedtuple("Row", [c[0] for c in columns]) if columns else None  # noqa: PYI024
+        columns = (
+            list(statement.exported_columns.items()) if isinstance(statement, ReturnsRows) else []
+        )
+        self.row: _RowType | None = None
+        if columns:
+            self.row = cast(_RowType, namedtuple("Row", [key for key, _ in columns]))  # noqa: PYI024
         self.results: list[tuple[int, Processor]] = []
-        for index, column in enumerate(columns):
-            processor = column[3].dialect_impl(dialect).result_processor(dialect, None)
+        for index, (_key, column) in enumerate(columns):
+            processor = column.type.dialect_impl(dialect).result_processor(dialect, None)
             if processor is not None:
                 self.results.append((index, processor))
 
@@ -79,11 +102,15 @@ class _Form:
             return tuple(values)
         return dict(zip(self.names, values, strict=True))
 
-    def make_row(self, raw: tuple):
+    def make_row(self, raw: Sequence[Any]) -> Any:
+        """The driver's row as a named tuple of converted values."""
+        if self.row is None:
+            raise TypeError("this prepared statement returns no rows")
         if self.results:
-            raw = list(raw)
+            values = list(raw)
             for index, processor in self.results:
-                raw[index] = processor(raw[index])
+                values[index] = processor(values[index])
+            return self.row._make(values)
         return self.row._make(raw)
 
 
@@ -92,7 +119,7 @@ class Prepared:
 
     __slots__ = ("statement", "_forms")
 
-    def __init__(self, statement: Executable) -> None:
+    def __init__(self, statement: ClauseElement) -> None:
         self.statement = statement
         self._forms: dict[str, _Form] = {}  # one driver per dialect here
 
@@ -108,8 +135,7 @@ class Prepared:
         waiting = conn.info.get(_WAITING)
         if waiting:
             return form, _send_waiting(conn, waiting, then=(form.sql, arguments))
-        dbapi_connection = conn.connection.dbapi_connection
-        cursor = dbapi_connection.cursor()
+        cursor = raw_connection(conn).cursor()
         try:
             cursor.execute(form.sql, arguments)
         except conn.dialect.loaded_dbapi.Error as error:
@@ -197,7 +223,7 @@ def _send_waiting(
     waiting.clear()
     send = _SENDERS[conn.dialect.driver]
     try:
-        return send(conn.connection.dbapi_connection, statements)
+        return send(raw_connection(conn), statements)
     except conn.dialect.loaded_dbapi.Error as error:
         sql = "; ".join(sql for sql, _ in statements)
         raise translated_error(conn, sql, [a for _, a in statements], error) from error
@@ -287,14 +313,25 @@ def _galera_node(dbapi_connection) -> bool:
     return bool(on)
 
 
-def translated_error(conn: Connection, sql: str, arguments, error: Exception) -> exc.DBAPIError:
+def raw_connection(conn: Connection) -> DBAPIConnection:
+    """The driver's own connection under `conn`, for what must bypass SQLAlchemy (a
+    statement it would wrap in a transaction, the hot path); never invalidated here."""
+    dbapi_connection = conn.connection.dbapi_connection
+    if dbapi_connection is None:
+        raise exc.ResourceClosedError("the connection was invalidated")
+    return dbapi_connection
+
+
+def translated_error(
+    conn: Connection, sql: str, arguments: Any, error: DBAPIModule.Error
+) -> exc.DBAPIError:
     """The driver's error as SQLAlchemy raises it, for any statement run on the driver's
     cursor; a lost connection is invalidated, as SQLAlchemy would."""
     dialect = conn.dialect
     lost = dialect.is_disconnect(error, conn.connection.dbapi_connection, None)
     if lost:
         conn.invalidate()
-    return exc.DBAPIError.instance(
+    translated = exc.DBAPIError.instance(
         sql,
         arguments,
         error,
@@ -302,3 +339,5 @@ def translated_error(conn: Connection, sql: str, arguments, error: Exception) ->
         connection_invalidated=lost,
         dialect=dialect,
     )
+    assert isinstance(translated, exc.DBAPIError)  # a driver's error always is
+    return translated

@@ -12,7 +12,6 @@ from __future__ import annotations
 import functools
 import os
 import random
-import sys
 import threading
 import time
 import warnings
@@ -21,16 +20,33 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import TypeVar
 
-from sqlalchemy import Connection, Engine, bindparam, create_engine, event, exc, select, text
+from sqlalchemy import (
+    Connection,
+    Engine,
+    Insert,
+    bindparam,
+    create_engine,
+    event,
+    exc,
+    select,
+    text,
+)
 from sqlalchemy.engine import make_url
 
 from melange.clock import SYSTEM, Clock, using
 from melange.errors import Conflict, MelangeError, SchemaOutdated, StoreUnavailable
+from melange.migrations import SCHEMA_HEAD, initialise
 from melange.models import blocks
-from melange.prepared import Prepared, allow_batches, commit_waiting, pipelined, translated_error
+from melange.prepared import (
+    Prepared,
+    allow_batches,
+    commit_waiting,
+    pipelined,
+    raw_connection,
+    translated_error,
+)
 from melange.urls import first_line, parse_store_url, redact, safe_url
 
-SCHEMA_HEAD = "0007"
 # On Galera a writer learns that another node won the same block only at COMMIT,
 # and the loser of one round often loses the next: 12 processes on 2 blocks over
 # 3 nodes need more than 10 attempts for about 1 write in 600 (measured), more
@@ -48,14 +64,6 @@ T = TypeVar("T")
 # and a transaction aborted for a replicated write; XA branch rolled back (deadlock).
 _RETRYABLE_MYSQL = {1205, 1213, 1614}
 _RETRYABLE_PG = {"40001", "40P01", "55P03"}
-
-
-def schema_dir() -> Path:
-    """Alembic's scripts: beside the source tree, or where the wheel put them."""
-    here = Path(__file__).resolve().parent.parent / "schema"
-    if (here / "env.py").is_file():
-        return here
-    return Path(sys.prefix) / "share" / "melange" / "schema"
 
 
 def is_retryable(error: BaseException) -> bool:
@@ -151,7 +159,7 @@ def _configure_sqlite(engine: Engine) -> None:
         # than the BEGIN itself on the allocation path.
         statement = "BEGIN IMMEDIATE" if write else "BEGIN"
         try:
-            conn.connection.dbapi_connection.execute(statement)
+            raw_connection(conn).execute(statement)
         except conn.dialect.loaded_dbapi.Error as error:
             raise translated_error(conn, statement, (), error) from error
 
@@ -330,11 +338,26 @@ class Store:
         store that cannot take the change (read-only, full, damaged) or went away."""
         fault = store_fault(error)
         if fault is not None:
-            detail = redact(first_line(error), self.url)
-            return StoreUnavailable(f"the store {safe_url(self.url)} {fault} ({detail})")
+            return self._faulty(error, fault)
         if is_connection_error(error):
             return self.unavailable("lost the store", error)
         return None
+
+    def _faulty(self, error: exc.DBAPIError, fault: str) -> StoreUnavailable:
+        detail = redact(first_line(error), self.url)
+        return StoreUnavailable(f"the store {safe_url(self.url)} {fault} ({detail})")
+
+    @contextmanager
+    def connection(self, *, write: bool) -> Iterator[Connection]:
+        """A connection outside any transaction, for work that runs its own (migrations,
+        which lock, switch SQLite's foreign keys off and commit DDL their way); it
+        goes back to the store afterwards. Call `schema_changed` if the work did."""
+        with self._connection(write) as conn:
+            yield conn
+
+    def schema_changed(self) -> None:
+        """The next transaction checks the schema again (a migration just ran)."""
+        self._checked = False
 
     @contextmanager
     def _connection(self, write: bool, conn: Connection | None = None) -> Iterator[Connection]:
@@ -396,8 +419,6 @@ class Store:
         self._checked = False
         revision = self.current_revision()
         if revision is None:
-            from melange.migrations import initialise
-
             initialise(self)
             revision = self.current_revision()
         if revision != SCHEMA_HEAD:
@@ -412,8 +433,9 @@ class Store:
                 with conn.begin():
                     return conn.execute(text("SELECT version_num FROM alembic_version")).scalar()
             except exc.DBAPIError as error:
-                if store_fault(error) is not None:
-                    raise self.failure(error) from None
+                fault = store_fault(error)
+                if fault is not None:
+                    raise self._faulty(error, fault) from None
                 if is_connection_error(error) and not _missing_table(error):
                     raise self.unavailable("cannot reach the store", error) from None
                 if _missing_table(error):
@@ -492,7 +514,7 @@ class Store:
 def _alive(conn: Connection) -> bool:
     """Whether the server still has this connection (the dialect's own ping)."""
     try:
-        return bool(conn.dialect.do_ping(conn.connection.dbapi_connection))
+        return bool(conn.dialect.do_ping(raw_connection(conn)))
     except conn.dialect.loaded_dbapi.Error:
         return False
 
@@ -547,6 +569,14 @@ def lock_block(conn: Connection, block_id: int):
     blocks carry on.
     """
     return _LOCK_BLOCK.first(conn, block_id=block_id)
+
+
+def insert_one(conn: Connection, statement: Insert) -> int:
+    """Run an INSERT of one row; the new row's id (its one-column primary key)."""
+    key = conn.execute(statement).inserted_primary_key
+    if key is None:
+        raise TypeError("insert_one takes an INSERT of one row")
+    return key[0]
 
 
 def lock_named(conn: Connection, name: str) -> None:

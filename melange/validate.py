@@ -35,7 +35,7 @@ def is_decimal(text: str) -> bool:
     return bool(text) and text.isascii() and text.isdigit()
 
 
-def _printable(text: str) -> str:
+def _printable(text: object) -> str:
     """Quote user text for an error message so a newline cannot split the line."""
     return repr(text)
 

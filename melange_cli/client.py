@@ -63,10 +63,10 @@ def call(path: str, operation: str, params: dict[str, Any]) -> Any:
     response = json.loads(line)
     if response.get("ok"):
         return response.get("result")
-    error = response.get("error", {})
-    if error.get("code") == "busy":  # over a limit for now: try again (exit 6), never a bug
-        raise StoreUnavailable(error.get("message", "melanged is busy; try again"))
-    cls = BY_CODE.get(error.get("code"), MelangeError)
-    raised = cls(error.get("message", "melanged refused the request"))
-    raised.exit_code = int(error.get("exit_code", raised.exit_code))
+    refusal = response.get("error", {})
+    if refusal.get("code") == "busy":  # over a limit for now: try again (exit 6), never a bug
+        raise StoreUnavailable(refusal.get("message", "melanged is busy; try again"))
+    cls = BY_CODE.get(refusal.get("code"), MelangeError)
+    raised = cls(refusal.get("message", "melanged refused the request"))
+    raised.exit_code = int(refusal.get("exit_code", raised.exit_code))
     raise raised

@@ -157,6 +157,7 @@ def _console():
 
 
 def _table(records: list[dict], view: View) -> None:
+    from rich.console import RenderableType
     from rich.progress_bar import ProgressBar
     from rich.table import Table
 
@@ -167,7 +168,7 @@ def _table(records: list[dict], view: View) -> None:
     if bars:
         table.add_column("")
     for record in records:
-        cells = [text_of(record.get(f)) for f in view.fields]
+        cells: list[RenderableType] = [text_of(record.get(f)) for f in view.fields]
         if bars:
             cells.append(ProgressBar(total=100.0, completed=record["percent_used"], width=20))
         table.add_row(*cells)

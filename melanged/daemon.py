@@ -108,9 +108,10 @@ class Daemon:
         log.info("serving melange commands on %s", s.socket)
 
     def close_socket(self) -> None:
-        if getattr(self, "server", None) is not None:
-            self.server.close()
-            self.server = None
+        server = getattr(self, "server", None)  # set only while serving
+        if server is not None:
+            server.close()
+            del self.server
 
     def _record(self, signum: int, _frame) -> None:
         self.signals.append(signum)

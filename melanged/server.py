@@ -40,6 +40,8 @@ from melange.store import Store
 
 log = logging.getLogger("melanged.socket")
 PROTOCOL_VERSION = 1
+# What socketserver's types say a request is; a stream server's is always the socket.
+Request = socket.socket | tuple[bytes, socket.socket]
 MAX_REQUEST = 1 << 20
 REQUEST_DEADLINE = 10.0  # seconds for a whole request line, however it trickles in
 SEND_TIMEOUT = 60.0  # a peer that stops reading its answer loses its slot
@@ -235,9 +237,10 @@ class SocketServer(socketserver.ThreadingMixIn, socketserver.UnixStreamServer):
         os.chown(self.path, -1, gid)
         os.chmod(self.path, 0o660)
 
-    def process_request(self, request: socket.socket, client_address) -> None:
+    def process_request(self, request: Request, client_address: object) -> None:
         """At accept, before reading a byte: who is it, and is there a slot for them?
         Refusals are one non-blocking line and a close, in the accepting thread."""
+        assert isinstance(request, socket.socket)  # see Request
         try:
             peer = peer_of(request)
         except OSError:
@@ -276,7 +279,7 @@ class SocketServer(socketserver.ThreadingMixIn, socketserver.UnixStreamServer):
             self.by_uid[peer.uid] += 1
         return True
 
-    def process_request_thread(self, request: socket.socket, peer: Peer) -> None:
+    def process_request_thread(self, request: Request, peer: Peer) -> None:
         try:
             super().process_request_thread(request, peer)
         finally:
