@@ -12,6 +12,7 @@ import os
 import signal
 import time
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from melange import dhcp_backend
 from melange.errors import Conflict, MelangeError, NotFound, StoreUnavailable
@@ -21,6 +22,9 @@ from melange.store import Store
 from melanged.quiescence import Quiescence
 from melanged.settings import DaemonSettings
 from melanged.watcher import fingerprint
+
+if TYPE_CHECKING:
+    from melanged.server import Access
 
 log = logging.getLogger("melanged")
 SCHEMA_TTL = 0.0  # every pass and request: one indexed read
@@ -75,35 +79,34 @@ class Daemon:
         self._setup()
 
     def _setup(self) -> None:
+        self.store, self.backend = _build(self.settings)
+        self.quiet = Quiescence(self.settings.wait_min, self.settings.wait_max)
+        self._remove_leftovers()
+
+    def _remove_leftovers(self) -> None:
         s = self.settings
-        self.store = Store(s.db_url, release_hold=s.release_hold, schema_ttl=SCHEMA_TTL)
-        target = dhcp_backend.Target(
-            hostsfile=s.hostsfile,
-            optsfile=s.optsfile,
-            pidfile=s.dnsmasq_pidfile,
-            network=s.network,
-            hostsdir=s.hostsdir,
-            release_interface=s.release_interface,
-        )
-        self.backend = dhcp_backend.load(s.backend, target)
-        self.quiet = Quiescence(s.wait_min, s.wait_max)
         for path in (s.hostsfile, s.optsfile, s.hostsdir):
             if path is not None:
                 for left in remove_leftovers(path):
                     log.info("removed %s, left by an interrupted render", left)
 
+    def _access(self) -> Access:
+        from melanged.server import Access
+
+        s = self.settings
+        return Access.from_config(
+            {"admin_users": s.admin_users, "admin_groups": s.admin_groups,
+             "reader_groups": s.reader_groups}
+        )  # fmt: skip
+
     def open_socket(self) -> None:
         """Serve melange commands on the socket, beside the watcher."""
-        from melanged.server import Access, SocketServer, serve_in_background
+        from melanged.server import SocketServer, serve_in_background
 
         s = self.settings
         if s.socket is None:
             return
-        access = Access.from_config(
-            {"admin_users": s.admin_users, "admin_groups": s.admin_groups,
-             "reader_groups": s.reader_groups}
-        )  # fmt: skip
-        self.server = SocketServer(s.socket, self.store, access, s.socket_group)
+        self.server = SocketServer(s.socket, self.store, self._access(), s.socket_group)
         serve_in_background(self.server)
         log.info("serving melange commands on %s", s.socket)
 
@@ -178,14 +181,58 @@ class Daemon:
                 backoff = min(BACKOFF_MAX, backoff * 2)
 
     def _reconfigure(self) -> None:
+        """SIGHUP: the configuration again, for every part: the store, the backend, and
+        the socket's store and roles (a role taken away is gone from the next request).
+        A configuration that cannot be used leaves the running one in place."""
         if self.reload_settings is None:
             return
         try:
-            self.settings = self.reload_settings()
+            settings = self.reload_settings()
+            store, backend = _build(settings)
         except MelangeError as error:
             log.error("keeping the old configuration: %s", error.message)
             return
-        self._setup()
+        before, old_store = self.settings, self.store
+        self.settings, self.store, self.backend = settings, store, backend
+        self.quiet = Quiescence(settings.wait_min, settings.wait_max)
+        self._remove_leftovers()
+        self._refresh_socket(before)
+        old_store.close()
+
+    def _refresh_socket(self, before: DaemonSettings) -> None:
+        """The same socket re-pointed at the new store and roles; a socket moved, added
+        or dropped by the new configuration closed and opened again."""
+        s = self.settings
+        server = getattr(self, "server", None)
+        same = (s.socket, s.socket_group) == (before.socket, before.socket_group)
+        if server is not None and same:
+            server.access = self._access()
+            server.store = self.store
+            return
+        self.close_socket()
+        try:
+            self.open_socket()
+        except (MelangeError, OSError) as error:
+            message = error.message if isinstance(error, MelangeError) else str(error)
+            log.error("cannot serve the socket %s: %s", s.socket, message)
+
+
+def _build(settings: DaemonSettings) -> tuple[Store, dhcp_backend.DhcpBackend]:
+    """The store and the DHCP backend `settings` name (both checked before any is used)."""
+    store = Store(settings.db_url, release_hold=settings.release_hold, schema_ttl=SCHEMA_TTL)
+    target = dhcp_backend.Target(
+        hostsfile=settings.hostsfile,
+        optsfile=settings.optsfile,
+        pidfile=settings.dnsmasq_pidfile,
+        network=settings.network,
+        hostsdir=settings.hostsdir,
+        release_interface=settings.release_interface,
+    )
+    try:
+        return store, dhcp_backend.load(settings.backend, target)
+    except BaseException:
+        store.close()
+        raise
 
 
 def _trouble(error: Exception) -> str:

@@ -14,12 +14,13 @@ from tests.support.melanged_harness import terminate
 
 
 class SocketDaemon:
-    def __init__(self, db: str, workdir: Path, config: Path | None = None,
+    def __init__(self, db: str | None, workdir: Path, config: Path | None = None,
                  extra: tuple[str, ...] = ()) -> None:  # fmt: skip
         workdir.mkdir(parents=True, exist_ok=True)
         self.socket = workdir / "run" / "melange.sock"
         self.log = workdir / "melanged.log"
-        self.argv = [sys.executable, "-m", "melanged.main", "--foreground", "--db", db,
+        where = ["--db", db] if db is not None else []  # None: the config file's store
+        self.argv = [sys.executable, "-m", "melanged.main", "--foreground", *where,
                      "--hostsfile", str(workdir / "hosts"), "--socket", str(self.socket),
                      "--log-file", str(self.log), *extra]  # fmt: skip
         env = {k: v for k, v in os.environ.items() if not k.startswith("MELANGE_")}
