@@ -313,6 +313,8 @@ class Store:
                 raise self.unavailable("cannot reach the store", error) from None
             except TypeError as error:  # a query argument the driver does not take
                 raise self.unavailable("cannot open the store", error) from None
+            except OSError as error:  # a file the URL names (a TLS CA, key) cannot be read
+                raise self.unavailable("cannot open the store", error) from None
         raise self.unavailable("cannot reach the store", None)
 
     def unavailable(self, what: str, error: BaseException | None) -> StoreUnavailable:

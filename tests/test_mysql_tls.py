@@ -40,3 +40,14 @@ def test_tls_asked_of_a_server_without_it_fails_loudly(backends, tmp_path):
         assert result.exit_code == 6, result.output
         assert "SSL" in result.output
         assert result.output.count("\n") == 1
+
+
+def test_a_tls_file_the_url_names_that_cannot_be_read_is_exit_6(backends, tmp_path):
+    """A missing CA file, or a directory in its place: one line naming the store, exit 6
+    (was an internal error, exit 1: the driver raises a bare OSError)."""
+    url = backends.url("mysql", tmp_path)
+    for path in (tmp_path / "no-such-ca.pem", tmp_path):
+        result = _run(f"{url}?ssl_ca={path}", "block", "list")
+        assert result.exit_code == 6, result.output
+        assert result.output.startswith("Error: cannot open the store ")
+        assert result.output.count("\n") == 1

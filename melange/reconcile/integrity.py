@@ -13,7 +13,7 @@ from collections.abc import Iterator
 from sqlalchemy import Connection, func, select
 
 from melange import blocks as block_ops
-from melange import subnets
+from melange import holds, subnets
 from melange.models import blocks, interfaces
 from melange.reconcile.findings import IP, B, address_text, blocks_where, finding
 from melange.records import block_label
@@ -75,7 +75,7 @@ def duplicate_mac_findings(conn: Connection, network: str | None = None) -> list
         blocks_where(
             select(IP.block_id, IP.mac)
             .join(blocks, B.id == IP.block_id)
-            .where(IP.state == "allocated", IP.mac.is_not(None))
+            .where(holds.allocated(IP), IP.mac.is_not(None))
             .group_by(IP.block_id, IP.mac)
             .having(func.count() > 1)
             .order_by(IP.block_id, IP.mac),
@@ -91,7 +91,7 @@ def _duplicate(conn: Connection, block_id: int, mac: int) -> dict:
     rows = conn.execute(
         select(IP.address, B.version, B.name, B.cidr)
         .join(blocks, B.id == IP.block_id)
-        .where(IP.block_id == block_id, IP.mac == mac, IP.state == "allocated")
+        .where(IP.block_id == block_id, IP.mac == mac, holds.allocated(IP))
         .order_by(IP.address)
     ).all()
     return finding(
@@ -110,7 +110,7 @@ def _unguarded(conn: Connection, network: str | None, duplicated: set) -> list[d
         blocks_where(
             select(IP.block_id, IP.address, IP.mac, B.version, B.name, B.cidr)
             .join(blocks, B.id == IP.block_id)
-            .where(IP.state == "allocated", IP.mac.is_not(None), IP.active_mac.is_(None))
+            .where(holds.allocated(IP), IP.mac.is_not(None), IP.active_mac.is_(None))
             .order_by(IP.block_id, IP.address),
             network,
         )
@@ -155,7 +155,7 @@ def counter_findings(conn: Connection, network: str | None = None) -> list[dict]
     """Blocks whose `allocated_count` (kept so utilisation never counts rows) is wrong."""
     counted = (
         select(IP.block_id, func.count().label("n"))
-        .where(IP.state == "allocated")
+        .where(holds.allocated(IP))
         .group_by(IP.block_id)
         .subquery()
     )

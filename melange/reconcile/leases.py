@@ -13,6 +13,7 @@ from datetime import UTC, datetime
 
 from sqlalchemy import Connection, select
 
+from melange import holds
 from melange.dhcp_backend import Lease
 from melange.models import blocks
 from melange.reconcile.findings import IP, B, blocks_where, finding
@@ -96,7 +97,7 @@ def _owners(
         query = blocks_where(
             select(B.version, IP.address, IP.mac)
             .join(blocks, B.id == IP.block_id)
-            .where(IP.state == "allocated", IP.address.in_(values[start : start + IN_BATCH])),
+            .where(holds.allocated(IP), IP.address.in_(values[start : start + IN_BATCH])),
             network,
         )
         for version, address, mac in conn.execute(query):

@@ -16,7 +16,7 @@ from dataclasses import replace
 import netaddr
 from sqlalchemy import Connection, and_, func, select, update
 
-from melange import audit
+from melange import audit, holds
 from melange.dhcp_backend import DhcpBackend, SyncResult
 from melange.models import blocks, ip_addresses
 from melange.reconcile.findings import HOSTS_KINDS, IP, LEASE_KINDS, STORE_FIXABLE, B
@@ -93,7 +93,7 @@ def repair_store(conn: Connection, backend: DhcpBackend, actions: dict) -> list[
 
 def _recount(conn: Connection, f: dict) -> dict:
     actual = conn.execute(
-        select(func.count()).where(IP.block_id == f["block_id"], IP.state == "allocated")
+        select(func.count()).where(IP.block_id == f["block_id"], holds.allocated(IP))
     ).scalar()
     conn.execute(update(blocks).where(B.id == f["block_id"]).values(allocated_count=actual))
     return {**f, "actual": actual}
@@ -119,7 +119,7 @@ def _guard(conn: Connection, f: dict) -> dict:
             and_(
                 IP.block_id == f["block_id"],
                 IP.address == int(netaddr.IPAddress(f["address"])),
-                IP.state == "allocated",
+                holds.allocated(IP),
                 IP.active_mac.is_(None),
             )
         )
