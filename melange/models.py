@@ -238,6 +238,45 @@ allowed_ips = Table(
 )
 
 
+# The HTTP API's bearer tokens (schema 0008): `mlg_<key_id>_<secret>`. Only a
+# random salt and SHA-256(salt + secret) are kept; the key finds the row.
+api_tokens = Table(
+    "api_tokens",
+    metadata,
+    Column("id", Integer, primary_key=True),
+    Column("name", String(64), nullable=False, unique=True),
+    Column("key_id", String(16), nullable=False, unique=True),
+    Column("role", String(8), nullable=False),
+    Column("salt", String(32), nullable=False),
+    Column("digest", String(64), nullable=False),
+    Column("allowed_ips", Text),  # CIDRs, comma-separated; NULL: any address
+    Column("created_at", DateTime, nullable=False),
+    Column("expires_at", DateTime),
+    Column("last_used_at", DateTime),
+    CheckConstraint("role IN ('reader', 'writer', 'admin')", name="role"),
+    sqlite_autoincrement=True,
+)
+
+# An inside-global address mapped to an inside-local one (schema 0008).
+nat_mappings = Table(
+    "nat_mappings",
+    metadata,
+    Column(
+        "inside_global_id",
+        ForeignKey("ip_addresses.id", ondelete="CASCADE"),
+        primary_key=True,
+    ),
+    Column(
+        "inside_local_id",
+        ForeignKey("ip_addresses.id", ondelete="CASCADE"),
+        primary_key=True,
+    ),
+    Column("created_at", DateTime, nullable=False),
+    CheckConstraint("inside_global_id <> inside_local_id", name="distinct"),
+    Index(None, "inside_local_id"),
+)
+
+
 # Named rows that writers UPDATE to serialise store-wide checks (such as the
 # overlap rules of block creation) on MySQL and PostgreSQL. An UPDATE, unlike
 # SELECT ... FOR UPDATE, also conflicts across Galera nodes at certification.
