@@ -148,7 +148,7 @@ def run(quick: bool) -> str:
         bulk_m, bulk_r = [], []
         for i in range(sizes["bulk_samples"]):
             name, raw_block = new_block(), raw.new_block()
-            params = {"block_ref": name, "count": count}
+            params = {"block": name, "count": count}
 
             def melange_bulk(params=params) -> None:
                 operations.run(store, "block.allocate", params)
@@ -170,7 +170,7 @@ def run(quick: bool) -> str:
             nonlocal serial
             for _ in range(sizes["batch"]):
                 serial += 1
-                params = {"block_ref": name, "mac": mac(serial)}
+                params = {"block": name, "mac": mac(serial)}
                 operations.run(store, "block.allocate", params)
 
         def raw_batch() -> None:

@@ -51,7 +51,7 @@ def run(quick: bool) -> str:
         store = Store(url, release_hold=3600)
         operations.run(store, "block.create", {"cidr": "10.0.0.0/14", "name": "B"})
         for _ in range(ADDRESSES // 50_000):
-            operations.run(store, "block.allocate", {"block_ref": "B", "count": 50_000})
+            operations.run(store, "block.allocate", {"block": "B", "count": 50_000})
         store.close()
 
         melange = [*_melange(), "--db", url]

@@ -157,7 +157,7 @@ def _prefill(url: str, count: int):
         "block.create",
         {"cidr": SUBNET, "name": "lan", "network": NETWORK, "gateway": GATEWAY},
     )
-    operations.run(store, "block.allocate", {"block_ref": "lan", "count": count})
+    operations.run(store, "block.allocate", {"block": "lan", "count": count})
 
     def macs(conn) -> None:
         base = 0x02 << 40
@@ -272,7 +272,7 @@ class _Latency:
         pid = server.pid
         cpu0 = _cpu_seconds(pid)
         mark = server.log_mark()
-        result = operations.run(self.store, "block.allocate", {"block_ref": "lan", "mac": wanted})
+        result = operations.run(self.store, "block.allocate", {"block": "lan", "mac": wanted})
         committed = time.monotonic()
         address = result[0]["address"]
         seen = self.watch.wait(f"{wanted},{address}")
@@ -435,7 +435,7 @@ def _render(count: int, rounds: int) -> str:
         t0 = time.perf_counter()
         operations.run(store, "block.create", {"cidr": "10.16.0.0/12", "name": "big",
                                                "network": NETWORK})  # fmt: skip
-        operations.run(store, "block.allocate", {"block_ref": "big", "count": count})
+        operations.run(store, "block.allocate", {"block": "big", "count": count})
         allocate = time.perf_counter() - t0
 
         def macs(conn) -> None:

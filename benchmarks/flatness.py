@@ -67,7 +67,7 @@ class _Bench:
         """`count` addresses through `block.allocate --count`, in batches."""
         left = count
         while left > 0:
-            self.op("block.allocate", block_ref=block, count=min(FILL_BATCH, left))
+            self.op("block.allocate", block=block, count=min(FILL_BATCH, left))
             left -= FILL_BATCH
 
     def fill_eui64(self, block: str, count: int, seed: int = 7) -> None:
@@ -111,7 +111,7 @@ class _Bench:
         """Seconds of one allocation; the address is released --now afterwards."""
         from benchmarks.common import mac
 
-        params = {"block_ref": block}
+        params = {"block": block}
         if with_mac:
             self.serial += 1
             params["mac"] = mac(self.serial, prefix=mac_prefix)
@@ -121,7 +121,7 @@ class _Bench:
         return seconds
 
     def show_sample(self, block: str) -> float:
-        return timed(lambda: self.op("block.show", ref=block))
+        return timed(lambda: self.op("block.show", block=block))
 
 
 def _alternate(cases: dict[str, Callable[[], float]], samples: int) -> dict[str, float]:

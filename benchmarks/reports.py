@@ -18,7 +18,7 @@ def _fill(url: str, blocks: int, addresses: int) -> None:
 
     store = Store(url)
     operations.run(store, "block.create", {"cidr": "10.0.0.0/12", "name": "big", "network": "n0"})
-    operations.run(store, "block.allocate", {"block_ref": "big", "count": addresses})
+    operations.run(store, "block.allocate", {"block": "big", "count": addresses})
     operations.run(store, "policy.create", {"name": "p"})
     operations.run(store, "policy.add_range", {"name": "p", "offset": 0, "length": 10})
 

@@ -90,7 +90,7 @@ def _requests(socket_path: str, count: int) -> float:
     samples = []
     for _ in range(count):
         start = time.perf_counter()
-        client.call(socket_path, "block.allocate", {"block_ref": "B"})
+        client.call(socket_path, "block.allocate", {"block": "B"})
         samples.append(time.perf_counter() - start)
     return median(samples)
 
@@ -150,7 +150,7 @@ def run(quick: bool) -> str:
             direct_sqla = _direct_imports(url, tmp)
             alive = daemon.alive()
         check = Store(url, release_hold=3600)
-        allocated = operations.run(check, "block.show", {"ref": "B"})
+        allocated = operations.run(check, "block.show", {"block": "B"})
         check.close()
 
     medians = {key: median(values) for key, values in times.items()}

@@ -39,7 +39,7 @@ def _allocate_for(store, block: str, worker: int, serial: int, command: dict) ->
     now = clock()
     while now < until:
         serial += 1
-        params = {"block_ref": block, "mac": mac((worker << 24) | serial)}
+        params = {"block": block, "mac": mac((worker << 24) | serial)}
         began = now
         try:
             operations.run(store, "block.allocate", params)

@@ -142,7 +142,7 @@ def _parse_request(
 
 def allocate(
     conn: Connection,
-    block_ref: str,
+    block: str,
     *,
     mac: str | None = None,
     address: str | None = None,
@@ -158,25 +158,25 @@ def allocate(
     that shows a bar on a terminal.
     """
     request = _parse_request(mac, address, count, hostname, tenant)
-    block = block_ops.resolve(conn, block_ref, for_update=True)
+    row = block_ops.resolve(conn, block, for_update=True)
     interface_id = None
     if interface is not None:
         interface_id, interface_mac = _interface_id(conn, interface)
         if request.mac is None:
             request = replace(request, mac=interface_mac)
-    block_ops.refuse_parent(block, block.has_subnets)
+    block_ops.refuse_parent(row, row.has_subnets)
     if request.address is not None:
-        block_ops.check_inside(block, request.address)
+        block_ops.check_inside(row, request.address)
     if request.mac is not None:
-        existing = _BY_ACTIVE_MAC.first(conn, block_id=block.id, mac=request.mac)
+        existing = _BY_ACTIVE_MAC.first(conn, block_id=row.id, mac=request.mac)
         if existing is not None:
             asked = _Asked(request.address, request.hostname, interface_id, request.tenant)
-            return [_allocated_again(conn, existing, block, asked)]
-    chosen = _choose(conn, block, request)
-    rows = _insert(conn, block, chosen, request, interface_id, progress)
-    block_ops.touch(conn, block.id, allocated=len(rows))
-    audit.note(block.id, chosen)
-    return _new_records(rows, block, interface)
+            return [_allocated_again(conn, existing, row, asked)]
+    chosen = _choose(conn, row, request)
+    rows = _insert(conn, row, chosen, request, interface_id, progress)
+    block_ops.touch(conn, row.id, allocated=len(rows))
+    audit.note(row.id, chosen)
+    return _new_records(rows, row, interface)
 
 
 def _choose(conn: Connection, block, request: _Request) -> list[int]:
@@ -329,8 +329,8 @@ def find_locked(conn: Connection, address: str, block_ref: str | None):
     return find(conn, address, str(row.block_id))
 
 
-def show(conn: Connection, address: str, block_ref: str | None = None) -> dict:
-    return address_record(find(conn, address, block_ref))
+def show(conn: Connection, address: str, block: str | None = None) -> dict:
+    return address_record(find(conn, address, block))
 
 
 def list_addresses(

@@ -596,11 +596,11 @@ def utilization(conn: Connection, row) -> dict:
     return tree.usage(row, rules, held_counts(conn, leaf_ids))
 
 
-def show(conn: Connection, ref: str) -> dict:
+def show(conn: Connection, block: str) -> dict:
     """A block with its utilisation. For a subnet, `gateway`, `dns`, `policy` and
     `routes` are the values in effect, and `inherited` names the block each inherited
     one comes from (a top-level block inherits nothing: its values are its own)."""
-    row = resolve(conn, ref)
+    row = resolve(conn, block)
     result = record(conn, row)
     result.update(effective(conn, row))
     result["utilization"] = utilization(conn, row)
@@ -654,7 +654,7 @@ def effective(conn: Connection, row) -> dict:
 
 def update_block(
     conn: Connection,
-    ref: str,
+    block: str,
     *,
     name: str | None = None,
     gateway: str | None = None,
@@ -669,7 +669,7 @@ def update_block(
     _refuse_both(gateway, no_gateway, "--gateway")
     _refuse_both(policy, no_policy, "--policy")
     _refuse_both(dns, no_dns, "--dns")
-    row = lock_block(conn, resolve(conn, ref).id)
+    row = lock_block(conn, resolve(conn, block).id)
     values: dict = {}
     if name is not None:
         validate_block_name(name)
@@ -732,10 +732,10 @@ def _write_changes(conn: Connection, block_id: int, values: dict, dns: list | No
         _set_dns(conn, block_id, dns)
 
 
-def delete_block(conn: Connection, ref: str, *, force: bool = False) -> dict:
+def delete_block(conn: Connection, block: str, *, force: bool = False) -> dict:
     """Delete a block; refuse while it holds addresses (unless forced) or has subnets."""
     lock_named(conn, "blocks")
-    row = lock_block(conn, resolve(conn, ref).id)
+    row = lock_block(conn, resolve(conn, block).id)
     subnets = conn.execute(select(func.count()).where(B.parent_id == row.id)).scalar()
     if subnets:
         raise Conflict(f"{_describe(row)} has {subnets} subnets; delete them first")

@@ -11,20 +11,68 @@ from __future__ import annotations
 import functools
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any, Literal
 
 from melange import params as declared
 from melange.clock import using
 from melange.errors import InvalidInput
-from melange.store import Store
+
+if TYPE_CHECKING:
+    from melange.store import Store
+
+
+Role = Literal["reader", "writer", "admin"]
+ROLES: tuple[Role, ...] = ("reader", "writer", "admin")  # each may do what the one before may
+
+
+@dataclass(frozen=True)
+class Http:
+    """Where an operation lives in the HTTP API (docs/api.md).
+
+    `{name}` segments of `path` are parameters of the operation; the others come
+    from the query string (GET, DELETE) or the JSON body (POST, PATCH). `media`
+    is the success response's type: JSON, text/plain for the DHCP renders,
+    NDJSON for a streamed export. A `paged` list takes `limit` and `after` and
+    answers with a page and a cursor to the next one.
+    """
+
+    method: str
+    path: str
+    status: int = 200
+    media: str = "application/json"
+    paged: bool = False
+
+    def path_params(self) -> tuple[str, ...]:
+        import re
+
+        return tuple(re.findall(r"{(\w+)(?::\w+)?}", self.path))
 
 
 @dataclass(frozen=True)
 class Operation:
+    """One operation, declared once: the core function behind it, the role it needs,
+    and where it is served. Its parameters are the function's own (melange.params).
+
+    `http` None means host-local: it acts on this host's files, pidfiles or
+    processes, so it is never served over HTTP, and over the socket only to root
+    and melanged's own user with absolute paths (docs/protocol.md).
+    """
+
     target: str  # "module:function", imported on first use
-    write: bool
+    role: Role
+    summary: str
+    http: Http | None
+    write: bool = False
     hold: bool = False
     whole_store: bool = False  # runs its own transactions (and file work outside them)
+
+    @property
+    def exposure(self) -> str:
+        return "remote" if self.http is not None else "host-local"
+
+    def allows(self, role: str | None) -> bool:
+        """Whether a caller holding `role` may run this operation."""
+        return role in ROLES and ROLES.index(role) >= ROLES.index(self.role)
 
     def function(self) -> Callable[..., Any]:
         return _resolve(self.target)
@@ -60,55 +108,123 @@ def _local(target: str) -> frozenset[str]:
     return frozenset(names) - _parameters(target).keys() - declared.SUPPLIED
 
 
-def _op(
-    target: str, write: bool = False, hold: bool = False, whole_store: bool = False
+def _read(target: str, summary: str, http: Http | None, **flags: bool) -> Operation:
+    return Operation(target, "reader", summary, http, **flags)
+
+
+def _write(
+    target: str, summary: str, http: Http | None, role: Role = "writer", **flags: bool
 ) -> Operation:
-    return Operation(target, write, hold, whole_store)
+    return Operation(target, role, summary, http, write=True, **flags)
 
 
+def _admin(target: str, summary: str, http: Http | None, **flags: bool) -> Operation:
+    return _write(target, summary, http, role="admin", **flags)
+
+
+def GET(path: str, **kw: Any) -> Http:  # noqa: N802  (reads as the HTTP method)
+    return Http("GET", path, **kw)
+
+
+def POST(path: str, status: int = 201, **kw: Any) -> Http:  # noqa: N802
+    return Http("POST", path, status, **kw)
+
+
+def PATCH(path: str) -> Http:  # noqa: N802
+    return Http("PATCH", path)
+
+
+def DELETE(path: str) -> Http:  # noqa: N802
+    return Http("DELETE", path)
+
+
+TEXT = "text/plain"
+BLOCK = "/v1/blocks/{block:path}"  # a block's id, name or CIDR (which holds a slash)
+ADDRESS = "/v1/addresses/{address}"
+
+# The declaration of every operation: what the CLI, the socket, the HTTP API and
+# docs/protocol.md and docs/api.md are derived from. Reader < writer < admin:
+# writers allocate, release and update addresses and interfaces; admins shape the
+# address space (blocks, policies, MAC ranges, routes, imports) and the tokens.
 OPERATIONS: dict[str, Operation] = {
-    "block.create": _op("blocks:create", write=True),
-    "block.list": _op("blocks:list_blocks"),
-    "block.show": _op("blocks:show"),
-    "block.update": _op("blocks:update_block", write=True),
-    "block.delete": _op("blocks:delete_block", write=True),
-    "block.allocate": _op("addresses:allocate", write=True),
-    "ip.list": _op("addresses:list_addresses"),
-    "ip.show": _op("addresses:show"),
-    "ip.update": _op("addresses:update_address", write=True),
-    "ip.release": _op("addresses:release", write=True, hold=True),
-    "ip.restore": _op("addresses:restore", write=True),
-    "policy.create": _op("policies:create", write=True),
-    "policy.list": _op("policies:list_policies"),
-    "policy.show": _op("policies:show"),
-    "policy.delete": _op("policies:delete_policy", write=True),
-    "policy.add_range": _op("policies:add_range", write=True),
-    "policy.remove_range": _op("policies:remove_range", write=True),
-    "policy.add_octet": _op("policies:add_octet", write=True),
-    "policy.remove_octet": _op("policies:remove_octet", write=True),
-    "mac_range.create": _op("macranges:create", write=True),
-    "mac_range.list": _op("macranges:list_ranges"),
-    "mac_range.delete": _op("macranges:delete_range", write=True),
-    "interface.create": _op("interfaces:create", write=True),
-    "interface.list": _op("interfaces:list_interfaces"),
-    "interface.show": _op("interfaces:show"),
-    "interface.delete": _op("interfaces:delete_interface", write=True, hold=True),
-    "route.add": _op("routes:add", write=True),
-    "route.list": _op("routes:list_routes"),
-    "route.delete": _op("routes:delete_route", write=True),
-    "dhcp.hosts": _op("dhcp:hosts_text"),
-    "dhcp.opts": _op("dhcp:opts_text"),
-    "dhcp.config": _op("dhcp:config_text"),
-    "dhcp.sync": _op("dhcpsync:sync", whole_store=True),
-    "report.utilization": _op("reports:utilization"),
-    "history": _op("reports:history"),
-    "reconcile": _op("reconcile:reconcile", write=True, whole_store=True),
-    "export": _op("transfer_export:export"),
-    "import": _op("transfer_import:import_text", write=True, whole_store=True),
-    "db.current": _op("migrations:current", whole_store=True),
-    "db.check": _op("integrity:check", whole_store=True),
-    "db.upgrade": _op("migrations:upgrade_to_head", write=True, whole_store=True),
-}
+    "block.create": _admin("blocks:create", "Create a block (or a subnet, with parent).",
+                           POST("/v1/blocks")),
+    "block.list": _read("blocks:list_blocks", "List blocks.", GET("/v1/blocks", paged=True)),
+    "block.show": _read("blocks:show", "Show a block with its utilisation.", GET(BLOCK)),
+    "block.update": _admin("blocks:update_block", "Change a block.", PATCH(BLOCK)),
+    "block.delete": _admin("blocks:delete_block", "Delete a block.", DELETE(BLOCK)),
+    "block.allocate": _write("addresses:allocate", "Allocate addresses from a block.",
+                             POST(BLOCK + "/allocations")),
+    "ip.list": _read("addresses:list_addresses", "List allocated (or held) addresses.",
+                     GET("/v1/addresses", paged=True)),
+    "ip.show": _read("addresses:show", "Show an address.", GET(ADDRESS)),
+    "ip.update": _write("addresses:update_address", "Change an address's MAC or hostname.",
+                        PATCH(ADDRESS)),
+    "ip.release": _write("addresses:release", "Release an address (held, unless now).",
+                         POST(ADDRESS + "/release", 200), hold=True),
+    "ip.restore": _write("addresses:restore", "Restore a held address.",
+                         POST(ADDRESS + "/restore", 200)),
+    "policy.create": _admin("policies:create", "Create a policy.", POST("/v1/policies")),
+    "policy.list": _read("policies:list_policies", "List policies.",
+                         GET("/v1/policies", paged=True)),
+    "policy.show": _read("policies:show", "Show a policy.", GET("/v1/policies/{name}")),
+    "policy.delete": _admin("policies:delete_policy", "Delete a policy.",
+                            DELETE("/v1/policies/{name}")),
+    "policy.add_range": _admin("policies:add_range", "Make a range of offsets unusable.",
+                               POST("/v1/policies/{name}/ranges")),
+    "policy.remove_range": _admin("policies:remove_range", "Remove an unusable range.",
+                                  DELETE("/v1/policies/{name}/ranges")),
+    "policy.add_octet": _admin("policies:add_octet", "Make a last octet unusable.",
+                               POST("/v1/policies/{name}/octets")),
+    "policy.remove_octet": _admin("policies:remove_octet", "Remove an unusable octet.",
+                                  DELETE("/v1/policies/{name}/octets/{octet}")),
+    "mac_range.create": _admin("macranges:create", "Create a MAC range.",
+                               POST("/v1/mac-ranges")),
+    "mac_range.list": _read("macranges:list_ranges", "List MAC ranges.",
+                            GET("/v1/mac-ranges", paged=True)),
+    "mac_range.delete": _admin("macranges:delete_range", "Delete a MAC range.",
+                               DELETE("/v1/mac-ranges/{range_id}")),
+    "interface.create": _write("interfaces:create",
+                               "Create an interface with a MAC and its addresses.",
+                               POST("/v1/interfaces")),
+    "interface.list": _read("interfaces:list_interfaces", "List interfaces.",
+                            GET("/v1/interfaces", paged=True)),
+    "interface.show": _read("interfaces:show", "Show an interface.",
+                            GET("/v1/interfaces/{vif}")),
+    "interface.delete": _write("interfaces:delete_interface",
+                               "Delete an interface, releasing its addresses.",
+                               DELETE("/v1/interfaces/{vif}"), hold=True),
+    "route.add": _admin("routes:add", "Add a static route to a block.", POST(BLOCK + "/routes")),
+    "route.list": _read("routes:list_routes", "List a block's routes.", GET(BLOCK + "/routes")),
+    "route.delete": _admin("routes:delete_route", "Delete a route.",
+                           DELETE(BLOCK + "/routes")),
+    "dhcp.hosts": _read("dhcp:hosts_text", "The DHCP hosts file.",
+                        GET("/v1/dhcp/hosts", media=TEXT)),
+    "dhcp.opts": _read("dhcp:opts_text", "The DHCP options file.",
+                       GET("/v1/dhcp/opts", media=TEXT)),
+    "dhcp.config": _read("dhcp:config_text", "The DHCP server configuration lines.",
+                         GET("/v1/dhcp/config", media=TEXT)),
+    "dhcp.sync": Operation("dhcpsync:sync", "admin", "Write the DHCP files and reload dnsmasq.",
+                           None, whole_store=True),
+    "report.utilization": _read("reports:utilization", "Utilisation of every block.",
+                                GET("/v1/reports/utilization")),
+    "history": _read("reports:history", "The audit trail, newest first.",
+                     GET("/v1/history", paged=True)),
+    "reconcile": _admin("reconcile:reconcile", "Compare the store with DHCP's files.", None,
+                        whole_store=True),
+    "export": _read("transfer_export:export", "Every block and address, as a document.",
+                    GET("/v1/export", media="application/x-ndjson")),
+    "import": _admin("transfer_import:import_text", "Import a document: all of it or nothing.",
+                     POST("/v1/import", 200), whole_store=True),
+    "db.current": _read("migrations:current", "The store's schema revision.", None,
+                        whole_store=True),
+    "db.check": _read("integrity:check", "Check the store's integrity.", None, whole_store=True),
+    "db.upgrade": _admin("migrations:upgrade_to_head", "Upgrade the store's schema.", None,
+                         whole_store=True),
+}  # fmt: skip
+
+# Names an earlier protocol used for a block parameter; still accepted on the socket.
+RENAMED = {"ref": "block", "block_ref": "block"}
 
 
 def run(
@@ -160,14 +276,19 @@ def _operation(name: str) -> Operation:
     return operation
 
 
-def validate(name: str, params: dict[str, Any]) -> None:
+def validate(name: str, params: dict[str, Any]) -> dict[str, Any]:
     """A client's request, checked before anything runs: a known operation, known
     parameter names, the required ones present, each value of its declared type
-    (InvalidInput, exit 2, naming the first thing wrong)."""
+    (InvalidInput, exit 2, naming the first thing wrong). Returns the parameters
+    under their declared names (an earlier protocol's block names renamed)."""
     if not isinstance(params, dict):
         raise InvalidInput("params must be a JSON object")
     operation = _operation(name)
-    declared.check(name, operation.parameters(), params)
+    declared_params = operation.parameters()
+    if "block" in declared_params and "block" not in params:
+        params = {RENAMED.get(key, key): value for key, value in params.items()}
+    declared.check(name, declared_params, params)
+    return params
 
 
 def parameters(name: str) -> set[str]:

@@ -66,39 +66,40 @@ def check_fits(conn: Connection, block) -> None:
         backend.check_routes(leaf, pairs)
 
 
-def add(conn: Connection, block_ref: str, destination: str, *, gateway: str) -> dict:
+def add(conn: Connection, block: str, destination: str, *, gateway: str) -> dict:
     dest = parse_cidr(destination)
     via = parse_ip(gateway, what="route gateway")
-    block = block_ops.resolve(conn, block_ref)
-    if dest.version != block.version or via.version != block.version:
+    target = block_ops.resolve(conn, block)
+    if dest.version != target.version or via.version != target.version:
         raise InvalidInput(
-            f"route {dest} via {via} is not of the same IP version as block {block.cidr}"
+            f"route {dest} via {via} is not of the same IP version as block {target.cidr}"
         )
-    _check_on_link(conn, block, via)
-    if conn.execute(select(R.id).where(R.block_id == block.id, R.destination == str(dest))).first():
-        raise Conflict(f"block {block.cidr} already has a route to {dest}")
-    conn.execute(insert(routes).values(block_id=block.id, destination=str(dest), gateway=int(via)))
-    check_fits(conn, block)  # a refusal rolls the insert back with the transaction
-    block_ops.touch(conn, block.id)
-    return _record(block, str(dest), int(via))
+    _check_on_link(conn, target, via)
+    taken = select(R.id).where(R.block_id == target.id, R.destination == str(dest))
+    if conn.execute(taken).first():
+        raise Conflict(f"block {target.cidr} already has a route to {dest}")
+    conn.execute(insert(routes).values(block_id=target.id, destination=str(dest), gateway=int(via)))
+    check_fits(conn, target)  # a refusal rolls the insert back with the transaction
+    block_ops.touch(conn, target.id)
+    return _record(target, str(dest), int(via))
 
 
-def list_routes(conn: Connection, block_ref: str) -> list[dict]:
-    block = block_ops.resolve(conn, block_ref)
+def list_routes(conn: Connection, block: str) -> list[dict]:
+    target = block_ops.resolve(conn, block)
     rows = conn.execute(
-        select(R.destination, R.gateway).where(R.block_id == block.id).order_by(R.id)
+        select(R.destination, R.gateway).where(R.block_id == target.id).order_by(R.id)
     )
-    return [_record(block, dest, gw) for dest, gw in rows]
+    return [_record(target, dest, gw) for dest, gw in rows]
 
 
-def delete_route(conn: Connection, block_ref: str, destination: str) -> dict:
+def delete_route(conn: Connection, block: str, destination: str) -> dict:
     dest = str(parse_cidr(destination))
-    block = block_ops.resolve(conn, block_ref)
+    target = block_ops.resolve(conn, block)
     row = conn.execute(
-        select(R.id, R.gateway).where(R.block_id == block.id, R.destination == dest)
+        select(R.id, R.gateway).where(R.block_id == target.id, R.destination == dest)
     ).first()
     if row is None:
-        raise NotFound(f"block {block.cidr} has no route to {dest}")
+        raise NotFound(f"block {target.cidr} has no route to {dest}")
     conn.execute(delete(routes).where(R.id == row.id))
-    block_ops.touch(conn, block.id)
-    return _record(block, dest, row.gateway)
+    block_ops.touch(conn, target.id)
+    return _record(target, dest, row.gateway)

@@ -62,7 +62,7 @@ def list_(app: App, network, tenant, type_):
 @pass_app
 def show(app: App, block):
     """Show a block with its utilisation."""
-    output.emit(app.output_format(), app.call("block.show", ref=block), output.BLOCK)
+    output.emit(app.output_format(), app.call("block.show", block=block), output.BLOCK)
 
 
 @group.command("update")
@@ -81,7 +81,7 @@ def update(app: App, block, name, tenant, gateway, no_gateway, dns, no_dns, poli
     """Change a block's name, gateway, DNS servers or policy."""
     result = app.call(
         "block.update",
-        ref=block,
+        block=block,
         name=name,
         tenant=tenant,
         gateway=gateway,
@@ -101,7 +101,8 @@ def update(app: App, block, name, tenant, gateway, no_gateway, dns, no_dns, poli
 @pass_app
 def delete(app: App, block, force):
     """Delete a block (refused while it holds addresses, unless --force)."""
-    output.emit(app.output_format(), app.call("block.delete", ref=block, force=force), output.BLOCK)
+    result = app.call("block.delete", block=block, force=force)
+    output.emit(app.output_format(), result, output.BLOCK)
 
 
 @group.command("subnet")
@@ -144,7 +145,7 @@ def subnet(app: App, block, cidr, name, gateway, dns, policy, tenant, generator)
 def allocate(app: App, block, mac, address, count, hostname, interface, tenant):
     """Allocate address(es) from BLOCK; plain output is the bare address."""
     fmt = app.output_format()
-    params = dict(block_ref=block, mac=mac, address=address, count=count, hostname=hostname,
+    params = dict(block=block, mac=mac, address=address, count=count, hostname=hostname,
                   interface=interface, tenant=tenant)  # fmt: skip
     if count is not None and count >= output.PROGRESS_FROM and output.wants_progress(fmt):
         with output.progress_bar(f"allocating {count} addresses", count) as advance:

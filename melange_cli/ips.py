@@ -37,7 +37,7 @@ def list_(app: App, block, network, mac, interface, released):
 def show(app: App, address, block):
     """Show one address."""
     output.emit(
-        app.output_format(), app.call("ip.show", address=address, block_ref=block), output.ADDRESS
+        app.output_format(), app.call("ip.show", address=address, block=block), output.ADDRESS
     )
 
 

@@ -21,7 +21,7 @@ def group() -> None:
 @pass_app
 def add(app: App, block, destination, gateway):
     """Add a route to DESTINATION via --gateway."""
-    result = app.call("route.add", block_ref=block, destination=destination, gateway=gateway)
+    result = app.call("route.add", block=block, destination=destination, gateway=gateway)
     output.emit(app.output_format(), result, output.ROUTE)
 
 
@@ -31,7 +31,7 @@ def add(app: App, block, destination, gateway):
 @pass_app
 def list_(app: App, block):
     """List a block's routes."""
-    output.emit(app.output_format(), app.call("route.list", block_ref=block), output.ROUTE)
+    output.emit(app.output_format(), app.call("route.list", block=block), output.ROUTE)
 
 
 @group.command("delete")
@@ -41,5 +41,5 @@ def list_(app: App, block):
 @pass_app
 def delete(app: App, block, destination):
     """Delete a route."""
-    result = app.call("route.delete", block_ref=block, destination=destination)
+    result = app.call("route.delete", block=block, destination=destination)
     output.emit(app.output_format(), result, output.ROUTE)

@@ -144,9 +144,7 @@ def validate(request: object) -> tuple[str, dict]:
     name = request.get("op")
     if not isinstance(name, str) or name not in operations.OPERATIONS:
         raise InvalidInput(f"unknown operation {name!r}")
-    params = request.get("params", {})
-    operations.validate(name, params)
-    return name, params
+    return name, operations.validate(name, request.get("params", {}))
 
 
 def error_response(error: MelangeError, request_id=None) -> dict:

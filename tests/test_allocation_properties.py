@@ -169,7 +169,7 @@ class CoreDriver:
 
     def allocate(self, mac: str | None, address: str | None, count: int | None):
         code, records = self.call(
-            "block.allocate", block_ref=BLOCK, mac=mac, address=address, count=count
+            "block.allocate", block=BLOCK, mac=mac, address=address, count=count
         )
         return code, None if records is None else [r["address"] for r in records]
 
@@ -185,7 +185,7 @@ class CoreDriver:
         return records
 
     def utilization(self) -> dict:
-        code, record = self.call("block.show", ref=BLOCK)
+        code, record = self.call("block.show", block=BLOCK)
         assert code == 0
         return record["utilization"]
 

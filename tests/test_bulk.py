@@ -13,13 +13,13 @@ def test_count_reports_progress_per_batch_and_returns_every_record(store_url):
     result = operations.run(
         store,
         "block.allocate",
-        {"block_ref": "bulk", "count": 12_000, "progress": lambda d, t: seen.append((d, t))},
+        {"block": "bulk", "count": 12_000, "progress": lambda d, t: seen.append((d, t))},
     )
     assert len(result) == 12_000
     assert result[0]["address"] == "10.50.0.1" and result[-1]["address"] == "10.50.46.224"
     assert seen[-1] == (12_000, 12_000)
     assert [d for d, _ in seen] == sorted(d for d, _ in seen) and len(seen) >= 2
-    shown = operations.run(store, "block.show", {"ref": "bulk"})["utilization"]
+    shown = operations.run(store, "block.show", {"block": "bulk"})["utilization"]
     assert shown["used"] == 12_000
     listed = operations.run(store, "ip.list", {"block": "bulk"})
     assert [r["address"] for r in listed] == [r["address"] for r in result]

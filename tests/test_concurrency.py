@@ -57,10 +57,10 @@ def test_count_is_all_or_nothing_when_killed(store_url, tmp_path):
         assert count in (0, 50000), f"killed after {delay}s: {count} addresses stored"
         outcomes.add(count)
         if count:
-            operations.run(store, "block.delete", {"ref": "big", "force": True})
+            operations.run(store, "block.delete", {"block": "big", "force": True})
             operations.run(store, "block.create", {"cidr": "10.30.0.0/16", "name": "big"})
     # The store is usable afterwards and still hands out the lowest address.
-    result = operations.run(store, "block.allocate", {"block_ref": "big"})
+    result = operations.run(store, "block.allocate", {"block": "big"})
     assert result[0]["address"] == "10.30.0.1"
     assert 0 in outcomes, "no kill landed mid-way; the test did not test anything"
 

@@ -131,7 +131,7 @@ def test_melanged_never_signals_a_process_that_is_not_dnsmasq(sqlite_url, tmp_pa
     pidfile = tmp_path / "dnsmasq.pid"
     pidfile.write_text(f"{root_sleep.pid}\n")
     operations.run(Store(sqlite_url), "block.allocate",
-                   {"block_ref": "b", "mac": "02:00:00:00:00:01"})  # fmt: skip
+                   {"block": "b", "mac": "02:00:00:00:00:01"})  # fmt: skip
     log = tmp_path / "melanged.log"
     argv = [sys.executable, "-m", "melanged.main", "--foreground", "--db", sqlite_url,
             "--hostsfile", str(tmp_path / "hosts"), "--dnsmasq-pidfile", str(pidfile),
@@ -153,12 +153,12 @@ def test_dhcp_sync_never_signals_a_process_that_is_not_dnsmasq(sqlite_url, tmp_p
     stale.write_text(f"{root_sleep.pid}\n")
     sync = ("dhcp", "sync", "--hostsfile", str(tmp_path / "hosts"), "--dnsmasq-pidfile")
     operations.run(Store(sqlite_url), "block.allocate",
-                   {"block_ref": "b", "mac": "02:00:00:00:00:01"})  # fmt: skip
+                   {"block": "b", "mac": "02:00:00:00:00:01"})  # fmt: skip
     proc = melange(None, "--db", sqlite_url, "-o", "json", *sync, str(stale))
     assert proc.returncode == 0, proc.stderr
     assert '"reloaded": false' in proc.stdout and '"hosts_changed": true' in proc.stdout
     operations.run(Store(sqlite_url), "block.allocate",
-                   {"block_ref": "b", "mac": "02:00:00:00:00:02"})  # fmt: skip
+                   {"block": "b", "mac": "02:00:00:00:00:02"})  # fmt: skip
     _refused(melange(None, "--db", sqlite_url, *sync, f"/proc/{root_sleep.pid}/stat"), "larger")
     assert untouched(root_sleep), "dhcp sync signalled a process that is not dnsmasq"
 

@@ -151,7 +151,7 @@ def test_count_allocation_matches_brute_force(history, data):
         try:
             create_block(store, block)
             for index, fate in zip(wanted, fates, strict=True):
-                params = {"block_ref": BLOCK, "address": block.text(index)}
+                params = {"block": BLOCK, "address": block.text(index)}
                 if model.allocate(None, index, None) != (0, [index]):  # not allowed
                     with pytest.raises(Conflict):
                         operations.run(store, "block.allocate", params)
@@ -179,10 +179,10 @@ def test_count_allocation_matches_brute_force(history, data):
                 code, chosen = model.allocate(None, None, k)
                 if code == 5:
                     with pytest.raises(Exhausted):
-                        operations.run(store, "block.allocate", {"block_ref": BLOCK, "count": k})
+                        operations.run(store, "block.allocate", {"block": BLOCK, "count": k})
                     assert dump_file(path) == before, "a failed allocation changed the store"
                     continue
-                got = operations.run(store, "block.allocate", {"block_ref": BLOCK, "count": k})
+                got = operations.run(store, "block.allocate", {"block": BLOCK, "count": k})
                 assert [r["address"] for r in got] == [block.text(i) for i in chosen]
                 assert listed(store, False) == [block.text(i) for i in sorted(model.allocated)]
                 assert listed(store, True) == [block.text(i) for i in sorted(model.held)]
@@ -192,10 +192,10 @@ def test_count_allocation_matches_brute_force(history, data):
             code, chosen = model.allocate(0, None, None)
             if code == 5:
                 with pytest.raises(Exhausted):
-                    operations.run(store, "block.allocate", {"block_ref": BLOCK, "mac": MAC})
+                    operations.run(store, "block.allocate", {"block": BLOCK, "mac": MAC})
                 assert dump_file(path) == before
             else:
-                got = operations.run(store, "block.allocate", {"block_ref": BLOCK, "mac": MAC})
+                got = operations.run(store, "block.allocate", {"block": BLOCK, "mac": MAC})
                 assert [r["address"] for r in got] == [block.text(i) for i in chosen]
         finally:
             store.close()
@@ -229,14 +229,14 @@ def test_slash8_octet_policy_block(tmp_path):
             "block.create",
             {"cidr": "10.0.0.0/8", "name": BLOCK, "gateway": "10.0.0.1", "policy": POLICY},
         )
-        shown = operations.run(store, "block.show", {"ref": BLOCK})
+        shown = operations.run(store, "block.show", {"block": BLOCK})
         # 3 octets in each of the 65536 /24s; the network (.0) and broadcast (.255)
         # addresses are already among them; the gateway 10.0.0.1 is one more.
         assert shown["utilization"]["unusable"] == 3 * 65536 + 1
         assert shown["utilization"]["size"] == 2**24
         with pytest.raises(Conflict):
-            operations.run(store, "block.allocate", {"block_ref": BLOCK, "address": "10.1.2.7"})
-        got = operations.run(store, "block.allocate", {"block_ref": BLOCK, "count": 600})
+            operations.run(store, "block.allocate", {"block": BLOCK, "address": "10.1.2.7"})
+        got = operations.run(store, "block.allocate", {"block": BLOCK, "count": 600})
         block = Block(4, 8, int(ipaddress.IPv4Address("10.0.0.0")), 1, (), (0, 7, 255), True)
         expected = [block.text(i) for i in range(4096) if allowed(block, i)][:600]
         assert [r["address"] for r in got] == expected

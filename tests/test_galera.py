@@ -306,7 +306,7 @@ def test_a_killed_node_costs_only_its_own_clients(cluster, urls):
         assert [row for row in reported if row not in held] == []
         assert [row for row in active if row[0] == "bulk"] == []
         survivor = Store(url)
-        assert operations.run(survivor, "block.show", {"ref": "bulk"})["utilization"]["used"] == 0
+        assert operations.run(survivor, "block.show", {"block": "bulk"})["utilization"]["used"] == 0
         survivor.close()
     assert dump_store(_synced_url(urls[0])) == dump_store(_synced_url(urls[1]))
 

@@ -104,7 +104,7 @@ def test_a_store_keeps_time_by_the_clock_it_is_given(store_url):
     system = Store(store_url)
     try:
         run(store, "block.create", {"cidr": "10.0.0.8/30", "name": "web"})
-        a = run(store, "block.allocate", {"block_ref": "web"})[0]["address"]
+        a = run(store, "block.allocate", {"block": "web"})[0]["address"]
         released = run(store, "ip.release", {"address": a})
         assert abs(_when(released["released_at"]) - _when(_iso(clock.now()))) < timedelta(seconds=5)
         assert run(system, "ip.list", {"released": True})[0]["address"] == a

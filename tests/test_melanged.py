@@ -143,7 +143,7 @@ def _burst(db: str, count: int, workers: int = 4) -> None:
         "from melange import operations\nfrom melange.store import Store\n"
         "s = Store(sys.argv[1])\n"
         "for i in range(int(sys.argv[2]), int(sys.argv[3])):\n"
-        "    operations.run(s, 'block.allocate', {'block_ref': 'lan',\n"
+        "    operations.run(s, 'block.allocate', {'block': 'lan',\n"
         "        'mac': '02:00:00:01:%02x:%02x' % (i >> 8, i & 255)})\n"
     )
     step = count // workers
@@ -199,7 +199,7 @@ def test_sigkill_during_writes_never_leaves_a_partial_file(db, dnsmasq_server, t
         "s = Store(sys.argv[1])\n"
         "for i in itertools.count():\n"
         "    mac = '02:00:00:02:%02x:%02x' % ((i >> 8) & 255, i & 255)\n"
-        "    r = operations.run(s, 'block.allocate', {'block_ref': 'lan', 'mac': mac})\n"
+        "    r = operations.run(s, 'block.allocate', {'block': 'lan', 'mac': mac})\n"
         "    if i % 3 == 0:\n"
         "        operations.run(s, 'ip.release', {'address': r[0]['address'], 'now': True})\n"
     ), db], env=env())  # fmt: skip

@@ -27,7 +27,7 @@ BAD_REQUESTS = {
     "missing required": '{"version": 1, "op": "block.show", "params": {}}',
     "missing required, allocate": '{"version": 1, "op": "block.allocate", "params": {}}',
     "missing address of ip.show":
-        '{"version": 1, "op": "ip.show", "params": {"block_ref": "b"}}',
+        '{"version": 1, "op": "ip.show", "params": {"block": "b"}}',
     "limit a string": '{"version": 1, "op": "history", "params": {"limit": "abc"}}',
     "limit 1e400 (infinity)": '{"version": 1, "op": "history", "params": {"limit": 1e400}}',
     "limit a float": '{"version": 1, "op": "history", "params": {"limit": 2.5}}',
@@ -37,25 +37,25 @@ BAD_REQUESTS = {
     "above 1e400": '{"version": 1, "op": "report.utilization", "params": {"above": 1e400}}',
     "above NaN": '{"version": 1, "op": "report.utilization", "params": {"above": NaN}}',
     "count a string": '{"version": 1, "op": "block.allocate",'
-                      ' "params": {"block_ref": "b", "count": "abc"}}',
+                      ' "params": {"block": "b", "count": "abc"}}',
     "count a boolean": '{"version": 1, "op": "block.allocate",'
-                       ' "params": {"block_ref": "b", "count": true}}',
+                       ' "params": {"block": "b", "count": true}}',
     "count beyond 64 bits": '{"version": 1, "op": "block.allocate",'
-                            ' "params": {"block_ref": "b", "count": 1' + "0" * 30 + "}}",
+                            ' "params": {"block": "b", "count": 1' + "0" * 30 + "}}",
     "range id beyond 64 bits": '{"version": 1, "op": "mac_range.delete",'
                                ' "params": {"range_id": 9' + "9" * 30 + "}}",
-    "list for a string": '{"version": 1, "op": "block.show", "params": {"ref": ["b"]}}',
-    "object for a string": '{"version": 1, "op": "block.show", "params": {"ref": {"b": 1}}}',
+    "list for a string": '{"version": 1, "op": "block.show", "params": {"block": ["b"]}}',
+    "object for a string": '{"version": 1, "op": "block.show", "params": {"block": {"b": 1}}}',
     "number for a string": '{"version": 1, "op": "block.allocate",'
-                           ' "params": {"block_ref": "b", "mac": 2}}',
+                           ' "params": {"block": "b", "mac": 2}}',
     "string for a list": '{"version": 1, "op": "block.create",'
                          ' "params": {"cidr": "10.1.0.0/24", "dns": "10.1.0.53"}}',
     "list of numbers": '{"version": 1, "op": "block.create",'
                        ' "params": {"cidr": "10.1.0.0/24", "dns": [1]}}',
     "string for a flag": '{"version": 1, "op": "block.delete",'
-                         ' "params": {"ref": "b", "force": "yes"}}',
-    "null for a required": '{"version": 1, "op": "block.show", "params": {"ref": null}}',
-    "lone surrogate": '{"version": 1, "op": "block.show", "params": {"ref": "\\ud800"}}',
+                         ' "params": {"block": "b", "force": "yes"}}',
+    "null for a required": '{"version": 1, "op": "block.show", "params": {"block": null}}',
+    "lone surrogate": '{"version": 1, "op": "block.show", "params": {"block": "\\ud800"}}',
     "lone surrogate in a write": '{"version": 1, "op": "policy.create",'
                                  ' "params": {"name": "p", "description": "a\\udfffb"}}',
     "lone surrogate in a list": '{"version": 1, "op": "block.create",'
@@ -63,14 +63,14 @@ BAD_REQUESTS = {
     "NUL in a name": '{"version": 1, "op": "policy.create", "params": {"name": "p\\u0000q"}}',
     "NUL in a description": '{"version": 1, "op": "policy.create",'
                             ' "params": {"name": "p", "description": "a\\u0000b"}}',
-    "unknown parameter": '{"version": 1, "op": "block.show", "params": {"ref": "b", "x": 1}}',
+    "unknown parameter": '{"version": 1, "op": "block.show", "params": {"block": "b", "x": 1}}',
     "a supplied one is not the client's":
-        '{"version": 1, "op": "block.show", "params": {"ref": "b", "hold_seconds": 0}}',
+        '{"version": 1, "op": "block.show", "params": {"block": "b", "hold_seconds": 0}}',
     "a callback is not the client's": '{"version": 1, "op": "block.allocate",'
-                                      ' "params": {"block_ref": "b", "progress": "x"}}',
+                                      ' "params": {"block": "b", "progress": "x"}}',
     "unknown operation": '{"version": 1, "op": "block.explode", "params": {}}',
     "params not an object": '{"version": 1, "op": "block.list", "params": [1]}',
-    "deep nesting in params": '{"version": 1, "op": "block.show", "params": {"ref": '
+    "deep nesting in params": '{"version": 1, "op": "block.show", "params": {"block": '
                               + "[" * 100_000 + "]" * 100_000 + "}}",
     "deep nesting at the top": "[" * 100_000 + "]" * 100_000,
 }  # fmt: skip
@@ -96,7 +96,7 @@ def daemon():
     url = f"sqlite:///{workdir / 'store.db'}"
     store = Store(url)
     operations.run(store, "block.create", {"cidr": "10.90.0.0/24", "name": "b"})
-    operations.run(store, "block.allocate", {"block_ref": "b"})
+    operations.run(store, "block.allocate", {"block": "b"})
     config = workdir / "melange.conf"
     config.write_text("[melange]\nrelease_hold = 48h\n")
     with SocketDaemon(url, workdir / "daemon", config) as running:
@@ -116,7 +116,7 @@ def test_a_bad_request_is_invalid_input_over_the_socket(daemon, case):
     assert running.alive()
     assert dump_store(db) == before
     # The daemon goes on answering well-formed requests on its next connection.
-    good = _request(running.socket, '{"version": 1, "op": "block.show", "params": {"ref": "b"}}')
+    good = _request(running.socket, '{"version": 1, "op": "block.show", "params": {"block": "b"}}')
     assert good["ok"] is True
 
 
@@ -126,13 +126,13 @@ def test_the_messages_name_the_parameter_and_what_it_takes(daemon):
     def message(case: str) -> str:
         return _request(running.socket, BAD_REQUESTS[case])["error"]["message"]
 
-    assert message("missing required") == "block.show needs the parameter(s) ref"
+    assert message("missing required") == "block.show needs the parameter(s) block"
     assert "limit must be a whole number" in message("limit a string")
     assert "limit must be a whole number" in message("limit 1e400 (infinity)")
     assert "limit is out of range (from 1 to 100000)" in message("limit zero")
     assert "above must be a number, not a string '50'" in message("above a string")
     assert "above must be a finite number" in message("above NaN")
-    assert "ref must be a string, not a list" in message("list for a string")
+    assert "block must be a string, not a list" in message("list for a string")
     assert "lone surrogate" in message("lone surrogate")
     assert "NUL" in message("NUL in a description")
     assert "nested too deeply" in message("deep nesting in params")
@@ -160,7 +160,7 @@ def test_good_values_of_every_type_still_pass(daemon):
         ("block.create", {"cidr": "10.1.0.0/24", "name": ["x"]}),
         ("history", {"limit": -1}),
         ("mac_range.delete", {"range_id": 2**64}),
-        ("block.allocate", {"block_ref": "b", "count": 2**64}),
+        ("block.allocate", {"block": "b", "count": 2**64}),
         ("report.utilization", {"above": float("inf")}),
     ],
 )

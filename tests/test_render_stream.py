@@ -52,10 +52,10 @@ def _populated(url: str) -> Store:
                                 ("v6", "2001:db8::/64", "net1")):  # fmt: skip
         operations.run(store, "block.create", {"cidr": cidr, "name": name, "network": network})
     for block, address, mac, hostname in RESERVATIONS:
-        params = {"block_ref": block, "address": address, "mac": mac, "hostname": hostname}
+        params = {"block": block, "address": address, "mac": mac, "hostname": hostname}
         operations.run(store, "block.allocate", params)
-    operations.run(store, "block.allocate", {"block_ref": "a", "address": "10.0.0.9"})  # no MAC
-    held = {"block_ref": "a", "address": "10.0.0.10", "mac": "02:00:00:00:00:09"}
+    operations.run(store, "block.allocate", {"block": "a", "address": "10.0.0.9"})  # no MAC
+    held = {"block": "a", "address": "10.0.0.10", "mac": "02:00:00:00:00:09"}
     operations.run(store, "block.allocate", held)
     operations.run(store, "ip.release", {"address": "10.0.0.10", "block": "a"})
     return store
@@ -108,7 +108,7 @@ def _fill(store: Store, count: int) -> None:
     """`count` addresses in one /16, each with a MAC (as the render benchmark fills one)."""
     operations.run(store, "block.create", {"cidr": "10.60.0.0/16", "name": "big",
                                            "network": "net1"})  # fmt: skip
-    operations.run(store, "block.allocate", {"block_ref": "big", "count": count})
+    operations.run(store, "block.allocate", {"block": "big", "count": count})
     store.write(
         lambda conn: conn.execute(
             text(f"UPDATE ip_addresses SET mac = {MAC_BASE} + id, active_mac = {MAC_BASE} + id")

@@ -86,7 +86,7 @@ def test_0007_upgrades_and_downgrades_with_data(backend, tmp_path):
         assert new["id"] > gone  # never the id of a block the history still names
         assert [h["command"] for h in operations.run(store, "history", {"block": "c"})] == [
             "block.create"]  # fmt: skip
-        operations.run(store, "block.allocate", {"block_ref": "c", "count": 3})
+        operations.run(store, "block.allocate", {"block": "c", "count": 3})
         store.close()
 
         migrations.downgrade(Store(url), "0006")

@@ -111,7 +111,7 @@ def _as_nobody(socket_path: Path, *args: str) -> subprocess.CompletedProcess:
 def test_reader_group_may_read_but_not_write(shared_dir):
     with _daemon(shared_dir, "socket_group = nogroup\nreader_groups = nogroup\n") as daemon:
         operations.run(Store(f"sqlite:///{shared_dir / 'store.db'}"), "block.allocate",
-                       {"block_ref": "b", "mac": "02:00:00:00:00:01"})  # fmt: skip
+                       {"block": "b", "mac": "02:00:00:00:00:01"})  # fmt: skip
         before = dump_store(shared_dir / "store.db")
         listed = _as_nobody(daemon.socket, "ip", "list")
         assert listed.returncode == 0, listed.stderr
@@ -157,7 +157,7 @@ def test_thirty_two_concurrent_clients_allocate_without_duplicates(shared_dir):
                     got = client.call(
                         str(daemon.socket),
                         "block.allocate",
-                        {"block_ref": "b", "mac": f"02:00:00:{n:02x}:{i:02x}:01"},
+                        {"block": "b", "mac": f"02:00:00:{n:02x}:{i:02x}:01"},
                     )
                     results.append(got[0]["address"])  # fmt: skip
                 except MelangeError as error:
@@ -199,7 +199,7 @@ def test_abuse_leaves_the_daemon_serving(shared_dir):
             s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
             s.connect(str(path))
             abandoned.append(s)
-        assert client.call(str(path), "block.allocate", {"block_ref": "b"})[0]["address"]
+        assert client.call(str(path), "block.allocate", {"block": "b"})[0]["address"]
         for s in abandoned:
             s.close()
         hanging.settimeout(15)
@@ -208,7 +208,7 @@ def test_abuse_leaves_the_daemon_serving(shared_dir):
         assert time.monotonic() - started < 12
         hanging.close()
         assert daemon.alive()
-        assert client.call(str(path), "block.show", {"ref": "b"})["utilization"]["used"] == 1
+        assert client.call(str(path), "block.show", {"block": "b"})["utilization"]["used"] == 1
 
 
 def test_a_stale_socket_is_replaced_and_a_live_one_is_not_stolen(shared_dir):

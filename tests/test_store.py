@@ -154,10 +154,10 @@ def test_free_range_keys_migrate_both_ways_keeping_the_free_space(backend, tmp_p
         store = Store(url)
         operations.run(store, "block.create", {"cidr": "10.0.0.0/24", "name": "a"})
         operations.run(store, "block.create", {"cidr": "10.1.0.0/24", "name": "b"})
-        got = operations.run(store, "block.allocate", {"block_ref": "a", "count": 20})
+        got = operations.run(store, "block.allocate", {"block": "a", "count": 20})
         for record in got[5:8]:  # holes in the middle: three ranges in block a
             operations.run(store, "ip.release", {"address": record["address"], "now": True})
-        operations.run(store, "block.allocate", {"block_ref": "b", "count": 3})
+        operations.run(store, "block.allocate", {"block": "b", "count": 3})
         before = _free_ranges(url)
         assert len(before) == 3
         store.close()
@@ -167,7 +167,7 @@ def test_free_range_keys_migrate_both_ways_keeping_the_free_space(backend, tmp_p
         migrations.upgrade(Store(url))
         assert _free_ranges(url) == before
         store = Store(url)
-        again = operations.run(store, "block.allocate", {"block_ref": "a", "count": 4})
+        again = operations.run(store, "block.allocate", {"block": "a", "count": 4})
         assert [r["address"] for r in again] == [r["address"] for r in got[5:8]] + ["10.0.0.21"]
         store.close()
     finally:
@@ -237,10 +237,10 @@ def test_a_kept_connection_the_server_dropped_is_replaced_not_reported(store_url
         session = store.read(lambda conn: conn.execute(text(which)).scalar())
         execute_sql(store_url, kill.format(session))
         if write:
-            record = operations.run(store, "block.allocate", {"block_ref": "kept"})[0]
+            record = operations.run(store, "block.allocate", {"block": "kept"})[0]
             assert record["address"] == "10.8.0.1"
         else:
-            assert operations.run(store, "block.show", {"ref": "kept"})["cidr"] == "10.8.0.0/24"
+            assert operations.run(store, "block.show", {"block": "kept"})["cidr"] == "10.8.0.0/24"
         again = store.read(lambda conn: conn.execute(text(which)).scalar())
         assert again != session
     finally:

@@ -219,7 +219,7 @@ def test_a_dropped_connection_leaves_nothing_on_stderr(store_url, capfd, monkeyp
     for round_ in range(3):
         _kill(store_url, store)
         allocated = operations.run(
-            store, "block.allocate", {"block_ref": "web", "mac": f"02:00:00:00:00:0{round_ + 1}"}
+            store, "block.allocate", {"block": "web", "mac": f"02:00:00:00:00:0{round_ + 1}"}
         )
         assert allocated[0]["address"] == f"10.0.0.{round_ + 1}"
     _kill(store_url, store)

@@ -99,6 +99,6 @@ def check_counters(url: str, rows: list[tuple[str, str, int | None]]) -> None:
     """The per-block counters that utilisation reads stayed in step with the rows."""
     store = Store(url)
     for name, _ in BLOCKS:
-        used = operations.run(store, "block.show", {"ref": name})["utilization"]["used"]
+        used = operations.run(store, "block.show", {"block": name})["utilization"]["used"]
         assert used == sum(1 for block, _, _ in rows if block == name)
     store.close()

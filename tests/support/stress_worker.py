@@ -32,13 +32,13 @@ def main(url: str, worker: int, ops: int, blocks: list[str]) -> int:
             elif held and rng.random() < 0.15:
                 mac = rng.choice(sorted(held))
                 block, address = held[mac]
-                again = operations.run(store, "block.allocate", {"block_ref": block, "mac": mac})
+                again = operations.run(store, "block.allocate", {"block": block, "mac": mac})
                 event = {"op": "again", "block": block, "address": again[0]["address"],
                          "mac": mac, "expected": address}  # fmt: skip
             else:
                 mac = f"02:{worker:02x}:{n >> 8 & 0xFF:02x}:{n & 0xFF:02x}:00:01"
                 block = rng.choice(blocks)
-                result = operations.run(store, "block.allocate", {"block_ref": block, "mac": mac})
+                result = operations.run(store, "block.allocate", {"block": block, "mac": mac})
                 held[mac] = (block, result[0]["address"])
                 event = {"op": "allocate", "block": block, "address": result[0]["address"],
                          "mac": mac}  # fmt: skip
