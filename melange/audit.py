@@ -50,6 +50,7 @@ _KINDS = {
     "policy": "policy",
     "mac_range": "mac_range",
     "route": "route",
+    "nat": "nat",
 }
 # Where a kind's record keeps its id and its identity.
 _IDENTITY = {
@@ -59,6 +60,7 @@ _IDENTITY = {
     "interface": (None, "vif_id"),
     "policy": (None, "name"),
     "route": (None, "destination"),
+    "nat": (None, "inside_global"),
 }
 
 
