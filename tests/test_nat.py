@@ -134,7 +134,10 @@ def test_freeing_either_address_takes_the_mapping_away(melange):
     melange.ok("nat", "add", G1, L2)
     melange.ok("nat", "add", G2, L2)
     melange.ok("nat", "add", G2, L1, "--local-block", "other")
-    melange.ok("ip", "release", G1, "--now")
+    melange.ok("ip", "release", G1)
+    assert _rows(melange) == 3  # held: kept
+    melange.ok("ip", "release", G1, "--now")  # then freed
+    assert _rows(melange) == 2
     melange.ok("block", "allocate", "pub", "--address", G1)  # a new allocation of it
     assert _pairs(melange) == [(G2, L1), (G2, L2)]
     # Held, its hold ends and an allocation in its block reclaims it: the mapping goes.
