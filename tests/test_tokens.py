@@ -95,6 +95,8 @@ def test_the_secret_is_kept_nowhere(melange: Melange):
         (("create", "x", "--role", "reader", "--allowed-ips", "10.0.0.0/33"), 2),
         (("create", "x", "--role", "reader", "--allowed-ips", "10.0.0.1/8"), 2),
         (("create", "x", "--role", "reader", "--allowed-ips", "10.0.0.0/8,nonsense"), 2),
+        (("create", "x", "--role", "reader", "--allowed-ips", ""), 2),
+        (("create", "x", "--role", "reader", "--allowed-ips", "10.0.0.0/8,"), 2),
         (("create", "bad name", "--role", "reader"), 2),
         (("create", "..", "--role", "reader"), 2),
         (("create", "x" * 65, "--role", "reader"), 2),
