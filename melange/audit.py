@@ -51,6 +51,7 @@ _KINDS = {
     "mac_range": "mac_range",
     "route": "route",
     "nat": "nat",
+    "token": "token",
 }
 # Where a kind's record keeps its id and its identity.
 _IDENTITY = {
@@ -61,7 +62,11 @@ _IDENTITY = {
     "policy": (None, "name"),
     "route": (None, "destination"),
     "nat": (None, "inside_global"),
+    "token": (None, "name"),
 }
+# Result keys never recorded: a new API token's secret (melange/tokens.py) is shown
+# once and kept nowhere, the trail included.
+UNRECORDED = frozenset({"token"})
 
 
 @contextmanager
@@ -179,6 +184,8 @@ def record(
 ) -> None:
     """One audit row for a change (and its address runs when it touched several)."""
     kind = kind_of(command)
+    if isinstance(result, dict) and UNRECORDED & result.keys():
+        result = {k: v for k, v in result.items() if k not in UNRECORDED}
     block_id, subject_id, subject = _identity(kind, result)
     per_block = _noted_runs()
     address = None

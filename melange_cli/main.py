@@ -91,6 +91,7 @@ def _register() -> None:
         reconcile,
         reports,
         routes,
+        tokens,
         transfer,
     )
 
@@ -101,6 +102,7 @@ def _register() -> None:
     cli.add_command(transfer.export)
     cli.add_command(transfer.import_)
     cli.add_command(nat.group)
+    cli.add_command(tokens.group)
 
 
 _register()
