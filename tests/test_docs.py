@@ -5,8 +5,9 @@ from __future__ import annotations
 from pathlib import Path
 
 import click
+import pytest
 
-from melange_cli import docgen
+from melange_cli import docgen, opdoc
 from melange_cli.main import cli
 
 DOC = Path(__file__).resolve().parent.parent / "docs" / "cli.md"
@@ -124,3 +125,54 @@ def test_every_socket_operation_is_documented():
     text = (Path(__file__).parent.parent / "docs" / "protocol.md").read_text()
     missing = [name for name in OPERATIONS if f"| `{name}` |" not in text]
     assert missing == [], f"add these operations to docs/protocol.md: {missing}"
+
+
+@pytest.mark.parametrize(("name", "render"), [("protocol.md", opdoc.protocol_table),
+                                              ("api.md", opdoc.api_reference)])  # fmt: skip
+def test_generated_sections_are_up_to_date(name, render):
+    """docs/protocol.md's table and docs/api.md's reference are the declaration's."""
+    current = (DOC.parent / name).read_text()
+    assert opdoc.splice(current, render()) == current, (
+        f"docs/{name} is stale: run `make docs` and commit the result"
+    )
+
+
+def test_splice_replaces_only_the_generated_section():
+    text = f"intro\n{opdoc.BEGIN}\nold\n{opdoc.END}\noutro\n"
+    assert opdoc.splice(text, "new\n") == f"intro\n{opdoc.BEGIN}\nnew\n{opdoc.END}\noutro\n"
+    with pytest.raises(ValueError, match="markers"):
+        opdoc.splice("no markers here", "new")
+    with pytest.raises(ValueError, match="markers"):
+        opdoc.splice(f"{opdoc.END}\n{opdoc.BEGIN}", "new")
+
+
+def test_the_reference_has_every_route_and_no_host_local_one():
+    from melange.operations import OPERATIONS
+
+    text = (DOC.parent / "api.md").read_text()
+    reference = text.split("## Endpoint reference", 1)[1]
+    headings = [line for line in reference.splitlines() if line.startswith("### `")]
+    remote = [op for op in OPERATIONS.values() if op.http is not None]
+    assert len(headings) == len(remote)
+    for name, op in OPERATIONS.items():
+        if op.http is None:
+            assert f"operation `{name}`" not in reference, name
+        else:
+            assert f"operation `{name}`; role **{op.role}**" in reference, name
+
+
+def test_the_protocol_table_shows_role_exposure_and_parameters():
+    from melange.operations import OPERATIONS
+
+    text = (DOC.parent / "protocol.md").read_text()
+    rows = {cells[1].strip("` "): [c.strip() for c in cells[2:5]]
+            for line in text.splitlines()
+            if line.startswith("| `") and len(cells := line.split("|")) == 6}  # fmt: skip
+    assert set(rows) == set(OPERATIONS)
+    assert rows["block.allocate"][:2] == ["writer", "remote"]
+    assert rows["block.create"][0] == "admin"
+    assert rows["dhcp.sync"][1].startswith("host-local")
+    assert "address, block, limit (integer)" in rows["history"][2]
+    for name, (role, exposure, _) in rows.items():
+        assert role == OPERATIONS[name].role
+        assert exposure.startswith("remote" if OPERATIONS[name].http else "host-local")
