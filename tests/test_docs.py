@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+import re
 from pathlib import Path
 
 import click
@@ -176,3 +178,43 @@ def test_the_protocol_table_shows_role_exposure_and_parameters():
     for name, (role, exposure, _) in rows.items():
         assert role == OPERATIONS[name].role
         assert exposure.startswith("remote" if OPERATIONS[name].http else "host-local")
+
+
+def _route(method: str, path: str) -> str | None:
+    """The operation a request of the walkthrough reaches, by the declared routes."""
+    from melange.operations import OPERATIONS
+
+    for name, op in OPERATIONS.items():
+        if op.http is None or op.http.method != method:
+            continue
+        pattern = re.sub(r"{\w+:path}", r"[^?]+", re.sub(r"{\w+}", r"[^/?]+", op.http.path))
+        if re.fullmatch(pattern, path):
+            return name
+    return None
+
+
+def test_the_walkthroughs_requests_are_declared_routes_with_declared_parameters():
+    """Every curl of docs/api.md reaches a declared route and sends only the names its
+    operation declares, so the walkthrough cannot drift from the API silently."""
+    from urllib.parse import parse_qs, urlsplit
+
+    from melange.operations import OPERATIONS
+
+    text = (DOC.parent / "api.md").read_text().split("## Endpoint reference")[0]
+    commands = re.findall(r"^curl .*?(?<!\\)$", text.replace("\\\n", " "), re.M | re.S)
+    assert len(commands) >= 8
+    reached = set()
+    for command in commands:
+        url = re.search(r'"\$MELANGE_API(/[^"]*)"', command)
+        assert url is not None, command
+        body = re.search(r"-d '([^']*)'", command)
+        method = re.search(r"-X (\w+)", command)
+        verb = method.group(1) if method else ("POST" if body else "GET")
+        parts = urlsplit(url.group(1))
+        name = _route(verb, parts.path)
+        assert name is not None, f"no declared route for {verb} {parts.path}"
+        reached.add(name)
+        sent = set(parse_qs(parts.query)) | set(json.loads(body.group(1)) if body else {})
+        allowed = set(OPERATIONS[name].parameters()) | {"limit", "after"}
+        assert sent <= allowed, (command, sent - allowed)
+    assert {"block.create", "block.allocate", "ip.list", "ip.release"} <= reached
