@@ -90,6 +90,7 @@ def _register() -> None:
         reconcile,
         reports,
         routes,
+        tokens,
         transfer,
     )
 
@@ -99,6 +100,7 @@ def _register() -> None:
     cli.add_command(reconcile.reconcile)
     cli.add_command(transfer.export)
     cli.add_command(transfer.import_)
+    cli.add_command(tokens.group)
 
 
 _register()
