@@ -6,14 +6,16 @@
 - The channels: the socket serves every operation, to the roles the declaration names
   (host-local ones to admins only); the HTTP API serves exactly the declared routes,
   and its OpenAPI document lists those and no host-local operation.
-- Paged lists: the core function walks a page (`after`, `limit`) itself, so a million
-  rows never sit in the server's memory at once.
+- Paged lists: the core function reads one page (melange.paging.Page: `limit` rows
+  after a cursor) itself, so a million rows never sit in the server's memory at once.
 """
 
 from __future__ import annotations
 
 import inspect
+import json
 import re
+import typing
 
 import click
 import pytest
@@ -35,11 +37,8 @@ MAPPED = {
 CLI_ONLY = {
     ("melange export", "fmt"): "the document's format is chosen by the CLI, which renders it",
 }
-# Declared parameters no command gives, and why.
-NOT_ON_CLI = {
-    "after": "pagination: the CLI prints the whole list, walking the pages itself",
-    "limit": "pagination (of a paged list): as `after`",
-}
+# Declared parameters no command gives, and why (none today: keep it so).
+NOT_ON_CLI: dict[str, str] = {}
 CLICK_KINDS = {click.types.IntParamType: int, click.types.FloatParamType: float}
 
 
@@ -97,9 +96,6 @@ def test_every_declared_parameter_is_reachable_from_the_cli(name):
         reachable |= set(given(path, command))
     missing = set(operations.OPERATIONS[name].parameters()) - reachable - set(NOT_ON_CLI)
     assert missing == set(), f"no command gives {name} these: {sorted(missing)}"
-    for excused in set(NOT_ON_CLI) & set(operations.OPERATIONS[name].parameters()):
-        http = operations.OPERATIONS[name].http
-        assert http is not None and http.paged, f"{name}: {excused} is excused for paging only"
 
 
 def test_the_exceptions_are_still_needed():
@@ -130,6 +126,40 @@ def test_the_socket_serves_each_operation_to_its_declared_roles(name):
     assert not may(None, name) and not may("root", name)
 
 
+def _declared_routes() -> dict[tuple[str, str], str]:
+    return {(op.http.method, op.http.path): name for name, op in operations.OPERATIONS.items()
+            if op.http is not None}  # fmt: skip
+
+
+def test_the_http_app_serves_exactly_the_declared_routes(tmp_path):
+    from melange.store import Store
+    from melanged.http.app import Service, build
+
+    app = build(Service(Store(f"sqlite:///{tmp_path / 'store.db'}")))
+    served = {(method, route.path) for route in app.routes
+              for method in getattr(route, "methods", None) or () if method != "HEAD"}  # fmt: skip
+    unauthenticated = {("GET", "/v1/health"), ("GET", "/openapi.json")}
+    assert served == set(_declared_routes()) | unauthenticated
+
+
+def test_the_openapi_document_lists_the_remote_operations_and_no_host_local_one():
+    from melanged.http import openapi
+
+    document = openapi.document()
+    listed = {(method.upper(), path): entry["operationId"]
+              for path, item in document["paths"].items()
+              for method, entry in item.items()}  # fmt: skip
+    expected = {(method, openapi.path_of(path)): name.replace(".", "_")
+                for (method, path), name in _declared_routes().items()}  # fmt: skip
+    assert listed == {**expected, ("GET", "/v1/health"): "health"}
+    for name, op in operations.OPERATIONS.items():
+        if op.http is None:
+            assert name.replace(".", "_") not in listed.values(), name
+    text = json.dumps(document)
+    for parameter in ("hostsfile", "dnsmasq_pidfile", "leasefile", "release_interface"):
+        assert f'"{parameter}"' not in text, parameter
+
+
 def test_host_local_means_no_route_and_whole_store_or_files():
     """The host-local ones are those that act on files, processes or the schema."""
     host_local = {name for name, op in operations.OPERATIONS.items() if op.http is None}
@@ -151,12 +181,19 @@ def test_each_route_is_declared_once_and_its_path_parameters_are_declared():
         assert re.fullmatch(r"/v1(/[\w{}:.-]+)+", op.http.path), op.http.path
 
 
-@pytest.mark.xfail(reason="the core list functions gain after/limit on branch http")
-@pytest.mark.parametrize(
-    "name", sorted(n for n, op in operations.OPERATIONS.items() if op.http and op.http.paged)
-)
-def test_a_paged_operations_core_function_walks_a_page(name):
-    signature = inspect.signature(operations.OPERATIONS[name].function())
-    assert {"after", "limit"} <= set(signature.parameters), name
-    declared = operations.OPERATIONS[name].parameters()
-    assert not declared["after"].required and not declared["limit"].required
+PAGED = sorted(n for n, op in operations.OPERATIONS.items() if op.http and op.http.paged)
+
+
+@pytest.mark.parametrize("name", PAGED)
+def test_a_paged_operations_core_function_reads_one_page(name):
+    """It takes a `Page` (limit, after) of its own, local to the process: the server
+    reads one page from the store, never the whole list to cut it up."""
+    from melange.paging import Page
+
+    operation = operations.OPERATIONS[name]
+    signature = inspect.signature(operation.function())
+    assert "page" in signature.parameters and signature.parameters["page"].default is None
+    hint = typing.get_type_hints(operation.function())["page"]
+    assert Page in typing.get_args(hint), hint
+    assert "page" in operation.local() and "page" not in operation.parameters()
+    assert "after" not in operation.parameters()
