@@ -218,3 +218,56 @@ def test_the_walkthroughs_requests_are_declared_routes_with_declared_parameters(
         allowed = set(OPERATIONS[name].parameters()) | {"limit", "after"}
         assert sent <= allowed, (command, sent - allowed)
     assert {"block.create", "block.allocate", "ip.list", "ip.release"} <= reached
+
+
+def walkthrough() -> list[tuple[str, str, str, dict | None, int, str]]:
+    """docs/api.md's curl steps: (role, method, path, body, status, the documented answer)."""
+    text = (DOC.parent / "api.md").read_text().split("## Endpoint reference")[0]
+    steps = []
+    for section in text.split("\n### ")[1:]:
+        heading = section.partition("\n")[0]
+        role = re.search(r"\((reader|writer|admin)\)", heading)
+        joined = section.replace("\\\n", " ")
+        for command, status, answer in re.findall(r"^(curl .*)\n# (\d{3}): (.*)$", joined, re.M):
+            body = re.search(r"-d '([^']*)'", command)
+            method = re.search(r"-X (\w+)", command)
+            path = re.search(r'"\$MELANGE_API(/[^"]*)"', command)
+            assert path is not None, command
+            steps.append((role.group(1) if role else "admin",
+                          method.group(1) if method else ("POST" if body else "GET"),
+                          path.group(1), json.loads(body.group(1)) if body else None,
+                          int(status), answer))  # fmt: skip
+    return steps
+
+
+def _pairs(value: object) -> set[tuple[str, str]]:
+    """Every (key, string value) anywhere in a JSON answer."""
+    if isinstance(value, dict):
+        found = {(k, v) for k, v in value.items() if isinstance(v, str)}
+        return found.union(*(_pairs(v) for v in value.values()))
+    if isinstance(value, list):
+        return set().union(*(_pairs(v) for v in value))
+    return set()
+
+
+def test_the_walkthrough_runs_as_written_against_a_live_server(tmp_path):
+    """Each curl of docs/api.md, sent by a client holding the role its step names, gets
+    the status the text shows and every `"key": "value"` it shows (an elided `…` aside);
+    the second page is fetched from the first page's `next`."""
+    from tests.support.http_daemon import HttpDaemon
+
+    steps = walkthrough()
+    assert len(steps) >= 10 and {s[0] for s in steps} == {"reader", "writer", "admin"}
+    with HttpDaemon(f"sqlite:///{tmp_path / 'store.db'}", tmp_path / "api") as api:
+        following = None
+        for role, method, path, body, status, answer in steps:
+            if "after=" in path:
+                assert following is not None, path
+                path = following
+            response = api.client(role).request(method, path, json=body)
+            assert response.status_code == status, (method, path, response.text)
+            result = response.json()
+            if isinstance(result, dict) and result.get("next"):
+                following = result["next"]
+            shown = {(k, v) for k, v in re.findall(r'"(\w+)": "([^"]*)"', answer) if "…" not in v}
+            assert shown <= _pairs(result), (method, path, shown - _pairs(result))
