@@ -22,15 +22,17 @@ import trustme
 
 from melange import operations
 from melange.store import Store
-from melanged.http.listen import Listen
+from melanged.http.listen import Limits, Listen
 from melanged.http.server import HttpServer
 
 ROLES = ("reader", "writer", "admin")
 
 
 class HttpDaemon:
-    def __init__(self, db_url: str, workdir: Path, *, tls: bool = True) -> None:
+    def __init__(self, db_url: str, workdir: Path, *, tls: bool = True,
+                 limits: Limits = Limits()) -> None:  # fmt: skip
         self.db_url = db_url
+        self.limits = limits
         self.workdir = workdir
         self.tls = tls
         self.ca: trustme.CA | None = None
@@ -59,7 +61,7 @@ class HttpDaemon:
         self.store.ensure_schema()
         for role in ROLES:
             self.tokens[role] = self.make_token(f"test-{role}", role)
-        self.server = HttpServer(Listen("127.0.0.1", 0, cert, key), self.store)
+        self.server = HttpServer(Listen("127.0.0.1", 0, cert, key), self.store, self.limits)
         self.server.start()
         return self
 
