@@ -122,6 +122,10 @@ class HttpServer:
         self.thread: threading.Thread | None = None
 
     @property
+    def serving(self) -> bool:
+        return self.thread is not None
+
+    @property
     def port(self) -> int:
         return int(self.sock.getsockname()[1])
 
