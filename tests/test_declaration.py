@@ -134,12 +134,29 @@ def _declared_routes() -> dict[tuple[str, str], str]:
 def test_the_http_app_serves_exactly_the_declared_routes(tmp_path):
     from melange.store import Store
     from melanged.http.app import Service, build
+    from melanged.http.listen import Limits
 
-    app = build(Service(Store(f"sqlite:///{tmp_path / 'store.db'}")))
+    app = build(Service(Store(f"sqlite:///{tmp_path / 'store.db'}"), Limits()))
     served = {(method, route.path) for route in app.routes
               for method in getattr(route, "methods", None) or () if method != "HEAD"}  # fmt: skip
     unauthenticated = {("GET", "/v1/health"), ("GET", "/openapi.json")}
     assert served == set(_declared_routes()) | unauthenticated
+
+
+def test_each_declared_route_answers_on_a_live_server_and_wants_a_token(tmp_path):
+    """Reached (not 404 or 405) and guarded (401 without a token), a CIDR for BLOCK."""
+    from tests.support.http_daemon import HttpDaemon
+
+    values = {"block": "10.0.0.0%2F24", "address": "10.0.0.1", "octet": "7", "range_id": "1"}
+    with HttpDaemon(f"sqlite:///{tmp_path / 'store.db'}", tmp_path / "api") as api:
+        anonymous = api.client()
+        for method, path in _declared_routes():
+            url = re.sub(r"{(\w+)(?::\w+)?}", lambda m: values.get(m.group(1), "x"), path)
+            response = anonymous.request(method, url)
+            assert response.status_code == 401, (method, url, response.text)
+            assert response.json()["code"] == "unauthenticated"
+        assert anonymous.get("/v1/health").status_code == 200
+        assert anonymous.post("/v1/dhcp/sync").status_code == 404  # host-local: no route
 
 
 def test_the_openapi_document_lists_the_remote_operations_and_no_host_local_one():
