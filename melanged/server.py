@@ -5,9 +5,11 @@ is validated (size, JSON, version, operation, parameter names and types)
 before anything touches the store; who the peer is comes from SO_PEERCRED and
 SO_PEERGROUPS, never from the request, and is settled at accept, before a byte
 is read: a peer without a role is turned away at once, and per-user limits
-keep readers from taking every slot. Host-local operations (files, pidfiles,
-interfaces) run only for root and melanged's own user. The operation itself
-is melange.operations, the same code the CLI runs.
+keep readers and writers from taking every slot. What a role may run is the
+operation's declaration (melange.operations: reader < writer < admin); the
+host-local ones (no HTTP route) need an admin, and with files, pidfiles or
+interfaces root or melanged's own user. The operation itself is
+melange.operations, the same code the CLI runs.
 """
 
 from __future__ import annotations
@@ -47,7 +49,7 @@ MAX_REQUEST = 1 << 20
 REQUEST_DEADLINE = 10.0  # seconds for a whole request line, however it trickles in
 SEND_TIMEOUT = 60.0  # a peer that stops reading its answer loses its slot
 MAX_CLIENTS = 256  # connections served at once (root and melanged's user: beyond this)
-RESERVED = 32  # of those, kept for admins: readers alone never fill the daemon
+RESERVED = 32  # of those, kept for admins: readers and writers never fill the daemon
 PER_USER = 64  # connections one user (other than root) may hold at once
 SO_PEERGROUPS = getattr(socket, "SO_PEERGROUPS", 59)  # Linux 4.13+
 ROLE_KEYS = "admin_users, admin_groups, writer_users, writer_groups, reader_groups"
@@ -114,9 +116,7 @@ class Access:
 def may(role: str | None, operation: str) -> bool:
     """Whether a socket peer holding `role` may run `operation` (docs/protocol.md)."""
     declared = operations.OPERATIONS[operation]
-    if declared.http is None and role != "admin":
-        return False
-    return declared.allows(role)
+    return declared.allows(role) and (declared.http is not None or role == "admin")
 
 
 def peer_of(conn: socket.socket) -> Peer:
@@ -346,8 +346,8 @@ class SocketServer(socketserver.ThreadingMixIn, socketserver.UnixStreamServer):
 
 
 def _needed(name: str) -> str:
-    declared = operations.OPERATIONS[name]
-    role = "admin" if declared.http is None else declared.role
+    """The least role `may` lets run `name`, in words."""
+    role = next(role for role in operations.ROLES if may(role, name))
     return f"the {role} role" if role == "admin" else f"the {role} role or a higher one"
 
 
