@@ -30,17 +30,6 @@ END = "<!-- END GENERATED -->"
 TYPE_NAMES = {str: "string", int: "integer", float: "number", bool: "boolean",
               list: "list of strings"}  # fmt: skip
 
-# What a client sends as a path argument; the CLI's arguments carry no help text.
-ARGUMENT_HELP = {
-    "block": "The block's id, name or CIDR.",
-    "address": "The IP address.",
-    "name": "The policy's name.",
-    "vif": "The interface's id.",
-    "range_id": "The MAC range's id.",
-    "octet": "The last octet.",
-    "cidr": "The CIDR.",
-}
-
 
 def splice(text: str, generated: str) -> str:
     """`text` with what lies between the markers replaced by `generated`."""
@@ -100,17 +89,44 @@ def option_name(param: click.Parameter) -> str | None:
     return param.name.rstrip("_") if param.name else None
 
 
+# A parameter whose command gives it no help text (an option named plainly enough on
+# the command line, such as --tenant) is described by its name here.
+PARAMETER_HELP = {
+    "network": "The network's name (a label blocks share; one DHCP server serves one).",
+    "block": "The block's id, name or CIDR.",
+    "tenant": "The tenant's name.",
+    "mac": "The MAC address.",
+    "gateway": "The gateway's address.",
+    "type": "private or public.",
+    "policy": "The policy's name.",
+    "range_id": "The MAC range's id.",
+    "vif": "The interface's id.",
+    "octet": "The last octet.",
+    "cidr": "The CIDR.",
+    "interface": "The interface's id (vif).",
+    "hostname": "The host name.",
+    "device": "The device the interface belongs to.",
+    "destination": "The route's destination CIDR.",
+    "text": "The document itself: a melange export (JSON or CSV) or a NetBox CSV.",
+    "source": "Where the document came from, for the audit trail (a file name).",
+    "format": "The document's format (melange, netbox-prefixes, netbox-addresses).",
+    "description": "Free text.",
+    "address": "The IP address.",
+}
+
+
 def option_help(commands: list[tuple[str, click.Command]], name: str) -> str:
-    """The help the first command giving the parameter has for it (an argument, which
-    click gives no help, is described here)."""
-    for _path, command in commands:
+    """The help the first command giving the parameter has for it; else (an argument,
+    which click gives no help, or a plain option) the description here."""
+    for path, command in commands:
         for param in command.params:
             if option_name(param) != name:
                 continue
-            if isinstance(param, click.Argument):
-                return ARGUMENT_HELP.get(name, "")
-            return " ".join((getattr(param, "help", None) or "").split())
-    return ""
+            text = " ".join((getattr(param, "help", None) or "").split())
+            if name == "name" and not text:  # `melange policy show NAME`: the policy's
+                return f"The {path.split()[1]}'s name."
+            return text or PARAMETER_HELP.get(name, "")
+    return PARAMETER_HELP.get(name, "")
 
 
 # -- docs/api.md's endpoint reference
