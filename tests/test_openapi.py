@@ -24,7 +24,7 @@ from schemathesis import checks
 from schemathesis.generation import GenerationMode
 
 from melange import operations
-from melange.errors import Conflict
+from melange.errors import Conflict, NotFound
 from melanged.http import openapi
 from tests.support.http_daemon import HttpDaemon
 
@@ -65,17 +65,23 @@ def schema(api) -> schemathesis.schemas.BaseSchema:
 
 
 def seed(api: HttpDaemon) -> dict[str, object]:
-    """Real objects for the path parameters (made again when a fuzzed DELETE took them)."""
+    """Real objects for the path parameters, made again when fuzzed requests deleted or
+    renamed them (a PATCH of block `b` may give it any name)."""
     store = api.store
 
     def ensure(name: str, params: dict) -> None:
         try:
             operations.run(store, name, params)
-        except Conflict:
+        except (Conflict, NotFound):
             pass
 
-    ensure("block.create", {"cidr": "10.93.0.0/24", "name": "b", "network": "n1"})
-    operations.run(store, "block.allocate", {"block": "b", "mac": "02:00:00:00:93:01"})
+    try:
+        operations.run(store, "block.update", {"block": "10.93.0.0/24", "name": "b"})
+    except NotFound:
+        ensure("block.create", {"cidr": "10.93.0.0/24", "name": "b", "network": "n1"})
+    except Conflict:
+        pass  # another block is called `b` now: it serves as well
+    ensure("block.allocate", {"block": "b", "mac": "02:00:00:00:93:01"})
     ensure("route.add", {"block": "b", "destination": "10.94.0.0/24", "gateway": "10.93.0.1"})
     ensure("policy.create", {"name": "p"})
     ranges = operations.run(store, "mac_range.list", {})
