@@ -114,6 +114,7 @@ def test_wrong_types_everywhere_are_422(api):
 
 def test_500_idle_connections_do_not_stop_others(api):
     idle = [socket.create_connection(("127.0.0.1", api.server.port)) for _ in range(500)]
+    time.sleep(0.5)  # every one accepted by now
     try:
         answers(api)
     finally:
@@ -187,3 +188,15 @@ def test_too_many_headers_are_refused(api):
             status = 0
         assert status in (0, 400, 431)
     answers(api)
+
+
+def test_300_keep_alive_clients_are_all_answered(api):
+    """Connections are capped, requests are not refused below the cap (uvicorn's own
+    limit counts connections, and must not answer 503 first)."""
+    clients = [api.client("reader") for _ in range(300)]
+    try:
+        assert all(c.get("/v1/health").status_code == 200 for c in clients)
+        assert all(c.get("/v1/blocks").status_code == 200 for c in clients)
+    finally:
+        for client in clients:
+            client.close()

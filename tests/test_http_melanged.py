@@ -5,6 +5,7 @@ re-reading the configuration (a new store, a new address), SIGTERM graceful."""
 from __future__ import annotations
 
 import signal
+import ssl
 import subprocess
 import sys
 import time
@@ -171,5 +172,37 @@ def test_sigterm_lets_a_request_in_progress_finish(tmp_path):
                 daemon.signal(signal.SIGTERM)
                 lines = sum(1 for _ in response.iter_lines())
         assert lines == 1 + 1 + 3000  # header, block, addresses: all of it
+    finally:
+        assert daemon.stop() == 0
+
+
+def test_sighup_reloads_a_renewed_certificate_in_place(tmp_path):
+    db = sqlite(tmp_path / "store.db")
+    make_tokens(db)
+    cert, key = make_certificate(tmp_path)
+    port = free_port()
+    config = tmp_path / "melange.conf"
+    config.write_text(f"[melanged]\ndb = {db}\nhttp = 127.0.0.1:{port}\n"
+                      f"tls_cert = {cert}\ntls_key = {key}\n")  # fmt: skip
+    daemon = MelangedHttp(tmp_path, [], port=port, tls=True, config=config)
+    daemon.start()
+    try:
+        daemon.wait_serving()
+        renewed_cert, renewed_key = make_certificate(tmp_path, "renewed")
+        renewed_cert.replace(cert)
+        renewed_key.replace(key)
+        daemon.signal(signal.SIGHUP)
+        renewed_ca = ssl.create_default_context(cafile=str(tmp_path / "ca-renewed.pem"))
+        deadline = time.monotonic() + 15
+        while True:
+            try:
+                with httpx.Client(base_url=daemon.url(), verify=renewed_ca, timeout=5) as client:
+                    assert client.get("/v1/health").status_code == 200
+                break
+            except httpx.ConnectError:
+                assert time.monotonic() < deadline, "the renewed certificate is not served"
+                time.sleep(0.1)
+        with pytest.raises(httpx.ConnectError), daemon.client() as client:
+            client.get("/v1/health")  # the old CA no longer vouches for the server
     finally:
         assert daemon.stop() == 0

@@ -13,6 +13,7 @@ from __future__ import annotations
 import json
 import logging
 from collections.abc import Awaitable, Callable, Iterator
+from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlencode
 
@@ -80,25 +81,69 @@ def routed() -> list[str]:
 
 
 def endpoint(service: Service, name: str) -> Endpoint:
-    """The endpoint of operation `name`."""
+    """The endpoint of operation `name`: the body read here (bounded in size and time),
+    the rest in one call on the thread pool. An import's body may be large, so its
+    token is checked before a byte of it is read."""
     operation = OPERATIONS[name]
+    http = operation.http
+    assert http is not None
     limits = service.limits
-    body_limit = limits.max_import_body if name == "import" else limits.max_body
+    large = name == "import"
+    body_limit = limits.max_import_body if large else limits.max_body
 
     async def serve(request: Request) -> Response:
         store = service.store
         client = request.client.host if request.client else ""
         header = request.headers.get("authorization")
-        identity = await run_in_threadpool(admit, store, name, header, client)
-        params, page = await gather(name, operation, request, body_limit, limits.body_timeout)
-        if page is not None:
-            params["page"] = page
-        result = await run_in_threadpool(
-            operations.run, store, name, params, actor=identity.name, via=auth.VIA
-        )
+        identity = await run_in_threadpool(admit, store, name, header, client) if large else None
+        body = b""
+        if http.method in openapi.BODY_METHODS:
+            body = await inputs.body_of(request, body_limit, limits.body_timeout)
+        call = Call(name, operation, client, header, dict(request.path_params),
+                    request.query_params.multi_items(), body)  # fmt: skip
+        result, page = await run_in_threadpool(call.run, store, identity)
         return answer(operation, request, result, page)
 
     return serve
+
+
+@dataclass(frozen=True)
+class Call:
+    """One request to an operation, as received; `run` does the work on a pool thread."""
+
+    name: str
+    operation: Operation
+    client: str
+    header: str | None
+    path: dict[str, str]
+    query: list[tuple[str, str]]
+    body: bytes
+
+    def run(self, store: Store, identity: Any) -> tuple[Any, paging.Page | None]:
+        """Admit (unless already), gather and check the parameters, run the operation."""
+        if identity is None:
+            identity = admit(store, self.name, self.header, self.client)
+        params, page = self.parameters()
+        if page is not None:
+            params["page"] = page
+        result = operations.run(store, self.name, params, actor=identity.name, via=auth.VIA)
+        return result, page
+
+    def parameters(self) -> tuple[dict[str, Any], paging.Page | None]:
+        """The operation's parameters from the path, the query or the body, checked."""
+        name, operation, items = self.name, self.operation, self.query
+        http = operation.http
+        assert http is not None
+        params = inputs.from_path(name, operation, self.path)
+        page = inputs.page_of(items) if http.paged else None
+        if http.method in openapi.BODY_METHODS:
+            if items:
+                raise problems.RequestInvalid(f"{name} takes its parameters in a JSON body")
+            params.update(inputs.from_body(name, self.body, params))
+        else:
+            skip = inputs.PAGE_NAMES if http.paged else ()
+            params.update(inputs.from_query(name, operation, items, skip))
+        return inputs.checked(name, operation, params), page
 
 
 def admit(store: Store, name: str, header: str | None, client: str) -> Any:
@@ -115,26 +160,6 @@ def admit(store: Store, name: str, header: str | None, client: str) -> Any:
         auth.audit_refusal(store, identity.name, name, client, error)
         raise
     return identity
-
-
-async def gather(
-    name: str, operation: Operation, request: Request, body_limit: int, body_timeout: float
-) -> tuple[dict[str, Any], paging.Page | None]:
-    """The operation's parameters from the path, the query or the body, checked."""
-    http = operation.http
-    assert http is not None
-    params = inputs.from_path(name, operation, dict(request.path_params))
-    items = request.query_params.multi_items()
-    page = inputs.page_of(items) if http.paged else None
-    if http.method in openapi.BODY_METHODS:
-        if items:
-            raise problems.RequestInvalid(f"{name} takes its parameters in a JSON body")
-        body = await inputs.body_of(request, body_limit, body_timeout)
-        params.update(inputs.from_body(name, body, params))
-    else:
-        skip = inputs.PAGE_NAMES if http.paged else ()
-        params.update(inputs.from_query(name, operation, items, skip))
-    return inputs.checked(name, operation, params), page
 
 
 def answer(

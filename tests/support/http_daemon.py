@@ -39,12 +39,10 @@ ROLES = ("reader", "writer", "admin")
 
 def make_certificate(workdir: Path, name: str = "server") -> tuple[Path, Path]:
     """A certificate for 127.0.0.1 and localhost (and its key), signed by a CA made for
-    the test whose certificate is `workdir/ca.pem` (one CA per directory)."""
+    it, whose certificate is `workdir/ca.pem` (`ca-NAME.pem` for another `name`)."""
     workdir.mkdir(parents=True, exist_ok=True)
     ca = trustme.CA()
-    ca_file = workdir / "ca.pem"
-    if ca_file.exists():
-        ca_file = workdir / f"ca-{name}.pem"
+    ca_file = workdir / ("ca.pem" if name == "server" else f"ca-{name}.pem")
     ca.cert_pem.write_to_path(str(ca_file))
     issued = ca.issue_cert("127.0.0.1", "localhost")
     cert, key = workdir / f"{name}.pem", workdir / f"{name}.key"
