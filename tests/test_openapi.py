@@ -48,6 +48,17 @@ def _labels() -> Iterator[tuple[str, str]]:
 
 
 OPERATIONS = sorted(_labels())
+# Bugs the fuzzing found in code this module does not own, each pinned by a strict
+# test below: when it is fixed, that test fails until the entry here goes too.
+KNOWN = {
+    ("GET", "/v1/export"): "the NDJSON stream has no line kind for nat_mappings "
+    "(melange/transfer_stream.py): every export breaks off before its end",
+}
+
+
+def _cases(operations: list[tuple[str, str]]) -> list:
+    return [pytest.param(m, p, id=f"{m} {p}", marks=[pytest.mark.xfail(reason=KNOWN[m, p])]
+                         if (m, p) in KNOWN else []) for m, p in operations]  # fmt: skip
 
 
 @pytest.fixture(scope="module")
@@ -153,7 +164,7 @@ def _fuzz(api, schema, method: str, path: str, mode: GenerationMode) -> int:
     return len(ran)
 
 
-@pytest.mark.parametrize(("method", "path"), OPERATIONS, ids=[f"{m} {p}" for m, p in OPERATIONS])
+@pytest.mark.parametrize(("method", "path"), _cases(OPERATIONS))
 def test_schema_valid_requests_get_documented_answers(api, schema, method, path):
     assert _fuzz(api, schema, method, path, GenerationMode.POSITIVE) >= 1
     assert api.client().get("/v1/health").status_code == 200
@@ -176,3 +187,19 @@ def test_a_bare_carriage_return_in_an_import_is_invalid_input(api):
     response = api.client("admin").post("/v1/import", json={"text": 'x"a\rb'})
     assert response.status_code == 400, response.text
     assert response.json()["code"] == "invalid_input"
+
+
+@pytest.mark.xfail(strict=True, reason=KNOWN["GET", "/v1/export"])
+def test_an_export_streams_whole(api):
+    """Found by the fuzzing above (after NAT mappings joined the export document)."""
+    seed(api)
+    from melange.transfer_stream import from_ndjson
+
+    with api.client("reader").stream("GET", "/v1/export") as response:
+        assert response.status_code == 200
+        lines = list(response.iter_lines())
+
+    def filled(document: dict) -> dict:  # an empty optional section may be left out
+        return {key: value for key, value in document.items() if value != []}
+
+    assert filled(from_ndjson(lines)) == filled(operations.run(api.store, "export", {}))
