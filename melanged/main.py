@@ -31,6 +31,7 @@ def _configure_logging(log_file) -> logging.Handler:
     root.handlers[:] = [handler]
     root.setLevel(logging.INFO)
     logging.getLogger("alembic").setLevel(logging.WARNING)
+    logging.getLogger("uvicorn").setLevel(logging.WARNING)
     return handler
 
 
@@ -44,6 +45,11 @@ def _configure_logging(log_file) -> logging.Handler:
 @click.option("--network", metavar="NET", help="Only this network (one dnsmasq per network).")
 @click.option("--release-interface", metavar="IFACE", help="dhcp_release stale leases here.")
 @click.option("--socket", metavar="PATH", help="Serve melange commands on this Unix socket.")
+@click.option("--http", metavar="HOST:PORT", help="Serve the HTTP API here.")
+@click.option("--tls-cert", metavar="PATH", help="The HTTP API's TLS certificate (PEM).")
+@click.option("--tls-key", metavar="PATH", help="The HTTP API's TLS private key (PEM).")
+@click.option("--insecure-http", is_flag=True, default=None,
+              help="Allow plain HTTP on an address that is not loopback.")
 @click.option("--foreground", is_flag=True, help="Do not daemonize (systemd).")
 @click.option("--pidfile", metavar="PATH", help="Locked pidfile.")
 @click.option("--log-file", metavar="PATH", help="Log here instead of stderr.")
@@ -65,20 +71,23 @@ def cli(config, foreground, **flags) -> None:
                 sys.exit(daemon.run())
         if settings.pidfile is not None:
             PidFile(settings.pidfile).check()
-        _daemonize(settings, handler)
+        http = daemon.prepare_http()  # bound now: its failure is seen on the terminal
+        _daemonize(settings, handler, [http.sock] if http is not None else [])
         sys.exit(daemon.run())
     except MelangeError as error:
         click.echo(f"Error: {error.message}", err=True)
         sys.exit(error.exit_code)
 
 
-def _daemonize(settings, handler: logging.Handler) -> None:
-    """Detach with python-daemon; the pidfile lock is taken in the child."""
+def _daemonize(settings, handler: logging.Handler, sockets: list) -> None:
+    """Detach with python-daemon (keeping the log and the listening `sockets`); the
+    pidfile lock is taken in the child."""
     import daemon
 
     from melanged.daemon import PidFile
 
     keep = [handler.stream] if hasattr(handler, "stream") else []
+    keep += sockets
     context = daemon.DaemonContext(
         pidfile=PidFile(settings.pidfile) if settings.pidfile else None,
         files_preserve=keep,
