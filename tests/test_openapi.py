@@ -50,7 +50,10 @@ def _labels() -> Iterator[tuple[str, str]]:
 OPERATIONS = sorted(_labels())
 # Bugs the fuzzing found in code this module does not own, each pinned by a strict
 # test below: when it is fixed, that test fails until the entry here goes too.
-KNOWN: dict[tuple[str, str], str] = {}
+KNOWN = {
+    ("GET", "/v1/export"): "the NDJSON stream has no line kind for nat_mappings "
+    "(melange/transfer_stream.py): every export breaks off before its end",
+}
 
 
 def _cases(operations: list[tuple[str, str]]) -> list:
@@ -186,9 +189,9 @@ def test_a_bare_carriage_return_in_an_import_is_invalid_input(api):
     assert response.json()["code"] == "invalid_input"
 
 
+@pytest.mark.xfail(strict=True, reason=KNOWN["GET", "/v1/export"])
 def test_an_export_streams_whole(api):
-    """Found by the fuzzing above (when NAT mappings were a section of their own, which
-    the stream had no line kind for; they now ride inside their inside global's address)."""
+    """Found by the fuzzing above (after NAT mappings joined the export document)."""
     seed(api)
     from melange.transfer_stream import from_ndjson
 
