@@ -51,6 +51,7 @@ def export(conn: Connection, *, network: str | None = None) -> dict:
         ],
         "blocks": _blocks(conn, {row.id: row.name for row in policy_rows}, network),
         "interfaces": _interfaces(conn, network),
+        "nat_mappings": _nat_mappings(conn, network),
     }
 
 
@@ -113,7 +114,6 @@ def _blocks(conn: Connection, policy_names: dict[int, str], network: str | None)
     dns = _grouped(conn.execute(_network_blocks(dns_query, d.block_id, network)))
     route_lists = _grouped(conn.execute(_network_blocks(route_query, r.block_id, network)))
     addresses = _addresses(conn, network)
-    inside_locals = _inside_locals(conn, network)
     return [
         {
             "network": row.network,
@@ -130,9 +130,7 @@ def _blocks(conn: Connection, policy_names: dict[int, str], network: str | None)
                 {"destination": dest, "gateway": ip_text(via, row.version)}
                 for dest, via in route_lists.get(row.id, [])
             ],
-            "addresses": [
-                _address(a, row.version, inside_locals.get(a.id)) for a in addresses.get(row.id, [])
-            ],
+            "addresses": [_address(a, row.version) for a in addresses.get(row.id, [])],
         }
         for row in block_rows
     ]
@@ -153,10 +151,8 @@ def _addresses(conn: Connection, network: str | None) -> dict[int, list]:
     return found
 
 
-def _address(row, version: int, inside_locals: list[dict] | None) -> dict:
-    """An address as exported; with `inside_locals` only when it has any (so an export
-    without NAT mappings is what it always was)."""
-    item = {
+def _address(row, version: int) -> dict:
+    return {
         "address": ip_text(row.address, version),
         "mac": format_mac(row.mac),
         "hostname": row.hostname,
@@ -167,9 +163,6 @@ def _address(row, version: int, inside_locals: list[dict] | None) -> dict:
         "released_at": iso(row.released_at),
         "held_until": iso(row.held_until),
     }
-    if inside_locals:
-        item["inside_locals"] = inside_locals
-    return item
 
 
 def _interfaces(conn: Connection, network: str | None) -> list[dict]:
@@ -212,27 +205,34 @@ def _allowed(conn: Connection, network: str | None) -> dict[int, list[dict]]:
     return found
 
 
-def _inside_locals(conn: Connection, network: str | None) -> dict[int, list[dict]]:
-    """Each inside global's NAT mappings (held addresses' too: a restore brings them back),
-    by its row id, the inside local as its block's (network, CIDR) and the address; for
-    one network, those whose inside local is in it too (one statement)."""
-    query = natlinks.joined().add_columns(natlinks.LB.c.network.label("local_network"))
+def _nat_mappings(conn: Connection, network: str | None) -> list[dict]:
+    """Every NAT mapping (held addresses' too), each side as its block's (network, CIDR)
+    and the address; for one network, those with both sides in it (one statement)."""
+    query = natlinks.joined().add_columns(
+        natlinks.GB.c.network.label("global_network"),
+        natlinks.LB.c.network.label("local_network"),
+    )
     if network is not None:
         query = query.where(natlinks.GB.c.network == network, natlinks.LB.c.network == network)
-    found: dict[int, list[dict]] = {}
-    for row in sorted(conn.execute(query), key=_local_order):
-        entry = {
-            "network": row.local_network,
-            "cidr": row.local_cidr,
-            "address": ip_text(row.local_address, row.local_version),
+    rows = sorted(conn.execute(query), key=_nat_order)
+    return [
+        {
+            "global_network": row.global_network,
+            "global_cidr": row.global_cidr,
+            "inside_global": ip_text(row.global_address, row.global_version),
+            "local_network": row.local_network,
+            "local_cidr": row.local_cidr,
+            "inside_local": ip_text(row.local_address, row.local_version),
             "created_at": iso(row.created_at),
         }
-        found.setdefault(row.global_id, []).append(entry)
-    return found
+        for row in rows
+    ]
 
 
-def _local_order(row) -> tuple:
-    """By inside local; one address in blocks of two networks ordered by network and
-    CIDR, not by block id (ids differ in the store an import makes)."""
-    return (row.global_id, row.local_version, row.local_address, row.local_network or "",
-            row.local_cidr)  # fmt: skip
+def _nat_order(row) -> tuple:
+    """By inside global, then inside local; one address in blocks of two networks ordered
+    by network and CIDR, not by block id (ids differ in the store an import makes)."""
+    return (
+        row.global_version, row.global_address, row.global_network or "", row.global_cidr,
+        row.local_version, row.local_address, row.local_network or "", row.local_cidr,
+    )  # fmt: skip

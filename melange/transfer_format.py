@@ -15,13 +15,11 @@ from collections.abc import Iterator
 FORMAT = "melange-export"
 VERSION = 1
 # The document's sections, in the order they are written and imported.
-SECTIONS = ("policies", "mac_ranges", "blocks", "interfaces")
-# Links between entities ride inside them, each key written only when it holds
-# something (so a store without any exports exactly what an earlier melange wrote, and
-# their files still import): an interface's `allowed_ips` [{cidr, address}], and an
-# address's `inside_locals` [{network, cidr, address, created_at}], the NAT mappings
-# of which it is the inside global.
-# A NAT mapping's CSV columns (at the end of the header, only when there are mappings):
+SECTIONS = ("policies", "mac_ranges", "blocks", "interfaces", "nat_mappings")
+# Sections written only when they hold something: a store without NAT mappings exports
+# exactly what an earlier melange wrote, and a file without them still imports.
+OPTIONAL = frozenset({"nat_mappings"})
+# A NAT mapping's columns (at the end of a CSV's header, only when there are mappings):
 # each side as (network, CIDR) of its block, and the address.
 NAT_FIELDS = [
     "global_network",
@@ -65,14 +63,15 @@ CSV_FIELDS = [
 def export_json(document: dict) -> str:
     """One JSON document, one entity per line (so import can name lines)."""
     parts = ["{", f'"format": {json.dumps(FORMAT)},', f'"version": {VERSION},']
-    for n, section in enumerate(SECTIONS):
+    sections = [s for s in SECTIONS if s not in OPTIONAL or document.get(s)]
+    for n, section in enumerate(sections):
         items = document[section]
         parts.append(f'"{section}": [')
         parts.extend(
             json.dumps(item, sort_keys=True) + ("," if i < len(items) - 1 else "")
             for i, item in enumerate(items)
         )
-        parts.append("]" + ("," if n < len(SECTIONS) - 1 else ""))
+        parts.append("]" + ("," if n < len(sections) - 1 else ""))
     parts.append("}")
     return "\n".join(parts) + "\n"
 
@@ -80,11 +79,10 @@ def export_json(document: dict) -> str:
 def export_csv(document: dict) -> str:
     """The same content as rows with a `kind` column (lossless, spreadsheet-friendly)."""
     buffer = io.StringIO()
-    mappings = list(_nat_rows(document))
-    fields = CSV_FIELDS + (NAT_FIELDS if mappings else [])
+    fields = CSV_FIELDS + (NAT_FIELDS if document.get("nat_mappings") else [])
     writer = csv.DictWriter(buffer, fieldnames=fields, lineterminator="\n")
     writer.writeheader()
-    for row in [*_flatten(document), *mappings]:
+    for row in _flatten(document):
         writer.writerow({k: _cell(v) for k, v in row.items()})
     return buffer.getvalue()
 
@@ -119,22 +117,6 @@ def _flatten(document: dict) -> Iterator[dict]:
             yield {"kind": "allowed_ip", "vif_id": i["vif_id"], "network": i["network"], **a}
     for b in document["blocks"]:
         for a in b["addresses"]:
-            fields = {k: v for k, v in a.items() if k != "inside_locals"}
-            yield {"kind": "address", "network": b["network"], "cidr": b["cidr"], **fields}
-
-
-def _nat_rows(document: dict) -> Iterator[dict]:
-    """The NAT mappings as rows of their own, after every address (CSV is flat)."""
-    for b in document["blocks"]:
-        for a in b["addresses"]:
-            for local in a.get("inside_locals") or []:
-                yield {
-                    "kind": "nat_mapping",
-                    "global_network": b["network"],
-                    "global_cidr": b["cidr"],
-                    "inside_global": a["address"],
-                    "local_network": local["network"],
-                    "local_cidr": local["cidr"],
-                    "inside_local": local["address"],
-                    "created_at": local["created_at"],
-                }
+            yield {"kind": "address", "network": b["network"], "cidr": b["cidr"], **a}
+    for m in document.get("nat_mappings") or []:
+        yield {"kind": "nat_mapping", **m}

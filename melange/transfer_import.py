@@ -31,7 +31,7 @@ COUNTED = ("policies", "mac_ranges", "blocks", "interfaces", "addresses", "route
 # Dependencies first: policies before the blocks naming them, blocks before the
 # interfaces taking addresses in their network, NetBox addresses after every prefix.
 ORDER = {"policy": 0, "mac_range": 1, "block": 2, "netbox_prefix": 2, "interface": 3,
-         "netbox_address": 4}  # fmt: skip
+         "netbox_address": 4, "nat_mapping": 5}  # fmt: skip
 
 
 def import_text(
@@ -69,6 +69,7 @@ class _Import:
     block_ids: dict[tuple, int] = field(default_factory=dict)
     addresses: list[tuple[int, int, dict]] = field(default_factory=list)
     allowances: list[Allowance] = field(default_factory=list)
+    mappings: list[tuple[int, dict]] = field(default_factory=list)
 
 
 def import_entities(
@@ -96,7 +97,7 @@ def import_entities(
     errors.extend(import_addresses(conn, run.addresses, hold_seconds))
     run.counts["addresses"] = len(run.addresses)
     if not errors:  # links name addresses: only once every address is in
-        counts, problems = import_links(conn, run.allowances, run.addresses)
+        counts, problems = import_links(conn, run.allowances, run.mappings)
         run.counts.update(counts)
         errors.extend(problems)
     refuse(errors)
@@ -212,6 +213,11 @@ def _interface(run: _Import, line: int, item: dict) -> None:
         run.allowances.append(allowance)
 
 
+def _nat_mapping(run: _Import, line: int, item: dict) -> None:
+    """A NAT mapping, left for after the addresses it names."""
+    run.mappings.append((line, item))
+
+
 def _netbox_address(run: _Import, line: int, item: dict) -> None:
     """A NetBox address, left for last like an exported block's addresses."""
     block_id = _netbox_block(run.conn, item)
@@ -246,4 +252,5 @@ _IMPORTERS: dict[str, Callable[[_Import, int, dict], None]] = {
     "netbox_prefix": _block,
     "interface": _interface,
     "netbox_address": _netbox_address,
+    "nat_mapping": _nat_mapping,
 }

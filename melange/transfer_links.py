@@ -25,21 +25,20 @@ from melange.validate import parse_cidr, parse_ip
 
 # An allowance: (line, interface id, the interface's name and network, its entry).
 Allowance = tuple[int, int, str, str, dict]
-# An imported address: (line, its block's id, its entry, which may hold `inside_locals`).
-Address = tuple[int, int, dict]
 
 
 @dataclass
 class _Finder:
-    """Blocks by (network, CIDR) and addresses by block and text: one lookup each (an
-    import's links are few), blocks remembered."""
+    """Addresses by the (network, CIDR) of their block and their text: one lookup each
+    (an import's links are few), blocks remembered."""
 
     conn: Connection
     block_ids: dict[tuple[Any, str], int] = field(default_factory=dict)
 
-    def block(self, network: str | None, cidr: str) -> tuple[int, str]:
-        """The id and canonical CIDR of the block, or InvalidInput naming what is missing."""
+    def row(self, network: str | None, cidr: str, address: str):
+        """The address row (id, interface id), or InvalidInput naming what is missing."""
         canonical = str(parse_cidr(cidr))
+        value = parse_ip(address)
         key = (network, canonical)
         if key not in self.block_ids:
             query = select(blocks.c.id).where(blocks.c.cidr == canonical)
@@ -50,24 +49,21 @@ class _Finder:
             if block_id is None:
                 raise InvalidInput(f"no block {canonical} in network {network or '(none)'}")
             self.block_ids[key] = block_id
-        return self.block_ids[key], canonical
-
-    def row(self, block: tuple[int, str], address: str):
-        """The address row (id, interface id) in `block`, or InvalidInput."""
-        value = parse_ip(address)
         ip = ip_addresses.c
         found = self.conn.execute(
-            select(ip.id, ip.interface_id).where(ip.block_id == block[0], ip.address == int(value))
+            select(ip.id, ip.interface_id).where(
+                ip.block_id == self.block_ids[key], ip.address == int(value)
+            )
         ).first()
         if found is None:
-            raise InvalidInput(f"{value} is not an address of block {block[1]}")
+            raise InvalidInput(f"{value} is not an address of block {canonical}")
         return found
 
 
 def import_links(
-    conn: Connection, allowances: list[Allowance], addresses: list[Address]
+    conn: Connection, allowances: list[Allowance], mappings: list[tuple[int, dict]]
 ) -> tuple[dict[str, int], list[str]]:
-    """Insert the allowed IPs and the addresses' NAT mappings; (their counts, problems)."""
+    """Insert the allowed IPs and NAT mappings; (their counts, the problems found)."""
     finder = _Finder(conn)
     errors: list[str] = []
     allowed: dict[tuple[int, int], None] = {}
@@ -79,7 +75,15 @@ def import_links(
             allowed[key] = None
         except MALFORMED as error:
             errors.append(problem(line, "allowed IP", error))
-    mapped = _mappings(finder, addresses, errors)
+    mapped: dict[tuple[int, int], datetime] = {}
+    for line, item in mappings:
+        try:
+            key, created = _mapping(finder, item)
+            if key in mapped or key[::-1] in mapped:
+                raise Conflict(f"{item['inside_global']} and {item['inside_local']} map twice")
+            mapped[key] = created
+        except MALFORMED as error:
+            errors.append(problem(line, "NAT mapping", error))
     if not errors and allowed:
         rows = [{"interface_id": i, "ip_address_id": a} for i, a in allowed]
         conn.execute(insert(allowed_ips), rows)
@@ -98,36 +102,16 @@ def _allowance(
     finder: _Finder, interface_id: int, vif: str, network: str, entry: dict
 ) -> tuple[int, int]:
     """(interface id, address id) of one allowed IP: an address in the interface's network."""
-    row = finder.row(finder.block(network, entry["cidr"]), entry["address"])
+    row = finder.row(network, entry["cidr"], entry["address"])
     if row.interface_id == interface_id:
         raise Conflict(f"{entry['address']} is interface {vif}'s own address")
     return interface_id, row.id
 
 
-def _mappings(
-    finder: _Finder, addresses: list[Address], errors: list[str]
-) -> dict[tuple[int, int], datetime]:
-    """(global id, local id) -> when, of every address's inside locals; each problem
-    (with its line) added to `errors`."""
-    mapped: dict[tuple[int, int], datetime] = {}
-    for line, block_id, entry in addresses:
-        if not entry.get("inside_locals"):
-            continue
-        try:
-            g = finder.row((block_id, "of the import"), entry["address"])
-            locals_ = list(entry["inside_locals"])
-        except MALFORMED as error:
-            errors.append(problem(line, "NAT mapping", error))
-            continue
-        for local in locals_:
-            at = local.pop("_line", line) if isinstance(local, dict) else line
-            try:
-                lo = finder.row(finder.block(local.get("network"), local["cidr"]), local["address"])
-                if g.id == lo.id:
-                    raise InvalidInput(f"{entry['address']} cannot be mapped to itself")
-                if (g.id, lo.id) in mapped or (lo.id, g.id) in mapped:
-                    raise Conflict(f"{entry['address']} and {local['address']} map twice")
-                mapped[g.id, lo.id] = when(local.get("created_at")) or utcnow()
-            except MALFORMED as error:
-                errors.append(problem(at, "NAT mapping", error))
-    return mapped
+def _mapping(finder: _Finder, item: dict) -> tuple[tuple[int, int], datetime]:
+    """(global id, local id) of one NAT mapping, and when it was made."""
+    g = finder.row(item.get("global_network"), item["global_cidr"], item["inside_global"])
+    lo = finder.row(item.get("local_network"), item["local_cidr"], item["inside_local"])
+    if g.id == lo.id:
+        raise InvalidInput(f"{item['inside_global']} cannot be mapped to itself")
+    return (g.id, lo.id), when(item.get("created_at")) or utcnow()

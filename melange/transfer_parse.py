@@ -15,14 +15,16 @@ from collections.abc import Callable, Iterator
 
 from melange.errors import InvalidInput, MelangeError
 from melange.params import check_text
-from melange.transfer_format import FORMAT, SECTIONS, VERSION
+from melange.transfer_format import FORMAT, NAT_FIELDS, SECTIONS, VERSION
 
 # (line, kind, fields) of one entity: a policy, a MAC range, a block (with its routes and
 # addresses inside), an interface, or a NetBox prefix or address.
 Entity = tuple[int, str, dict]
 Fields = dict[str, str | None]  # one CSV row: an empty cell is None
 
-KIND_OF_SECTION = dict(zip(SECTIONS, ("policy", "mac_range", "block", "interface"), strict=True))
+KIND_OF_SECTION = dict(
+    zip(SECTIONS, ("policy", "mac_range", "block", "interface", "nat_mapping"), strict=True)
+)
 BLOCK_FIELDS = ("network", "cidr", "name", "tenant", "type", "gateway", "policy", "parent",
                 "generator")  # fmt: skip
 ADDRESS_FIELDS = ("address", "mac", "hostname", "interface", "tenant", "state", "allocated_at",
@@ -73,16 +75,11 @@ def problem(line: int, kind: str, error: Exception) -> str:
 
 
 def _nested(item: dict) -> list[dict]:
-    """The addresses and routes listed inside a block (with each address's inside locals),
-    and the allowed IPs inside an interface (a CSV row's keeps its own line)."""
-    found = _entries(item, ("addresses", "routes", "allowed_ips"))
-    return found + [local for entry in found for local in _entries(entry, ("inside_locals",))]
-
-
-def _entries(item: dict, keys: tuple[str, ...]) -> list[dict]:
+    """The addresses and routes listed inside a block, and the allowed IPs inside an
+    interface (an address or allowed IP keeps its own line)."""
     return [
         entry
-        for key in keys
+        for key in ("addresses", "routes", "allowed_ips")
         if isinstance(item.get(key), list)
         for entry in item[key]
         if isinstance(entry, dict)
@@ -185,7 +182,6 @@ class _CsvDocument:
         self._policies: dict[str | None, dict] = {}
         self._blocks: dict[tuple[str | None, str | None], dict] = {}
         self._interfaces: dict[str | None, dict] = {}
-        self._addresses: dict[tuple[str | None, str | None, str | None], dict] = {}
 
     def add(self, line: int, fields: Fields) -> None:
         kind = fields.get("kind")
@@ -237,7 +233,6 @@ class _CsvDocument:
             entry: dict = {k: fields.get(k) for k in ADDRESS_FIELDS}
             entry["_line"] = line
             owner["addresses"].append(entry)
-            self._addresses[(fields.get("network"), fields.get("cidr"), entry["address"])] = entry
 
     def _interface(self, line: int, kind: str, fields: Fields) -> None:
         item: dict = {k: fields.get(k) for k in INTERFACE_FIELDS}
@@ -254,14 +249,7 @@ class _CsvDocument:
         owner["allowed_ips"].append(entry)
 
     def _nat_mapping(self, line: int, kind: str, fields: Fields) -> None:
-        """A mapping, inside its inside global's address as the JSON export has it."""
-        key = (fields.get("global_network"), fields.get("global_cidr"), fields.get("inside_global"))
-        owner = self._addresses.get(key)
-        if owner is None:
-            raise InvalidInput(f"line {line}: {kind} for an address not listed before it")
-        local = {k: fields.get(f"local_{k}") for k in ("network", "cidr")}
-        local.update(address=fields.get("inside_local"), created_at=fields.get("created_at"))
-        owner.setdefault("inside_locals", []).append({**local, "_line": line})
+        self.entities.append((line, kind, {k: fields.get(k) for k in NAT_FIELDS}))
 
     _HANDLERS: dict[str | None, Callable[[_CsvDocument, int, str, Fields], None]] = {
         "policy": _policy,

@@ -166,16 +166,6 @@ def test_history_names_the_mapping_by_either_address(melange):
     assert "nat.add" in [c["command"] for c in in_pub]
 
 
-def _links(document: dict, block: str) -> dict[str, list[tuple]]:
-    """An exported block's inside globals: their inside locals' (network, address)."""
-    (found,) = [b for b in document["blocks"] if b["name"] == block]
-    return {
-        a["address"]: [(local["network"], local["address"]) for local in a["inside_locals"]]
-        for a in found["addresses"]
-        if "inside_locals" in a
-    }
-
-
 def test_export_and_import_keep_mappings(melange, tmp_path):
     _space(melange)
     melange.ok("nat", "add", G1, L2)
@@ -183,11 +173,10 @@ def test_export_and_import_keep_mappings(melange, tmp_path):
     melange.ok("nat", "add", G2, L1, "--local-block", "other")
     melange.ok("ip", "release", L2)  # held: its mapping travels, hidden
     exported = melange.ok("export")
-    assert _links(json.loads(exported), "pub") == {G1: [("n1", L2)], G2: [("n1", L1), ("n2", L1)]}
-    csv_text = melange.ok("export", "-o", "csv")
-    assert csv_text.splitlines()[0].endswith(",inside_local,created_at")
-    assert sum(line.startswith("nat_mapping,") for line in csv_text.splitlines()) == 3
-    for fmt, text in (("json", exported), ("csv", csv_text)):
+    document = json.loads(exported)
+    assert len(document["nat_mappings"]) == 3
+    assert [m["local_network"] for m in document["nat_mappings"]] == ["n1", "n1", "n2"]
+    for fmt, text in (("json", exported), ("csv", melange.ok("export", "-o", "csv"))):
         path = tmp_path / f"export.{fmt}"
         path.write_text(text)
         fresh = Melange(tmp_path / f"fresh-{fmt}.db", melange.env)
@@ -197,46 +186,44 @@ def test_export_and_import_keep_mappings(melange, tmp_path):
         fresh.ok("ip", "restore", L2)
         assert _pairs(fresh, "--address", L2) == [(G1, L2)], fmt
     # One network's export keeps the mappings with both sides in it (here, none).
-    assert "inside_locals" not in melange.ok("export", "--network", "edge")
+    assert "nat_mappings" not in melange.ok("export", "--network", "n1")
 
 
-def test_an_export_without_links_is_what_it_was(melange):
-    """No NAT mapping, no allowed IP: no new key, no new CSV column, so an older melange
-    reads the export, and the export of an older store does not change."""
+def test_an_export_without_mappings_is_what_it_was(melange):
+    """No NAT mapping, no allowed IP: no new section, no new CSV column, so an older
+    melange reads the export, and the export of an older store does not change."""
     _space(melange)
-    exported = melange.ok("export")
-    assert "inside_locals" not in exported and "allowed_ips" not in exported
+    assert "nat_mappings" not in melange.ok("export")
     header = melange.ok("export", "-o", "csv").splitlines()[0]
     assert header.endswith(",destination,vif_id")
 
 
-GOOD = {"network": "n1", "cidr": "10.0.0.0/24", "address": L2}
+GOOD = {
+    "global_network": "edge",
+    "global_cidr": "203.0.113.0/24",
+    "inside_global": G1,
+    "local_network": "n1",
+    "local_cidr": "10.0.0.0/24",
+    "inside_local": L2,
+}
 BAD_MAPPINGS = [
-    ({"address": "10.0.0.9"}, "10.0.0.9 is not an address of block 10.0.0.0/24"),
-    ({"network": "n9"}, "no block 10.0.0.0/24 in network n9"),
-    ({"network": None}, "no block 10.0.0.0/24 in network (none)"),
-    ({"address": None}, "not a valid IP address"),
-    ({"cidr": "10.0.0.0/33"}, "10.0.0.0/33"),
-    ({"address": G1, "cidr": "203.0.113.0/24", "network": "edge"}, "mapped to itself"),
+    ({"inside_global": "203.0.113.9"}, "203.0.113.9 is not an address of block 203.0.113.0/24"),
+    ({"local_network": "n9"}, "no block 10.0.0.0/24 in network n9"),
+    ({"global_network": None}, "no block 203.0.113.0/24 in network (none)"),
+    ({"inside_local": None}, "not a valid IP address"),
+    ({"local_cidr": "10.0.0.0/33"}, "10.0.0.0/33"),
+    ({"inside_local": G1, "local_cidr": "203.0.113.0/24", "local_network": "edge"},
+     "mapped to itself"),
     ({"created_at": "yesterday"}, "not an ISO 8601 time"),
-    ({"cidr": None}, "None is not a CIDR"),
-]
-
-
-def _with_locals(document: dict, block: str, address: str, locals_: list) -> dict:
-    (found,) = [b for b in document["blocks"] if b["name"] == block]
-    (entry,) = [a for a in found["addresses"] if a["address"] == address]
-    entry["inside_locals"] = locals_
-    return document
+]  # fmt: skip
 
 
 @pytest.mark.parametrize(("mapping", "words"), BAD_MAPPINGS)
 def test_an_import_with_a_bad_mapping_imports_nothing(melange, tmp_path, mapping, words):
     _space(melange)
-    good = {**GOOD, "network": "n2", "address": L1}
-    document = _with_locals(
-        json.loads(melange.ok("export")), "pub", G1, [good, {**GOOD, **mapping}]
-    )
+    document = json.loads(melange.ok("export"))
+    broken = {**GOOD, **mapping}
+    document["nat_mappings"] = [{**GOOD, "inside_local": L1, "local_network": "n2"}, broken]
     path = tmp_path / "bad.json"
     path.write_text(json.dumps(document, indent=1))
     fresh = Melange(tmp_path / "fresh.db", melange.env)
@@ -249,16 +236,18 @@ def test_an_import_with_a_bad_mapping_imports_nothing(melange, tmp_path, mapping
 
 def test_a_mapping_listed_twice_or_both_ways_is_refused(melange, tmp_path):
     _space(melange)
-    exported = melange.ok("export")
-    twice = _with_locals(json.loads(exported), "pub", G1, [GOOD, GOOD])
-    reverse = _with_locals(json.loads(exported), "pub", G1, [GOOD])
-    reverse = _with_locals(reverse, "web", L2, [{"network": "edge", "cidr": "203.0.113.0/24",
-                                                 "address": G1}])  # fmt: skip
-    for name, document in (("twice", twice), ("reverse", reverse)):
-        path = tmp_path / f"{name}.json"
+    melange.ok("nat", "add", G1, L2)
+    document = json.loads(melange.ok("export"))
+    (mapping,) = document["nat_mappings"]
+    reverse = {**mapping, "inside_global": L2, "global_cidr": "10.0.0.0/24",
+               "global_network": "n1", "inside_local": G1, "local_cidr": "203.0.113.0/24",
+               "local_network": "edge"}  # fmt: skip
+    for extra in (mapping, reverse):
+        document["nat_mappings"] = [mapping, extra]
+        path = tmp_path / "twice.json"
         path.write_text(json.dumps(document))
-        fresh = Melange(tmp_path / f"fresh-{name}.db", melange.env)
-        assert "map twice" in assert_error(fresh("import", str(path)), 2), name
+        fresh = Melange(tmp_path / f"fresh-{len(extra)}-{extra is mapping}.db", melange.env)
+        assert "map twice" in assert_error(fresh("import", str(path)), 2)
 
 
 def test_ip_show_reads_the_links_in_one_query(store_url):
