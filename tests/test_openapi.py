@@ -50,10 +50,7 @@ def _labels() -> Iterator[tuple[str, str]]:
 OPERATIONS = sorted(_labels())
 # Bugs the fuzzing found in code this module does not own, each pinned by a strict
 # test below: when it is fixed, that test fails until the entry here goes too.
-KNOWN = {
-    ("GET", "/v1/export"): "the NDJSON stream has no line kind for nat_mappings "
-    "(melange/transfer_stream.py): every export breaks off before its end",
-}
+KNOWN: dict[tuple[str, str], str] = {}
 
 
 def _cases(operations: list[tuple[str, str]]) -> list:
@@ -126,14 +123,6 @@ def test_a_broken_document_would_be_caught():
         validate(document, cls=OpenAPIV31SpecValidator)
 
 
-def _holds_cr(value: object) -> bool:
-    if isinstance(value, str):
-        return "\r" in value
-    if isinstance(value, dict):
-        return any(_holds_cr(k) or _holds_cr(v) for k, v in value.items())
-    return isinstance(value, list) and any(_holds_cr(v) for v in value)
-
-
 def _fuzz(api, schema, method: str, path: str, mode: GenerationMode) -> int:
     """Run `mode` examples of one operation against the server; how many ran."""
     operation = schema[path][method]
@@ -142,8 +131,6 @@ def _fuzz(api, schema, method: str, path: str, mode: GenerationMode) -> int:
     strategy = operation.as_strategy(
         mode, path_parameters=fixed or None if mode is GenerationMode.POSITIVE else None
     )
-    if path == "/v1/import":  # a bare CR in a CSV header: known core bug (see below)
-        strategy = strategy.filter(lambda case: not _holds_cr(case.body))
     headers = {"Authorization": f"Bearer {api.tokens['admin']}"}
     ran = []
 
@@ -180,16 +167,13 @@ def test_schema_invalid_requests_are_refused_with_a_4xx(api, schema, method, pat
     assert api.client().get("/v1/health").status_code == 200
 
 
-@pytest.mark.xfail(strict=True, reason="a bare CR in an import's CSV header is a csv.Error "
-                   "(melange/transfer_parse.py): internal error, not invalid_input")  # fmt: skip
 def test_a_bare_carriage_return_in_an_import_is_invalid_input(api):
-    """Found by the fuzzing above; strict, so the fix removes this marker."""
+    """Found by the fuzzing above: the csv module's error was an internal error (500)."""
     response = api.client("admin").post("/v1/import", json={"text": 'x"a\rb'})
     assert response.status_code == 400, response.text
     assert response.json()["code"] == "invalid_input"
 
 
-@pytest.mark.xfail(strict=True, reason=KNOWN["GET", "/v1/export"])
 def test_an_export_streams_whole(api):
     """Found by the fuzzing above (after NAT mappings joined the export document)."""
     seed(api)
