@@ -189,6 +189,23 @@ def test_export_and_import_keep_mappings(melange, tmp_path):
     assert "nat_mappings" not in melange.ok("export", "--network", "n1")
 
 
+def test_the_export_stream_carries_mappings_and_allowances(melange):
+    """GET /v1/export sends the document as NDJSON (melange.transfer_stream): read back,
+    it is the same export, NAT mappings and allowed IPs included."""
+    from melange.transfer_format import export_json
+    from melange.transfer_stream import from_ndjson, to_ndjson
+
+    _space(melange)
+    melange.ok("mac-range", "create", "02:16:3e:00:00:00/24")
+    melange.ok("interface", "create", "vif1", "--network", "n1")
+    melange.ok("interface", "allow-ip", "vif1", L2)
+    melange.ok("nat", "add", G1, L2)
+    exported = melange.ok("export")
+    document = json.loads(exported)
+    assert len(document["nat_mappings"]) == 1 and document["interfaces"][0]["allowed_ips"]
+    assert export_json(from_ndjson(list(to_ndjson(document)))) == exported
+
+
 def test_an_export_without_mappings_is_what_it_was(melange):
     """No NAT mapping, no allowed IP: no new section, no new CSV column, so an older
     melange reads the export, and the export of an older store does not change."""
