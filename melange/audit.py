@@ -50,6 +50,7 @@ _KINDS = {
     "policy": "policy",
     "mac_range": "mac_range",
     "route": "route",
+    "token": "token",
 }
 # Where a kind's record keeps its id and its identity.
 _IDENTITY = {
@@ -59,7 +60,11 @@ _IDENTITY = {
     "interface": (None, "vif_id"),
     "policy": (None, "name"),
     "route": (None, "destination"),
+    "token": (None, "name"),
 }
+# Result keys never recorded: a new API token's secret (melange/tokens.py) is shown
+# once and kept nowhere, the trail included.
+UNRECORDED = frozenset({"token"})
 
 
 @contextmanager
@@ -177,6 +182,8 @@ def record(
 ) -> None:
     """One audit row for a change (and its address runs when it touched several)."""
     kind = kind_of(command)
+    if isinstance(result, dict) and UNRECORDED & result.keys():
+        result = {k: v for k, v in result.items() if k not in UNRECORDED}
     block_id, subject_id, subject = _identity(kind, result)
     per_block = _noted_runs()
     address = None

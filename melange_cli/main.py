@@ -109,6 +109,7 @@ def _register() -> None:
         reconcile,
         reports,
         routes,
+        tokens,
         transfer,
     )
 
@@ -118,6 +119,7 @@ def _register() -> None:
     cli.add_command(reconcile.reconcile)
     cli.add_command(transfer.export)
     cli.add_command(transfer.import_)
+    cli.add_command(tokens.group)
 
 
 _register()
