@@ -148,7 +148,12 @@ class Remote:
             ) from None
         except ssl.SSLError as error:
             self.close()
-            raise StoreUnavailable(f"TLS failure with {self.url}: {_reason(error)}") from None
+            hint = (
+                " (is it plain HTTP? then use http://)"
+                if error.reason == "WRONG_VERSION_NUMBER"
+                else ""
+            )
+            raise StoreUnavailable(f"TLS failure with {self.url}: {_reason(error)}{hint}") from None
         except TimeoutError:
             self.close()
             raise StoreUnavailable(f"melanged at {self.url} did not answer in time") from None
