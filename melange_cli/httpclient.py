@@ -57,7 +57,7 @@ class Remote:
         path = self.prefix + fill_path(route, given)
         rest = {key: value for key, value in given.items() if key not in route.path_params()}
         if route.paged:
-            return self._walk(path, rest)
+            return self._walk(path, rest, operation)
         if route.method in ("GET", "DELETE"):
             response = self._request(route.method, path + query_string(rest))
         else:
@@ -69,18 +69,24 @@ class Remote:
             self.connection.close()
             self.connection = None
 
-    def _walk(self, path: str, params: dict[str, Any]) -> list[Any]:
-        """Every page of a paged list, in order: the whole list, as direct mode has it."""
+    def _walk(self, path: str, params: dict[str, Any], operation: str) -> list[Any]:
+        """Every page of a paged list, in order: the whole list, as direct mode has it.
+
+        `limit` and `after` name the page in a paged route's query. An operation with a
+        `limit` of its own (history: the newest N changes, oldest first) is served
+        newest first, page by page: the walk stops at N, and turns the list round."""
+        newest = params.pop("limit", None) if operation == "history" else None
+        size = PAGE_SIZE if newest is None else max(1, min(PAGE_SIZE, newest))
         items: list[Any] = []
-        target: str | None = path + query_string({**params, "limit": PAGE_SIZE})
-        while target is not None:
+        target: str | None = path + query_string({**params, "limit": size})
+        while target is not None and (newest is None or len(items) < newest):
             page = self._result(self._request("GET", target), Http("GET", path))
             if not isinstance(page, dict) or not isinstance(page.get("items"), list):
                 raise StoreUnavailable(f"{self.url} answered a list without its items")
             items.extend(page["items"])
             following = page.get("next")
             target = self._within(following) if following else None
-        return items
+        return items if newest is None else list(reversed(items[:newest]))
 
     def _within(self, target: str) -> str:
         """A `next` link (path and query) under this URL's path prefix, if it has one."""
