@@ -19,7 +19,7 @@ import os
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from contextvars import ContextVar
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from sqlalchemy import Connection, bindparam, insert
 
@@ -27,6 +27,10 @@ from melange.clock import utcnow
 from melange.models import audit_addresses, audit_log
 from melange.prepared import Prepared
 from melange.store import insert_one
+
+if TYPE_CHECKING:
+    from melange.errors import MelangeError
+    from melange.store import Store
 
 MAX_OUTCOME = 4000
 MAX_RUN = 1 << 16  # addresses in one run of audit_addresses (bounds the lookup's scan)
@@ -220,3 +224,18 @@ def record(
             for first, last in spans
         ],
     )
+
+
+def record_refusal(
+    store: Store, *, actor: str, via: str, command: str, client: str, error: MelangeError
+) -> None:
+    """A request turned away before it ran (no valid token, a role too small): one row in
+    a transaction of its own, since the refused operation writes nothing. The outcome
+    names the refusal, so the trail never reads as if the change had been made."""
+    result = {"refused": error.code, "reason": error.message[:200], "client": client}
+
+    def write(conn: Connection) -> None:
+        record(conn, actor=actor, via=via, command=command, params={"client": client},
+               result=result)  # fmt: skip
+
+    store.run(write, write=True)
