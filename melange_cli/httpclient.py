@@ -34,6 +34,9 @@ TIMEOUT = 300.0  # a long import or export may take minutes; the socket client w
 CONNECT_TIMEOUT = 10.0  # a host that drops packets is exit 6 in seconds, not minutes
 PAGE_SIZE = 1000  # the largest page the API serves: fewest round trips for a long list
 ERROR_BODY_LIMIT = 64 * 1024  # a refusal is one short object; never read a proxy's novel
+# melange.reports.MAX_HISTORY (that module imports SQLAlchemy; a test keeps the two equal):
+# GET /v1/history's `limit` is the page size, so the client checks history's own bound.
+HISTORY_MAX = 100_000
 _TOKEN = re.compile(r"[\x21-\x7e]+")  # printable ASCII, no space: one header value
 
 
@@ -76,7 +79,11 @@ class Remote:
         `limit` of its own (history: the newest N changes, oldest first) is served
         newest first, page by page: the walk stops at N, and turns the list round."""
         newest = params.pop("limit", None) if operation == "history" else None
-        size = PAGE_SIZE if newest is None else max(1, min(PAGE_SIZE, newest))
+        if newest is not None and not 1 <= newest <= HISTORY_MAX:
+            raise InvalidInput(
+                f"history: parameter limit is out of range (from 1 to {HISTORY_MAX}): {newest}"
+            )
+        size = PAGE_SIZE if newest is None else min(PAGE_SIZE, newest)
         items: list[Any] = []
         target: str | None = path + query_string({**params, "limit": size})
         while target is not None and (newest is None or len(items) < newest):
