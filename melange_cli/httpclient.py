@@ -141,7 +141,7 @@ class Remote:
                     + ("" if self.scheme == "https" else " (is it HTTPS? then use https://)")
                 ) from None
             response = self._send(method, target, body, headers)
-        if response.status >= 400:
+        if response.status >= 300:  # a redirect too: the token is not sent on to elsewhere
             raise self._refusal(response)
         return response
 
@@ -202,19 +202,23 @@ class Remote:
         problem = _problem(body, response.getheader("Content-Type", ""))
         status = response.status
         if problem is None:
-            return self._bare_refusal(status, response.reason)
+            moved = response.getheader("Location") if 300 <= status < 400 else None
+            return self._bare_refusal(status, response.reason, moved)
         cls = BY_CODE.get(str(problem.get("code")), MelangeError)
         message = str(problem.get("detail") or problem.get("title") or f"HTTP {status}")
         if cls is Unauthenticated and self.token_file is None:
             message += " (no token given: --token-file or MELANGE_TOKEN_FILE)"
         raised = cls(message)
-        if isinstance(problem.get("exit_code"), int):
-            raised.exit_code = problem["exit_code"]
+        exit_code = problem.get("exit_code")
+        if isinstance(exit_code, int) and not isinstance(exit_code, bool) and 0 < exit_code < 126:
+            raised.exit_code = exit_code  # never 0 for a refusal, whatever a server says
         return raised
 
-    def _bare_refusal(self, status: int, reason: str) -> MelangeError:
+    def _bare_refusal(self, status: int, reason: str, moved: str | None = None) -> MelangeError:
         """A refusal without problem+json: a proxy or something that is not melanged."""
         said = f"{self.url} answered HTTP {status} {reason}".rstrip()
+        if moved:
+            said += f" (to {moved[:200]}: give --url that address)"
         if status == 401:
             return Unauthenticated(said)
         if status == 403:

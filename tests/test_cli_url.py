@@ -110,10 +110,18 @@ class QuietHandler(http.server.BaseHTTPRequestHandler):
         """Nothing on stderr: the CLI's stderr is what the tests read."""
 
 
+class Redirecting(QuietHandler):
+    def do_GET(self) -> None:  # noqa: N802  (http.server's name)
+        self.send_response(308)
+        self.send_header("Location", "https://elsewhere.example/v1/blocks")
+        self.send_header("Content-Length", "0")
+        self.end_headers()
+
+
 @contextmanager
-def plain_http_server() -> Iterator[int]:
+def plain_http_server(handler=QuietHandler) -> Iterator[int]:
     """Python's own HTTP server (no TLS), on a loopback port."""
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), QuietHandler)
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()
     try:
@@ -172,6 +180,17 @@ def test_https_to_a_plain_http_server_is_exit_6():
         line = assert_error(run("--url", f"https://127.0.0.1:{port}", "block", "list"), 6)
         assert line.startswith(f"Error: TLS failure with https://127.0.0.1:{port}: ")
         assert "WRONG_VERSION_NUMBER" in line and "use http://" in line
+
+
+def test_a_server_that_is_not_melanged_is_exit_6(token_file):
+    with plain_http_server() as port:  # answers 501 to everything
+        url = f"http://127.0.0.1:{port}"
+        line = assert_error(run("--url", url, "--token-file", str(token_file), "ip", "list"), 6)
+        assert line.startswith(f"Error: {url} answered HTTP 501")
+    with plain_http_server(Redirecting) as port:  # the token is not taken elsewhere
+        url = f"http://127.0.0.1:{port}"
+        line = assert_error(run("--url", url, "--token-file", str(token_file), "ip", "list"), 6)
+        assert "HTTP 308" in line and "https://elsewhere.example/v1/blocks" in line
 
 
 def test_plain_http_to_a_tls_server_is_exit_6_and_suggests_https(ca):
