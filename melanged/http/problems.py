@@ -13,6 +13,7 @@ from typing import Any
 from starlette.responses import Response
 
 from melange.errors import InvalidInput, MelangeError
+from melange.paging import BadCursor
 
 PROBLEM = "application/problem+json"
 # Contract code -> HTTP status. A request that cannot be validated is 422 (RequestInvalid
@@ -67,7 +68,10 @@ class TooSlow(InvalidInput):
 
 
 def status_of(error: MelangeError) -> int:
-    """The HTTP status of a core error: by its class, else by its code."""
+    """The HTTP status of a core error: by its class, else by its code. A cursor the
+    list did not give is found only when the list is read, but is the request's fault."""
+    if isinstance(error, BadCursor):
+        return 422
     return getattr(error, "status", None) or STATUS.get(error.code, 500)
 
 
@@ -91,7 +95,13 @@ def problem(error: MelangeError) -> Response:
 
 
 def respond(status: int, code: str, exit_code: int, detail: str) -> Response:
-    headers = {"WWW-Authenticate": 'Bearer realm="melange"'} if status == 401 else None
+    """A problem response. After a body refused as too large or too slow the connection
+    is closed, so its unread rest is never drained (a client could send gigabytes)."""
+    headers = {}
+    if status == 401:
+        headers["WWW-Authenticate"] = 'Bearer realm="melange"'
+    if status in (408, 413):
+        headers["Connection"] = "close"
     body = json.dumps(document(status, code, exit_code, detail))
     return Response(body, status_code=status, media_type=PROBLEM, headers=headers)
 
