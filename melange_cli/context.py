@@ -80,7 +80,8 @@ class App:
         the config file's `[melange] url` unless a store was named (--db, MELANGE_DB).
         The token and CA files come from the options, else from the same section."""
         if self._remote is None:
-            url, token_file, ca_file = self.url, self.token_file, self.ca_file
+            url = self.url or None  # MELANGE_URL= (empty) is no URL, as MELANGE_SOCKET=
+            token_file, ca_file = self.token_file, self.ca_file
             if url is None and self.db is None:
                 url = self.settings().section("melange").get("url") or None
             if url is None:

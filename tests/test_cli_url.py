@@ -28,6 +28,7 @@ import pytest
 import trustme
 from click.testing import CliRunner, Result
 
+from melange.errors import MelangeError
 from melange_cli.main import cli
 from tests.support.cli import assert_error
 
@@ -518,3 +519,27 @@ def test_the_clients_history_bound_is_the_cores():
     from melange_cli.httpclient import HISTORY_MAX
 
     assert HISTORY_MAX == MAX_HISTORY
+
+
+def test_one_connection_serves_every_request_of_a_process(api):
+    from melange_cli.httpclient import Remote
+
+    remote = Remote(api.url, str(api.endpoint.token_file), str(api.endpoint.ca_file))
+    try:
+        remote.call("block.create", {"cidr": "10.8.0.0/21", "name": "big", "dns": []})
+        first = remote.connection.sock
+        remote.call("block.allocate", {"block": "big", "count": 1500})
+        assert len(remote.call("ip.list", {"released": False})) == 1500  # two pages
+        with pytest.raises(MelangeError) as refused:
+            remote.call("block.show", {"block": "nope"})
+        assert refused.value.exit_code == 3
+        assert remote.call("block.show", {"block": "big"})["name"] == "big"
+        assert remote.connection.sock is first
+    finally:
+        remote.close()
+
+
+def test_an_empty_melange_url_is_no_url(tmp_path):
+    db = tmp_path / "s.db"
+    assert run("--db", str(db), "policy", "create", "p", MELANGE_URL="").exit_code == 0
+    assert run("policy", "list", MELANGE_URL="", MELANGE_DB=str(db)).stdout.startswith("p")
