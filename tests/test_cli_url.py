@@ -543,3 +543,54 @@ def test_an_empty_melange_url_is_no_url(tmp_path):
     db = tmp_path / "s.db"
     assert run("--db", str(db), "policy", "create", "p", MELANGE_URL="").exit_code == 0
     assert run("policy", "list", MELANGE_URL="", MELANGE_DB=str(db)).stdout.startswith("p")
+
+
+BLOCK = b'{"id": 7, "name": "web"}'
+FRAMINGS = {
+    "content-length": b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\n"
+                      b"Content-Length: 24\r\n\r\n" + BLOCK,
+    "chunked, extensions, trailer": b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\n"
+                                    b"Transfer-Encoding: chunked\r\n\r\n"
+                                    b"a;x=1\r\n" + BLOCK[:10] + b"\r\ne\r\n" + BLOCK[10:]
+                                    + b"\r\n0\r\nX-Trailer: 1\r\n\r\n",
+    "interim 100, then HTTP/1.0 to the close": b"HTTP/1.1 100 Continue\r\n\r\n"
+                                               b"HTTP/1.0 200 OK\r\n"
+                                               b"Content-Type: application/json\r\n\r\n" + BLOCK,
+}  # fmt: skip
+
+
+@pytest.mark.parametrize("framing", FRAMINGS)
+def test_every_body_framing_an_http_server_may_use_is_read(framing, token_file):
+    """The client's HTTP/1.1 reader (melange_cli.http11) against a server that answers
+    exactly these bytes; the command prints the object whichever way it was framed."""
+
+    def answer(conn: socket.socket) -> None:
+        conn.settimeout(5)
+        request = b""
+        while b"\r\n\r\n" not in request:
+            request += conn.recv(65536)
+        assert request.startswith(b"GET /v1/blocks/web HTTP/1.1\r\n")
+        conn.sendall(FRAMINGS[framing])
+
+    with listening(answer) as port:
+        result = run("--url", f"http://127.0.0.1:{port}", "--token-file", str(token_file),
+                     "-o", "json", "block", "show", "web")  # fmt: skip
+        assert result.exit_code == 0, result.stderr
+        assert json.loads(result.stdout) == json.loads(BLOCK)
+
+
+@pytest.mark.parametrize(
+    "reply",
+    [b"SSH-2.0-OpenSSH_9.2\r\n", b"HTTP/1.1 200 OK\r\nContent-Length: 99\r\n\r\n{\"id\"",
+     b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\n"],
+)  # fmt: skip
+def test_a_broken_answer_is_exit_6(reply, token_file):
+    def answer(conn: socket.socket) -> None:
+        conn.settimeout(5)
+        conn.recv(65536)
+        conn.sendall(reply)
+
+    with listening(answer) as port:
+        url = f"http://127.0.0.1:{port}"
+        result = run("--url", url, "--token-file", str(token_file), "block", "show", "web")
+        assert url in assert_error(result, 6)
