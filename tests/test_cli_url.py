@@ -31,6 +31,7 @@ from click.testing import CliRunner, Result
 from melange.errors import MelangeError
 from melange_cli.main import cli
 from tests.support.cli import assert_error
+from tests.support.http_daemon import free_port
 
 ROOT = Path(__file__).resolve().parent.parent
 CLEAN_ENV = {name: None for name in (
@@ -42,13 +43,6 @@ CLEAN_ENV = {name: None for name in (
 def run(*args: str, **env: str) -> Result:
     """`melange ARGS…` in-process with none of the user's MELANGE_* settings."""
     return CliRunner().invoke(cli, list(args), env={**CLEAN_ENV, **env})
-
-
-def free_port() -> int:
-    """A loopback port nothing listens on (bound, then let go)."""
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
 
 
 @pytest.fixture(scope="module")
