@@ -117,12 +117,14 @@ class Remote:
             raise StoreUnavailable(f"lost melanged at {self.url}: {_reason(error)}") from None
         except UnicodeDecodeError:
             raise StoreUnavailable(f"{self.url} answered an export that is not UTF-8") from None
-        if route.media.startswith("text/"):
-            return body.decode("utf-8")
         try:
+            if route.media.startswith("text/"):
+                return body.decode("utf-8")
             return json.loads(body) if body else None
-        except ValueError:
-            raise StoreUnavailable(f"{self.url} answered something that is not JSON") from None
+        except ValueError:  # UnicodeDecodeError too
+            raise StoreUnavailable(
+                f"{self.url} answered something that is not {route.media}"
+            ) from None
 
     def _request(self, method: str, target: str, body: bytes | None = None) -> Response:
         """Send one request; the response when it succeeded, else its error raised.
