@@ -31,8 +31,13 @@ class App:
     output: str | None = None
     debug: bool = False
     clock: Clock = SYSTEM
+    url: str | None = None  # melanged's HTTP API (--url), with the two files below
+    token_file: str | None = None
+    ca_file: str | None = None
     _store: Any = field(default=None, repr=False)
     _settings: Any = field(default=None, repr=False)
+    _remote: Any = field(default=None, repr=False)
+    _parser: Any = field(default=None, repr=False)  # the config file, for --url's keys
 
     def output_format(self) -> str:
         if self.output:
@@ -60,12 +65,59 @@ class App:
         return self._store
 
     def call(self, operation: str, **params: Any) -> Any:
-        """Run one operation: in melanged through its socket, or against the store."""
+        """Run one operation: in melanged through its socket or its HTTP API, or
+        against the store."""
         if self.socket:
             return self._call_socket(self.socket, operation, params)
+        remote = self.remote()
+        if remote is not None:
+            return self._call_http(remote, operation, params)
         from melange import operations
 
         return operations.run(self.store(), operation, params)
+
+    def remote(self):
+        """The HTTP API client when the command goes to a URL: --url or MELANGE_URL, else
+        the config file's `[melange] url` unless a store was named (--db, MELANGE_DB).
+        The token and CA files come from the options, else from the same section."""
+        if self._remote is None:
+            url = self.url or None  # MELANGE_URL= (empty) is no URL, as MELANGE_SOCKET=
+            token_file, ca_file = self.token_file, self.ca_file
+            if url is None and self.db is None:
+                url = self._configured("url")
+            if url is None:
+                return None
+            token_file = token_file or self._configured("token_file")
+            ca_file = ca_file or self._configured("ca_file")
+            from melange_cli.httpclient import Remote
+
+            self._remote = Remote(url, token_file=token_file, ca_file=ca_file)
+        return self._remote
+
+    def _configured(self, key: str) -> str | None:
+        """`[melange] key` of the config file, read once (without the store settings)."""
+        if self._parser is None:
+            from melange.config import read_config
+
+            self._parser = read_config(self.config)[0]
+        return self._parser.get("melange", key, fallback=None) or None
+
+    def close(self) -> None:
+        """What the end of the process does: the store's and the API's connections close."""
+        if self._store is not None:
+            self._store.close()
+        if self._remote is not None:
+            self._remote.close()
+
+    def _call_http(self, remote, operation: str, params: dict[str, Any]) -> Any:
+        """Same operation, same result, over HTTP; local callbacks stay local."""
+        params.pop("progress", None)
+        sink = params.pop("sink", None)
+        result = remote.call(operation, params)
+        if sink is not None:
+            sink(result)
+            return None
+        return result
 
     def _call_socket(self, socket: str, operation: str, params: dict[str, Any]) -> Any:
         """Same operation, same result; local callbacks stay local."""

@@ -19,6 +19,7 @@ from urllib.parse import urlencode
 
 from fastapi import FastAPI
 from starlette.concurrency import run_in_threadpool
+from starlette.convertors import StringConvertor, register_url_convertor
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import Response, StreamingResponse
@@ -36,6 +37,17 @@ JSON = "application/json"
 NDJSON = "application/x-ndjson"
 TEXT = "text/plain; charset=utf-8"
 Endpoint = Callable[[Request], Awaitable[Response]]
+
+
+class BlockRef(StringConvertor):
+    """A `{block:path}` segment: an id or a name (no slash), or a CIDR (one slash and a
+    prefix length). Narrower than any path, so that `/v1/blocks/x/routes` is never
+    block `x/routes`: a method that path lacks is 405 there, not another operation."""
+
+    regex = r"[^/]+(?:/[0-9][0-9.]*)?"
+
+
+register_url_convertor("ref", BlockRef())
 
 
 class Service:
@@ -63,21 +75,36 @@ def build(service: Service) -> FastAPI:
 
     app.router.add_route("/v1/health", health, methods=["GET"])
     app.router.add_route("/openapi.json", openapi_json, methods=["GET"])
-    for name in routed():
-        http = OPERATIONS[name].http
-        assert http is not None
-        app.router.add_route(http.path, endpoint(service, name), methods=[http.method], name=name)
+    for path, names in routed().items():
+        route = path.replace(":path}", ":ref}")
+        app.router.add_route(route, dispatch(service, names), methods=sorted(names))
     app.add_exception_handler(MelangeError, _melange_error)
     app.add_exception_handler(HTTPException, _http_error)
     app.add_exception_handler(Exception, _internal_error)
     return app
 
 
-def routed() -> list[str]:
-    """The remote operations, the longest paths first: `/v1/blocks/{block:path}` would
-    otherwise swallow `/v1/blocks/{block:path}/routes` (a CIDR holds a slash)."""
-    remote = [name for name, op in OPERATIONS.items() if op.http is not None]
-    return sorted(remote, key=lambda name: -len(OPERATIONS[name].http.path))  # type: ignore[union-attr]
+def routed() -> dict[str, dict[str, str]]:
+    """Path -> method -> remote operation; the longest paths first, since
+    `/v1/blocks/{block:path}` would otherwise swallow `/v1/blocks/{block:path}/routes`
+    (a CIDR holds a slash). One route per path, so a 405 lists every method it has."""
+    paths: dict[str, dict[str, str]] = {}
+    for name, operation in OPERATIONS.items():
+        if operation.http is not None:
+            paths.setdefault(operation.http.path, {})[operation.http.method] = name
+    return dict(sorted(paths.items(), key=lambda item: -len(item[0])))
+
+
+def dispatch(service: Service, names: dict[str, str]) -> Endpoint:
+    """The endpoint of a path: each method's operation (HEAD answered as GET)."""
+    endpoints = {method: endpoint(service, name) for method, name in names.items()}
+    if "GET" in endpoints:
+        endpoints["HEAD"] = endpoints["GET"]
+
+    async def serve(request: Request) -> Response:
+        return await endpoints[request.method](request)
+
+    return serve
 
 
 def endpoint(service: Service, name: str) -> Endpoint:
