@@ -30,6 +30,26 @@ def _connect(sock: socket.socket, path: str) -> None:
             time.sleep(0.01)
 
 
+def _send(sock: socket.socket, data: bytes) -> None:
+    """Write the request, but stop as soon as melanged answers: a refusal (turned away
+    at accept, or a request over 1 MiB) is sent while we are still writing, and the
+    daemon closes the connection after it. Whatever happens to the write, the answer
+    waiting to be read is what the caller gets, never a broken pipe."""
+    import select
+
+    view = memoryview(data)
+    while view:
+        readable, writable, _ = select.select([sock], [sock], [], TIMEOUT)
+        if readable:
+            return  # an answer before the whole request: a refusal, read next
+        if not writable:
+            raise StoreUnavailable("melanged stopped reading the request") from None
+        try:
+            view = view[sock.send(view[:65536]) :]
+        except (BrokenPipeError, ConnectionResetError):
+            return  # closed after its answer: the reason is waiting to be read
+
+
 def call(path: str, operation: str, params: dict[str, Any]) -> Any:
     """Run `operation` in melanged; raise what it raised, with the same exit code."""
     from melange.localfiles import absolute_paths
@@ -51,10 +71,7 @@ def call(path: str, operation: str, params: dict[str, Any]) -> Any:
         raise PermissionDenied(f"no permission to use melanged's socket at {path}") from None
     try:
         with sock, sock.makefile("rb") as stream:
-            try:
-                sock.sendall(json.dumps(request).encode() + b"\n")
-            except (BrokenPipeError, ConnectionResetError):
-                pass  # turned away at accept: the reason is waiting to be read
+            _send(sock, json.dumps(request).encode() + b"\n")
             line = stream.readline()
     except OSError as error:
         raise StoreUnavailable(f"lost melanged at {path}: {error}") from None
