@@ -69,7 +69,7 @@ def called_operations(command: click.Command) -> list[str]:
     """The operations a command's own function runs (`app.call("name", …)`), in order."""
     if command.callback is None:
         return []
-    return list(dict.fromkeys(re.findall(r'\.call\(\s*"([\w.]+)"', inspect.getsource(
+    return list(dict.fromkeys(re.findall(r'\.(?:call|stream)\(\s*"([\w.]+)"', inspect.getsource(
         command.callback))))  # fmt: skip
 
 

@@ -224,6 +224,8 @@ def test_every_command_sends_what_its_operation_declares(monkeypatch, tmp_path):
         raise _Sent("recorded")
 
     monkeypatch.setattr(App, "call", record)
+    monkeypatch.setattr(App, "stream", lambda self, operation, _sink, **params: record(
+        self, operation, **params))  # streamed reads (melange.streaming) send the same
     path = tmp_path / "file.txt"
     path.write_text("x\n")
     for words, command in _commands(cli):

@@ -14,6 +14,7 @@ import json
 import logging
 from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass
+from itertools import chain
 from typing import Any
 from urllib.parse import urlencode
 
@@ -24,11 +25,11 @@ from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import Response, StreamingResponse
 
-from melange import __version__, operations, paging
+from melange import __version__, operations, paging, streaming
 from melange.errors import MelangeError, PermissionDenied, Unauthenticated
 from melange.operations import OPERATIONS, Operation
 from melange.store import Store
-from melange.transfer_stream import to_ndjson
+from melange.transfer_stream import ndjson_lines
 from melanged.http import auth, inputs, openapi, problems
 from melanged.http.listen import Limits
 
@@ -153,6 +154,8 @@ class Call:
         params, page = self.parameters()
         if page is not None:
             params["page"] = page
+        if self.operation.http.media == NDJSON:  # type: ignore[union-attr]
+            return exported(store, params, identity.name), None
         result = operations.run(store, self.name, params, actor=identity.name, via=auth.VIA)
         return result, page
 
@@ -171,6 +174,17 @@ class Call:
             skip = inputs.PAGE_NAMES if http.paged else ()
             params.update(inputs.from_query(name, operation, items, skip))
         return inputs.checked(name, operation, params), page
+
+
+def exported(store: Store, params: dict[str, Any], actor: str) -> Iterator[dict]:
+    """An export's entities as they are read (melange.streaming), on a thread of their own
+    while the response is written; the first is waited for here, so a failure before
+    it (no such network) is still a problem document, not a cut stream."""
+    entities = streaming.pulled(
+        lambda sink: streaming.produce(store, "export", params, sink, actor=actor, via=auth.VIA)
+    )
+    first = next(entities, None)
+    return entities if first is None else chain([first], entities)
 
 
 def admit(store: Store, name: str, header: str | None, client: str) -> Any:
@@ -198,7 +212,7 @@ def answer(
     if http.media.startswith("text/plain"):
         return Response(result or "", status_code=http.status, media_type=TEXT)
     if http.media == NDJSON:
-        return StreamingResponse(_encoded(to_ndjson(result)), status_code=http.status,
+        return StreamingResponse(_encoded(ndjson_lines(result)), status_code=http.status,
                                  media_type=NDJSON)  # fmt: skip
     if page is not None:
         result = {"items": result, "next": next_link(request, page)}
