@@ -144,19 +144,28 @@ class Daemon:
 
     def _refresh_http(self, before: DaemonSettings) -> None:
         """SIGHUP: the same address re-pointed at the new store, its certificate read
-        again; an address changed, added or dropped: the server stopped and started."""
+        again; an address changed, added or dropped: the new one bound first, and only
+        then the old one closed, so a new address that cannot be served (in use, a
+        certificate that does not load) leaves the old one serving the new store."""
+        from melanged.http.server import HttpServer
+        from melanged.settings import listen
+
         s = self.settings
         server = getattr(self, "http", None)
         try:
             if server is not None and s.http == before.http:
-                from melanged.settings import listen
-
                 server.reload(listen(s), self.store)
                 return
-            self.close_http()
-            self.open_http()
+            replacement = HttpServer(listen(s), self.store) if s.http is not None else None
         except MelangeError as error:
             log.error("cannot serve HTTP on %s: %s", s.http, error.message)
+            if server is not None:
+                server.service.store = self.store
+            return
+        self.close_http()
+        if replacement is not None:
+            self.http = replacement
+            replacement.start()
 
     def _record(self, signum: int, _frame) -> None:
         self.signals.append(signum)

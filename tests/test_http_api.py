@@ -221,3 +221,21 @@ def test_ndjson_round_trip_and_refusals():
                 [lines[0], "[1]"], [lines[0], '{"bogus": {}}'], [lines[0], "{nope"]):
         with pytest.raises(InvalidInput):
             from_ndjson(bad)
+
+
+def test_tokens_are_made_used_and_revoked_over_http(api, admin):
+    made = admin.post("/v1/tokens", json={"name": "ci", "role": "reader"})
+    assert made.status_code == 201, made.text
+    secret = made.json()["token"]
+    ci = api.client(token=secret)
+    assert ci.get("/v1/blocks").status_code == 200
+    listed = admin.get("/v1/tokens").json()
+    assert "ci" in {t["name"] for t in listed} and all("token" not in t for t in listed)
+    assert api.client("writer").get("/v1/tokens").status_code == 403  # admin work
+    assert admin.delete("/v1/tokens/ci").status_code == 200
+    assert ci.get("/v1/blocks").status_code == 401  # from the next request on
+
+
+def test_head_is_answered_as_get_without_a_body(api, block):
+    response = api.client("reader").head(BLOCK)
+    assert response.status_code == 200 and response.content == b""

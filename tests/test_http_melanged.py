@@ -5,6 +5,7 @@ re-reading the configuration (a new store, a new address), SIGTERM graceful."""
 from __future__ import annotations
 
 import signal
+import socket
 import ssl
 import subprocess
 import sys
@@ -101,8 +102,6 @@ def test_bad_http_settings_are_one_error_line(tmp_path, args, message):
 
 
 def test_an_address_in_use_is_one_error_line(tmp_path):
-    import socket
-
     with socket.socket() as taken:
         taken.bind(("127.0.0.1", 0))
         taken.listen()
@@ -153,6 +152,17 @@ def test_sighup_repoints_the_store_then_moves_the_address(tmp_path):
         daemon.wait_serving(port=moved)
         with pytest.raises(httpx.TransportError), daemon.client() as client:
             client.get("/v1/health")  # the old address is closed
+        with socket.socket() as taken:  # a new address that cannot be served
+            taken.bind(("127.0.0.1", 0))
+            taken.listen()
+            config.write_text(f"[melanged]\ndb = {second}\n"
+                              f"http = 127.0.0.1:{taken.getsockname()[1]}\n")  # fmt: skip
+            daemon.signal(signal.SIGHUP)
+            deadline = time.monotonic() + 15
+            while "cannot serve HTTP" not in daemon.log_text():
+                assert time.monotonic() < deadline, daemon.log_text()
+                time.sleep(0.1)
+        daemon.wait_serving(port=moved)  # the running address goes on serving
     finally:
         assert daemon.stop() == 0
 
