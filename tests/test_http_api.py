@@ -239,3 +239,22 @@ def test_tokens_are_made_used_and_revoked_over_http(api, admin):
 def test_head_is_answered_as_get_without_a_body(api, block):
     response = api.client("reader").head(BLOCK)
     assert response.status_code == 200 and response.content == b""
+
+
+def test_one_server_serves_each_test_its_own_store(api, tmp_path):
+    with api.serving(f"sqlite:///{tmp_path / 'other.db'}") as tokens:
+        other = api.client(token=tokens["admin"])
+        assert other.post("/v1/blocks", json={"cidr": "10.99.0.0/24"}).status_code == 201
+        assert [b["cidr"] for b in other.get("/v1/blocks").json()["items"]] == ["10.99.0.0/24"]
+    assert api.client("admin").get("/v1/blocks").json()["items"] == []
+
+
+def test_an_import_is_all_or_nothing(api, admin, block):
+    bad = ('{"format": "melange-export", "version": 1, "policies": [], "mac_ranges": [],'
+           ' "interfaces": [], "blocks": [{"cidr": "10.40.0.0/24", "addresses": []},'
+           ' {"cidr": "not a cidr", "addresses": []}]}')  # fmt: skip
+    before = admin.get("/v1/export").text
+    refused = admin.post("/v1/import", json={"text": bad})
+    assert refused.status_code in (400, 409), refused.text
+    assert refused.headers["content-type"] == "application/problem+json"
+    assert admin.get("/v1/export").text == before
