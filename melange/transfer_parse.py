@@ -15,19 +15,22 @@ from collections.abc import Callable, Iterator
 
 from melange.errors import InvalidInput, MelangeError
 from melange.params import check_text
-from melange.transfer_format import FORMAT, SECTIONS, VERSION
+from melange.transfer_format import FORMAT, NAT_FIELDS, SECTIONS, VERSION
 
 # (line, kind, fields) of one entity: a policy, a MAC range, a block (with its routes and
 # addresses inside), an interface, or a NetBox prefix or address.
 Entity = tuple[int, str, dict]
 Fields = dict[str, str | None]  # one CSV row: an empty cell is None
 
-KIND_OF_SECTION = dict(zip(SECTIONS, ("policy", "mac_range", "block", "interface"), strict=True))
+KIND_OF_SECTION = dict(
+    zip(SECTIONS, ("policy", "mac_range", "block", "interface", "nat_mapping"), strict=True)
+)
 BLOCK_FIELDS = ("network", "cidr", "name", "tenant", "type", "gateway", "policy", "parent",
                 "generator")  # fmt: skip
 ADDRESS_FIELDS = ("address", "mac", "hostname", "interface", "tenant", "state", "allocated_at",
                   "released_at", "held_until")  # fmt: skip
 INTERFACE_FIELDS = ("vif_id", "network", "device", "tenant", "mac")
+ALLOWED_IP_FIELDS = ("cidr", "address")
 
 
 def parse(text: str, fmt: str = "melange") -> list[Entity]:
@@ -72,10 +75,11 @@ def problem(line: int, kind: str, error: Exception) -> str:
 
 
 def _nested(item: dict) -> list[dict]:
-    """The addresses and routes listed inside a block (an address keeps its own line)."""
+    """The addresses and routes listed inside a block, and the allowed IPs inside an
+    interface (an address or allowed IP keeps its own line)."""
     return [
         entry
-        for key in ("addresses", "routes")
+        for key in ("addresses", "routes", "allowed_ips")
         if isinstance(item.get(key), list)
         for entry in item[key]
         if isinstance(entry, dict)
@@ -146,8 +150,19 @@ def _element_lines(text: str) -> dict[tuple[str, int], int]:
 # -- melange CSV
 
 
+def _csv_reader(text: str) -> csv.DictReader:
+    """A reader whose header is read already: a csv.Error there (a bare CR in a quoted
+    header, say) is the file's fault, exit 2, not a bug."""
+    reader = csv.DictReader(io.StringIO(text, newline=""))
+    try:
+        reader.fieldnames  # noqa: B018  (reads the header line)
+    except csv.Error as error:
+        raise InvalidInput(f"line 1: not valid CSV ({error})") from None
+    return reader
+
+
 def _parse_csv(text: str) -> list[Entity]:
-    reader = csv.DictReader(io.StringIO(text))
+    reader = _csv_reader(text)
     if not reader.fieldnames or "kind" not in reader.fieldnames:
         raise InvalidInput("line 1: a melange CSV export starts with a header that has `kind`")
     document = _CsvDocument()
@@ -177,6 +192,7 @@ class _CsvDocument:
         self.entities: list[Entity] = []
         self._policies: dict[str | None, dict] = {}
         self._blocks: dict[tuple[str | None, str | None], dict] = {}
+        self._interfaces: dict[str | None, dict] = {}
 
     def add(self, line: int, fields: Fields) -> None:
         kind = fields.get("kind")
@@ -230,7 +246,21 @@ class _CsvDocument:
             owner["addresses"].append(entry)
 
     def _interface(self, line: int, kind: str, fields: Fields) -> None:
-        self.entities.append((line, kind, {k: fields.get(k) for k in INTERFACE_FIELDS}))
+        item: dict = {k: fields.get(k) for k in INTERFACE_FIELDS}
+        item["allowed_ips"] = []
+        self._interfaces[item["vif_id"]] = item
+        self.entities.append((line, kind, item))
+
+    def _allowed_ip(self, line: int, kind: str, fields: Fields) -> None:
+        owner = self._interfaces.get(fields.get("vif_id"))
+        if owner is None:
+            raise InvalidInput(f"line {line}: {kind} for an interface not listed before it")
+        entry: dict = {k: fields.get(k) for k in ALLOWED_IP_FIELDS}
+        entry["_line"] = line
+        owner["allowed_ips"].append(entry)
+
+    def _nat_mapping(self, line: int, kind: str, fields: Fields) -> None:
+        self.entities.append((line, kind, {k: fields.get(k) for k in NAT_FIELDS}))
 
     _HANDLERS: dict[str | None, Callable[[_CsvDocument, int, str, Fields], None]] = {
         "policy": _policy,
@@ -241,6 +271,8 @@ class _CsvDocument:
         "route": _block_part,
         "address": _block_part,
         "interface": _interface,
+        "allowed_ip": _allowed_ip,
+        "nat_mapping": _nat_mapping,
     }
 
 
@@ -250,12 +282,15 @@ class _CsvDocument:
 def _parse_netbox(text: str, fmt: str) -> list[Entity]:
     """NetBox's CSV exports: prefixes become blocks (nested ones subnets), addresses
     become allocations in the deepest block of their VRF that holds them."""
-    reader = csv.DictReader(io.StringIO(text))
+    reader = _csv_reader(text)
     column = "prefix" if fmt == "netbox-prefixes" else "address"
     if not reader.fieldnames or column not in reader.fieldnames:
         raise InvalidInput(f"line 1: a NetBox {column} export needs a `{column}` column")
     convert = _netbox_prefix if fmt == "netbox-prefixes" else _netbox_address
-    return [(reader.line_num, *convert(row)) for row in reader]
+    try:
+        return [(reader.line_num, *convert(row)) for row in reader]
+    except csv.Error as error:
+        raise InvalidInput(f"line {reader.line_num}: not valid CSV ({error})") from None
 
 
 def _netbox_prefix(row: dict) -> tuple[str, dict]:

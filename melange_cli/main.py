@@ -86,6 +86,7 @@ def _register() -> None:
         interfaces,
         ips,
         macranges,
+        nat,
         policies,
         reconcile,
         reports,
@@ -100,6 +101,7 @@ def _register() -> None:
     cli.add_command(reconcile.reconcile)
     cli.add_command(transfer.export)
     cli.add_command(transfer.import_)
+    cli.add_command(nat.group)
     cli.add_command(tokens.group)
 
 

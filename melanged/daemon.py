@@ -97,7 +97,8 @@ class Daemon:
         s = self.settings
         return Access.from_config(
             {"admin_users": s.admin_users, "admin_groups": s.admin_groups,
-             "reader_groups": s.reader_groups}
+             "reader_groups": s.reader_groups,
+             "writer_users": s.writer_users, "writer_groups": s.writer_groups}
         )  # fmt: skip
 
     def open_socket(self) -> None:

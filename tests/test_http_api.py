@@ -11,7 +11,7 @@ from urllib.parse import quote
 import pytest
 
 from melange import operations, paging
-from melange.errors import InvalidInput
+from melange.errors import InvalidInput, StoreUnavailable
 from melange.store import Store
 from melange.transfer_stream import from_ndjson, to_ndjson
 from tests.support.http_daemon import HttpDaemon
@@ -215,8 +215,13 @@ def test_ndjson_round_trip_and_refusals():
                 "blocks": [{"cidr": "10.0.0.0/24", "routes": [], "addresses": [{"address": "1"}]},
                            {"cidr": "10.0.1.0/24", "routes": [], "addresses": []}]}  # fmt: skip
     lines = list(to_ndjson(document))
-    assert len(lines) == 6 and all(line.endswith("\n") for line in lines)
-    assert from_ndjson(lines) == document
+    assert len(lines) == 7 and all(line.endswith("\n") for line in lines)
+    assert json.loads(lines[-1]) == {"end": {"lines": 6}}
+    assert from_ndjson(lines) == {**document, "nat_mappings": []}
+    with pytest.raises(StoreUnavailable, match="ended early"):  # cut off by a failure
+        from_ndjson(lines[:-1])
+    with pytest.raises(InvalidInput, match="after the end"):
+        from_ndjson([*lines, lines[1]])
     for bad in ([], ['{"format": "other", "version": 1}'], [lines[0], '{"address": {}}'],
                 [lines[0], "[1]"], [lines[0], '{"bogus": {}}'], [lines[0], "{nope"]):
         with pytest.raises(InvalidInput):
