@@ -181,7 +181,9 @@ def test_sigterm_lets_a_request_in_progress_finish(tmp_path):
             with client.stream("GET", "/v1/export") as response:
                 daemon.signal(signal.SIGTERM)
                 lines = sum(1 for _ in response.iter_lines())
-        assert lines == 1 + 1 + 3000  # header, block, addresses: all of it
+        assert lines == 1 + 1 + 3000 + 1  # header, block, addresses, end: all of it
+        assert daemon.proc is not None
+        assert daemon.proc.wait(timeout=20) == 0  # exits on its own, after the answer
     finally:
         assert daemon.stop() == 0
 

@@ -23,6 +23,7 @@ from starlette.convertors import StringConvertor, register_url_convertor
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import Response, StreamingResponse
+from starlette.routing import Route
 
 from melange import __version__, operations, paging
 from melange.errors import MelangeError, PermissionDenied, Unauthenticated
@@ -76,8 +77,10 @@ def build(service: Service) -> FastAPI:
     app.router.add_route("/v1/health", health, methods=["GET"])
     app.router.add_route("/openapi.json", openapi_json, methods=["GET"])
     for path, names in routed().items():
-        route = path.replace(":path}", ":ref}")
-        app.router.add_route(route, dispatch(service, names), methods=sorted(names))
+        route = Route(path.replace(":path}", ":ref}"), dispatch(service, names),
+                      methods=sorted(names))  # fmt: skip
+        route.path = path  # matched by BlockRef, shown as declared
+        app.router.routes.append(route)
     app.add_exception_handler(MelangeError, _melange_error)
     app.add_exception_handler(HTTPException, _http_error)
     app.add_exception_handler(Exception, _internal_error)
