@@ -127,7 +127,8 @@ class Daemon:
         if self.settings.http is None:
             return None
         if getattr(self, "http", None) is None:
-            self.http: HttpServer = HttpServer(listen(self.settings), self.store)
+            self.http: HttpServer = HttpServer(listen(self.settings), self.store,
+                                               on_failure=self._http_failed)  # fmt: skip
         return self.http
 
     def open_http(self) -> None:
@@ -157,7 +158,8 @@ class Daemon:
             if server is not None and s.http == before.http:
                 server.reload(listen(s), self.store)
                 return
-            replacement = HttpServer(listen(s), self.store) if s.http is not None else None
+            replacement = (HttpServer(listen(s), self.store, on_failure=self._http_failed)
+                           if s.http is not None else None)  # fmt: skip
         except MelangeError as error:
             log.error("cannot serve HTTP on %s: %s", s.http, error.message)
             if server is not None:
@@ -167,6 +169,10 @@ class Daemon:
         if replacement is not None:
             self.http = replacement
             replacement.start()
+
+    def _http_failed(self) -> None:
+        """The HTTP server stopped by itself: stop as on SIGTERM (run returns 1)."""
+        self.signals.append(signal.SIGTERM)
 
     def _record(self, signum: int, _frame) -> None:
         self.signals.append(signum)
@@ -181,7 +187,9 @@ class Daemon:
         self.open_socket()
         try:
             self.open_http()
-            return self._loop()
+            status = self._loop()
+            server = getattr(self, "http", None)
+            return 1 if server is not None and server.failed else status
         finally:
             self.close_http()
             self.close_socket()

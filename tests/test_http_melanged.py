@@ -218,3 +218,26 @@ def test_sighup_reloads_a_renewed_certificate_in_place(tmp_path):
             client.get("/v1/health")  # the old CA no longer vouches for the server
     finally:
         assert daemon.stop() == 0
+
+
+def test_a_server_that_stops_by_itself_says_so(tmp_path):
+    """uvicorn leaves its loop on its own after `limit_max_requests`: a stand-in for a
+    server that ends without being told to. melanged hears of it (and stops, status 1)."""
+    from melange.store import Store
+    from melanged.http.listen import Listen
+    from melanged.http.server import HttpServer
+
+    told: list[bool] = []
+    store = Store(sqlite(tmp_path / "store.db"))
+    server = HttpServer(Listen("127.0.0.1", 0), store, on_failure=lambda: told.append(True))
+    server.server.config.limit_max_requests = 1
+    server.start()
+    try:
+        with httpx.Client(base_url=f"http://127.0.0.1:{server.port}") as client:
+            assert client.get("/v1/health").status_code == 200
+        assert server.thread is not None
+        server.thread.join(timeout=15)
+        assert told == [True] and server.failed
+    finally:
+        server.stop()
+        store.close()
