@@ -263,3 +263,28 @@ def test_an_import_is_all_or_nothing(api, admin, block):
     assert refused.status_code in (400, 409), refused.text
     assert refused.headers["content-type"] == "application/problem+json"
     assert admin.get("/v1/export").text == before
+
+
+def test_allowed_ips_and_nat_mappings(api, admin, block):
+    net = admin.post("/v1/blocks", json={"cidr": "10.31.0.0/24", "network": "n2"})
+    assert net.status_code == 201, net.text
+    assert admin.post("/v1/mac-ranges", json={"cidr": "02:00:00:00:00:00/40"}).status_code == 201
+    writer = api.client("writer")
+    for vif in ("vip-a", "vip-b"):
+        made = writer.post("/v1/interfaces", json={"vif": vif, "network": "n2"})
+        assert made.status_code == 201, made.text
+    shared = writer.get("/v1/interfaces/vip-a").json()["addresses"][0]
+    allowed = writer.post("/v1/interfaces/vip-b/allowed-ips", json={"address": shared})
+    assert allowed.status_code == 201, allowed.text
+    listed = writer.get("/v1/interfaces/vip-b/allowed-ips")
+    assert listed.status_code == 200 and shared in json.dumps(listed.json())
+    gone = writer.delete(f"/v1/interfaces/vip-b/allowed-ips/{shared}")
+    assert gone.status_code == 200, gone.text
+    inside, outside = (admin.post(f"{BLOCK}/allocations", json={}).json()[0]["address"],
+                       shared)  # fmt: skip
+    mapping = {"inside_global": outside, "inside_local": inside}
+    added = writer.post("/v1/nat", json=mapping)
+    assert added.status_code == 201, added.text
+    assert len(writer.get("/v1/nat", params={"address": inside}).json()) == 1
+    assert writer.delete("/v1/nat", params=mapping).status_code == 200
+    assert writer.get("/v1/nat", params={"address": inside}).json() == []
