@@ -6,9 +6,10 @@ rich is imported only when a table is printed.
 from __future__ import annotations
 
 import json
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
+from itertools import chain, islice
 from typing import Any
 
 import click
@@ -115,8 +116,7 @@ def emit(fmt: str, result: Any, view: View) -> None:
         click.echo(json.dumps(result, indent=None if big else 2))
     elif fmt == "plain":
         records = result if isinstance(result, list) else [result]
-        for record in records:
-            click.echo("\t".join(text_of(record.get(f)) for f in view.fields))
+        write_lines(plain_lines(records, view))
     elif isinstance(result, list):
         _table(result, view)
     else:
@@ -126,8 +126,7 @@ def emit(fmt: str, result: Any, view: View) -> None:
 def emit_addresses_only(fmt: str, result: list[dict], view: View = ADDRESS) -> None:
     """allocate/interface create: plain output is the bare address(es), one a line."""
     if fmt == "plain":
-        for record in result:
-            click.echo(record["address"])
+        write_lines(record["address"] for record in result)
     else:
         emit(fmt, result if len(result) != 1 or fmt == "table" else result[0], view)
 
@@ -170,23 +169,123 @@ def _console():
     return Console() if sys.stdout.isatty() else Console(width=200)
 
 
-def _table(records: list[dict], view: View) -> None:
+CHUNK = 64 * 1024
+
+
+def write_lines(lines: Iterable[str]) -> None:
+    """Lines to stdout, each ended by a newline, written in chunks of about CHUNK
+    characters: one `click.echo` per line (a write and a flush each) cost a bulk
+    allocation a third of its time. The bytes are the same."""
+    import sys
+
+    out = sys.stdout
+    buffer: list[str] = []
+    size = 0
+    for line in lines:
+        buffer.append(line)
+        size += len(line) + 1
+        if size >= CHUNK:
+            buffer.append("")
+            out.write("\n".join(buffer))
+            buffer, size = [], 0
+    if buffer:
+        buffer.append("")
+        out.write("\n".join(buffer))
+    out.flush()
+
+
+def plain_lines(records: Iterable[dict], view: View) -> Iterator[str]:
+    """Each record as one tab-separated line of the view's fields (the plain format)."""
+    fields = view.fields
+    for record in records:
+        yield "\t".join(text_of(record.get(f)) for f in fields)
+
+
+# A table is drawn for at most this many rows: rich lays out the whole table before it
+# prints a line (50,000 rows took over a minute); more rows are printed as plain text.
+TABLE_ROWS = 2000
+# Columns whose values are addresses, networks or MACs: never cut or folded, whatever the
+# terminal's width (the other columns fold, or are left out when even folding cannot fit).
+WHOLE = frozenset({"address", "mac", "cidr", "gateway", "inside_global", "inside_local",
+                   "first", "last", "destination", "network_address"})  # fmt: skip
+# Narrowest a folded column gets before it is left out instead; a cell's padding and rule.
+FOLDED_MIN = 6
+COLUMN_EDGE = 3
+
+
+def _table(records: Iterable[dict], view: View) -> None:
+    """Records as a rich table, or as plain text with a note on stderr when there are more
+    than TABLE_ROWS of them (a table would take longer to draw than the command to run)."""
+    rows = iter(records)
+    head = list(islice(rows, TABLE_ROWS + 1))
+    if len(head) > TABLE_ROWS:
+        click.echo(
+            f"Note: more than {TABLE_ROWS:,} rows, printed as plain text, tab-separated: "
+            f"{', '.join(view.fields)} (-o plain or -o json to choose).",
+            err=True,
+        )
+        write_lines(plain_lines(chain(head, rows), view))
+        return
+    _draw_table(head, view)
+
+
+def _draw_table(records: list[dict], view: View) -> None:
     from rich.console import RenderableType
     from rich.progress_bar import ProgressBar
     from rich.table import Table
 
+    console = _console()
+    texts = [[text_of(record.get(f)) for f in view.fields] for record in records]
+    shown, widths = column_widths(view.fields, texts, console.width)
+    left_out = [name for name in view.fields if name not in shown]
     bars = "percent_used" in view.fields
     table = Table(title=f"{view.plural} ({len(records)})", title_justify="left")
-    for name in view.fields:
-        table.add_column(name.replace("_", " "))
+    for name in shown:
+        whole = name in WHOLE
+        table.add_column(name.replace("_", " "), width=widths[name], no_wrap=whole,
+                         overflow="fold" if not whole else "ignore")  # fmt: skip
     if bars:
-        table.add_column("")
-    for record in records:
-        cells: list[RenderableType] = [text_of(record.get(f)) for f in view.fields]
+        table.add_column("", width=20, no_wrap=True)
+    keep = [view.fields.index(name) for name in shown]
+    for record, cells_text in zip(records, texts, strict=True):
+        cells: list[RenderableType] = [cells_text[i] for i in keep]
         if bars:
             cells.append(ProgressBar(total=100.0, completed=record["percent_used"], width=20))
         table.add_row(*cells)
-    _console().print(table)
+    console.print(table)
+    if left_out:
+        click.echo(f"Note: left out to fit {console.width} columns: {', '.join(left_out)}"
+                   " (-o plain or -o json shows every field).", err=True)  # fmt: skip
+
+
+def column_widths(
+    fields: tuple[str, ...], texts: list[list[str]], width: int
+) -> tuple[list[str], dict[str, int]]:
+    """The columns to show and each one's width on a console `width` wide: address and
+    MAC columns (WHOLE) as wide as their longest value; the others as wide as theirs when
+    everything fits, else folded to the widest share that does, and the last of them
+    left out while even FOLDED_MIN each would not fit. Widths are set on every column,
+    since rich, short of room, narrows every column alike, addresses included."""
+    natural = {
+        name: max([len(name)] + [len(row[i]) for row in texts], default=len(name))
+        for i, name in enumerate(fields)
+    }
+    extra = 20 + COLUMN_EDGE if "percent_used" in fields else 0
+    shown = list(fields)
+
+    def room(columns: list[str]) -> int:
+        fixed = sum(natural[n] for n in columns if n in WHOLE)
+        return width - 1 - extra - COLUMN_EDGE * len(columns) - fixed
+
+    foldable = [n for n in shown if n not in WHOLE]
+    while foldable and room(shown) < sum(min(natural[n], FOLDED_MIN) for n in foldable):
+        shown.remove(foldable.pop())
+    budget = max(room(shown), 0)
+    cap = max((natural[n] for n in foldable), default=0)
+    while cap > 1 and sum(min(natural[n], cap) for n in foldable) > budget:
+        cap -= 1
+    widths = {n: natural[n] if n in WHOLE else min(natural[n], cap) for n in shown}
+    return shown, widths
 
 
 def _card(record: dict, view: View) -> None:
