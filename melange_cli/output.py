@@ -160,6 +160,29 @@ def progress_bar(label: str, total: int) -> Iterator[Callable[[int, int], None]]
         yield lambda done, total: bar.update(task, completed=done, total=total)
 
 
+@contextmanager
+def phased_bar(label: str, phases: tuple[str, ...]) -> Iterator[Callable[[int, int], None]]:
+    """A progress bar on stderr through a work of several phases (reading, then writing,
+    say), each counted from its own start; yields the `progress(done, total)` callback.
+    A call whose `done` goes back or whose `total` changes starts the next phase, so the
+    core reports each phase's own counts and never needs to know the others'."""
+    from rich.console import Console
+    from rich.progress import Progress
+
+    state = {"phase": 0, "done": 0, "total": -1}
+    with Progress(console=Console(stderr=True), transient=True) as bar:
+        task = bar.add_task(f"{label}: {phases[0]}", total=None)
+
+        def advance(done: int, total: int) -> None:
+            if state["total"] >= 0 and (done < state["done"] or total != state["total"]):
+                state["phase"] = min(state["phase"] + 1, len(phases) - 1)
+            state.update(done=done, total=total)
+            description = f"{label}: {phases[state['phase']]}"
+            bar.update(task, completed=done, total=total, description=description)
+
+        yield advance
+
+
 def _console():
     """A terminal's own width; piped tables are not squeezed to 80 columns."""
     import sys

@@ -142,3 +142,36 @@ def test_plain_and_json_bytes_are_those_of_one_line_per_echo(tmp_path):
                          check=True, env=env).stdout  # fmt: skip
     addresses = "".join(r["address"] + "\n" for r in records)
     assert got == (expected + addresses).encode()
+
+
+def test_import_progress_counts_reading_then_entities_then_addresses(store, tmp_path):
+    """The import's bar moves through every phase: characters read, entities made, then
+    addresses written batch by batch (it stood at 100% while the addresses were written)."""
+    from melange_cli.transfer import READ_CHUNK, _read
+
+    store_, url = store
+    operations.run(store_, "block.create", {"cidr": "10.7.0.0/16", "name": "src"})
+    operations.run(store_, "block.allocate", {"block": "src", "count": 12_000})
+    document = operations.run(store_, "export", {})
+    store_.close()
+    from melange.transfer_format import export_json
+
+    path = tmp_path / "export.json"
+    path.write_text(export_json(document))
+    read: list[tuple[int, int]] = []
+    text = _read(str(path), lambda done, total: read.append((done, total)))
+    size = path.stat().st_size
+    assert read[-1] == (size, size) and len(read) >= size // READ_CHUNK
+    assert [d for d, _ in read] == sorted(d for d, _ in read)
+
+    target = Store(f"sqlite:///{tmp_path / 'target.db'}", release_hold=3600)
+    calls: list[tuple[int, int]] = []
+    params = {"text": text, "source": "export.json", "progress": lambda d, t: calls.append((d, t))}
+    result = operations.run(target, "import", params)
+    target.close()
+    assert result["addresses"] == 12_000
+    restart = calls.index((0, 12_000))
+    entities, written = calls[:restart], calls[restart:]
+    assert entities and entities[-1][0] == entities[-1][1] == len(entities)
+    assert written[-1] == (12_000, 12_000) and len(written) >= 3
+    assert [d for d, _ in written] == sorted(d for d, _ in written)
