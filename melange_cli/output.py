@@ -342,3 +342,49 @@ def _utilization(console, usage: dict) -> None:
         bar,
     )
     console.print(table)
+
+
+class ListWriter:
+    """A streamed list (melange.streaming) printed as its records come, with the bytes
+    `emit` prints for the whole list: plain a line each; json `[` … `]` written as it
+    goes once it is known to be long (over 1000 records `emit` does not indent, so the
+    first 1001 wait to learn which); a table needs every row for its widths and title,
+    so its records are kept and handed to `emit` at the end."""
+
+    def __init__(self, fmt: str, view: View) -> None:
+        self.fmt, self.view = fmt, view
+        self.held: list[dict] | None = []
+        self.parts: list[str] = []
+        self.size = 0
+
+    def __call__(self, record: dict) -> None:
+        if self.fmt == "plain":
+            self.write("\t".join(text_of(record.get(f)) for f in self.view.fields) + "\n")
+        elif self.fmt == "json" and self.held is None:
+            self.write(", " + json.dumps(record))
+        else:
+            assert self.held is not None
+            self.held.append(record)
+            if self.fmt == "json" and len(self.held) > 1000:
+                self.write("[" + ", ".join(json.dumps(r) for r in self.held))
+                self.held = None
+
+    def write(self, text: str) -> None:
+        self.parts.append(text)
+        self.size += len(text)
+        if self.size >= 1 << 16:
+            self.flush()
+
+    def flush(self) -> None:
+        if self.parts:
+            click.echo("".join(self.parts), nl=False)
+            self.parts.clear()
+            self.size = 0
+
+    def finish(self) -> None:
+        """The end of the list: the closing bracket, or the short list or table whole."""
+        if self.fmt == "json" and self.held is None:
+            self.write("]\n")
+        self.flush()
+        if self.fmt != "plain" and self.held is not None:
+            emit(self.fmt, self.held, self.view)

@@ -21,11 +21,13 @@ IMPORTED = output.View(
 @pass_app
 def export(app: App, fmt, network):
     """Everything in the store (or one network), for `melange import` elsewhere."""
-    from melange.transfer_format import export_csv, export_json
+    from melange.transfer_format import CsvWriter, JsonWriter
 
-    document = app.call("export", network=network)
-    text = export_csv(document) if fmt == "csv" else export_json(document)
-    click.echo(text, nl=False)
+    out = output.ListWriter("plain", output.View("Export", ()))  # its chunked writing only
+    writer = (CsvWriter if fmt == "csv" else JsonWriter)(out.write)
+    app.stream("export", writer, network=network)
+    writer.finish()
+    out.flush()
 
 
 @click.command("import")
