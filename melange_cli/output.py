@@ -242,14 +242,18 @@ def _table(records: Iterable[dict], view: View) -> None:
     rows = iter(records)
     head = list(islice(rows, TABLE_ROWS + 1))
     if len(head) > TABLE_ROWS:
-        click.echo(
-            f"Note: more than {TABLE_ROWS:,} rows, printed as plain text, tab-separated: "
-            f"{', '.join(view.fields)} (-o plain or -o json to choose).",
-            err=True,
-        )
+        click.echo(too_many_rows_note(view), err=True)
         write_lines(plain_lines(chain(head, rows), view))
         return
     _draw_table(head, view)
+
+
+def too_many_rows_note(view: View) -> str:
+    """What stderr says when a table's rows are printed as plain text instead."""
+    return (
+        f"Note: more than {TABLE_ROWS:,} rows, printed as plain text, tab-separated: "
+        f"{', '.join(view.fields)} (-o plain or -o json to choose)."
+    )
 
 
 def _draw_table(records: list[dict], view: View) -> None:
@@ -365,9 +369,20 @@ class ListWriter:
         else:
             assert self.held is not None
             self.held.append(record)
-            if self.fmt == "json" and len(self.held) > 1000:
+            if self.fmt == "table" and len(self.held) > TABLE_ROWS:
+                self._plain_from_now()
+            elif self.fmt == "json" and len(self.held) > 1000:
                 self.write("[" + ", ".join(json.dumps(r) for r in self.held))
                 self.held = None
+
+    def _plain_from_now(self) -> None:
+        """Too many rows for a table (see `_table`): the note, the rows so far as plain
+        lines, and every later row as it comes."""
+        assert self.held is not None
+        click.echo(too_many_rows_note(self.view), err=True)
+        for line in plain_lines(self.held, self.view):
+            self.write(line + "\n")
+        self.fmt, self.held = "plain", None
 
     def write(self, text: str) -> None:
         self.parts.append(text)
