@@ -262,8 +262,9 @@ def _draw_table(records: list[dict], view: View) -> None:
     from rich.table import Table
 
     console = _console()
-    texts = [[text_of(record.get(f)) for f in view.fields] for record in records]
-    shown, widths = column_widths(view.fields, texts, console.width)
+    texts = [[cell_text(record.get(f)) for f in view.fields] for record in records]
+    listed = frozenset(f for f in view.fields if any(isinstance(r.get(f), list) for r in records))
+    shown, widths = column_widths(view.fields, texts, console.width, listed)
     left_out = [name for name in view.fields if name not in shown]
     bars = "percent_used" in view.fields
     table = Table(title=f"{view.plural} ({len(records)})", title_justify="left")
@@ -285,18 +286,37 @@ def _draw_table(records: list[dict], view: View) -> None:
                    " (-o plain or -o json shows every field).", err=True)  # fmt: skip
 
 
+def cell_text(value: Any) -> str:
+    """A field as a table shows it: `text_of`, with a list's items after ", ", so that a
+    narrow column wraps between items (addresses, say), never inside one."""
+    if isinstance(value, list):
+        return ", ".join(text_of(v) for v in value)
+    return text_of(value)
+
+
 def column_widths(
-    fields: tuple[str, ...], texts: list[list[str]], width: int
+    fields: tuple[str, ...],
+    texts: list[list[str]],
+    width: int,
+    listed: frozenset[str] = frozenset(),
 ) -> tuple[list[str], dict[str, int]]:
     """The columns to show and each one's width on a console `width` wide: address and
     MAC columns (WHOLE) as wide as their longest value; the others as wide as theirs when
-    everything fits, else folded to the widest share that does, and the last of them
-    left out while even FOLDED_MIN each would not fit. Widths are set on every column,
-    since rich, short of room, narrows every column alike, addresses included."""
+    everything fits, else folded to the widest share that does (a column of lists, named
+    in `listed`, no narrower than its longest item), and the last of them left out while
+    even FOLDED_MIN each would not fit (lists and the first column last). Widths are set
+    on every column, since rich, short of room, narrows every column alike, addresses
+    included."""
     natural = {
         name: max([len(name)] + [len(row[i]) for row in texts], default=len(name))
         for i, name in enumerate(fields)
     }
+    # What a column cannot be narrower than: its longest item (a listed address), else
+    # FOLDED_MIN; below that it is left out.
+    floor = {name: min(natural[name], FOLDED_MIN) for name in fields}
+    for i, name in enumerate(fields):
+        if name in listed:
+            floor[name] = max([len(item) for row in texts for item in row[i].split(", ")])
     extra = 20 + COLUMN_EDGE if "percent_used" in fields else 0
     shown = list(fields)
 
@@ -304,14 +324,21 @@ def column_widths(
         fixed = sum(natural[n] for n in columns if n in WHOLE)
         return width - 1 - extra - COLUMN_EDGE * len(columns) - fixed
 
+    # Left out first: the last columns; last: lists (of addresses) and the first column
+    # (what names the record).
     foldable = [n for n in shown if n not in WHOLE]
-    while foldable and room(shown) < sum(min(natural[n], FOLDED_MIN) for n in foldable):
+    foldable.sort(key=lambda n: n != fields[0] and n not in listed)
+    while foldable and room(shown) < sum(floor[n] for n in foldable):
         shown.remove(foldable.pop())
     budget = max(room(shown), 0)
+
+    def folded(name: str, cap: int) -> int:
+        return max(min(natural[name], cap), floor[name] if name in listed else 0)
+
     cap = max((natural[n] for n in foldable), default=0)
-    while cap > 1 and sum(min(natural[n], cap) for n in foldable) > budget:
+    while cap > 1 and sum(folded(n, cap) for n in foldable) > budget:
         cap -= 1
-    widths = {n: natural[n] if n in WHOLE else min(natural[n], cap) for n in shown}
+    widths = {n: natural[n] if n in WHOLE else folded(n, cap) for n in shown}
     return shown, widths
 
 
@@ -322,10 +349,10 @@ def _card(record: dict, view: View) -> None:
     table.add_column("field", style="bold")
     table.add_column("value")
     for name in view.fields:
-        table.add_row(name.replace("_", " "), text_of(record.get(name)))
+        table.add_row(name.replace("_", " "), cell_text(record.get(name)))
     extra = [k for k in record if k not in view.fields and k not in ("utilization",)]
     for name in extra:
-        table.add_row(name.replace("_", " "), text_of(record[name]))
+        table.add_row(name.replace("_", " "), cell_text(record[name]))
     console = _console()
     console.print(table)
     if "utilization" in record:

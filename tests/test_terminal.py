@@ -175,3 +175,14 @@ def test_import_progress_counts_reading_then_entities_then_addresses(store, tmp_
     assert entities and entities[-1][0] == entities[-1][1] == len(entities)
     assert written[-1] == (12_000, 12_000) and len(written) >= 3
     assert [d for d, _ in written] == sorted(d for d, _ in written)
+
+
+def test_a_column_of_listed_addresses_wraps_between_them_never_inside_one():
+    fields = output.INTERFACE.fields
+    listed = ["2001:db8::1", LONGEST_V6, "10.0.0.1"]
+    row = ["vif-a", "net", "dev", "tenant", MAC, output.cell_text(listed), ""]
+    assert row[5] == f"2001:db8::1, {LONGEST_V6}, 10.0.0.1"
+    shown, widths = output.column_widths(fields, [row], 80, frozenset({"addresses"}))
+    assert "addresses" in shown and widths["addresses"] >= len(LONGEST_V6)
+    assert widths["mac"] == len(MAC)
+    assert 1 + sum(widths[n] + output.COLUMN_EDGE for n in shown) <= 80
