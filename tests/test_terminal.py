@@ -4,6 +4,7 @@ process on a pseudo-terminal 80 columns wide (stdout on the terminal, stderr on 
 from __future__ import annotations
 
 import fcntl
+import json
 import os
 import re
 import select
@@ -76,6 +77,13 @@ def test_a_long_list_on_a_terminal_is_printed_plain_with_a_note(store, tmp_path)
     assert "─" not in shown and "│" not in shown  # no table drawn
     assert stderr.startswith("Note: more than 2,000 rows, printed as plain text")
     assert "address, block, network, mac" in stderr
+    piped = subprocess.run(
+        [sys.executable, "-c", "import sys; from melange_cli.main import main; sys.exit(main())",
+         "--db", url, "-o", "plain", "ip", "list"],
+        capture_output=True, check=True, text=True,
+        env={**os.environ, "MELANGE_CONFIG": str(tmp_path / "melange.conf")},
+    ).stdout  # fmt: skip
+    assert piped.splitlines() == lines  # the same text as -o plain
 
 
 def test_a_short_list_on_a_terminal_is_a_table(store, tmp_path):
@@ -134,14 +142,17 @@ def test_plain_and_json_bytes_are_those_of_one_line_per_echo(tmp_path):
         "records = json.load(open(sys.argv[1]))\n"
         "output.emit('plain', records, output.ADDRESS)\n"
         "output.emit_addresses_only('plain', records)\n"
+        "output.emit('json', records, output.ADDRESS)\n"
+        "output.emit('json', records[:3], output.ADDRESS)\n"
     )
     data = tmp_path / "records.json"
-    data.write_text(__import__("json").dumps(records))
+    data.write_text(json.dumps(records))
     env = {**os.environ, "PYTHONIOENCODING": "utf-8"}
     got = subprocess.run([sys.executable, "-c", script, str(data)], capture_output=True,
                          check=True, env=env).stdout  # fmt: skip
     addresses = "".join(r["address"] + "\n" for r in records)
-    assert got == (expected + addresses).encode()
+    as_json = json.dumps(records) + "\n" + json.dumps(records[:3], indent=2) + "\n"
+    assert got == (expected + addresses + as_json).encode()
 
 
 def test_import_progress_counts_reading_then_entities_then_addresses(store, tmp_path):
