@@ -68,11 +68,17 @@ def _vm_hwm(pid: int) -> int:
     return 0
 
 
+def _only(names: str | None) -> list[str]:
+    """MELANGE_BENCH_STREAM: the commands to run, comma-separated (all by default)."""
+    return [n.strip() for n in names.split(",")] if names else list(COMMANDS)
+
+
 def run(quick: bool) -> str:
     from tests.support.http_daemon import HttpDaemon
     from tests.support.socket_daemon import SocketDaemon
 
     count = 200_000 if quick else 1_000_000
+    commands = {label: COMMANDS[label] for label in _only(os.environ.get("MELANGE_BENCH_STREAM"))}
     old = os.environ.get("MELANGE_BENCH_OLD")
     rows = []
     with tempfile.TemporaryDirectory(prefix="melange-bench-stream-") as name:
@@ -80,7 +86,7 @@ def run(quick: bool) -> str:
         url = f"sqlite:///{tmp / 'big.db'}"
         made = build(url, count)
         print(f"streaming: {count} addresses in {made:.0f} s", file=sys.stderr, flush=True)
-        for label, args in COMMANDS.items():
+        for label, args in commands.items():
             mb, seconds = peak(ROOT, ("--db", url, *args))
             row = [label, "direct", f"{mb} MB", f"{seconds:.1f} s"]
             if old:
@@ -89,7 +95,7 @@ def run(quick: bool) -> str:
             rows.append(row)
             print(f"streaming: {row}", file=sys.stderr, flush=True)
         with SocketDaemon(url, tmp / "d") as daemon:
-            for label, args in COMMANDS.items():
+            for label, args in commands.items():
                 mb, seconds = peak(ROOT, ("--socket", str(daemon.socket), *args))
                 rows.append([label, "socket", f"{mb} MB", f"{seconds:.1f} s"])
             assert daemon.proc is not None
@@ -98,7 +104,7 @@ def run(quick: bool) -> str:
             token = tmp / "token"
             token.write_text(api.tokens["reader"] + "\n")
             token.chmod(0o600)
-            for label, args in COMMANDS.items():
+            for label, args in commands.items():
                 argv = ("--url", api.url, "--token-file", str(token), *args)
                 mb, seconds = peak(ROOT, argv)
                 rows.append([label, "HTTP", f"{mb} MB", f"{seconds:.1f} s"])

@@ -218,3 +218,46 @@ def _nth(n: int) -> str:
     import ipaddress
 
     return str(ipaddress.ip_address("10.0.0.0") + n)
+
+
+def test_a_pulled_stream_hands_on_errors_and_stops_when_its_reader_does():
+    import time
+
+    from melange.errors import NotFound
+    from melange.streaming import pulled
+
+    produced: list[int] = []
+
+    def run(sink) -> None:
+        for n in range(100_000):
+            produced.append(n)
+            sink(n)
+
+    reader = pulled(run, depth=2, batch=10)
+    assert [next(reader) for _ in range(5)] == [0, 1, 2, 3, 4]
+    reader.close()
+    time.sleep(1.5)
+    assert len(produced) <= 50  # the queue's batches and the one being filled, no more
+
+    def failing(sink) -> None:
+        for n in range(25):
+            sink(n)
+        raise NotFound("gone mid-way")
+
+    got: list[int] = []
+    with pytest.raises(NotFound, match="gone mid-way"):
+        for n in pulled(failing, batch=10):
+            got.append(n)
+    assert got == list(range(20))
+
+
+def test_an_http_export_failing_before_its_first_line_is_a_problem_not_a_cut_stream(tmp_path):
+    url = f"sqlite:///{tmp_path}/m.db"
+    with HttpDaemon(url, tmp_path / "api", tls=False) as api:
+        reader = api.client("reader")
+        missing = reader.get("/v1/export", params={"network": "nope"})
+        assert missing.status_code == 404
+        assert missing.json()["code"] == "not_found"
+        operations.run(api.store, "block.create", {"cidr": "10.0.0.0/24", "network": "n"})
+        lines = reader.get("/v1/export", params={"network": "n"}).text.splitlines()
+        assert [next(iter(json.loads(line))) for line in lines] == ["format", "block", "end"]
