@@ -10,7 +10,6 @@ checkout (the code before streaming) to run the same commands with, directly.
 from __future__ import annotations
 
 import os
-import resource
 import subprocess
 import sys
 import tempfile
@@ -108,8 +107,6 @@ def run(quick: bool) -> str:
                 argv = ("--url", api.url, "--token-file", str(token), *args)
                 mb, seconds = peak(ROOT, argv)
                 rows.append([label, "HTTP", f"{mb} MB", f"{seconds:.1f} s"])
-            own = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss // 1024
-            rows.append(["(this process, serving HTTP)", "HTTP", f"{own} MB", ""])
     header = ["command", "through", "peak RSS", "time"]
     if old:
         header += ["peak RSS before streaming", "time before"]

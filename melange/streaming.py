@@ -45,7 +45,7 @@ def produce(store: Store, name: str, params: dict[str, Any], sink: Sink, *,
         return items, page.next
 
     limit = params.get("limit")
-    records = newest(fetch, limit or 1000) if name == "history" else walk(fetch)
+    records = newest(fetch, 1000 if limit is None else limit) if name == "history" else walk(fetch)
     for record in records:
         sink(record)
 
@@ -68,15 +68,15 @@ def newest(fetch: Fetch, limit: int) -> Iterator[Any]:
     cursors: list[Any] = []
     counts: list[int] = []
     cursor, top, total = None, None, 0
-    while total < limit:
-        items, following = fetch(cursor)
-        if not items:
+    while True:
+        items, following = fetch(cursor)  # the first one even for limit 0: it checks it
+        if not items or total >= limit:
             break
         top = items[0]["id"] if top is None else top
         cursors.append(cursor)
         counts.append(min(len(items), limit - total))
         total += counts[-1]
-        if following is None:
+        if following is None or total >= limit:
             break
         cursor = following
     for cursor, count in reversed(list(zip(cursors, counts, strict=True))):
