@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import socket
 import subprocess
 import sys
@@ -171,7 +172,9 @@ def test_socket_commands_stay_within_the_memory_bound(big, tmp_path, command):
 @pytest.mark.parametrize("command", ["export", "ip-json"])
 def test_http_commands_stay_within_the_memory_bound(big, tmp_path, command):
     out = tmp_path / "out"
-    with HttpDaemon(big, tmp_path / "api", tls=False) as api:
+    copy = tmp_path / "copy.db"  # HttpDaemon makes its tokens in the store: a copy of its own
+    shutil.copyfile(big.removeprefix("sqlite:///"), copy)
+    with HttpDaemon(f"sqlite:///{copy}", tmp_path / "api", tls=False) as api:
         token = tmp_path / "token"
         token.write_text(api.tokens["admin"] + "\n")
         token.chmod(0o600)
