@@ -15,7 +15,7 @@ import time
 import traceback
 from datetime import UTC, datetime
 
-MODULES = ("concurrency", "flatness", "bulk", "cli", "dhcp", "socket", "reports", "galera")
+MODULES = ("concurrency", "flatness", "bulk", "cli", "dhcp", "socket", "reports", "galera", "http")
 
 
 def main(argv: list[str] | None = None) -> int:
