@@ -14,6 +14,7 @@ from melange.clock import utcnow
 from melange.errors import Conflict, Exhausted, InvalidInput, NotFound
 from melange.models import blocks, interfaces, ip_addresses
 from melange.names import require_network
+from melange.paging import Page
 from melange.prepared import Prepared
 from melange.records import address_record, block_label, ip_text, iso, label
 from melange.store import lock_block
@@ -341,8 +342,10 @@ def list_addresses(
     mac: str | None = None,
     interface: str | None = None,
     released: bool = False,
+    page: Page | None = None,
 ) -> list[dict]:
-    """Allocated addresses (or, with `released`, the ones still held), ordered by address."""
+    """Allocated addresses (or, with `released`, the ones still held), ordered by address;
+    `page` reads one page of them (melange.paging), in constant memory."""
     require_network(conn, network)
     query = _joined()
     if released:
@@ -357,8 +360,13 @@ def list_addresses(
         query = query.where(IP.mac == parse_mac(mac))
     if interface is not None:
         query = query.where(IP.interface_id == _interface_id(conn, interface)[0])
-    query = query.order_by(blocks.c.version, IP.address, IP.block_id)
-    return [address_record(row) for row in conn.execute(query)]
+    order = (blocks.c.version, IP.address, IP.block_id)
+    query = query.order_by(*order)
+    if page is None:
+        return [address_record(row) for row in conn.execute(query)]
+    rows = conn.execute(page.query(query, order)).all()
+    shown = page.rows(rows, lambda r: (r.block_version, r.address, r.block_id))
+    return [address_record(row) for row in shown]
 
 
 def by_interface(conn: Connection, interface_ids: Sequence[int]) -> dict[int, list[str]]:

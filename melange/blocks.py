@@ -34,6 +34,7 @@ from melange.models import (
     unusable_ranges,
 )
 from melange.names import require_network
+from melange.paging import Page
 from melange.prepared import Prepared
 from melange.records import block_label, ip_text, iso
 from melange.store import lock_block, lock_named
@@ -509,18 +510,24 @@ def list_blocks(
     network: str | None = None,
     tenant: str | None = None,
     type: str | None = None,  # noqa: A002
+    page: Page | None = None,
 ) -> list[dict]:
+    """Blocks by family and address; `page` reads one page of them (melange.paging)."""
     if type is not None and type not in TYPES:
         raise InvalidInput(f"block type must be private or public, not {type!r}")
     require_network(conn, network)
-    query = select(blocks).order_by(B.version, B.first_addr, B.id)
+    order = (B.version, B.first_addr, B.id)
+    query = select(blocks).order_by(*order)
     if network is not None:
         query = query.where(B.network == network)
     if tenant is not None:
         query = query.where(B.tenant == tenant)
     if type is not None:
         query = query.where(B.type == type)
-    return records(conn, conn.execute(query).all())
+    if page is None:
+        return records(conn, conn.execute(query).all())
+    rows = conn.execute(page.query(query, order)).all()
+    return records(conn, page.rows(rows, lambda r: (r.version, r.first_addr, r.id)))
 
 
 def usage(size: int, used: int, held: int, unusable: int) -> dict:

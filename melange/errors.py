@@ -53,6 +53,15 @@ class PermissionDenied(MelangeError):
     code = "permission_denied"
 
 
+class Unauthenticated(MelangeError):
+    """No valid credentials (an HTTP API token that is missing, bad, expired,
+    revoked, or used from an address it does not allow); exit 7 like
+    PermissionDenied, since a script handles both as "not let in"."""
+
+    exit_code = 7
+    code = "unauthenticated"
+
+
 class DriftFound(MelangeError):
     exit_code = 8
     code = "drift"
@@ -74,6 +83,7 @@ BY_CODE: dict[str, type[MelangeError]] = {
         StoreUnavailable,
         SchemaOutdated,
         PermissionDenied,
+        Unauthenticated,
         DriftFound,
         ThresholdExceeded,
     )

@@ -11,6 +11,7 @@ from melange.clock import utcnow
 from melange.errors import Conflict, Exhausted, NotFound
 from melange.models import allocated_macs, blocks, interfaces, ip_addresses
 from melange.names import require_device, require_network
+from melange.paging import Page
 from melange.records import iso
 from melange.validate import format_mac, parse_mac, validate_name, validate_network
 
@@ -140,12 +141,18 @@ def _allocate_one(conn: Connection, candidates: list, vif: str, tenant) -> None:
     raise Exhausted(f"no free {family} address left in network {candidates[0].network}")
 
 
-def list_interfaces(conn: Connection, *, device: str | None = None) -> list:
+def list_interfaces(
+    conn: Connection, *, device: str | None = None, page: Page | None = None
+) -> list:
+    """Interfaces by VIF id; `page` reads one page of them (melange.paging)."""
     require_device(conn, device)
     query = select(interfaces).order_by(I.vif_id)
     if device is not None:
         query = query.where(I.device == device)
-    return records(conn, conn.execute(query).all())
+    if page is None:
+        return records(conn, conn.execute(query).all())
+    rows = conn.execute(page.query(query, (I.vif_id,))).all()
+    return records(conn, page.rows(rows, lambda r: (r.vif_id,)))
 
 
 def show(conn: Connection, vif: str) -> dict:

@@ -9,6 +9,7 @@ from sqlalchemy import Connection, Row, and_, delete, func, insert, select
 from melange.clock import utcnow
 from melange.errors import Conflict, Exhausted, NotFound
 from melange.models import allocated_macs, mac_ranges
+from melange.paging import Page
 from melange.records import iso
 from melange.store import insert_one, lock_named
 from melange.subnets import PAGE
@@ -65,8 +66,13 @@ def create(conn: Connection, cidr: str) -> dict:
     return record(conn, conn.execute(select(mac_ranges).where(M.id == new_id)).one())
 
 
-def list_ranges(conn: Connection) -> list[dict]:
-    return records(conn, conn.execute(select(mac_ranges).order_by(M.first_mac)).all())
+def list_ranges(conn: Connection, *, page: Page | None = None) -> list[dict]:
+    """MAC ranges by first MAC (they never overlap); `page` reads one page of them."""
+    query = select(mac_ranges).order_by(M.first_mac)
+    if page is None:
+        return records(conn, conn.execute(query).all())
+    rows = conn.execute(page.query(query, (M.first_mac,))).all()
+    return records(conn, page.rows(rows, lambda r: (r.first_mac,)))
 
 
 def delete_range(conn: Connection, range_id: int) -> dict:

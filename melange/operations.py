@@ -221,6 +221,11 @@ OPERATIONS: dict[str, Operation] = {
     "db.check": _read("integrity:check", "Check the store's integrity.", None, whole_store=True),
     "db.upgrade": _admin("migrations:upgrade_to_head", "Upgrade the store's schema.", None,
                          whole_store=True),
+    "token.create": _admin("tokens:create", "Create an API token; its secret is shown once.",
+                           POST("/v1/tokens")),
+    "token.list": Operation("tokens:list_tokens", "admin", "List API tokens (never secrets).",
+                            GET("/v1/tokens")),
+    "token.revoke": _admin("tokens:revoke", "Revoke an API token.", DELETE("/v1/tokens/{name}")),
 }  # fmt: skip
 
 # Names an earlier protocol used for a block parameter; still accepted on the socket.

@@ -10,6 +10,7 @@ from melange import blocks as block_ops
 from melange.clock import utcnow
 from melange.errors import Conflict, InvalidInput, NotFound
 from melange.models import blocks, policies, unusable_octets, unusable_ranges
+from melange.paging import Page
 from melange.records import iso
 from melange.store import lock_block
 from melange.subnets import PAGE
@@ -81,8 +82,13 @@ def create(conn: Connection, name: str, *, description: str | None = None) -> di
     return record(conn, _get(conn, name))
 
 
-def list_policies(conn: Connection) -> list[dict]:
-    return records(conn, conn.execute(select(policies).order_by(P.name)).all())
+def list_policies(conn: Connection, *, page: Page | None = None) -> list[dict]:
+    """Policies by name; `page` reads one page of them (melange.paging)."""
+    query = select(policies).order_by(P.name)
+    if page is None:
+        return records(conn, conn.execute(query).all())
+    rows = conn.execute(page.query(query, (P.name,))).all()
+    return records(conn, page.rows(rows, lambda r: (r.name,)))
 
 
 def show(conn: Connection, name: str) -> dict:

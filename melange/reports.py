@@ -18,6 +18,7 @@ from melange.clock import utcnow
 from melange.errors import InvalidInput, NotFound
 from melange.models import audit_addresses, audit_log, blocks
 from melange.names import require_network
+from melange.paging import Page
 from melange.params import Bounds
 from melange.records import ip_text, iso
 from melange.validate import is_duration, parse_duration, parse_ip
@@ -84,8 +85,12 @@ def history(
     address: str | None = None,
     since: str | None = None,
     limit: Annotated[int, Bounds(1, MAX_HISTORY)] = 1000,
+    page: Page | None = None,
 ) -> list[dict]:
     """Changes recorded in the audit trail, oldest first (the newest `limit`).
+
+    With `page` (melange.paging), one page of the whole trail, newest first, instead:
+    a client walks back from the newest change as far as it wants, a page at a time.
 
     `block` matches the changes to that block (by id: a deleted block's id is
     never handed out again) and to its addresses and routes; `address` every
@@ -93,7 +98,8 @@ def history(
     """
     a = audit_log.c
     runs = audit_addresses.c
-    query = select(audit_log).order_by(a.id.desc()).limit(limit)
+    query = select(audit_log).order_by(a.id.desc())
+    query = page.query(query, (a.id,), descending=True) if page is not None else query.limit(limit)
     if block is not None:
         block_id = _history_block_id(conn, block)
         in_runs = select(runs.audit_id).where(runs.block_id == block_id)
@@ -108,7 +114,8 @@ def history(
         query = query.where(or_(a.address == value, a.id.in_(in_runs)))
     if since is not None:
         query = query.where(a.at >= _since(since))
-    rows = list(reversed(conn.execute(query).all()))
+    rows = conn.execute(query).all()
+    rows = list(reversed(rows)) if page is None else page.rows(rows, lambda r: (r.id,))
     return [
         {
             "id": row.id,

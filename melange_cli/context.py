@@ -31,8 +31,12 @@ class App:
     output: str | None = None
     debug: bool = False
     clock: Clock = SYSTEM
+    url: str | None = None  # melanged's HTTP API (--url), with the two files below
+    token_file: str | None = None
+    ca_file: str | None = None
     _store: Any = field(default=None, repr=False)
     _settings: Any = field(default=None, repr=False)
+    _remote: Any = field(default=None, repr=False)
 
     def output_format(self) -> str:
         if self.output:
@@ -60,12 +64,52 @@ class App:
         return self._store
 
     def call(self, operation: str, **params: Any) -> Any:
-        """Run one operation: in melanged through its socket, or against the store."""
+        """Run one operation: in melanged through its socket or its HTTP API, or
+        against the store."""
         if self.socket:
             return self._call_socket(self.socket, operation, params)
+        remote = self.remote()
+        if remote is not None:
+            return self._call_http(remote, operation, params)
         from melange import operations
 
         return operations.run(self.store(), operation, params)
+
+    def remote(self):
+        """The HTTP API client when the command goes to a URL: --url or MELANGE_URL, else
+        the config file's `[melange] url` unless a store was named (--db, MELANGE_DB).
+        The token and CA files come from the options, else from the same section."""
+        if self._remote is None:
+            url, token_file, ca_file = self.url, self.token_file, self.ca_file
+            if url is None and self.db is None:
+                url = self.settings().section("melange").get("url") or None
+            if url is None:
+                return None
+            if token_file is None or ca_file is None:
+                section = self.settings().section("melange")
+                token_file = token_file or section.get("token_file") or None
+                ca_file = ca_file or section.get("ca_file") or None
+            from melange_cli.httpclient import Remote
+
+            self._remote = Remote(url, token_file=token_file, ca_file=ca_file)
+        return self._remote
+
+    def close(self) -> None:
+        """What the end of the process does: the store's and the API's connections close."""
+        if self._store is not None:
+            self._store.close()
+        if self._remote is not None:
+            self._remote.close()
+
+    def _call_http(self, remote, operation: str, params: dict[str, Any]) -> Any:
+        """Same operation, same result, over HTTP; local callbacks stay local."""
+        params.pop("progress", None)
+        sink = params.pop("sink", None)
+        result = remote.call(operation, params)
+        if sink is not None:
+            sink(result)
+            return None
+        return result
 
     def _call_socket(self, socket: str, operation: str, params: dict[str, Any]) -> Any:
         """Same operation, same result; local callbacks stay local."""

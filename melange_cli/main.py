@@ -42,6 +42,24 @@ class MelangeGroup(click.Group):
     help="Send the command through melanged's socket.",
 )
 @click.option(
+    "--url",
+    envvar="MELANGE_URL",
+    metavar="URL",
+    help="Send the command to melanged's HTTP API (https://HOST:PORT).",
+)
+@click.option(
+    "--token-file",
+    envvar="MELANGE_TOKEN_FILE",
+    metavar="FILE",
+    help="The file holding the HTTP API token (with --url).",
+)
+@click.option(
+    "--ca-file",
+    envvar="MELANGE_CA_FILE",
+    metavar="FILE",
+    help="CA certificates (PEM) to trust for --url instead of the system's.",
+)
+@click.option(
     "-o",
     "--output",
     envvar="MELANGE_OUTPUT",
@@ -51,31 +69,32 @@ class MelangeGroup(click.Group):
 @click.option("--debug", is_flag=True, envvar="MELANGE_DEBUG", help="Show tracebacks.")
 @click.version_option(__version__, prog_name="melange")
 @click.pass_context
-def cli(ctx: click.Context, db, config, socket, output, debug) -> None:
+def cli(ctx: click.Context, db, config, socket, url, token_file, ca_file, output, debug) -> None:
     """IP address management and DHCP address discovery."""
-    db, socket = _one_store(ctx, db, socket)
+    db, socket, url = _one_store(ctx, db, socket, url)
     app = ctx.ensure_object(App)  # one handed in (melange.clock: a test's clock) is kept
     app.db, app.config, app.socket, app.output, app.debug = db, config, socket, output, debug
+    app.url, app.token_file, app.ca_file = url, token_file, ca_file
 
 
-def _one_store(ctx: click.Context, db, socket) -> tuple:
-    """--db or --socket: both on the command line is a usage error (one would be
-    silently ignored). Otherwise the command line beats the environment, and
-    between MELANGE_SOCKET and MELANGE_DB the socket wins (docs/guide.md)."""
-    if db is None or socket is None:
-        return db, socket
+def _one_store(ctx: click.Context, db, socket, url=None) -> tuple:
+    """--db, --socket or --url: two of them on the command line is a usage error (one
+    would be silently ignored). Otherwise the command line beats the environment, and
+    from the environment MELANGE_URL wins over MELANGE_SOCKET, which wins over
+    MELANGE_DB (docs/guide.md). Returns (db, socket, url), at most one of them set."""
+    given = {"db": db, "socket": socket, "url": url}
+    if sum(value is not None for value in given.values()) < 2:
+        return db, socket, url
     from click.core import ParameterSource
 
-    typed = {
-        name
-        for name in ("db", "socket")
-        if ctx.get_parameter_source(name) == ParameterSource.COMMANDLINE
-    }
-    if typed == {"db", "socket"}:
-        raise click.UsageError("--socket and --db name two stores; give one of them")
-    if typed == {"db"}:
-        return db, None
-    return None, socket
+    typed = [
+        name for name in given if ctx.get_parameter_source(name) == ParameterSource.COMMANDLINE
+    ]
+    if len(typed) > 1:
+        first, second = (f"--{name}" for name in typed[-2:])
+        raise click.UsageError(f"{first} and {second} name two stores; give one of them")
+    chosen = typed[0] if typed else next(n for n in ("url", "socket", "db") if given[n])
+    return tuple(value if name == chosen else None for name, value in given.items())
 
 
 def _register() -> None:
@@ -90,6 +109,7 @@ def _register() -> None:
         reconcile,
         reports,
         routes,
+        tokens,
         transfer,
     )
 
@@ -99,6 +119,7 @@ def _register() -> None:
     cli.add_command(reconcile.reconcile)
     cli.add_command(transfer.export)
     cli.add_command(transfer.import_)
+    cli.add_command(tokens.group)
 
 
 _register()

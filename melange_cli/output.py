@@ -76,6 +76,11 @@ HISTORY = View(
 )
 REVISION = View("Schema", ("revision", "head", "up_to_date"))
 CHECK = View("Store check", ("status", "tables"))
+TOKEN = View(
+    "API token",
+    ("name", "key_id", "role", "created_at", "expires_at", "expired", "allowed_ips",
+     "last_used_at"),
+)  # fmt: skip
 
 
 def text_of(value: Any) -> str:

@@ -24,6 +24,7 @@ from melanged.settings import DaemonSettings
 from melanged.watcher import fingerprint
 
 if TYPE_CHECKING:
+    from melanged.http.server import HttpServer
     from melanged.server import Access
 
 log = logging.getLogger("melanged")
@@ -116,6 +117,40 @@ class Daemon:
             server.close()
             del self.server
 
+    def open_http(self) -> None:
+        """Serve the HTTP API (melanged.http), beside the socket and the watcher."""
+        from melanged.http.server import HttpServer
+        from melanged.settings import listen
+
+        if self.settings.http is None:
+            return
+        server = HttpServer(listen(self.settings), self.store)
+        server.start()
+        self.http: HttpServer = server
+
+    def close_http(self) -> None:
+        """Stop the HTTP API gracefully: the requests in progress finish first."""
+        server = getattr(self, "http", None)  # set only while serving
+        if server is not None:
+            server.stop()
+            del self.http
+
+    def _refresh_http(self, before: DaemonSettings) -> None:
+        """SIGHUP: the same address re-pointed at the new store, its certificate read
+        again; an address changed, added or dropped: the server stopped and started."""
+        s = self.settings
+        server = getattr(self, "http", None)
+        try:
+            if server is not None and s.http == before.http:
+                from melanged.settings import listen
+
+                server.reload(listen(s), self.store)
+                return
+            self.close_http()
+            self.open_http()
+        except MelangeError as error:
+            log.error("cannot serve HTTP on %s: %s", s.http, error.message)
+
     def _record(self, signum: int, _frame) -> None:
         self.signals.append(signum)
 
@@ -128,12 +163,31 @@ class Daemon:
         self.install_signal_handlers()
         self.open_socket()
         try:
+            self.open_http()
             return self._loop()
         finally:
+            self.close_http()
             self.close_socket()
+
+    def _serve_only(self) -> int:
+        """No DHCP work (no hostsfile): serve until SIGTERM, re-read the config on SIGHUP."""
+        log.info("melanged %s serving %s, no DHCP work", os.getpid(), _safe(self.settings.db_url))
+        while True:
+            while self.signals:
+                signum = self.signals.pop(0)
+                if signum in (signal.SIGTERM, signal.SIGINT):
+                    log.info("signal %s: exiting", signal.Signals(signum).name)
+                    return 0
+                log.info("SIGHUP: re-reading configuration")
+                self._reconfigure()
+                if self.backend is not None:  # a hostsfile configured now: DHCP work too
+                    return self._loop()
+            time.sleep(0.05)
 
     def _loop(self) -> int:
         """Render at once, then whenever the store changes."""
+        if self.backend is None:
+            return self._serve_only()
         log.info("melanged %s watching %s (network %s) -> %s", os.getpid(),
                  _safe(self.settings.db_url), self.settings.network or "all",
                  self.settings.hostsfile)  # fmt: skip
@@ -197,6 +251,7 @@ class Daemon:
         self.quiet = Quiescence(settings.wait_min, settings.wait_max)
         self._remove_leftovers()
         self._refresh_socket(before)
+        self._refresh_http(before)
         old_store.close()
 
     def _refresh_socket(self, before: DaemonSettings) -> None:
@@ -217,9 +272,12 @@ class Daemon:
             log.error("cannot serve the socket %s: %s", s.socket, message)
 
 
-def _build(settings: DaemonSettings) -> tuple[Store, dhcp_backend.DhcpBackend]:
-    """The store and the DHCP backend `settings` name (both checked before any is used)."""
+def _build(settings: DaemonSettings) -> tuple[Store, dhcp_backend.DhcpBackend | None]:
+    """The store and the DHCP backend `settings` name (both checked before any is used);
+    no backend without a hostsfile (melanged serving the HTTP API alone)."""
     store = Store(settings.db_url, release_hold=settings.release_hold, schema_ttl=SCHEMA_TTL)
+    if settings.hostsfile is None:
+        return store, None
     target = dhcp_backend.Target(
         hostsfile=settings.hostsfile,
         optsfile=settings.optsfile,

@@ -31,6 +31,7 @@ def _configure_logging(log_file) -> logging.Handler:
     root.handlers[:] = [handler]
     root.setLevel(logging.INFO)
     logging.getLogger("alembic").setLevel(logging.WARNING)
+    logging.getLogger("uvicorn").setLevel(logging.WARNING)
     return handler
 
 
@@ -44,6 +45,11 @@ def _configure_logging(log_file) -> logging.Handler:
 @click.option("--network", metavar="NET", help="Only this network (one dnsmasq per network).")
 @click.option("--release-interface", metavar="IFACE", help="dhcp_release stale leases here.")
 @click.option("--socket", metavar="PATH", help="Serve melange commands on this Unix socket.")
+@click.option("--http", metavar="HOST:PORT", help="Serve the HTTP API here.")
+@click.option("--tls-cert", metavar="PATH", help="The HTTP API's TLS certificate (PEM).")
+@click.option("--tls-key", metavar="PATH", help="The HTTP API's TLS private key (PEM).")
+@click.option("--insecure-http", is_flag=True, default=None,
+              help="Allow plain HTTP on an address that is not loopback.")
 @click.option("--foreground", is_flag=True, help="Do not daemonize (systemd).")
 @click.option("--pidfile", metavar="PATH", help="Locked pidfile.")
 @click.option("--log-file", metavar="PATH", help="Log here instead of stderr.")

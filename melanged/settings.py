@@ -5,9 +5,13 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass, fields
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from melange.config import db_url_from, load_settings
 from melange.errors import InvalidInput
+
+if TYPE_CHECKING:
+    from melanged.http.listen import Listen
 
 DEFAULT_HOSTSFILE = "/var/lib/melange/dnsmasq.hosts"
 
@@ -16,7 +20,7 @@ DEFAULT_HOSTSFILE = "/var/lib/melange/dnsmasq.hosts"
 class DaemonSettings:
     db_url: str
     release_hold: int
-    hostsfile: Path
+    hostsfile: Path | None  # None: no DHCP work (melanged serving the HTTP API alone)
     optsfile: Path | None = None
     hostsdir: Path | None = None
     dnsmasq_pidfile: Path | None = None
@@ -33,10 +37,18 @@ class DaemonSettings:
     poll_interval: float = 0.05
     wait_min: float = 0.2
     wait_max: float = 2.0
+    http: str | None = None  # HOST:PORT of the HTTP API (melanged.http)
+    tls_cert: Path | None = None
+    tls_key: Path | None = None
+    insecure_http: bool = False  # plain HTTP beyond loopback, said explicitly
 
 
 PATHS = {"hostsfile", "optsfile", "hostsdir", "dnsmasq_pidfile", "socket", "pidfile", "log_file"}
 FLOATS = {"poll_interval", "wait_min", "wait_max"}
+# Files that are read, never written: no check of who controls their directory.
+READ_PATHS = {"tls_cert", "tls_key"}
+BOOLEANS = {"insecure_http"}
+_TRUTH = {"true": True, "yes": True, "1": True, "false": False, "no": False, "0": False}
 
 
 def resolve(flags: dict, config: str | None) -> DaemonSettings:
@@ -50,11 +62,13 @@ def resolve(flags: dict, config: str | None) -> DaemonSettings:
     values: dict = {}
     for name in known - {"db_url", "release_hold"}:
         raw = flags.get(name)
-        if raw is None:
+        if raw is None or (name in BOOLEANS and raw is False):
             raw = section.get(name)
         if raw is None or raw == "":
             continue
-        if name in PATHS:  # absolute now: a daemon works in /, not where it was started
+        if name in BOOLEANS:
+            values[name] = _boolean(name, raw)
+        elif name in PATHS or name in READ_PATHS:  # absolute: a daemon works in /
             values[name] = Path(os.path.abspath(raw))
         elif name in FLOATS:
             try:
@@ -66,7 +80,8 @@ def resolve(flags: dict, config: str | None) -> DaemonSettings:
     db_url = base.db_url
     if not flags.get("db") and section.get("db"):
         db_url = db_url_from(section["db"])
-    values.setdefault("hostsfile", Path(DEFAULT_HOSTSFILE))
+    if values.get("http") is None:  # the HTTP API alone does no DHCP work unless told to
+        values.setdefault("hostsfile", Path(DEFAULT_HOSTSFILE))
     if values.get("network") is not None:
         from melange.validate import validate_network
 
@@ -74,9 +89,30 @@ def resolve(flags: dict, config: str | None) -> DaemonSettings:
     from melange.urls import parse_store_url
 
     parse_store_url(db_url)  # a malformed URL stops melanged at start, in one line
+    values.setdefault("hostsfile", None)
     settings = DaemonSettings(db_url=db_url, release_hold=base.release_hold, **values)
     check_places(settings)
+    if settings.http is not None:
+        listen(settings)  # a bad address, or plain HTTP beyond loopback: refused at start
     return settings
+
+
+def listen(settings: DaemonSettings) -> Listen:
+    """Where the HTTP API is to be served, checked (melanged.http.listen)."""
+    from melanged.http.listen import Listen
+
+    assert settings.http is not None
+    return Listen.parse(settings.http, settings.tls_cert, settings.tls_key,
+                        insecure=settings.insecure_http)  # fmt: skip
+
+
+def _boolean(name: str, raw: object) -> bool:
+    if isinstance(raw, bool):
+        return raw
+    value = _TRUTH.get(str(raw).strip().lower())
+    if value is None:
+        raise InvalidInput(f"{name} must be true or false, not {raw!r:.40}")
+    return value
 
 
 def check_places(settings: DaemonSettings) -> None:

@@ -19,11 +19,19 @@ def pytest_configure(config) -> None:
     config.addinivalue_line("markers", "sqlite_only: the test is about SQLite files themselves")
     config.addinivalue_line("markers", "servers_only: the test needs MariaDB/PostgreSQL row locks")
     config.addinivalue_line("markers", "direct_only: the test is about the CLI opening the store")
+    config.addinivalue_line(
+        "markers", "host_local: the test runs host-local commands, never served over HTTP"
+    )
+
+
+# The backends the CLI tests also run on through melanged's HTTP API (`melange --url`).
+HTTP_BACKENDS = ["sqlite", "postgresql"]
 
 
 def pytest_generate_tests(metafunc) -> None:
     """Store-level tests run once per backend, CLI tests also once through melanged's
-    socket (on SQLite); markers narrow the list, never skip."""
+    socket (on SQLite) and through its HTTP API (on SQLite and PostgreSQL); markers
+    narrow the list, never skip."""
     if "backend" not in metafunc.fixturenames:
         return
     marker = metafunc.definition.get_closest_marker
@@ -39,6 +47,8 @@ def pytest_generate_tests(metafunc) -> None:
     combos = [(backend, "direct") for backend in chosen]
     if "sqlite" in chosen and not marker("direct_only"):
         combos.append(("sqlite", "socket"))
+    if not marker("direct_only") and not marker("host_local"):
+        combos += [(backend, "http") for backend in HTTP_BACKENDS if backend in chosen]
     metafunc.parametrize(("backend", "channel"), combos, ids=[f"{b}-{c}" for b, c in combos])
 
 
@@ -109,6 +119,16 @@ def socket_server(tmp_path_factory):
     server.close()
 
 
+@pytest.fixture(scope="session")
+def http_server(tmp_path_factory):
+    """melanged's HTTP API in this process, shared by the http-channel tests."""
+    from tests.support.inprocess_http import InProcessHttp
+
+    server = InProcessHttp(tmp_path_factory.mktemp("melanged-http"))
+    yield server
+    server.close()
+
+
 @pytest.fixture
 def store_url(backend: str, backends, tmp_path: Path) -> str:
     """An empty, migrated store on each backend in turn (one database per test run)."""
@@ -123,14 +143,23 @@ def store_path(tmp_path: Path) -> Path:
 @pytest.fixture
 def melange(backend: str, channel: str, backends, store_path: Path, tmp_path: Path, request):
     """The CLI on a fresh store: an SQLite file (`db` is its Path) or a server URL;
-    with channel "socket", every command goes through melanged's socket server."""
+    with channel "socket", every command goes through melanged's socket server, with
+    "http" through its HTTP API (`melange --url`, an admin token, the test's CA)."""
     config = tmp_path / "melange.conf"
     config.write_text("[melange]\nrelease_hold = 48h\n")
     env = {"MELANGE_CONFIG": str(config), "MELANGE_DB": None, "MELANGE_OUTPUT": None,
-           "MELANGE_SOCKET": None, "MELANGE_DEBUG": None, "XDG_DATA_HOME": str(tmp_path / "xdg")}
+           "MELANGE_SOCKET": None, "MELANGE_DEBUG": None, "XDG_DATA_HOME": str(tmp_path / "xdg"),
+           "MELANGE_URL": None, "MELANGE_TOKEN_FILE": None, "MELANGE_CA_FILE": None}  # fmt: skip
     db = store_path if backend == "sqlite" else backends.url(backend, tmp_path)
     if channel == "direct":
         yield Melange(db, env)
+        return
+    if channel == "http":
+        api = request.getfixturevalue("http_server")
+        url = f"sqlite:///{db}" if backend == "sqlite" else str(db)
+        with api.serving(url, config, tmp_path / "token") as endpoint:
+            yield Melange(db, env, url=endpoint.url, token_file=str(endpoint.token_file),
+                          ca_file=str(endpoint.ca_file))  # fmt: skip
         return
     server = request.getfixturevalue("socket_server")
     with server.serving(f"sqlite:///{db}", config) as socket:

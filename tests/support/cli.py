@@ -21,10 +21,16 @@ class Melange:
     env: dict
     socket: str | None = None  # through melanged's socket instead of opening the store
     clock: Clock = SYSTEM  # what the store reads the time from (tests/support/clock.py)
+    url: str | None = None  # through melanged's HTTP API (with the token and CA files)
+    token_file: str | None = None
+    ca_file: str | None = None
 
     def __call__(self, *args: str, output: str = "plain", input: str | None = None) -> Result:
         runner = CliRunner()
         where = ["--socket", self.socket] if self.socket else ["--db", str(self.db)]
+        if self.url:
+            where = ["--url", self.url, "--token-file", str(self.token_file),
+                     "--ca-file", str(self.ca_file)]  # fmt: skip
         argv = [*where, "-o", output, *args]
         app = App(clock=self.clock)
         try:
@@ -34,8 +40,7 @@ class Melange:
             # What the end of a `melange` process does: its server connections close now,
             # not whenever the garbage collector gets to them (the servers' connection
             # limits are shared by every test running at once).
-            if app._store is not None:
-                app._store.close()
+            app.close()
 
     def ok(self, *args: str, output: str = "plain") -> str:
         """Run and insist on success; the stdout."""

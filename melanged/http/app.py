@@ -1,0 +1,193 @@
+"""The FastAPI application, built in a loop from the declaration (melange.operations).
+
+Every remote operation gets one route, at its declared method and path, served
+by the same generic endpoint: authenticate the bearer token, check the role,
+gather the parameters (path, then query or JSON body) and check them against the
+declaration, run the operation with `operations.run` in the thread pool (the
+core is synchronous), and answer with the declared status and media type.
+Failures become problem documents in one place (melanged.http.problems).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Awaitable, Callable, Iterator
+from typing import Any
+from urllib.parse import urlencode
+
+from fastapi import FastAPI
+from starlette.concurrency import run_in_threadpool
+from starlette.exceptions import HTTPException
+from starlette.requests import Request
+from starlette.responses import Response, StreamingResponse
+
+from melange import __version__, operations, paging
+from melange.errors import MelangeError, PermissionDenied, Unauthenticated
+from melange.operations import OPERATIONS, Operation
+from melange.store import Store
+from melange.transfer_stream import to_ndjson
+from melanged.http import auth, inputs, openapi, problems
+
+log = logging.getLogger("melanged.http")
+JSON = "application/json"
+NDJSON = "application/x-ndjson"
+TEXT = "text/plain; charset=utf-8"
+Endpoint = Callable[[Request], Awaitable[Response]]
+
+
+class Service:
+    """What the routes serve: the store, re-pointed by SIGHUP (melanged.daemon) without
+    restarting the server; a request uses the store it started with throughout."""
+
+    def __init__(self, store: Store) -> None:
+        self.store = store
+
+
+def build(service: Service) -> FastAPI:
+    """The application: /v1/health, /openapi.json, and one route per remote operation."""
+    app = FastAPI(title="melange", version=__version__, docs_url=None, redoc_url=None,
+                  openapi_url=None)  # fmt: skip
+    spec = openapi.document()
+    spec_body = json.dumps(spec).encode()
+    app.openapi = lambda: spec  # type: ignore[method-assign]
+
+    async def health(_request: Request) -> Response:
+        return _json({"status": "ok", "version": __version__}, 200)
+
+    async def openapi_json(_request: Request) -> Response:
+        return Response(spec_body, media_type=JSON)
+
+    app.router.add_route("/v1/health", health, methods=["GET"])
+    app.router.add_route("/openapi.json", openapi_json, methods=["GET"])
+    for name in routed():
+        http = OPERATIONS[name].http
+        assert http is not None
+        app.router.add_route(http.path, endpoint(service, name), methods=[http.method], name=name)
+    app.add_exception_handler(MelangeError, _melange_error)
+    app.add_exception_handler(HTTPException, _http_error)
+    app.add_exception_handler(Exception, _internal_error)
+    return app
+
+
+def routed() -> list[str]:
+    """The remote operations, the longest paths first: `/v1/blocks/{block:path}` would
+    otherwise swallow `/v1/blocks/{block:path}/routes` (a CIDR holds a slash)."""
+    remote = [name for name, op in OPERATIONS.items() if op.http is not None]
+    return sorted(remote, key=lambda name: -len(OPERATIONS[name].http.path))  # type: ignore[union-attr]
+
+
+def endpoint(service: Service, name: str) -> Endpoint:
+    """The endpoint of operation `name`."""
+    operation = OPERATIONS[name]
+    body_limit = inputs.MAX_IMPORT_BODY if name == "import" else inputs.MAX_BODY
+
+    async def serve(request: Request) -> Response:
+        store = service.store
+        client = request.client.host if request.client else ""
+        header = request.headers.get("authorization")
+        identity = await run_in_threadpool(admit, store, name, header, client)
+        params, page = await gather(name, operation, request, body_limit)
+        if page is not None:
+            params["page"] = page
+        result = await run_in_threadpool(
+            operations.run, store, name, params, actor=identity.name, via=auth.VIA
+        )
+        return answer(operation, request, result, page)
+
+    return serve
+
+
+def admit(store: Store, name: str, header: str | None, client: str) -> Any:
+    """The request's identity, if its token is good and its role enough; each refusal
+    audited (actor: the token's name, or anonymous without a good token)."""
+    try:
+        identity = auth.identify(store, header, client)
+    except Unauthenticated as error:
+        auth.audit_refusal(store, auth.ANONYMOUS, name, client, error)
+        raise
+    try:
+        auth.authorize(identity, name)
+    except PermissionDenied as error:
+        auth.audit_refusal(store, identity.name, name, client, error)
+        raise
+    return identity
+
+
+async def gather(
+    name: str, operation: Operation, request: Request, body_limit: int
+) -> tuple[dict[str, Any], paging.Page | None]:
+    """The operation's parameters from the path, the query or the body, checked."""
+    http = operation.http
+    assert http is not None
+    params = inputs.from_path(name, operation, dict(request.path_params))
+    items = request.query_params.multi_items()
+    page = inputs.page_of(items) if http.paged else None
+    if http.method in openapi.BODY_METHODS:
+        if items:
+            raise problems.RequestInvalid(f"{name} takes its parameters in a JSON body")
+        body = await inputs.body_of(request, body_limit)
+        params.update(inputs.from_body(name, body, params))
+    else:
+        skip = inputs.PAGE_NAMES if http.paged else ()
+        params.update(inputs.from_query(name, operation, items, skip))
+    return inputs.checked(name, operation, params), page
+
+
+def answer(
+    operation: Operation, request: Request, result: Any, page: paging.Page | None
+) -> Response:
+    """The success response: the declared status, and the result as the declared media."""
+    http = operation.http
+    assert http is not None
+    if http.media.startswith("text/plain"):
+        return Response(result or "", status_code=http.status, media_type=TEXT)
+    if http.media == NDJSON:
+        return StreamingResponse(_encoded(to_ndjson(result)), status_code=http.status,
+                                 media_type=NDJSON)  # fmt: skip
+    if page is not None:
+        result = {"items": result, "next": next_link(request, page)}
+    return _json(result, http.status)
+
+
+def _encoded(lines: Iterator[str]) -> Iterator[bytes]:
+    for line in lines:
+        yield line.encode()
+
+
+def next_link(request: Request, page: paging.Page) -> str | None:
+    """The path and query of the page after `page` (its filters and limit kept)."""
+    if page.next is None:
+        return None
+    items = [(k, v) for k, v in request.query_params.multi_items() if k != "after"]
+    items.append(("after", paging.encode(page.next)))
+    return f"{request.url.path}?{urlencode(items)}"
+
+
+def _json(value: Any, status: int) -> Response:
+    return Response(json.dumps(value, default=str), status_code=status, media_type=JSON)
+
+
+async def _melange_error(_request: Request, error: Exception) -> Response:
+    assert isinstance(error, MelangeError)
+    if problems.status_of(error) >= 500:
+        log.error("%s: %s", error.code, error.message)
+    return problems.problem(error)
+
+
+async def _http_error(_request: Request, error: Exception) -> Response:
+    """Starlette's own refusals (no such route, a method the route lacks)."""
+    assert isinstance(error, HTTPException)
+    code = "not_found" if error.status_code == 404 else "invalid_input"
+    exit_code = 3 if error.status_code == 404 else 2
+    detail = "no such resource" if error.status_code == 404 else str(error.detail)
+    response = problems.respond(error.status_code, code, exit_code, detail)
+    for key, value in (error.headers or {}).items():
+        response.headers[key] = value
+    return response
+
+
+async def _internal_error(_request: Request, error: Exception) -> Response:
+    """A bug: logged with its traceback, answered as a problem (exit 1), never a page."""
+    log.error("internal error", exc_info=error)
+    return problems.respond(500, "internal", 1, "internal error (see melanged's log)")

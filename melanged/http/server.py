@@ -1,0 +1,186 @@
+"""The HTTP API's server: uvicorn inside melanged's process, on a thread of its own.
+
+melanged binds the listening socket and loads the TLS certificate itself, in its
+main thread, so an address in use or an unreadable key stops it at start with
+one clear line; uvicorn then serves on that socket. SIGHUP re-points the store
+and reloads the certificate into the same TLS context (new connections use it);
+SIGTERM stops accepting, lets the requests in progress finish, and returns.
+
+Limits, so that no client holds the server: a request's headers must arrive
+within HEADER_TIMEOUT of the connection (or of the previous response), an idle
+keep-alive connection is closed after IDLE_TIMEOUT, a client that stops reading
+its answer loses the connection after SEND_TIMEOUT, at most MAX_CONNECTIONS are
+open at once (more are closed on arrival), and at most MAX_CONCURRENCY requests
+run at once (more are answered 503).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import socket
+import ssl
+import threading
+import time
+
+import uvicorn
+from uvicorn.protocols.http.h11_impl import H11Protocol
+
+from melange.errors import InvalidInput, MelangeError
+from melange.store import Store
+from melanged.http.app import Service, build
+from melanged.http.listen import Listen
+
+log = logging.getLogger("melanged.http")
+HEADER_TIMEOUT = 10.0
+IDLE_TIMEOUT = 5
+SEND_TIMEOUT = 60.0
+MAX_CONNECTIONS = 1024
+MAX_CONCURRENCY = 256
+MAX_HEADER_BYTES = 64 << 10
+SHUTDOWN_GRACE = 10
+CHECK_EVERY = 1.0
+
+
+def tls_context(listen: Listen) -> ssl.SSLContext | None:
+    """The server's TLS context (TLS 1.2 at least), or None for plain HTTP."""
+    if listen.tls_cert is None or listen.tls_key is None:
+        return None
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    context.minimum_version = ssl.TLSVersion.TLSv1_2
+    load_certificate(context, listen)
+    return context
+
+
+def load_certificate(context: ssl.SSLContext, listen: Listen) -> None:
+    try:
+        context.load_cert_chain(str(listen.tls_cert), str(listen.tls_key))
+    except (OSError, ssl.SSLError) as error:
+        raise InvalidInput(
+            f"cannot load the TLS certificate {listen.tls_cert} with key {listen.tls_key}: "
+            f"{getattr(error, 'strerror', None) or error}"
+        ) from None
+
+
+class GuardedProtocol(H11Protocol):
+    """uvicorn's HTTP/1.1 protocol with the limits it lacks: a deadline for each request's
+    headers from the connection's start (a silent or trickling client is cut off, not
+    held), a deadline for a client that stops reading, and a cap on connections."""
+
+    _waiting_since: float
+    _check: asyncio.TimerHandle | None = None
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        if len(self.connections) >= MAX_CONNECTIONS:
+            transport.close()
+            return
+        super().connection_made(transport)  # type: ignore[arg-type]
+        self._waiting_since = time.monotonic()
+        self._check = self.loop.call_later(CHECK_EVERY, self._watch)
+
+    def on_response_complete(self) -> None:
+        self._waiting_since = time.monotonic()
+        super().on_response_complete()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        if self._check is not None:
+            self._check.cancel()
+            self._check = None
+        if getattr(self, "transport", None) is not None:
+            super().connection_lost(exc)
+
+    def _watch(self) -> None:
+        """Close a connection waiting for headers too long, or not reading its answer."""
+        now = time.monotonic()
+        busy = self.cycle is not None and not self.cycle.response_complete
+        if busy and self.flow.write_paused:
+            stalled = now - getattr(self, "_paused_since", now) > SEND_TIMEOUT
+        else:
+            stalled = not busy and now - self._waiting_since > HEADER_TIMEOUT
+        if stalled or self.transport.is_closing():
+            self.transport.close()
+            return
+        self._check = self.loop.call_later(CHECK_EVERY, self._watch)
+
+    def pause_writing(self) -> None:
+        self._paused_since = time.monotonic()
+        super().pause_writing()
+
+
+class HttpServer:
+    """melanged's HTTP API: `start` in a thread, `stop` gracefully."""
+
+    def __init__(self, listen: Listen, store: Store) -> None:
+        self.listen = listen
+        self.service = Service(store)
+        self.context = tls_context(listen)
+        self.sock = _bind(listen)
+        config = uvicorn.Config(
+            build(self.service), http=GuardedProtocol, lifespan="off", log_config=None,
+            access_log=False, server_header=False, limit_concurrency=MAX_CONCURRENCY,
+            timeout_keep_alive=IDLE_TIMEOUT, h11_max_incomplete_event_size=MAX_HEADER_BYTES,
+            timeout_graceful_shutdown=SHUTDOWN_GRACE, loop="asyncio",
+        )  # fmt: skip
+        config.load()
+        config.ssl = self.context  # ours: SIGHUP reloads its certificate in place
+        self.server = uvicorn.Server(config)
+        self.thread: threading.Thread | None = None
+
+    @property
+    def port(self) -> int:
+        return int(self.sock.getsockname()[1])
+
+    def start(self, timeout: float = 10.0) -> None:
+        """Serve in a thread; return once it accepts connections."""
+        self.thread = threading.Thread(target=self._serve, name="melanged-http", daemon=True)
+        self.thread.start()
+        deadline = time.monotonic() + timeout
+        while not self.server.started:
+            if not self.thread.is_alive() or time.monotonic() > deadline:
+                raise MelangeError(f"the HTTP server on {self._where()} did not start")
+            time.sleep(0.01)
+        log.info("serving the HTTP API on %s", self._where())
+
+    def _serve(self) -> None:
+        asyncio.run(self.server.serve(sockets=[self.sock]))
+
+    def _where(self) -> str:
+        scheme = "https" if self.context is not None else "http"
+        host = f"[{self.listen.host}]" if ":" in self.listen.host else self.listen.host
+        return f"{scheme}://{host}:{self.port}"
+
+    def reload(self, listen: Listen, store: Store) -> None:
+        """SIGHUP with the same address: the new store, and the certificate read again."""
+        if self.context is not None and listen.tls_cert is not None:
+            load_certificate(self.context, listen)
+        self.listen = listen
+        self.service.store = store
+
+    def stop(self) -> None:
+        """Stop accepting, let the requests in progress finish (SHUTDOWN_GRACE at most)."""
+        self.server.should_exit = True
+        if self.thread is not None:
+            self.thread.join(SHUTDOWN_GRACE + 5)
+        self.sock.close()
+
+
+def _bind(listen: Listen) -> socket.socket:
+    """The listening socket, bound now so that a failure stops melanged in one line."""
+    try:
+        infos = socket.getaddrinfo(listen.host, listen.port, type=socket.SOCK_STREAM,
+                                   flags=socket.AI_PASSIVE)  # fmt: skip
+        family, kind, proto, _, address = infos[0]
+        sock = socket.socket(family, kind, proto)
+        try:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            sock.bind(address)
+            sock.listen(1024)
+        except OSError:
+            sock.close()
+            raise
+    except OSError as error:
+        raise InvalidInput(
+            f"cannot serve HTTP on {listen.host}:{listen.port}: {error.strerror or error}"
+        ) from None
+    sock.set_inheritable(True)
+    return sock

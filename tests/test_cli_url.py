@@ -1,0 +1,279 @@
+"""`melange --url`: the CLI through melanged's HTTP API (melange_cli/httpclient.py).
+
+The contract suite runs through `--url` too (the `melange` fixture's channel "http");
+this module covers what only this channel has: its exit codes (7 for a missing, bad or
+too small token; 6 for nothing listening and for every TLS failure, with the reason;
+2 for host-local commands, two stores named at once, unreadable token or CA files),
+paged lists walked to the end, export, and a process that never imports SQLAlchemy.
+The servers here are real: melanged's HTTP API on a loopback port, with a certificate
+made in the test (trustme); for the TLS failures, a real TLS or plain-HTTP listener.
+"""
+
+from __future__ import annotations
+
+import http.server
+import socket
+import ssl
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+import pytest
+import trustme
+from click.testing import CliRunner, Result
+
+from melange_cli.main import cli
+from tests.support.cli import assert_error
+
+CLEAN_ENV = {name: None for name in (
+    "MELANGE_DB", "MELANGE_SOCKET", "MELANGE_URL", "MELANGE_TOKEN_FILE", "MELANGE_CA_FILE",
+    "MELANGE_OUTPUT", "MELANGE_DEBUG", "MELANGE_CONFIG",
+)}  # fmt: skip
+
+
+def run(*args: str, **env: str) -> Result:
+    """`melange ARGS…` in-process with none of the user's MELANGE_* settings."""
+    return CliRunner().invoke(cli, list(args), env={**CLEAN_ENV, **env})
+
+
+def free_port() -> int:
+    """A loopback port nothing listens on (bound, then let go)."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def ca() -> trustme.CA:
+    return trustme.CA()
+
+
+@contextmanager
+def listening(handle) -> Iterator[int]:
+    """A loopback listener whose every connection goes to `handle(conn)` in a thread."""
+    server = socket.create_server(("127.0.0.1", 0))
+    server.settimeout(0.1)  # the loop looks at `stop` that often
+    stop = threading.Event()
+
+    def serve() -> None:
+        while not stop.is_set():
+            try:
+                conn, _ = server.accept()
+            except TimeoutError:
+                continue
+            except OSError:
+                return
+            with conn:
+                try:
+                    handle(conn)
+                except OSError:
+                    pass
+
+    thread = threading.Thread(target=serve, daemon=True)
+    thread.start()
+    try:
+        yield server.getsockname()[1]
+    finally:
+        stop.set()
+        thread.join(10)
+        server.close()
+
+
+@contextmanager
+def tls_listener(ca: trustme.CA) -> Iterator[int]:
+    """A TLS server with a certificate for 127.0.0.1 that `ca` signed; it hands nothing
+    out (the failures tested here happen in the handshake)."""
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    ca.issue_cert("127.0.0.1").configure_cert(context)
+
+    def handshake(conn: socket.socket) -> None:
+        conn.settimeout(5)
+        try:
+            with context.wrap_socket(conn, server_side=True) as tls:
+                tls.recv(1)
+        except (ssl.SSLError, OSError):
+            pass
+
+    with listening(handshake) as port:
+        yield port
+
+
+class QuietHandler(http.server.BaseHTTPRequestHandler):
+    def log_message(self, format, *args) -> None:  # noqa: A002  (the base class's name)
+        """Nothing on stderr: the CLI's stderr is what the tests read."""
+
+
+@contextmanager
+def plain_http_server() -> Iterator[int]:
+    """Python's own HTTP server (no TLS), on a loopback port."""
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), QuietHandler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield server.server_address[1]
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+@pytest.fixture
+def token_file(tmp_path: Path) -> Path:
+    path = tmp_path / "token"
+    path.write_text("mlg_0123456789ab_not-a-real-secret\n")
+    return path
+
+
+# -- exit 6: nothing there, or TLS fails (with the reason)
+
+
+def test_nothing_listening_is_exit_6():
+    url = f"https://127.0.0.1:{free_port()}"
+    line = assert_error(run("--url", url, "block", "list"), 6)
+    assert line == f"Error: cannot reach melanged at {url}: Connection refused"
+
+
+def test_an_unknown_host_is_exit_6():
+    line = assert_error(run("--url", "https://no-such-host.invalid:9898", "ip", "list"), 6)
+    assert "cannot reach melanged at https://no-such-host.invalid:9898" in line
+
+
+def test_a_certificate_from_another_ca_is_exit_6_with_the_reason(ca, tmp_path, token_file):
+    stranger = trustme.CA()
+    stranger.cert_pem.write_to_path(str(tmp_path / "other-ca.pem"))
+    with tls_listener(ca) as port:
+        url = f"https://127.0.0.1:{port}"
+        untrusted = run("--url", url, "--token-file", str(token_file), "--ca-file",
+                        str(tmp_path / "other-ca.pem"), "block", "list")  # fmt: skip
+        line = assert_error(untrusted, 6)
+        assert line.startswith(f"Error: TLS failure with {url}: ")
+        assert "unable to get local issuer certificate" in line and "--ca-file" in line
+        # Without --ca-file the system's CAs decide: they do not know a test CA either.
+        assert "TLS failure" in assert_error(run("--url", url, "block", "list"), 6)
+
+
+def test_a_certificate_for_another_name_is_exit_6(ca, tmp_path):
+    ca.cert_pem.write_to_path(str(tmp_path / "ca.pem"))
+    with tls_listener(ca) as port:  # its certificate names 127.0.0.1, not localhost
+        url = f"https://localhost:{port}"
+        result = run("--url", url, "--ca-file", str(tmp_path / "ca.pem"), "block", "list")
+        line = assert_error(result, 6)
+        assert "TLS failure" in line and "localhost" in line
+
+
+def test_https_to_a_plain_http_server_is_exit_6():
+    with plain_http_server() as port:
+        line = assert_error(run("--url", f"https://127.0.0.1:{port}", "block", "list"), 6)
+        assert line.startswith(f"Error: TLS failure with https://127.0.0.1:{port}: ")
+        assert "WRONG_VERSION_NUMBER" in line and "use http://" in line
+
+
+def test_plain_http_to_a_tls_server_is_exit_6_and_suggests_https(ca):
+    with tls_listener(ca) as port:
+        line = assert_error(run("--url", f"http://127.0.0.1:{port}", "block", "list"), 6)
+        assert f"http://127.0.0.1:{port}" in line and "https://" in line
+
+
+# -- exit 2: what cannot go through --url, and files that cannot be read
+
+
+@pytest.mark.parametrize(
+    ("args", "command"),
+    [
+        (("db", "upgrade"), "db upgrade"),
+        (("db", "current"), "db current"),
+        (("dhcp", "sync", "--hostsfile", "/tmp/hosts"), "dhcp sync"),
+        (("reconcile",), "reconcile"),
+    ],
+)
+def test_host_local_commands_are_refused_with_exit_2(args, command, token_file):
+    # Refused before any connection: nothing listens on this port.
+    url = f"https://127.0.0.1:{free_port()}"
+    line = assert_error(run("--url", url, "--token-file", str(token_file), *args), 2)
+    assert line == (
+        f"Error: '{command}' is host-local: run it on the store's host (with --db or --socket),"
+        " not through --url"
+    )
+
+
+@pytest.mark.parametrize(
+    "other",
+    [("--db", "x.db"), ("--socket", "/run/melange.sock")],
+)
+def test_url_with_another_store_on_one_command_line_is_exit_2(other, tmp_path):
+    url = f"https://127.0.0.1:{free_port()}"
+    for argv in (["--url", url, *other], [*other, "--url", url]):
+        line = assert_error(run(*argv, "block", "list"), 2)
+        assert "name two stores" in line and "--url" in line and other[0] in line
+    assert not (tmp_path / "x.db").exists()
+
+
+def test_typed_beats_the_environment_and_the_url_wins_among_the_environment(tmp_path):
+    url = f"https://127.0.0.1:{free_port()}"
+    db = tmp_path / "typed.db"
+    # --db typed beats MELANGE_URL: the store is opened, nothing is sent.
+    assert run("--db", str(db), "block", "create", "10.0.0.0/24", MELANGE_URL=url).exit_code == 0
+    assert db.exists()
+    # --url typed beats MELANGE_DB; MELANGE_URL beats MELANGE_DB and MELANGE_SOCKET.
+    env_db = str(tmp_path / "env.db")
+    assert_error(run("--url", url, "block", "list", MELANGE_DB=env_db), 6)
+    assert_error(run("block", "list", MELANGE_URL=url, MELANGE_DB=env_db,
+                     MELANGE_SOCKET=str(tmp_path / "none.sock")), 6)  # fmt: skip
+    assert not Path(env_db).exists()
+
+
+def test_the_config_file_may_name_the_url(tmp_path, token_file):
+    url = f"https://127.0.0.1:{free_port()}"
+    config = tmp_path / "melange.conf"
+    config.write_text(f"[melange]\nurl = {url}\ntoken_file = {token_file}\n")
+    line = assert_error(run("--config", str(config), "block", "list"), 6)
+    assert url in line
+    # A store named on the command line or in the environment comes first.
+    db = tmp_path / "named.db"
+    assert run("--config", str(config), "--db", str(db), "policy", "create", "p").exit_code == 0
+    assert run("--config", str(config), "policy", "list", MELANGE_DB=str(db)).stdout.startswith("p")
+    # The config file's token file is read: one that is missing is named.
+    config.write_text(f"[melange]\nurl = {url}\ntoken_file = {tmp_path / 'gone'}\n")
+    assert "gone" in assert_error(run("--config", str(config), "block", "list"), 2)
+
+
+@pytest.mark.parametrize(
+    ("content", "why"),
+    [
+        (None, "cannot read token file"),
+        ("", "is empty"),
+        ("  \n", "is empty"),
+        ("mlg_abc secret-part\n", "does not hold one token"),
+        ("mlg_abc_first\nmlg_abc_second\n", "does not hold one token"),
+    ],
+)
+def test_a_token_file_that_holds_no_token_is_exit_2_and_never_shown(tmp_path, content, why):
+    path = tmp_path / "token"
+    if content is not None:
+        path.write_text(content)
+    url = f"https://127.0.0.1:{free_port()}"
+    result = run("--url", url, "--token-file", str(path), "block", "list")
+    line = assert_error(result, 2)
+    assert why in line and str(path) in line
+    for secret in ("secret-part", "first", "second"):
+        assert secret not in result.output
+
+
+def test_an_unreadable_ca_file_is_exit_2(tmp_path):
+    bad = tmp_path / "ca.pem"
+    bad.write_text("not a certificate\n")
+    url = f"https://127.0.0.1:{free_port()}"
+    for path in (bad, tmp_path / "missing.pem"):
+        line = assert_error(run("--url", url, "--ca-file", str(path), "block", "list"), 2)
+        assert line.startswith(f"Error: cannot read CA file {path}: ")
+
+
+@pytest.mark.parametrize(
+    "url",
+    ["ftp://127.0.0.1:9898", "127.0.0.1:9898", "https://", "https://h:99999",
+     "https://admin:hunter2@127.0.0.1:9898", "https://127.0.0.1:9898/?x=1"],
+)  # fmt: skip
+def test_a_url_that_is_not_an_api_address_is_exit_2(url):
+    result = run("--url", url, "block", "list")
+    assert_error(result, 2)
+    assert "hunter2" not in result.output
