@@ -1,13 +1,12 @@
 """melanged's HTTP API: allocations over HTTPS against the same call made in-process.
 
 A real melanged in a process of its own (`--http` on a free loopback port, TLS with a
-certificate made for the run, its hosts-file watcher running too, as
-tests/support/http_daemon.py starts it) serves an SQLite store (file, WAL), with a
-writer token. First, batches of single allocations through one keep-alive
+certificate made for the run, its socket and hosts-file watcher running too) serves
+an SQLite store (file, WAL), with a writer token. First, batches of single allocations through one keep-alive
 httpx.Client (`POST /v1/blocks/{block}/allocations` with a MAC of its own) alternate
 with batches of the same allocation made in-process (`operations.run(store,
 "block.allocate", …)` on a store file of its own, no server): the in-process rate is
-the baseline. Then client processes (an httpx.Client each, started once and reused)
+the baseline. Then client processes (an httpx.Client each; processes started once and reused)
 allocate together for a fixed window after a warm-up: 1 client, 16 on one shared
 block, 16 on blocks of their own; the same again against a melanged serving a
 PostgreSQL database made for the run. The server's memory comes from /proc. Last,
@@ -311,18 +310,19 @@ def _processes(server: Server, token: str, tls: Tls, tmp: Path, rounds: int) -> 
     token_file.chmod(0o600)
     tail = ["-o", "plain", "block", "allocate", "B"]
     argvs = {
-        "url": [*_melange(), "--url", server.base, "--token-file", str(token_file), *tail],
+        "url": [
+            *_melange(),
+            "--url",
+            server.base,
+            "--token-file",
+            str(token_file),
+            "--ca-file",
+            str(tls.ca),
+            *tail,
+        ],
         "socket": [*_melange(), "--socket", str(server.socket), *tail],
     }
-    saved = os.environ.get("SSL_CERT_FILE")
-    os.environ["SSL_CERT_FILE"] = str(tls.ca)  # the CLI's client trusts the run's CA
-    try:
-        times = rotating_walls(argvs, rounds)
-    finally:
-        if saved is None:
-            del os.environ["SSL_CERT_FILE"]
-        else:
-            os.environ["SSL_CERT_FILE"] = saved
+    times = rotating_walls(argvs, rounds)
     return {key: median(values) for key, values in times.items()}
 
 
@@ -441,7 +441,7 @@ def _report(sqlite: dict, postgresql: dict | None, notes: list[str], sizes: dict
     processes = sqlite["processes"]
     cli = table(
         ["whole process, `-o plain block allocate B`", "median wall time", "/ socket"],
-        [["`melange --url https://… --token-file F`", ms(processes["url"]),
+        [["`melange --url https://… --token-file F --ca-file CA`", ms(processes["url"]),
           f"**{processes['url'] / processes['socket']:.2f}**"],
          ["`melange --socket S`", ms(processes["socket"]), "1.00"]],
     )  # fmt: skip
