@@ -1,17 +1,18 @@
 """melanged's HTTP API: allocations over HTTPS against the same call made in-process.
 
 A real melanged in a process of its own (`--http` on a free loopback port, TLS with a
-certificate made for the run, its socket and hosts-file watcher running too) serves
-an SQLite store (file, WAL), with a writer token. First, batches of single allocations through one keep-alive
+certificate made for the run, its socket too; no hosts file, so no DHCP work, as
+`melanged --http` runs unless told otherwise) serves an SQLite store (file, WAL),
+with a writer token. First, batches of single allocations through one keep-alive
 httpx.Client (`POST /v1/blocks/{block}/allocations` with a MAC of its own) alternate
 with batches of the same allocation made in-process (`operations.run(store,
 "block.allocate", …)` on a store file of its own, no server): the in-process rate is
-the baseline. Then client processes (an httpx.Client each; processes started once and reused)
-allocate together for a fixed window after a warm-up: 1 client, 16 on one shared
-block, 16 on blocks of their own; the same again against a melanged serving a
-PostgreSQL database made for the run. The server's memory comes from /proc. Last,
-whole `melange --url` processes against `melange --socket` processes, in rotating
-rounds.
+the baseline. Then client processes (an httpx.Client each; processes started once and
+reused) allocate together for a fixed window after a warm-up: 1 client, 16 on one
+shared block, 16 on blocks of their own; the same again against a melanged serving a
+PostgreSQL database made for the run. The server's memory and CPU time come from
+/proc. Last, whole `melange --url` processes against `melange --socket` processes, in
+rotating rounds.
 
 Run as `python -m benchmarks.http WORKER`, this module is one client process: for
 each JSON line on stdin ({"url", "block", "warmup", "window", "ca", "token"}) it
@@ -108,8 +109,8 @@ def serve(url: str, workdir: Path, tls: Tls) -> Iterator[Server]:
     port = _free_port()
     sock = workdir / "run" / "melange.sock"
     argv = [sys.executable, "-m", "melanged.main", "--foreground", "--db", url,
-            "--hostsfile", str(workdir / "hosts"), "--socket", str(sock),
-            "--log-file", str(workdir / "melanged.log"), "--http", f"127.0.0.1:{port}",
+            "--socket", str(sock), "--log-file", str(workdir / "melanged.log"),
+            "--http", f"127.0.0.1:{port}",
             "--tls-cert", str(tls.cert), "--tls-key", str(tls.key)]  # fmt: skip
     env = {k: v for k, v in os.environ.items() if not k.startswith("MELANGE_")}
     with open(workdir / "melanged.stderr", "w") as stderr:
@@ -222,9 +223,16 @@ def main(worker: int) -> int:
 # ---------------------------------------------------------------- the measurements
 
 
-def _paired(http, sizes: dict, tmp: Path) -> dict:
+def cpu_seconds(pid: int) -> float:
+    """CPU time (user and system) a process has used so far, from /proc."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def _paired(http, sizes: dict, tmp: Path, server_pid: int) -> dict:
     """Batches of single allocations over HTTP and in-process, alternating, after one
-    untimed batch of each: median rates, and the HTTP requests' latencies."""
+    untimed batch of each: median rates, the HTTP requests' latencies, and the CPU
+    time the server and this client spent on them."""
     from melange import operations
     from melange.store import Store
 
@@ -232,6 +240,7 @@ def _paired(http, sizes: dict, tmp: Path) -> dict:
     operations.run(local, "block.create", {"cidr": "10.0.0.0/16", "name": "B"})
     serial = 0
     latencies: list[float] = []
+    cpu = {"server": 0.0, "client": 0.0}
 
     def in_process() -> None:
         nonlocal serial
@@ -241,17 +250,21 @@ def _paired(http, sizes: dict, tmp: Path) -> dict:
 
     def over_http() -> None:
         nonlocal serial
+        server, client = cpu_seconds(server_pid), time.process_time()
         for _ in range(sizes["batch"]):
             serial += 1
             began = time.perf_counter()
             allocate(http, "B", mac(serial))
             latencies.append(time.perf_counter() - began)
+        cpu["server"] += cpu_seconds(server_pid) - server
+        cpu["client"] += time.process_time() - client
 
     series = {"in": in_process, "http": over_http}
     rates: dict[str, list[float]] = {key: [] for key in series}
     for fn in series.values():
         fn()
     latencies.clear()
+    cpu.update(server=0.0, client=0.0)
     for i in range(sizes["batches"]):
         for key in list(series) if i % 2 == 0 else list(series)[::-1]:
             rates[key].append(sizes["batch"] / timed(series[key]))
@@ -259,7 +272,8 @@ def _paired(http, sizes: dict, tmp: Path) -> dict:
     latencies.sort()
     return {"in": median(rates["in"]), "http": median(rates["http"]),
             "p50": median(latencies), "p99": latencies[int(0.99 * (len(latencies) - 1))],
-            "requests": len(latencies)}  # fmt: skip
+            "requests": len(latencies), "server_cpu": cpu["server"] / len(latencies),
+            "client_cpu": cpu["client"] / len(latencies)}  # fmt: skip
 
 
 def memory_mb(pid: int) -> tuple[float, float]:
@@ -338,7 +352,7 @@ def _measure_sqlite(pool: _Pool, tls: Tls, tmp: Path, sizes: dict) -> dict:
     with serve(url, tmp / "sqlite", tls) as server:
         with client(server.base, str(tls.ca), token) as http:
             print("[bench]   http: one client against in-process", file=sys.stderr, flush=True)
-            paired = _paired(http, sizes, tmp)
+            paired = _paired(http, sizes, tmp, server.pid)
         print("[bench]   http: 1 and 16 clients, SQLite", file=sys.stderr, flush=True)
         creds = {"ca": str(tls.ca), "token": token}
         windowed = _windowed(pool, server, url, creds, sizes)
@@ -376,7 +390,12 @@ def _single_table(paired: dict) -> str:
     ]  # fmt: skip
     header = ["single allocations, one at a time", "allocations/s", "latency (median)",
               "/ in-process", "/ NetBox"]  # fmt: skip
-    return table(header, rows)
+    return table(header, rows) + (
+        f"\n\nCPU time per HTTPS allocation: melanged {ms(paired['server_cpu'])} (its "
+        f"whole process: TLS, HTTP, token check, allocation), the "
+        f"httpx client {ms(paired['client_cpu'])}; an in-process allocation takes "
+        f"{ms(1 / base)} of wall time."
+    )
 
 
 def _windowed_rows(label: str, measured: dict) -> list[list[object]]:
