@@ -31,6 +31,13 @@ R = TypeVar("R")
 Key = tuple[int | str, ...]
 
 
+class BadCursor(InvalidInput):
+    """A cursor `encode` did not make for this list (a client's typo, or tampering)."""
+
+    def __init__(self) -> None:
+        super().__init__("the cursor 'after' is not one this list gave")
+
+
 @dataclass
 class Page:
     """`limit` rows after the key `after` (None: from the start). After the read,
@@ -74,7 +81,7 @@ def _checked(key: Key, columns: Sequence[Any]) -> Key:
     from melange.models import Address
 
     if len(key) != len(columns):
-        raise InvalidInput("the cursor 'after' is not one this list gave")
+        raise BadCursor()
     for value, column in zip(key, columns, strict=True):
         kind = column.type
         if isinstance(kind, String):
@@ -88,7 +95,7 @@ def _checked(key: Key, columns: Sequence[Any]) -> Key:
         else:
             ok = _integer(value, -(2**31), 2**31)
         if not ok:
-            raise InvalidInput("the cursor 'after' is not one this list gave")
+            raise BadCursor()
     return key
 
 
@@ -104,7 +111,7 @@ def encode(key: Key) -> str:
 
 def decode(cursor: str) -> Key:
     """The key a cursor holds; InvalidInput for anything `encode` did not make."""
-    wrong = InvalidInput("the cursor 'after' is not one this list gave")
+    wrong = BadCursor()
     if not isinstance(cursor, str) or not cursor or len(cursor) > MAX_CURSOR:
         raise wrong
     try:

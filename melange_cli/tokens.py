@@ -14,8 +14,12 @@ def group() -> None:
 
 
 def _networks(values: tuple[str, ...]) -> list[str]:
-    """--allowed-ips repeated, or comma-separated, or both."""
-    return [part.strip() for value in values for part in value.split(",") if part.strip()]
+    """--allowed-ips repeated, or comma-separated, or both. An empty one is refused: from
+    `--allowed-ips "$NETS"` with NETS unset it would make a token usable from anywhere."""
+    parts = [part.strip() for value in values for part in value.split(",")]
+    if "" in parts:
+        raise click.BadParameter("an empty network", param_hint="'--allowed-ips'")
+    return parts
 
 
 @group.command("create")

@@ -28,6 +28,7 @@ from melange.operations import OPERATIONS, Operation
 from melange.store import Store
 from melange.transfer_stream import to_ndjson
 from melanged.http import auth, inputs, openapi, problems
+from melanged.http.listen import Limits
 
 log = logging.getLogger("melanged.http")
 JSON = "application/json"
@@ -40,8 +41,9 @@ class Service:
     """What the routes serve: the store, re-pointed by SIGHUP (melanged.daemon) without
     restarting the server; a request uses the store it started with throughout."""
 
-    def __init__(self, store: Store) -> None:
+    def __init__(self, store: Store, limits: Limits) -> None:
         self.store = store
+        self.limits = limits
 
 
 def build(service: Service) -> FastAPI:
@@ -80,14 +82,15 @@ def routed() -> list[str]:
 def endpoint(service: Service, name: str) -> Endpoint:
     """The endpoint of operation `name`."""
     operation = OPERATIONS[name]
-    body_limit = inputs.MAX_IMPORT_BODY if name == "import" else inputs.MAX_BODY
+    limits = service.limits
+    body_limit = limits.max_import_body if name == "import" else limits.max_body
 
     async def serve(request: Request) -> Response:
         store = service.store
         client = request.client.host if request.client else ""
         header = request.headers.get("authorization")
         identity = await run_in_threadpool(admit, store, name, header, client)
-        params, page = await gather(name, operation, request, body_limit)
+        params, page = await gather(name, operation, request, body_limit, limits.body_timeout)
         if page is not None:
             params["page"] = page
         result = await run_in_threadpool(
@@ -115,7 +118,7 @@ def admit(store: Store, name: str, header: str | None, client: str) -> Any:
 
 
 async def gather(
-    name: str, operation: Operation, request: Request, body_limit: int
+    name: str, operation: Operation, request: Request, body_limit: int, body_timeout: float
 ) -> tuple[dict[str, Any], paging.Page | None]:
     """The operation's parameters from the path, the query or the body, checked."""
     http = operation.http
@@ -126,7 +129,7 @@ async def gather(
     if http.method in openapi.BODY_METHODS:
         if items:
             raise problems.RequestInvalid(f"{name} takes its parameters in a JSON body")
-        body = await inputs.body_of(request, body_limit)
+        body = await inputs.body_of(request, body_limit, body_timeout)
         params.update(inputs.from_body(name, body, params))
     else:
         skip = inputs.PAGE_NAMES if http.paged else ()

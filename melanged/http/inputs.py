@@ -24,9 +24,6 @@ from melange.errors import InvalidInput
 from melange.operations import Operation
 from melanged.http.problems import RequestInvalid, TooLarge, TooSlow
 
-MAX_BODY = 1 << 20  # bytes of a JSON body
-MAX_IMPORT_BODY = 64 << 20  # an import carries a whole document
-BODY_TIMEOUT = 30.0  # seconds for a whole body, however slowly it trickles in
 PAGE_NAMES = ("limit", "after")  # the query parameters of a paged list
 _INTEGER = re.compile(r"[+-]?[0-9]{1,40}", re.ASCII)
 _TRUTH = {"true": True, "false": False}
@@ -132,16 +129,16 @@ def page_of(items: list[tuple[str, str]]) -> paging.Page:
     return paging.Page(limit, after)
 
 
-async def body_of(request: Request, limit: int) -> bytes:
-    """The request's body, at most `limit` bytes (TooLarge beyond), within BODY_TIMEOUT
-    (a client that trickles its body in loses the request: 408)."""
+async def body_of(request: Request, limit: int, timeout: float) -> bytes:
+    """The request's body, at most `limit` bytes (TooLarge beyond), within `timeout`
+    seconds (a client that trickles its body in loses the request: 408)."""
     length = request.headers.get("content-length", "")
     if length.isdigit() and int(length) > limit:
         raise TooLarge(f"the body is larger than {limit} bytes")
     try:
-        return await asyncio.wait_for(_read(request, limit), BODY_TIMEOUT)
+        return await asyncio.wait_for(_read(request, limit), timeout)
     except TimeoutError:
-        raise TooSlow(f"the body did not arrive within {BODY_TIMEOUT:g} seconds") from None
+        raise TooSlow(f"the body did not arrive within {timeout:g} seconds") from None
 
 
 async def _read(request: Request, limit: int) -> bytes:

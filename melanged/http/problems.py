@@ -13,6 +13,7 @@ from typing import Any
 from starlette.responses import Response
 
 from melange.errors import InvalidInput, MelangeError
+from melange.paging import BadCursor
 
 PROBLEM = "application/problem+json"
 # Contract code -> HTTP status. A request that cannot be validated is 422 (RequestInvalid
@@ -67,7 +68,10 @@ class TooSlow(InvalidInput):
 
 
 def status_of(error: MelangeError) -> int:
-    """The HTTP status of a core error: by its class, else by its code."""
+    """The HTTP status of a core error: by its class, else by its code. A cursor the
+    list did not give is found only when the list is read, but is the request's fault."""
+    if isinstance(error, BadCursor):
+        return 422
     return getattr(error, "status", None) or STATUS.get(error.code, 500)
 
 

@@ -6,12 +6,10 @@ one clear line; uvicorn then serves on that socket. SIGHUP re-points the store
 and reloads the certificate into the same TLS context (new connections use it);
 SIGTERM stops accepting, lets the requests in progress finish, and returns.
 
-Limits, so that no client holds the server: a request's headers must arrive
-within HEADER_TIMEOUT of the connection (or of the previous response), an idle
-keep-alive connection is closed after IDLE_TIMEOUT, a client that stops reading
-its answer loses the connection after SEND_TIMEOUT, at most MAX_CONNECTIONS are
-open at once (more are closed on arrival), and at most MAX_CONCURRENCY requests
-run at once (more are answered 503).
+Limits (melanged.http.listen.Limits), so that no client holds the server: uvicorn
+has an idle keep-alive timeout and a cap on concurrent requests; GuardedProtocol
+adds what it lacks, a deadline for a request's headers from the connection's start,
+one for a client that stops reading, and a cap on open connections.
 """
 
 from __future__ import annotations
@@ -29,15 +27,9 @@ from uvicorn.protocols.http.h11_impl import H11Protocol
 from melange.errors import InvalidInput, MelangeError
 from melange.store import Store
 from melanged.http.app import Service, build
-from melanged.http.listen import Listen
+from melanged.http.listen import Limits, Listen
 
 log = logging.getLogger("melanged.http")
-HEADER_TIMEOUT = 10.0
-IDLE_TIMEOUT = 5
-SEND_TIMEOUT = 60.0
-MAX_CONNECTIONS = 1024
-MAX_CONCURRENCY = 256
-MAX_HEADER_BYTES = 64 << 10
 SHUTDOWN_GRACE = 10
 CHECK_EVERY = 1.0
 
@@ -67,11 +59,12 @@ class GuardedProtocol(H11Protocol):
     headers from the connection's start (a silent or trickling client is cut off, not
     held), a deadline for a client that stops reading, and a cap on connections."""
 
+    limits = Limits()
     _waiting_since: float
     _check: asyncio.TimerHandle | None = None
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        if len(self.connections) >= MAX_CONNECTIONS:
+        if len(self.connections) >= self.limits.max_connections:
             transport.close()
             return
         super().connection_made(transport)  # type: ignore[arg-type]
@@ -94,9 +87,9 @@ class GuardedProtocol(H11Protocol):
         now = time.monotonic()
         busy = self.cycle is not None and not self.cycle.response_complete
         if busy and self.flow.write_paused:
-            stalled = now - getattr(self, "_paused_since", now) > SEND_TIMEOUT
+            stalled = now - getattr(self, "_paused_since", now) > self.limits.send_timeout
         else:
-            stalled = not busy and now - self._waiting_since > HEADER_TIMEOUT
+            stalled = not busy and now - self._waiting_since > self.limits.header_timeout
         if stalled or self.transport.is_closing():
             self.transport.close()
             return
@@ -110,15 +103,17 @@ class GuardedProtocol(H11Protocol):
 class HttpServer:
     """melanged's HTTP API: `start` in a thread, `stop` gracefully."""
 
-    def __init__(self, listen: Listen, store: Store) -> None:
+    def __init__(self, listen: Listen, store: Store, limits: Limits = Limits()) -> None:
         self.listen = listen
-        self.service = Service(store)
+        self.service = Service(store, limits)
         self.context = tls_context(listen)
         self.sock = _bind(listen)
+        protocol = type("Guarded", (GuardedProtocol,), {"limits": limits})
         config = uvicorn.Config(
-            build(self.service), http=GuardedProtocol, lifespan="off", log_config=None,
-            access_log=False, server_header=False, limit_concurrency=MAX_CONCURRENCY,
-            timeout_keep_alive=IDLE_TIMEOUT, h11_max_incomplete_event_size=MAX_HEADER_BYTES,
+            build(self.service), http=protocol, lifespan="off", log_config=None,
+            access_log=False, server_header=False, limit_concurrency=limits.max_concurrency,
+            timeout_keep_alive=limits.idle_timeout,
+            h11_max_incomplete_event_size=limits.max_header_bytes,
             timeout_graceful_shutdown=SHUTDOWN_GRACE, loop="asyncio",
         )  # fmt: skip
         config.load()

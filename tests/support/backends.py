@@ -41,6 +41,7 @@ TABLES_IN_DELETE_ORDER = [
     models.mac_ranges,
     models.audit_addresses,
     models.audit_log,
+    models.api_tokens,
 ]
 
 
