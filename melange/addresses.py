@@ -8,7 +8,7 @@ from dataclasses import dataclass, replace
 import netaddr
 from sqlalchemy import Connection, bindparam, delete, insert, select, update
 
-from melange import audit, generators, holds
+from melange import audit, generators, holds, natlinks
 from melange import blocks as block_ops
 from melange.clock import utcnow
 from melange.errors import Conflict, Exhausted, InvalidInput, NotFound
@@ -331,7 +331,9 @@ def find_locked(conn: Connection, address: str, block_ref: str | None):
 
 
 def show(conn: Connection, address: str, block: str | None = None) -> dict:
-    return address_record(find(conn, address, block))
+    """An address's record with its NAT links (`inside_globals`, `inside_locals`)."""
+    row = find(conn, address, block)
+    return {**address_record(row), **natlinks.of_address(conn, row)}
 
 
 def list_addresses(

@@ -54,6 +54,7 @@ _KINDS = {
     "policy": "policy",
     "mac_range": "mac_range",
     "route": "route",
+    "nat": "nat",
     "token": "token",
 }
 # Where a kind's record keeps its id and its identity.
@@ -64,6 +65,7 @@ _IDENTITY = {
     "interface": (None, "vif_id"),
     "policy": (None, "name"),
     "route": (None, "destination"),
+    "nat": (None, "inside_global"),
     "token": (None, "name"),
 }
 # Result keys never recorded: a new API token's secret (melange/tokens.py) is shown

@@ -6,7 +6,7 @@ from collections.abc import Sequence
 
 from sqlalchemy import Connection, Row, delete, insert, select, update
 
-from melange import addresses, macranges
+from melange import addresses, allowed_ips, macranges
 from melange.clock import utcnow
 from melange.errors import Conflict, Exhausted, NotFound
 from melange.models import allocated_macs, blocks, interfaces, ip_addresses
@@ -26,8 +26,11 @@ def _get(conn: Connection, vif: str):
 
 
 def records(conn: Connection, rows: Sequence[Row]) -> list[dict]:
-    """The records of `rows` (interfaces), their addresses read in one batch."""
-    owned = addresses.by_interface(conn, [row.id for row in rows])
+    """The records of `rows` (interfaces), their addresses and allowed addresses read
+    in one batch each."""
+    ids = [row.id for row in rows]
+    owned = addresses.by_interface(conn, ids)
+    allowed = allowed_ips.by_interface(conn, ids)
     return [
         {
             "vif_id": row.vif_id,
@@ -36,6 +39,7 @@ def records(conn: Connection, rows: Sequence[Row]) -> list[dict]:
             "tenant": row.tenant,
             "mac": format_mac(row.mac),
             "addresses": owned[row.id],
+            "allowed_ips": allowed[row.id],
             "created_at": iso(row.created_at),
         }
         for row in rows

@@ -131,9 +131,9 @@ class _Checker:
     def _times(self, entry: dict, state: str) -> tuple[datetime, datetime | None, datetime | None]:
         """Allocated, released and hold-end times as exported; a held address the file
         gives no times for was released now and is held for this client's hold time."""
-        released = _when(entry.get("released_at"))
-        held_until = _when(entry.get("held_until"))
-        allocated = _when(entry.get("allocated_at")) or self.now
+        released = when(entry.get("released_at"))
+        held_until = when(entry.get("held_until"))
+        allocated = when(entry.get("allocated_at")) or self.now
         if state != "held":
             return allocated, None, None
         if released is None:
@@ -143,7 +143,7 @@ class _Checker:
         return allocated, released, held_until
 
 
-def _when(text: str | None) -> datetime | None:
+def when(text: str | None) -> datetime | None:
     """An exported time (ISO 8601, UTC); naive UTC as the store keeps it."""
     if text is None:
         return None

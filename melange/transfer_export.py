@@ -15,7 +15,9 @@ from typing import Any
 from sqlalchemy import Connection, Select, select
 from sqlalchemy.sql import ColumnElement
 
+from melange import natlinks
 from melange.models import (
+    allowed_ips,
     block_dns_servers,
     blocks,
     interfaces,
@@ -49,6 +51,7 @@ def export(conn: Connection, *, network: str | None = None) -> dict:
         ],
         "blocks": _blocks(conn, {row.id: row.name for row in policy_rows}, network),
         "interfaces": _interfaces(conn, network),
+        "nat_mappings": _nat_mappings(conn, network),
     }
 
 
@@ -163,16 +166,73 @@ def _address(row, version: int) -> dict:
 
 
 def _interfaces(conn: Connection, network: str | None) -> list[dict]:
+    """The interfaces, each with its allowed IPs when it has any (two statements)."""
     query = select(interfaces).order_by(interfaces.c.vif_id)
     if network is not None:
         query = query.where(interfaces.c.network == network)
-    return [
-        {
+    allowed = _allowed(conn, network)
+    found = []
+    for r in conn.execute(query):
+        item = {
             "vif_id": r.vif_id,
             "network": r.network,
             "device": r.device,
             "tenant": r.tenant,
             "mac": format_mac(r.mac),
         }
-        for r in conn.execute(query)
+        if r.id in allowed:  # only then: an export without any is what it always was
+            item["allowed_ips"] = allowed[r.id]
+        found.append(item)
+    return found
+
+
+def _allowed(conn: Connection, network: str | None) -> dict[int, list[dict]]:
+    """Each interface's allowances (held addresses' too: they come back with a restore),
+    as the (CIDR, address) of a block in the interface's network."""
+    a, ip = allowed_ips.c, ip_addresses.c
+    query = (
+        select(a.interface_id, blocks.c.cidr, blocks.c.version, ip.address)
+        .join(ip_addresses, ip.id == a.ip_address_id)
+        .join(blocks, blocks.c.id == ip.block_id)
+        .order_by(a.interface_id, blocks.c.version, ip.address, blocks.c.first_addr)
+    )
+    if network is not None:
+        query = query.where(blocks.c.network == network)
+    found: dict[int, list[dict]] = {}
+    for row in conn.execute(query):
+        entry = {"cidr": row.cidr, "address": ip_text(row.address, row.version)}
+        found.setdefault(row.interface_id, []).append(entry)
+    return found
+
+
+def _nat_mappings(conn: Connection, network: str | None) -> list[dict]:
+    """Every NAT mapping (held addresses' too), each side as its block's (network, CIDR)
+    and the address; for one network, those with both sides in it (one statement)."""
+    query = natlinks.joined().add_columns(
+        natlinks.GB.c.network.label("global_network"),
+        natlinks.LB.c.network.label("local_network"),
+    )
+    if network is not None:
+        query = query.where(natlinks.GB.c.network == network, natlinks.LB.c.network == network)
+    rows = sorted(conn.execute(query), key=_nat_order)
+    return [
+        {
+            "global_network": row.global_network,
+            "global_cidr": row.global_cidr,
+            "inside_global": ip_text(row.global_address, row.global_version),
+            "local_network": row.local_network,
+            "local_cidr": row.local_cidr,
+            "inside_local": ip_text(row.local_address, row.local_version),
+            "created_at": iso(row.created_at),
+        }
+        for row in rows
     ]
+
+
+def _nat_order(row) -> tuple:
+    """By inside global, then inside local; one address in blocks of two networks ordered
+    by network and CIDR, not by block id (ids differ in the store an import makes)."""
+    return (
+        row.global_version, row.global_address, row.global_network or "", row.global_cidr,
+        row.local_version, row.local_address, row.local_network or "", row.local_cidr,
+    )  # fmt: skip

@@ -22,14 +22,16 @@ from melange.errors import Conflict, InvalidInput
 from melange.models import blocks
 from melange.params import Document
 from melange.transfer_addresses import import_addresses
+from melange.transfer_links import Allowance, import_links
 from melange.transfer_parse import MALFORMED, Entity, parse, problem, refuse
 from melange.validate import is_decimal, parse_cidr, parse_ip, parse_mac
 
-COUNTED = ("policies", "mac_ranges", "blocks", "interfaces", "addresses", "routes")
+COUNTED = ("policies", "mac_ranges", "blocks", "interfaces", "addresses", "routes",
+           "allowed_ips", "nat_mappings")  # fmt: skip
 # Dependencies first: policies before the blocks naming them, blocks before the
 # interfaces taking addresses in their network, NetBox addresses after every prefix.
 ORDER = {"policy": 0, "mac_range": 1, "block": 2, "netbox_prefix": 2, "interface": 3,
-         "netbox_address": 4}  # fmt: skip
+         "netbox_address": 4, "nat_mapping": 5}  # fmt: skip
 
 
 def import_text(
@@ -66,6 +68,8 @@ class _Import:
     counts: dict[str, int] = field(default_factory=lambda: dict.fromkeys(COUNTED, 0))
     block_ids: dict[tuple, int] = field(default_factory=dict)
     addresses: list[tuple[int, int, dict]] = field(default_factory=list)
+    allowances: list[Allowance] = field(default_factory=list)
+    mappings: list[tuple[int, dict]] = field(default_factory=list)
 
 
 def import_entities(
@@ -92,6 +96,10 @@ def import_entities(
             progress(done, len(ordered))
     errors.extend(import_addresses(conn, run.addresses, hold_seconds))
     run.counts["addresses"] = len(run.addresses)
+    if not errors:  # links name addresses: only once every address is in
+        counts, problems = import_links(conn, run.allowances, run.mappings)
+        run.counts.update(counts)
+        errors.extend(problems)
     refuse(errors)
     return run.counts
 
@@ -189,8 +197,9 @@ def _netbox_parent(item: dict, known: dict[tuple, int]) -> str | None:
 
 
 def _interface(run: _Import, line: int, item: dict) -> None:
-    """An exported interface, under `interface create`'s rules, with its own MAC."""
-    interface_ops.add(
+    """An exported interface, under `interface create`'s rules, with its own MAC; its
+    allowed IPs wait for the addresses they name."""
+    interface_id = interface_ops.add(
         run.conn,
         item["vif_id"],
         network=item["network"],
@@ -199,6 +208,14 @@ def _interface(run: _Import, line: int, item: dict) -> None:
         mac=parse_mac(item["mac"]),
     )
     run.counts["interfaces"] += 1
+    for entry in item.get("allowed_ips") or []:
+        allowance = (entry.pop("_line", line), interface_id, item["vif_id"], item["network"], entry)
+        run.allowances.append(allowance)
+
+
+def _nat_mapping(run: _Import, line: int, item: dict) -> None:
+    """A NAT mapping, left for after the addresses it names."""
+    run.mappings.append((line, item))
 
 
 def _netbox_address(run: _Import, line: int, item: dict) -> None:
@@ -235,4 +252,5 @@ _IMPORTERS: dict[str, Callable[[_Import, int, dict], None]] = {
     "netbox_prefix": _block,
     "interface": _interface,
     "netbox_address": _netbox_address,
+    "nat_mapping": _nat_mapping,
 }

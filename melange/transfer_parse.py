@@ -15,19 +15,22 @@ from collections.abc import Callable, Iterator
 
 from melange.errors import InvalidInput, MelangeError
 from melange.params import check_text
-from melange.transfer_format import FORMAT, SECTIONS, VERSION
+from melange.transfer_format import FORMAT, NAT_FIELDS, SECTIONS, VERSION
 
 # (line, kind, fields) of one entity: a policy, a MAC range, a block (with its routes and
 # addresses inside), an interface, or a NetBox prefix or address.
 Entity = tuple[int, str, dict]
 Fields = dict[str, str | None]  # one CSV row: an empty cell is None
 
-KIND_OF_SECTION = dict(zip(SECTIONS, ("policy", "mac_range", "block", "interface"), strict=True))
+KIND_OF_SECTION = dict(
+    zip(SECTIONS, ("policy", "mac_range", "block", "interface", "nat_mapping"), strict=True)
+)
 BLOCK_FIELDS = ("network", "cidr", "name", "tenant", "type", "gateway", "policy", "parent",
                 "generator")  # fmt: skip
 ADDRESS_FIELDS = ("address", "mac", "hostname", "interface", "tenant", "state", "allocated_at",
                   "released_at", "held_until")  # fmt: skip
 INTERFACE_FIELDS = ("vif_id", "network", "device", "tenant", "mac")
+ALLOWED_IP_FIELDS = ("cidr", "address")
 
 
 def parse(text: str, fmt: str = "melange") -> list[Entity]:
@@ -72,10 +75,11 @@ def problem(line: int, kind: str, error: Exception) -> str:
 
 
 def _nested(item: dict) -> list[dict]:
-    """The addresses and routes listed inside a block (an address keeps its own line)."""
+    """The addresses and routes listed inside a block, and the allowed IPs inside an
+    interface (an address or allowed IP keeps its own line)."""
     return [
         entry
-        for key in ("addresses", "routes")
+        for key in ("addresses", "routes", "allowed_ips")
         if isinstance(item.get(key), list)
         for entry in item[key]
         if isinstance(entry, dict)
@@ -177,6 +181,7 @@ class _CsvDocument:
         self.entities: list[Entity] = []
         self._policies: dict[str | None, dict] = {}
         self._blocks: dict[tuple[str | None, str | None], dict] = {}
+        self._interfaces: dict[str | None, dict] = {}
 
     def add(self, line: int, fields: Fields) -> None:
         kind = fields.get("kind")
@@ -230,7 +235,21 @@ class _CsvDocument:
             owner["addresses"].append(entry)
 
     def _interface(self, line: int, kind: str, fields: Fields) -> None:
-        self.entities.append((line, kind, {k: fields.get(k) for k in INTERFACE_FIELDS}))
+        item: dict = {k: fields.get(k) for k in INTERFACE_FIELDS}
+        item["allowed_ips"] = []
+        self._interfaces[item["vif_id"]] = item
+        self.entities.append((line, kind, item))
+
+    def _allowed_ip(self, line: int, kind: str, fields: Fields) -> None:
+        owner = self._interfaces.get(fields.get("vif_id"))
+        if owner is None:
+            raise InvalidInput(f"line {line}: {kind} for an interface not listed before it")
+        entry: dict = {k: fields.get(k) for k in ALLOWED_IP_FIELDS}
+        entry["_line"] = line
+        owner["allowed_ips"].append(entry)
+
+    def _nat_mapping(self, line: int, kind: str, fields: Fields) -> None:
+        self.entities.append((line, kind, {k: fields.get(k) for k in NAT_FIELDS}))
 
     _HANDLERS: dict[str | None, Callable[[_CsvDocument, int, str, Fields], None]] = {
         "policy": _policy,
@@ -241,6 +260,8 @@ class _CsvDocument:
         "route": _block_part,
         "address": _block_part,
         "interface": _interface,
+        "allowed_ip": _allowed_ip,
+        "nat_mapping": _nat_mapping,
     }
 
 

@@ -34,6 +34,9 @@ TIMEOUT = 300.0  # a long import or export may take minutes; the socket client w
 CONNECT_TIMEOUT = 10.0  # a host that drops packets is exit 6 in seconds, not minutes
 PAGE_SIZE = 1000  # the largest page the API serves: fewest round trips for a long list
 ERROR_BODY_LIMIT = 64 * 1024  # a refusal is one short object; never read a proxy's novel
+# melange.reports.MAX_HISTORY (that module imports SQLAlchemy; a test keeps the two equal):
+# GET /v1/history's `limit` is the page size, so the client checks history's own bound.
+HISTORY_MAX = 100_000
 _TOKEN = re.compile(r"[\x21-\x7e]+")  # printable ASCII, no space: one header value
 
 
@@ -76,7 +79,11 @@ class Remote:
         `limit` of its own (history: the newest N changes, oldest first) is served
         newest first, page by page: the walk stops at N, and turns the list round."""
         newest = params.pop("limit", None) if operation == "history" else None
-        size = PAGE_SIZE if newest is None else max(1, min(PAGE_SIZE, newest))
+        if newest is not None and not 1 <= newest <= HISTORY_MAX:
+            raise InvalidInput(
+                f"history: parameter limit is out of range (from 1 to {HISTORY_MAX}): {newest}"
+            )
+        size = PAGE_SIZE if newest is None else min(PAGE_SIZE, newest)
         items: list[Any] = []
         target: str | None = path + query_string({**params, "limit": size})
         while target is not None and (newest is None or len(items) < newest):
@@ -134,7 +141,7 @@ class Remote:
                     + ("" if self.scheme == "https" else " (is it HTTPS? then use https://)")
                 ) from None
             response = self._send(method, target, body, headers)
-        if response.status >= 400:
+        if response.status >= 300:  # a redirect too: the token is not sent on to elsewhere
             raise self._refusal(response)
         return response
 
@@ -195,19 +202,23 @@ class Remote:
         problem = _problem(body, response.getheader("Content-Type", ""))
         status = response.status
         if problem is None:
-            return self._bare_refusal(status, response.reason)
+            moved = response.getheader("Location") if 300 <= status < 400 else None
+            return self._bare_refusal(status, response.reason, moved)
         cls = BY_CODE.get(str(problem.get("code")), MelangeError)
         message = str(problem.get("detail") or problem.get("title") or f"HTTP {status}")
         if cls is Unauthenticated and self.token_file is None:
             message += " (no token given: --token-file or MELANGE_TOKEN_FILE)"
         raised = cls(message)
-        if isinstance(problem.get("exit_code"), int):
-            raised.exit_code = problem["exit_code"]
+        exit_code = problem.get("exit_code")
+        if isinstance(exit_code, int) and not isinstance(exit_code, bool) and 0 < exit_code < 126:
+            raised.exit_code = exit_code  # never 0 for a refusal, whatever a server says
         return raised
 
-    def _bare_refusal(self, status: int, reason: str) -> MelangeError:
+    def _bare_refusal(self, status: int, reason: str, moved: str | None = None) -> MelangeError:
         """A refusal without problem+json: a proxy or something that is not melanged."""
         said = f"{self.url} answered HTTP {status} {reason}".rstrip()
+        if moved:
+            said += f" (to {moved[:200]}: give --url that address)"
         if status == 401:
             return Unauthenticated(said)
         if status == 403:

@@ -59,3 +59,40 @@ def show(app: App, vif):
 def delete(app: App, vif):
     """Delete an interface, releasing its addresses and MAC."""
     output.emit(app.output_format(), app.call("interface.delete", vif=vif), output.INTERFACE)
+
+
+@group.command("allow-ip")
+@click.argument("vif")
+@click.argument("address")
+@click.option("--block", metavar="B", help="The address's block, when it is in several.")
+@output_option
+@pass_app
+def allow_ip(app: App, vif, address, block):
+    """Let VIF use ADDRESS too (a VIP or shared address); again changes nothing.
+
+    ADDRESS is an allocated address of a block in VIF's network, not VIF's own.
+    """
+    result = app.call("interface.allow_ip", vif=vif, address=address, block=block)
+    output.emit(app.output_format(), result, output.ALLOWED_IP)
+
+
+@group.command("disallow-ip")
+@click.argument("vif")
+@click.argument("address")
+@click.option("--block", metavar="B", help="The address's block, when it is in several.")
+@output_option
+@pass_app
+def disallow_ip(app: App, vif, address, block):
+    """Take back an address allowed on VIF."""
+    result = app.call("interface.disallow_ip", vif=vif, address=address, block=block)
+    output.emit(app.output_format(), result, output.ALLOWED_IP)
+
+
+@group.command("allowed-ips")
+@click.argument("vif")
+@output_option
+@pass_app
+def allowed_ips(app: App, vif):
+    """List the addresses VIF is allowed besides its own."""
+    result = app.call("interface.allowed_ips", vif=vif)
+    output.emit(app.output_format(), result, output.ALLOWED_IP)

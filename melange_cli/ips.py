@@ -35,9 +35,11 @@ def list_(app: App, block, network, mac, interface, released):
 @output_option
 @pass_app
 def show(app: App, address, block):
-    """Show one address."""
+    """Show one address, with its NAT inside globals and inside locals."""
     output.emit(
-        app.output_format(), app.call("ip.show", address=address, block=block), output.ADDRESS
+        app.output_format(),
+        app.call("ip.show", address=address, block=block),
+        output.ADDRESS_SHOWN,
     )
 
 

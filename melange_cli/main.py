@@ -105,6 +105,7 @@ def _register() -> None:
         interfaces,
         ips,
         macranges,
+        nat,
         policies,
         reconcile,
         reports,
@@ -119,6 +120,7 @@ def _register() -> None:
     cli.add_command(reconcile.reconcile)
     cli.add_command(transfer.export)
     cli.add_command(transfer.import_)
+    cli.add_command(nat.group)
     cli.add_command(tokens.group)
 
 

@@ -59,7 +59,9 @@ ADDRESS = View(
 )
 POLICY = View("Policy", ("name", "description", "unusable_ranges", "unusable_octets", "blocks"))
 MAC_RANGE = View("MAC range", ("id", "cidr", "first", "last", "size", "allocated"))
-INTERFACE = View("Interface", ("vif_id", "network", "device", "tenant", "mac", "addresses"))
+INTERFACE = View(
+    "Interface", ("vif_id", "network", "device", "tenant", "mac", "addresses", "allowed_ips")
+)
 ROUTE = View("Route", ("block", "destination", "gateway"))
 SYNC = View(
     "DHCP sync",
@@ -73,6 +75,13 @@ UTILIZATION = View(
 HISTORY = View(
     "Change",
     ("id", "at", "actor", "via", "command", "block_id", "address", "params", "outcome"),
+)
+# `ip show`: an address with its NAT links (a listing leaves them out: see melange.natlinks).
+ADDRESS_SHOWN = View("Address", (*ADDRESS.fields, "inside_globals", "inside_locals"))
+ALLOWED_IP = View("Allowed IP", ("vif_id", "address", "block", "network", "owner"))
+NAT = View(
+    "NAT mapping",
+    ("inside_global", "inside_global_block", "inside_local", "inside_local_block", "created_at"),
 )
 REVISION = View("Schema", ("revision", "head", "up_to_date"))
 CHECK = View("Store check", ("status", "tables"))

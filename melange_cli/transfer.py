@@ -8,8 +8,10 @@ from melange_cli import output
 from melange_cli.context import App, output_option, pass_app
 
 IMPORTED = output.View(
-    "Import", ("policies", "mac_ranges", "blocks", "interfaces", "addresses", "routes")
-)
+    "Import",
+    ("policies", "mac_ranges", "blocks", "interfaces", "addresses", "routes", "allowed_ips",
+     "nat_mappings"),
+)  # fmt: skip
 
 
 @click.command("export")

@@ -117,16 +117,23 @@ class Daemon:
             server.close()
             del self.server
 
-    def open_http(self) -> None:
-        """Serve the HTTP API (melanged.http), beside the socket and the watcher."""
+    def prepare_http(self) -> HttpServer | None:
+        """Bind the HTTP API's address and load its certificate, not serving yet: before
+        melanged detaches, so that a failure is an `Error:` line on the terminal."""
         from melanged.http.server import HttpServer
         from melanged.settings import listen
 
         if self.settings.http is None:
-            return
-        server = HttpServer(listen(self.settings), self.store)
-        server.start()
-        self.http: HttpServer = server
+            return None
+        if getattr(self, "http", None) is None:
+            self.http: HttpServer = HttpServer(listen(self.settings), self.store)
+        return self.http
+
+    def open_http(self) -> None:
+        """Serve the HTTP API (melanged.http), beside the socket and the watcher."""
+        server = self.prepare_http()
+        if server is not None and not server.serving:
+            server.start()
 
     def close_http(self) -> None:
         """Stop the HTTP API gracefully: the requests in progress finish first."""

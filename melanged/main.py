@@ -71,20 +71,23 @@ def cli(config, foreground, **flags) -> None:
                 sys.exit(daemon.run())
         if settings.pidfile is not None:
             PidFile(settings.pidfile).check()
-        _daemonize(settings, handler)
+        http = daemon.prepare_http()  # bound now: its failure is seen on the terminal
+        _daemonize(settings, handler, [http.sock] if http is not None else [])
         sys.exit(daemon.run())
     except MelangeError as error:
         click.echo(f"Error: {error.message}", err=True)
         sys.exit(error.exit_code)
 
 
-def _daemonize(settings, handler: logging.Handler) -> None:
-    """Detach with python-daemon; the pidfile lock is taken in the child."""
+def _daemonize(settings, handler: logging.Handler, sockets: list) -> None:
+    """Detach with python-daemon (keeping the log and the listening `sockets`); the
+    pidfile lock is taken in the child."""
     import daemon
 
     from melanged.daemon import PidFile
 
     keep = [handler.stream] if hasattr(handler, "stream") else []
+    keep += sockets
     context = daemon.DaemonContext(
         pidfile=PidFile(settings.pidfile) if settings.pidfile else None,
         files_preserve=keep,

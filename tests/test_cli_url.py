@@ -12,8 +12,13 @@ made in the test (trustme); for the TLS failures, a real TLS or plain-HTTP liste
 from __future__ import annotations
 
 import http.server
+import json
+import os
+import re
 import socket
 import ssl
+import subprocess
+import sys
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -26,6 +31,7 @@ from click.testing import CliRunner, Result
 from melange_cli.main import cli
 from tests.support.cli import assert_error
 
+ROOT = Path(__file__).resolve().parent.parent
 CLEAN_ENV = {name: None for name in (
     "MELANGE_DB", "MELANGE_SOCKET", "MELANGE_URL", "MELANGE_TOKEN_FILE", "MELANGE_CA_FILE",
     "MELANGE_OUTPUT", "MELANGE_DEBUG", "MELANGE_CONFIG",
@@ -104,10 +110,18 @@ class QuietHandler(http.server.BaseHTTPRequestHandler):
         """Nothing on stderr: the CLI's stderr is what the tests read."""
 
 
+class Redirecting(QuietHandler):
+    def do_GET(self) -> None:  # noqa: N802  (http.server's name)
+        self.send_response(308)
+        self.send_header("Location", "https://elsewhere.example/v1/blocks")
+        self.send_header("Content-Length", "0")
+        self.end_headers()
+
+
 @contextmanager
-def plain_http_server() -> Iterator[int]:
+def plain_http_server(handler=QuietHandler) -> Iterator[int]:
     """Python's own HTTP server (no TLS), on a loopback port."""
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), QuietHandler)
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()
     try:
@@ -166,6 +180,17 @@ def test_https_to_a_plain_http_server_is_exit_6():
         line = assert_error(run("--url", f"https://127.0.0.1:{port}", "block", "list"), 6)
         assert line.startswith(f"Error: TLS failure with https://127.0.0.1:{port}: ")
         assert "WRONG_VERSION_NUMBER" in line and "use http://" in line
+
+
+def test_a_server_that_is_not_melanged_is_exit_6(token_file):
+    with plain_http_server() as port:  # answers 501 to everything
+        url = f"http://127.0.0.1:{port}"
+        line = assert_error(run("--url", url, "--token-file", str(token_file), "ip", "list"), 6)
+        assert line.startswith(f"Error: {url} answered HTTP 501")
+    with plain_http_server(Redirecting) as port:  # the token is not taken elsewhere
+        url = f"http://127.0.0.1:{port}"
+        line = assert_error(run("--url", url, "--token-file", str(token_file), "ip", "list"), 6)
+        assert "HTTP 308" in line and "https://elsewhere.example/v1/blocks" in line
 
 
 def test_plain_http_to_a_tls_server_is_exit_6_and_suggests_https(ca):
@@ -277,3 +302,219 @@ def test_a_url_that_is_not_an_api_address_is_exit_2(url):
     result = run("--url", url, "block", "list")
     assert_error(result, 2)
     assert "hunter2" not in result.output
+
+
+# -- against melanged's HTTP API (in this process, over TLS, a token per role)
+
+
+class Api:
+    """One SQLite store, served over HTTPS; the CLI run on it through --url or --db."""
+
+    def __init__(self, db: Path, endpoint, tmp_path: Path) -> None:
+        self.db, self.endpoint, self.tmp_path = db, endpoint, tmp_path
+        self.url = endpoint.url
+
+    def remote(self, *args: str, token: Path | None | str = "admin", **env: str) -> Result:
+        """`melange --url … ARGS` with the admin token, another token file, or none."""
+        where = ["--url", self.url, "--ca-file", str(self.endpoint.ca_file)]
+        if token == "admin":
+            token = self.endpoint.token_file
+        if token is not None:
+            where += ["--token-file", str(token)]
+        return run(*where, *args, **env)
+
+    def direct(self, *args: str) -> Result:
+        return run("--db", str(self.db), *args)
+
+    def token(self, role: str, **extra) -> Path:
+        """A token file holding a new token with `role` (made in the store directly)."""
+        from melange import tokens
+        from melange.store import Store
+
+        store = Store(f"sqlite:///{self.db}")
+        name = f"{role}-token"
+        try:
+            record = store.run(lambda conn: tokens.create(conn, name, role=role, **extra),
+                               write=True)  # fmt: skip
+        finally:
+            store.close()
+        path = self.tmp_path / f"{name}.token"
+        path.write_text(record["token"] + "\n")
+        return path
+
+
+@pytest.fixture
+def api(http_server, tmp_path: Path) -> Iterator[Api]:
+    db = tmp_path / "store.db"
+    config = tmp_path / "melange.conf"
+    config.write_text("[melange]\nrelease_hold = 48h\n")
+    with http_server.serving(f"sqlite:///{db}", config, tmp_path / "admin.token") as endpoint:
+        yield Api(db, endpoint, tmp_path)
+
+
+def ok(result: Result) -> str:
+    assert result.exit_code == 0, (result.exit_code, result.stderr)
+    return result.stdout
+
+
+def test_no_token_is_exit_7_and_says_how_to_give_one(api):
+    line = assert_error(api.remote("block", "list", token=None), 7)
+    assert "--token-file" in line
+
+
+def test_a_wrong_token_is_exit_7_and_never_shown(api, tmp_path):
+    wrong = tmp_path / "wrong.token"
+    wrong.write_text("mlg_0123456789ab_wrongsecretwrongsecret\n")
+    result = api.remote("block", "list", token=wrong)
+    assert_error(result, 7)
+    assert "wrongsecret" not in result.output
+
+
+def test_a_revoked_token_is_exit_7(api):
+    reader = api.token("reader")
+    assert ok(api.remote("block", "list", token=reader)) == ""
+    ok(api.direct("token", "revoke", "reader-token"))
+    assert_error(api.remote("block", "list", token=reader), 7)
+
+
+def test_a_reader_reads_but_writing_is_exit_7_and_changes_nothing(api):
+    ok(api.remote("block", "create", "10.0.0.0/24", "--name", "web"))
+    reader = api.token("reader")
+    assert ok(api.remote("block", "list", token=reader)).startswith("1\t10.0.0.0/24\tweb")
+    line = assert_error(api.remote("block", "allocate", "web", token=reader), 7)
+    assert "reader" in line
+    assert ok(api.direct("ip", "list")) == ""
+    writer = api.token("writer")
+    assert ok(api.remote("-o", "plain", "block", "allocate", "web", token=writer)) == "10.0.0.1\n"
+    assert_error(api.remote("block", "delete", "web", "--force", token=writer), 7)
+
+
+def test_the_url_token_and_ca_may_come_from_the_environment(api):
+    ok(api.direct("policy", "create", "edge"))
+    result = run("-o", "plain", "policy", "list", MELANGE_URL=api.url,
+                 MELANGE_TOKEN_FILE=str(api.endpoint.token_file),
+                 MELANGE_CA_FILE=str(api.endpoint.ca_file))  # fmt: skip
+    assert ok(result).startswith("edge")
+
+
+def test_a_paged_list_is_walked_to_the_end(api):
+    """1,500 addresses: two pages of the API's largest (1,000); the same list as direct."""
+    ok(api.direct("block", "create", "10.8.0.0/21", "--name", "big"))
+    ok(api.direct("block", "allocate", "big", "--count", "1500"))
+    through_url = ok(api.remote("-o", "json", "ip", "list"))
+    assert through_url == ok(api.direct("-o", "json", "ip", "list"))
+    listed = json.loads(through_url)
+    assert len(listed) == 1500 and len({a["address"] for a in listed}) == 1500
+    plain = ok(api.remote("-o", "plain", "ip", "list"))
+    assert plain == ok(api.direct("-o", "plain", "ip", "list"))
+
+
+def test_history_through_the_url_is_direct_modes(api):
+    ok(api.direct("block", "create", "10.0.0.0/24", "--name", "web"))
+    for _ in range(4):
+        ok(api.remote("block", "allocate", "web"))
+    for extra in ((), ("--limit", "2"), ("--block", "web", "--limit", "3")):
+        args = ("-o", "json", "history", *extra)
+        assert ok(api.remote(*args)) == ok(api.direct(*args)), extra
+    assert len(json.loads(ok(api.remote("-o", "json", "history", "--limit", "2")))) == 2
+
+
+def _populate(cli) -> None:
+    """A store with something of everything an export holds."""
+    for args in (
+        ("policy", "create", "edge"),
+        ("policy", "add-range", "edge", "--offset", "-3", "--length", "2"),
+        ("mac-range", "create", "02:16:3e:00:00:00/24"),
+        ("block", "create", "10.0.0.0/24", "--name", "web", "--network", "net1",
+         "--gateway", "10.0.0.1", "--dns", "10.0.0.53", "--policy", "edge"),
+        ("block", "create", "2001:db8:1::/64", "--name", "web6", "--network", "net1"),
+        ("block", "subnet", "web", "10.0.0.128/25", "--name", "half"),
+        ("route", "add", "web", "10.9.0.0/16", "--gateway", "10.0.0.1"),
+        ("interface", "create", "vif1", "--network", "net1", "--device", "dev1"),
+        ("block", "allocate", "web6", "--mac", "02:00:00:00:00:07", "--hostname", "vm7"),
+    ):  # fmt: skip
+        ok(cli(*args))
+
+
+def test_export_through_the_url_is_direct_modes(api):
+    _populate(api.direct)
+    for args in (("export",), ("export", "-o", "csv"), ("export", "--network", "net1")):
+        exported = ok(api.remote(*args))
+        assert exported == ok(api.direct(*args)), args
+    document = json.loads(ok(api.remote("export")))
+    assert [b["name"] for b in document["blocks"]] == ["web", "half", "web6"]
+    assert_error(api.remote("export", "--network", "typo"), 3)
+
+
+TIMES = re.compile(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(\.\d+)?(Z|[+-]\d\d:\d\d)?")
+
+
+def test_allocate_prints_what_direct_mode_prints(tmp_path, api):
+    """The same commands on two new stores, one through --url: the same output, byte for
+    byte once the times are masked, in every format, failures included."""
+    outputs = {}
+    direct = Api(tmp_path / "direct.db", api.endpoint, tmp_path).direct
+    for name, melange in (("url", api.remote), ("direct", direct)):
+        seen = []
+        for i, fmt in enumerate(("plain", "json", "table")):
+            block = f"b{i}"
+            for args in (
+                ("block", "create", f"10.{i}.0.0/24", "--name", block, "--gateway",
+                 f"10.{i}.0.1"),
+                ("block", "allocate", block),
+                ("block", "allocate", block, "--mac", "02:00:00:00:00:01", "--hostname", "vm1"),
+                ("block", "allocate", block, "--mac", "02:00:00:00:00:01"),
+                ("block", "allocate", block, "--count", "3"),
+                ("block", "allocate", block, "--address", f"10.{i}.0.1"),
+            ):  # fmt: skip
+                result = melange("-o", fmt, *args)
+                seen.append((result.exit_code, TIMES.sub("T", result.stdout + result.stderr)))
+        outputs[name] = seen
+    assert outputs["url"] == outputs["direct"]
+    assert [code for code, _ in outputs["url"]] == [0, 0, 0, 0, 0, 4] * 3  # 4: the gateway
+    assert outputs["url"][1] == (0, "10.0.0.2\n")
+
+
+def test_the_url_path_imports_neither_sqlalchemy_nor_rich(api):
+    ok(api.direct("block", "create", "10.90.0.0/16", "--name", "b"))
+    _populate(api.direct)
+    code = (
+        "import sys, runpy\n"
+        "sys.argv = ['melange'] + sys.argv[1:]\n"
+        "try:\n    runpy.run_module('melange_cli.main', run_name='__main__')\n"
+        "except SystemExit as done:\n    print('EXIT', done.code)\n"
+        "print(sorted({m.split('.')[0] for m in sys.modules} & {'sqlalchemy', 'rich'}))\n"
+    )
+    where = ["--url", api.url, "--token-file", str(api.endpoint.token_file),
+             "--ca-file", str(api.endpoint.ca_file)]  # fmt: skip
+    env = {**{k: v for k, v in os.environ.items() if not k.startswith("MELANGE_")},
+           "PYTHONPATH": str(ROOT)}  # fmt: skip
+    for args, first in ((["-o", "plain", "block", "allocate", "b"], "10.90.0.1"),
+                        (["-o", "json", "export"], "{"),
+                        (["-o", "plain", "ip", "list"], "10."),
+                        (["-o", "plain", "block", "show", "nope"], "EXIT 3")):  # fmt: skip
+        proc = subprocess.run([sys.executable, "-c", code, *where, *args], capture_output=True,
+                              text=True, env=env, timeout=60)  # fmt: skip
+        lines = proc.stdout.splitlines()
+        assert lines[0].startswith(first), (args, proc.stdout, proc.stderr)
+        assert lines[-1] == "[]", (args, lines[-1])
+
+
+def test_every_host_local_operation_is_refused_by_the_client_and_no_remote_one():
+    from melange.errors import InvalidInput
+    from melange.operations import OPERATIONS
+    from melange_cli.httpclient import route_of
+
+    for name, operation in OPERATIONS.items():
+        if operation.http is None:
+            with pytest.raises(InvalidInput, match="is host-local"):
+                route_of(name)
+        else:
+            assert route_of(name) is operation.http
+
+
+def test_the_clients_history_bound_is_the_cores():
+    from melange.reports import MAX_HISTORY
+    from melange_cli.httpclient import HISTORY_MAX
+
+    assert HISTORY_MAX == MAX_HISTORY

@@ -4,6 +4,8 @@ hold still answers, on every backend."""
 
 from __future__ import annotations
 
+from tests.support.cli import Melange
+
 ABSURD_SINCE = [
     "99999999999999999999d",  # the one reported: timedelta overflow
     "12345678901234567890",  # seconds, as many
@@ -23,7 +25,7 @@ ABSURD_SINCE = [
 
 
 def test_an_absurd_since_is_invalid_input(melange):
-    melange.ok("db", "upgrade")  # a read does not create a named store
+    Melange(melange.db, melange.env).ok("db", "upgrade")  # a read does not create a store
     for since in ABSURD_SINCE:
         result = melange("history", "--since", since)
         assert result.exit_code == 2, (since, result.exit_code, result.stderr)

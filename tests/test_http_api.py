@@ -188,7 +188,8 @@ def test_a_page_is_limited_and_refuses_a_bad_cursor(admin, block):
 
 
 def test_export_streams_ndjson_and_imports_into_another_store(api, admin, block, tmp_path):
-    admin.post(f"{BLOCK}/allocations", json={"count": 4, "hostname": "x"})
+    assert admin.post(f"{BLOCK}/allocations", json={"count": 4}).status_code == 201
+    assert admin.post(f"{BLOCK}/allocations", json={"hostname": "x"}).status_code == 201
     admin.post("/v1/policies", json={"name": "keep"})
     exported = admin.get("/v1/export")
     assert exported.headers["content-type"].startswith("application/x-ndjson")

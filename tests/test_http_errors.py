@@ -97,11 +97,6 @@ def test_conflict_and_exhausted_are_409(api):
     assert_problem(client.post("/v1/blocks/full/allocations", json={}), 409, "exhausted")
 
 
-def test_a_method_the_route_lacks_is_405(api):
-    response = api.client("admin").put("/v1/blocks", json={})
-    assert_problem(response, 405, "invalid_input")
-
-
 def test_unauthenticated_401_and_forbidden_403(api):
     assert_problem(api.client().get("/v1/blocks"), 401, "unauthenticated")
     assert_problem(api.client("reader").post("/v1/blocks", json={"cidr": "10.6.0.0/24"}),
@@ -126,3 +121,15 @@ def test_a_store_that_cannot_be_reached_is_503(api):
         server.service.store.close()
         server.service.store = good
     assert api.client("admin").get("/v1/blocks").status_code == 200
+
+
+@pytest.mark.parametrize(("method", "path", "allowed"), [
+    ("PUT", "/v1/blocks", {"GET", "HEAD", "POST"}),
+    ("PATCH", "/v1/blocks/tiny/allocations", {"POST"}),
+    ("PATCH", "/v1/blocks/10.5.0.0%2F30/routes", {"GET", "HEAD", "POST", "DELETE"}),
+    ("POST", "/v1/blocks/tiny", {"GET", "HEAD", "PATCH", "DELETE"}),
+])  # fmt: skip
+def test_a_method_a_path_lacks_is_405_naming_the_ones_it_has(api, method, path, allowed):
+    response = api.client("admin").request(method, path, json={})
+    assert_problem(response, 405, "invalid_input")
+    assert set(response.headers["allow"].replace(" ", "").split(",")) == allowed

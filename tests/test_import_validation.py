@@ -206,7 +206,7 @@ def test_an_imported_interface_follows_interface_create(melange, tmp_path):
     path.write_text(_csv(_interface(device="vm-9", tenant="acme")))
     melange.ok("import", str(path))
     assert melange.ok("interface", "list").splitlines() == [
-        "vif9\tn9\tvm-9\tacme\t02:00:00:00:09:09\t"
+        "vif9\tn9\tvm-9\tacme\t02:00:00:00:09:09\t\t"  # no addresses, no allowed IPs
     ]
 
 

@@ -16,6 +16,8 @@ from tests.support.melanged_harness import cli, env
 from tests.support.realparts import SBIN_PATH, udhcpc_lease
 from tests.support.sql import execute_sql
 
+pytestmark = pytest.mark.host_local  # reconcile reads this host's files: never over HTTP
+
 MAC1 = "02:00:00:00:00:01"
 MAC2 = "02:00:00:00:00:02"
 MAC3 = "02:00:00:00:00:03"

@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import json
 
+import pytest
+
 from tests.support.cli import assert_error
 from tests.support.sql import dump_store
 
@@ -154,6 +156,7 @@ def test_a_parents_utilisation_counts_its_subnets(melange):
     assert [line.split("\t")[-2:] for line in plain] == [["parent", "1"], ["leaf", "0"]]
 
 
+@pytest.mark.host_local
 def test_reconcile_sees_an_address_an_ancestors_policy_now_reserves(melange):
     """The store check uses the same exclusions as allocation."""
     _web(melange)

@@ -13,11 +13,13 @@ from __future__ import annotations
 import json
 import logging
 from collections.abc import Awaitable, Callable, Iterator
+from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlencode
 
 from fastapi import FastAPI
 from starlette.concurrency import run_in_threadpool
+from starlette.convertors import StringConvertor, register_url_convertor
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import Response, StreamingResponse
@@ -35,6 +37,17 @@ JSON = "application/json"
 NDJSON = "application/x-ndjson"
 TEXT = "text/plain; charset=utf-8"
 Endpoint = Callable[[Request], Awaitable[Response]]
+
+
+class BlockRef(StringConvertor):
+    """A `{block:path}` segment: an id or a name (no slash), or a CIDR (one slash and a
+    prefix length). Narrower than any path, so that `/v1/blocks/x/routes` is never
+    block `x/routes`: a method that path lacks is 405 there, not another operation."""
+
+    regex = r"[^/]+(?:/[0-9][0-9.]*)?"
+
+
+register_url_convertor("ref", BlockRef())
 
 
 class Service:
@@ -62,43 +75,102 @@ def build(service: Service) -> FastAPI:
 
     app.router.add_route("/v1/health", health, methods=["GET"])
     app.router.add_route("/openapi.json", openapi_json, methods=["GET"])
-    for name in routed():
-        http = OPERATIONS[name].http
-        assert http is not None
-        app.router.add_route(http.path, endpoint(service, name), methods=[http.method], name=name)
+    for path, names in routed().items():
+        route = path.replace(":path}", ":ref}")
+        app.router.add_route(route, dispatch(service, names), methods=sorted(names))
     app.add_exception_handler(MelangeError, _melange_error)
     app.add_exception_handler(HTTPException, _http_error)
     app.add_exception_handler(Exception, _internal_error)
     return app
 
 
-def routed() -> list[str]:
-    """The remote operations, the longest paths first: `/v1/blocks/{block:path}` would
-    otherwise swallow `/v1/blocks/{block:path}/routes` (a CIDR holds a slash)."""
-    remote = [name for name, op in OPERATIONS.items() if op.http is not None]
-    return sorted(remote, key=lambda name: -len(OPERATIONS[name].http.path))  # type: ignore[union-attr]
+def routed() -> dict[str, dict[str, str]]:
+    """Path -> method -> remote operation; the longest paths first, since
+    `/v1/blocks/{block:path}` would otherwise swallow `/v1/blocks/{block:path}/routes`
+    (a CIDR holds a slash). One route per path, so a 405 lists every method it has."""
+    paths: dict[str, dict[str, str]] = {}
+    for name, operation in OPERATIONS.items():
+        if operation.http is not None:
+            paths.setdefault(operation.http.path, {})[operation.http.method] = name
+    return dict(sorted(paths.items(), key=lambda item: -len(item[0])))
+
+
+def dispatch(service: Service, names: dict[str, str]) -> Endpoint:
+    """The endpoint of a path: each method's operation (HEAD answered as GET)."""
+    endpoints = {method: endpoint(service, name) for method, name in names.items()}
+    if "GET" in endpoints:
+        endpoints["HEAD"] = endpoints["GET"]
+
+    async def serve(request: Request) -> Response:
+        return await endpoints[request.method](request)
+
+    return serve
 
 
 def endpoint(service: Service, name: str) -> Endpoint:
-    """The endpoint of operation `name`."""
+    """The endpoint of operation `name`: the body read here (bounded in size and time),
+    the rest in one call on the thread pool. An import's body may be large, so its
+    token is checked before a byte of it is read."""
     operation = OPERATIONS[name]
+    http = operation.http
+    assert http is not None
     limits = service.limits
-    body_limit = limits.max_import_body if name == "import" else limits.max_body
+    large = name == "import"
+    body_limit = limits.max_import_body if large else limits.max_body
 
     async def serve(request: Request) -> Response:
         store = service.store
         client = request.client.host if request.client else ""
         header = request.headers.get("authorization")
-        identity = await run_in_threadpool(admit, store, name, header, client)
-        params, page = await gather(name, operation, request, body_limit, limits.body_timeout)
-        if page is not None:
-            params["page"] = page
-        result = await run_in_threadpool(
-            operations.run, store, name, params, actor=identity.name, via=auth.VIA
-        )
+        identity = await run_in_threadpool(admit, store, name, header, client) if large else None
+        body = b""
+        if http.method in openapi.BODY_METHODS:
+            body = await inputs.body_of(request, body_limit, limits.body_timeout)
+        call = Call(name, operation, client, header, dict(request.path_params),
+                    request.query_params.multi_items(), body)  # fmt: skip
+        result, page = await run_in_threadpool(call.run, store, identity)
         return answer(operation, request, result, page)
 
     return serve
+
+
+@dataclass(frozen=True)
+class Call:
+    """One request to an operation, as received; `run` does the work on a pool thread."""
+
+    name: str
+    operation: Operation
+    client: str
+    header: str | None
+    path: dict[str, str]
+    query: list[tuple[str, str]]
+    body: bytes
+
+    def run(self, store: Store, identity: Any) -> tuple[Any, paging.Page | None]:
+        """Admit (unless already), gather and check the parameters, run the operation."""
+        if identity is None:
+            identity = admit(store, self.name, self.header, self.client)
+        params, page = self.parameters()
+        if page is not None:
+            params["page"] = page
+        result = operations.run(store, self.name, params, actor=identity.name, via=auth.VIA)
+        return result, page
+
+    def parameters(self) -> tuple[dict[str, Any], paging.Page | None]:
+        """The operation's parameters from the path, the query or the body, checked."""
+        name, operation, items = self.name, self.operation, self.query
+        http = operation.http
+        assert http is not None
+        params = inputs.from_path(name, operation, self.path)
+        page = inputs.page_of(items) if http.paged else None
+        if http.method in openapi.BODY_METHODS:
+            if items:
+                raise problems.RequestInvalid(f"{name} takes its parameters in a JSON body")
+            params.update(inputs.from_body(name, self.body, params))
+        else:
+            skip = inputs.PAGE_NAMES if http.paged else ()
+            params.update(inputs.from_query(name, operation, items, skip))
+        return inputs.checked(name, operation, params), page
 
 
 def admit(store: Store, name: str, header: str | None, client: str) -> Any:
@@ -115,26 +187,6 @@ def admit(store: Store, name: str, header: str | None, client: str) -> Any:
         auth.audit_refusal(store, identity.name, name, client, error)
         raise
     return identity
-
-
-async def gather(
-    name: str, operation: Operation, request: Request, body_limit: int, body_timeout: float
-) -> tuple[dict[str, Any], paging.Page | None]:
-    """The operation's parameters from the path, the query or the body, checked."""
-    http = operation.http
-    assert http is not None
-    params = inputs.from_path(name, operation, dict(request.path_params))
-    items = request.query_params.multi_items()
-    page = inputs.page_of(items) if http.paged else None
-    if http.method in openapi.BODY_METHODS:
-        if items:
-            raise problems.RequestInvalid(f"{name} takes its parameters in a JSON body")
-        body = await inputs.body_of(request, body_limit, body_timeout)
-        params.update(inputs.from_body(name, body, params))
-    else:
-        skip = inputs.PAGE_NAMES if http.paged else ()
-        params.update(inputs.from_query(name, operation, items, skip))
-    return inputs.checked(name, operation, params), page
 
 
 def answer(

@@ -11,9 +11,8 @@ from melange.errors import MelangeError, PermissionDenied, Unauthenticated
 from melange.operations import OPERATIONS
 
 if TYPE_CHECKING:
-    from melange.tokens import Identity
-
     from melange.store import Store
+    from melange.tokens import Identity
 
 log = logging.getLogger("melanged.http")
 ANONYMOUS = "anonymous"

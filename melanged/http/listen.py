@@ -59,9 +59,9 @@ class Limits:
     the previous answer) and its body within `body_timeout`; an idle keep-alive
     connection is closed after `idle_timeout`; a client that stops reading its
     answer loses the connection after `send_timeout`. At most `max_connections`
-    are open at once (more are closed on arrival) and `max_concurrency` requests
-    run at once (more are answered 503). Bodies: `max_body` bytes, an import's
-    `max_import_body`.
+    are open at once (more are closed on arrival); the requests on them run on
+    the thread pool's threads (40), the others waiting their turn. Bodies:
+    `max_body` bytes, an import's `max_import_body`.
     """
 
     header_timeout: float = 10.0
@@ -69,7 +69,6 @@ class Limits:
     idle_timeout: int = 5
     send_timeout: float = 60.0
     max_connections: int = 1024
-    max_concurrency: int = 256
     max_body: int = 1 << 20
     max_import_body: int = 64 << 20
     max_header_bytes: int = 64 << 10

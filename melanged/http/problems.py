@@ -95,7 +95,13 @@ def problem(error: MelangeError) -> Response:
 
 
 def respond(status: int, code: str, exit_code: int, detail: str) -> Response:
-    headers = {"WWW-Authenticate": 'Bearer realm="melange"'} if status == 401 else None
+    """A problem response. After a body refused as too large or too slow the connection
+    is closed, so its unread rest is never drained (a client could send gigabytes)."""
+    headers = {}
+    if status == 401:
+        headers["WWW-Authenticate"] = 'Bearer realm="melange"'
+    if status in (408, 413):
+        headers["Connection"] = "close"
     body = json.dumps(document(status, code, exit_code, detail))
     return Response(body, status_code=status, media_type=PROBLEM, headers=headers)
 

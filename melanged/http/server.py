@@ -7,9 +7,10 @@ and reloads the certificate into the same TLS context (new connections use it);
 SIGTERM stops accepting, lets the requests in progress finish, and returns.
 
 Limits (melanged.http.listen.Limits), so that no client holds the server: uvicorn
-has an idle keep-alive timeout and a cap on concurrent requests; GuardedProtocol
-adds what it lacks, a deadline for a request's headers from the connection's start,
-one for a client that stops reading, and a cap on open connections.
+has an idle keep-alive timeout; GuardedProtocol adds what it lacks, a deadline for
+a request's headers from the connection's start, one for a client that stops
+reading, and a cap on open connections (uvicorn's `limit_concurrency` counts open
+connections too, so it is set just above that cap and never answers 503 first).
 """
 
 from __future__ import annotations
@@ -111,7 +112,7 @@ class HttpServer:
         protocol = type("Guarded", (GuardedProtocol,), {"limits": limits})
         config = uvicorn.Config(
             build(self.service), http=protocol, lifespan="off", log_config=None,
-            access_log=False, server_header=False, limit_concurrency=limits.max_concurrency,
+            access_log=False, server_header=False, limit_concurrency=limits.max_connections + 1,
             timeout_keep_alive=limits.idle_timeout,
             h11_max_incomplete_event_size=limits.max_header_bytes,
             timeout_graceful_shutdown=SHUTDOWN_GRACE, loop="asyncio",
@@ -120,6 +121,10 @@ class HttpServer:
         config.ssl = self.context  # ours: SIGHUP reloads its certificate in place
         self.server = uvicorn.Server(config)
         self.thread: threading.Thread | None = None
+
+    @property
+    def serving(self) -> bool:
+        return self.thread is not None
 
     @property
     def port(self) -> int:

@@ -8,12 +8,21 @@ sends that role's token (no token for None).
 
     with HttpDaemon(store_url, tmp_path) as api:
         api.client("admin").post("/v1/blocks", json={"cidr": "10.0.0.0/24"})
+
+`MelangedHttp` runs the real `melanged --foreground --http ...` process instead, for
+the tests of the daemon itself (flags, config, signals); `free_port` and
+`make_certificate` serve both.
 """
 
 from __future__ import annotations
 
 import os
+import signal
+import socket
 import ssl
+import subprocess
+import sys
+import time
 from pathlib import Path
 from typing import Any
 
@@ -26,6 +35,42 @@ from melanged.http.listen import Limits, Listen
 from melanged.http.server import HttpServer
 
 ROLES = ("reader", "writer", "admin")
+
+
+def make_certificate(workdir: Path, name: str = "server") -> tuple[Path, Path]:
+    """A certificate for 127.0.0.1 and localhost (and its key), signed by a CA made for
+    it, whose certificate is `workdir/ca.pem` (`ca-NAME.pem` for another `name`)."""
+    workdir.mkdir(parents=True, exist_ok=True)
+    ca = trustme.CA()
+    ca_file = workdir / ("ca.pem" if name == "server" else f"ca-{name}.pem")
+    ca.cert_pem.write_to_path(str(ca_file))
+    issued = ca.issue_cert("127.0.0.1", "localhost")
+    cert, key = workdir / f"{name}.pem", workdir / f"{name}.key"
+    issued.cert_chain_pems[0].write_to_path(str(cert))
+    for extra in issued.cert_chain_pems[1:]:
+        extra.write_to_path(str(cert), append=True)
+    issued.private_key_pem.write_to_path(str(key))
+    os.chmod(key, 0o600)
+    return cert, key
+
+
+def free_port() -> int:
+    """A loopback port nothing listens on (free when asked; the OS rarely reuses it soon)."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+def make_tokens(db_url: str) -> dict[str, str]:
+    """A token for each role in the store at `db_url` (created, schema and all, if new)."""
+    store = Store(db_url)
+    try:
+        store.ensure_schema()
+        return {role: str(operations.run(store, "token.create",
+                                         {"name": f"test-{role}", "role": role})["token"])
+                for role in ROLES}  # fmt: skip
+    finally:
+        store.close()
 
 
 class HttpDaemon:
@@ -42,18 +87,7 @@ class HttpDaemon:
         self.clients: list[httpx.Client] = []
 
     def certificate(self) -> tuple[Path, Path]:
-        """A certificate for 127.0.0.1 and localhost, signed by the test's own CA."""
-        self.workdir.mkdir(parents=True, exist_ok=True)
-        self.ca = trustme.CA()
-        self.ca.cert_pem.write_to_path(str(self.ca_file))
-        issued = self.ca.issue_cert("127.0.0.1", "localhost")
-        cert, key = self.workdir / "server.pem", self.workdir / "server.key"
-        issued.cert_chain_pems[0].write_to_path(str(cert))
-        for extra in issued.cert_chain_pems[1:]:
-            extra.write_to_path(str(cert), append=True)
-        issued.private_key_pem.write_to_path(str(key))
-        os.chmod(key, 0o600)
-        return cert, key
+        return make_certificate(self.workdir)
 
     def start(self) -> HttpDaemon:
         cert, key = self.certificate() if self.tls else (None, None)
@@ -99,3 +133,79 @@ class HttpDaemon:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+class MelangedHttp:
+    """`melanged --foreground --http 127.0.0.1:PORT ...` as a process of its own."""
+
+    def __init__(self, workdir: Path, args: list[str], *, port: int | None = None,
+                 tls: bool = False, config: Path | None = None) -> None:  # fmt: skip
+        from tests.support import ROOT
+
+        workdir.mkdir(parents=True, exist_ok=True)
+        self.workdir = workdir
+        self.port = port or free_port()
+        self.tls = tls
+        self.log = workdir / "melanged.log"
+        self.argv = [sys.executable, "-m", "melanged.main", "--foreground",
+                     "--log-file", str(self.log), *args]  # fmt: skip
+        env = {k: v for k, v in os.environ.items() if not k.startswith("MELANGE_")}
+        if config is not None:
+            env["MELANGE_CONFIG"] = str(config)
+        self.env = {**env, "PYTHONPATH": str(ROOT)}
+        self.proc: subprocess.Popen | None = None
+
+    def start(self) -> subprocess.Popen:
+        self.proc = subprocess.Popen(self.argv, env=self.env, stdout=subprocess.DEVNULL,
+                                     stderr=subprocess.PIPE, text=True)  # fmt: skip
+        return self.proc
+
+    def url(self, port: int | None = None) -> str:
+        return f"{'https' if self.tls else 'http'}://127.0.0.1:{port or self.port}"
+
+    def client(self, token: str | None = None, port: int | None = None) -> httpx.Client:
+        verify: Any = False
+        if self.tls:
+            verify = ssl.create_default_context(cafile=str(self.workdir / "ca.pem"))
+        headers = {"Authorization": f"Bearer {token}"} if token else {}
+        return httpx.Client(base_url=self.url(port), verify=verify, headers=headers, timeout=10)
+
+    def wait_serving(self, port: int | None = None, timeout: float = 20) -> None:
+        """Until /v1/health answers on `port` (the started one by default)."""
+        deadline = time.monotonic() + timeout
+        while True:
+            assert self.proc is not None
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"melanged exited {self.proc.returncode}: "
+                                   f"{self.proc.stderr.read() if self.proc.stderr else ''}")
+            try:
+                with self.client(port=port) as client:
+                    if client.get("/v1/health").status_code == 200:
+                        return
+            except httpx.TransportError:
+                pass
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"melanged did not serve HTTP: {self.log_text()}")
+            time.sleep(0.05)
+
+    def log_text(self) -> str:
+        return self.log.read_text() if self.log.exists() else ""
+
+    def signal(self, signum: int) -> None:
+        assert self.proc is not None
+        self.proc.send_signal(signum)
+
+    def stop(self, timeout: float = 20) -> int:
+        """SIGTERM, and the exit status (SIGKILL, and a failing status, if it hangs)."""
+        assert self.proc is not None
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(timeout=timeout)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+                return -9
+        if self.proc.stderr is not None:
+            self.proc.stderr.close()
+        return int(self.proc.returncode)

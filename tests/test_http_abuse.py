@@ -1,0 +1,202 @@
+"""Abuse of the HTTP API: huge bodies, malformed JSON, wrong types, hundreds of idle
+connections, slow clients. After each, the server is up and answers others at once."""
+
+from __future__ import annotations
+
+import socket
+import ssl
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+
+from melanged.http.listen import Limits
+from tests.support.http_daemon import HttpDaemon
+
+HUNDRED_MB = 100 << 20
+
+
+@pytest.fixture(scope="module")
+def api(tmp_path_factory):
+    workdir: Path = tmp_path_factory.mktemp("http-abuse")
+    with HttpDaemon(f"sqlite:///{workdir / 'store.db'}", workdir / "api") as running:
+        yield running
+
+
+@pytest.fixture
+def strict(tmp_path):
+    """Plain HTTP on loopback with short deadlines and a small connection cap."""
+    limits = Limits(header_timeout=1.0, body_timeout=1.0, max_connections=100)
+    with HttpDaemon(f"sqlite:///{tmp_path / 'store.db'}", tmp_path / "api", tls=False,
+                    limits=limits) as running:  # fmt: skip
+        yield running
+
+
+def answers(api) -> None:
+    """The server answers a client of its own promptly."""
+    started = time.monotonic()
+    response = api.client("reader", timeout=10).get("/v1/blocks")
+    assert response.status_code == 200
+    assert time.monotonic() - started < 5
+
+
+def raw(api, *, tls: bool | None = None) -> socket.socket:
+    """A bare connection to the server (over TLS when the server has it)."""
+    sock = socket.create_connection(("127.0.0.1", api.server.port), timeout=10)
+    if api.tls if tls is None else tls:
+        context = ssl.create_default_context(cafile=str(api.ca_file))
+        sock = context.wrap_socket(sock, server_hostname="127.0.0.1")
+    return sock
+
+
+def head(api, method: str, path: str, extra: str = "") -> bytes:
+    return (f"{method} {path} HTTP/1.1\r\nHost: 127.0.0.1\r\n"
+            f"Authorization: Bearer {api.tokens['admin']}\r\n{extra}\r\n").encode()  # fmt: skip
+
+
+def read_status(sock: socket.socket) -> int:
+    data = b""
+    while b"\r\n" not in data:
+        chunk = sock.recv(4096)
+        if not chunk:
+            break
+        data += chunk
+    return int(data.split(b" ", 2)[1]) if data.startswith(b"HTTP/") else 0
+
+
+def test_a_100_mb_body_announced_is_refused_before_it_is_read(api):
+    with raw(api) as sock:
+        sock.sendall(head(api, "POST", "/v1/policies",
+                          f"Content-Type: application/json\r\nContent-Length: {HUNDRED_MB}\r\n"))
+        assert read_status(sock) == 413
+    answers(api)
+
+
+def test_a_100_mb_body_streamed_is_cut_off_at_the_limit(api):
+    sent = 0
+
+    def body() -> Iterator[bytes]:
+        nonlocal sent
+        chunk = b"x" * (1 << 16)
+        while sent < HUNDRED_MB:
+            sent += len(chunk)
+            yield chunk
+
+    try:
+        response = api.client("admin").post("/v1/import", content=body())
+        assert response.status_code == 413, response.text
+    except httpx.TransportError:
+        pass  # the server answered 413 and closed while the client was still sending
+    assert sent < 80 << 20  # the server stopped reading at the limit (64 MiB for an import)
+    answers(api)
+
+
+@pytest.mark.parametrize("body", [b"{" * 50_000, b'{"name": ' * 10_000, b"\xff\xfe\x00",
+                                  b'{"name": "a", "name": 7}', b"null", b"1e999999"])
+def test_malformed_bodies_are_422_and_the_server_goes_on(api, body):
+    response = api.client("admin").post("/v1/policies", content=body)
+    assert response.status_code == 422, response.text
+    assert response.json()["code"] == "invalid_input"
+    answers(api)
+
+
+def test_wrong_types_everywhere_are_422(api):
+    client = api.client("admin")
+    for value in (None, 1, 1.5, True, [], {}, "x" * 100_000):
+        response = client.post("/v1/blocks", json={"cidr": value})
+        assert response.status_code in (400, 422), (value, response.text)
+        assert response.json()["code"] == "invalid_input"
+    answers(api)
+
+
+def test_500_idle_connections_do_not_stop_others(api):
+    idle = [socket.create_connection(("127.0.0.1", api.server.port)) for _ in range(500)]
+    time.sleep(0.5)  # every one accepted by now
+    try:
+        answers(api)
+    finally:
+        for sock in idle:
+            sock.close()
+    answers(api)
+
+
+def test_idle_connections_are_bounded_and_closed(strict):
+    idle = [socket.create_connection(("127.0.0.1", strict.server.port)) for _ in range(500)]
+    try:
+        deadline = time.monotonic() + strict.limits.header_timeout + 5
+        closed = 0
+        for sock in idle:  # beyond the cap at once, the rest after the header deadline
+            sock.settimeout(max(0.1, deadline - time.monotonic()))
+            try:
+                closed += sock.recv(1) == b""
+            except (TimeoutError, ConnectionError):
+                pass
+        assert closed == 500
+    finally:
+        for sock in idle:
+            sock.close()
+    answers(strict)
+
+
+def test_a_client_trickling_its_headers_is_cut_off(strict):
+    sock = raw(strict)
+    sock.sendall(b"GET /v1/health HTTP/1.1\r\n")
+    cut = threading.Event()
+
+    def trickle() -> None:
+        try:
+            for _ in range(100):
+                sock.sendall(b"X")
+                time.sleep(0.1)
+        except OSError:
+            cut.set()
+
+    thread = threading.Thread(target=trickle)
+    thread.start()
+    answers(strict)  # meanwhile, others are served
+    thread.join(timeout=15)
+    sock.close()
+    assert cut.is_set(), "a client sending a byte every 0.1 s held its connection for 10 s"
+
+
+def test_a_client_trickling_its_body_gets_408(strict):
+    with raw(strict) as sock:
+        sock.sendall(head(strict, "POST", "/v1/policies",
+                          "Content-Type: application/json\r\nContent-Length: 100\r\n"))
+        sock.settimeout(10)
+        started = time.monotonic()
+        try:
+            for _ in range(30):
+                sock.sendall(b" ")
+                time.sleep(0.1)
+        except OSError:
+            pass
+        assert read_status(sock) == 408
+        assert time.monotonic() - started < 5
+    answers(strict)
+
+
+def test_too_many_headers_are_refused(api):
+    with raw(api) as sock:
+        sock.sendall(b"GET /v1/health HTTP/1.1\r\nHost: x\r\n" + b"X-Pad: " + b"a" * 100_000)
+        try:
+            status = read_status(sock)
+        except OSError:
+            status = 0
+        assert status in (0, 400, 431)
+    answers(api)
+
+
+def test_300_keep_alive_clients_are_all_answered(api):
+    """Connections are capped, requests are not refused below the cap (uvicorn's own
+    limit counts connections, and must not answer 503 first)."""
+    clients = [api.client("reader") for _ in range(300)]
+    try:
+        assert all(c.get("/v1/health").status_code == 200 for c in clients)
+        assert all(c.get("/v1/blocks").status_code == 200 for c in clients)
+    finally:
+        for client in clients:
+            client.close()

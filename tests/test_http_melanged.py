@@ -1,0 +1,208 @@
+"""`melanged --http` as a process: plain HTTP on loopback, TLS, plain HTTP beyond
+loopback refused (exit 2), the config file's keys, beside the DHCP work, SIGHUP
+re-reading the configuration (a new store, a new address), SIGTERM graceful."""
+
+from __future__ import annotations
+
+import signal
+import ssl
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import httpx
+import pytest
+
+from tests.support import ROOT
+from tests.support.http_daemon import MelangedHttp, free_port, make_certificate, make_tokens
+
+
+def sqlite(path: Path) -> str:
+    return f"sqlite:///{path}"
+
+
+def run_melanged(*args: str, config: Path | None = None) -> subprocess.CompletedProcess:
+    env = {"PYTHONPATH": str(ROOT), "PATH": "/usr/bin:/bin"}
+    if config is not None:
+        env["MELANGE_CONFIG"] = str(config)
+    return subprocess.run([sys.executable, "-m", "melanged.main", "--foreground", *args],
+                          capture_output=True, text=True, env=env, timeout=60)  # fmt: skip
+
+
+def test_plain_http_on_loopback_alone_then_sigterm(tmp_path):
+    db = sqlite(tmp_path / "store.db")
+    tokens = make_tokens(db)
+    daemon = MelangedHttp(tmp_path, [])
+    daemon.argv += ["--db", db, "--http", f"127.0.0.1:{daemon.port}"]
+    daemon.start()
+    try:
+        daemon.wait_serving()
+        with daemon.client(tokens["admin"]) as client:
+            made = client.post("/v1/blocks", json={"cidr": "10.1.0.0/24"})
+            assert made.status_code == 201, made.text
+            assert client.get("/v1/blocks").json()["items"][0]["cidr"] == "10.1.0.0/24"
+    finally:
+        assert daemon.stop() == 0
+    assert "no DHCP work" in daemon.log_text()
+    with pytest.raises(httpx.TransportError), daemon.client() as client:
+        client.get("/v1/health")
+
+
+def test_tls_from_the_config_file_beside_the_dhcp_work(tmp_path):
+    db = sqlite(tmp_path / "store.db")
+    tokens = make_tokens(db)
+    cert, key = make_certificate(tmp_path)
+    port = free_port()
+    config = tmp_path / "melange.conf"
+    config.write_text(f"[melanged]\ndb = {db}\nhttp = 127.0.0.1:{port}\n"
+                      f"tls_cert = {cert}\ntls_key = {key}\n")  # fmt: skip
+    hosts = tmp_path / "dhcp" / "hosts"
+    daemon = MelangedHttp(tmp_path, ["--hostsfile", str(hosts)], port=port, tls=True,
+                          config=config)  # fmt: skip
+    daemon.start()
+    try:
+        daemon.wait_serving()
+        with daemon.client(tokens["writer"]) as client:
+            assert client.get("/v1/blocks").status_code == 200
+        with httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=5) as plain:
+            with pytest.raises(httpx.TransportError):
+                plain.get("/v1/health")  # TLS only
+        deadline = time.monotonic() + 10
+        while not hosts.exists() and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert hosts.exists()  # the DHCP work runs beside the API
+    finally:
+        assert daemon.stop() == 0
+
+
+@pytest.mark.parametrize("address", ["0.0.0.0", "[::]", "192.0.2.10"])
+def test_plain_http_beyond_loopback_is_refused(tmp_path, address):
+    result = run_melanged("--db", sqlite(tmp_path / "s.db"), "--http", f"{address}:9898")
+    assert result.returncode == 2, result.stderr
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("Error: refusing plain HTTP"), lines
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--http", "nonsense"], "HOST:PORT"),
+        (["--http", "127.0.0.1:99999"], "HOST:PORT"),
+        (["--http", "127.0.0.1:9898", "--tls-cert", "/nonexistent.pem"], "go together"),
+        (["--http", "127.0.0.1:0", "--tls-cert", "/nonexistent.pem", "--tls-key", "/x.key"],
+         "cannot load the TLS certificate"),
+    ],
+)
+def test_bad_http_settings_are_one_error_line(tmp_path, args, message):
+    result = run_melanged("--db", sqlite(tmp_path / "s.db"), *args)
+    assert result.returncode == 2, result.stderr
+    assert message in result.stderr and result.stderr.count("\n") == 1, result.stderr
+
+
+def test_an_address_in_use_is_one_error_line(tmp_path):
+    import socket
+
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        result = run_melanged("--db", sqlite(tmp_path / "s.db"), "--http", f"127.0.0.1:{port}")
+    assert result.returncode == 2
+    assert "cannot serve HTTP" in result.stderr and result.stderr.count("\n") == 1
+
+
+def test_insecure_http_says_so_explicitly(tmp_path):
+    db = sqlite(tmp_path / "store.db")
+    make_tokens(db)
+    daemon = MelangedHttp(tmp_path, [])
+    daemon.argv += ["--db", db, "--http", f"0.0.0.0:{daemon.port}", "--insecure-http"]
+    daemon.start()
+    try:
+        daemon.wait_serving()
+    finally:
+        assert daemon.stop() == 0
+
+
+def test_sighup_repoints_the_store_then_moves_the_address(tmp_path):
+    first, second = sqlite(tmp_path / "one.db"), sqlite(tmp_path / "two.db")
+    tokens_one, tokens_two = make_tokens(first), make_tokens(second)
+    port, moved = free_port(), free_port()
+    config = tmp_path / "melange.conf"
+    config.write_text(f"[melanged]\ndb = {first}\nhttp = 127.0.0.1:{port}\n")
+    daemon = MelangedHttp(tmp_path, [], port=port, config=config)
+    daemon.start()
+    try:
+        daemon.wait_serving()
+        with daemon.client(tokens_one["admin"]) as client:
+            assert client.post("/v1/blocks", json={"cidr": "10.1.0.0/24"}).status_code == 201
+        config.write_text(f"[melanged]\ndb = {second}\nhttp = 127.0.0.1:{port}\n")
+        daemon.signal(signal.SIGHUP)
+        deadline = time.monotonic() + 15
+        while True:  # the second store's tokens work once melanged has re-read its config
+            with daemon.client(tokens_two["reader"]) as client:
+                response = client.get("/v1/blocks")
+            if response.status_code == 200 or time.monotonic() > deadline:
+                break
+            time.sleep(0.1)
+        assert response.json() == {"items": [], "next": None}
+        with daemon.client(tokens_one["reader"]) as client:
+            assert client.get("/v1/blocks").status_code == 401  # not a token of this store
+        config.write_text(f"[melanged]\ndb = {second}\nhttp = 127.0.0.1:{moved}\n")
+        daemon.signal(signal.SIGHUP)
+        daemon.wait_serving(port=moved)
+        with pytest.raises(httpx.TransportError), daemon.client() as client:
+            client.get("/v1/health")  # the old address is closed
+    finally:
+        assert daemon.stop() == 0
+
+
+def test_sigterm_lets_a_request_in_progress_finish(tmp_path):
+    db = sqlite(tmp_path / "store.db")
+    tokens = make_tokens(db)
+    daemon = MelangedHttp(tmp_path, [])
+    daemon.argv += ["--db", db, "--http", f"127.0.0.1:{daemon.port}"]
+    daemon.start()
+    try:
+        daemon.wait_serving()
+        with daemon.client(tokens["admin"]) as client:
+            client.post("/v1/blocks", json={"cidr": "10.0.0.0/16"})
+            client.post("/v1/blocks/10.0.0.0%2F16/allocations", json={"count": 3000})
+            with client.stream("GET", "/v1/export") as response:
+                daemon.signal(signal.SIGTERM)
+                lines = sum(1 for _ in response.iter_lines())
+        assert lines == 1 + 1 + 3000  # header, block, addresses: all of it
+    finally:
+        assert daemon.stop() == 0
+
+
+def test_sighup_reloads_a_renewed_certificate_in_place(tmp_path):
+    db = sqlite(tmp_path / "store.db")
+    make_tokens(db)
+    cert, key = make_certificate(tmp_path)
+    port = free_port()
+    config = tmp_path / "melange.conf"
+    config.write_text(f"[melanged]\ndb = {db}\nhttp = 127.0.0.1:{port}\n"
+                      f"tls_cert = {cert}\ntls_key = {key}\n")  # fmt: skip
+    daemon = MelangedHttp(tmp_path, [], port=port, tls=True, config=config)
+    daemon.start()
+    try:
+        daemon.wait_serving()
+        renewed_cert, renewed_key = make_certificate(tmp_path, "renewed")
+        renewed_cert.replace(cert)
+        renewed_key.replace(key)
+        daemon.signal(signal.SIGHUP)
+        renewed_ca = ssl.create_default_context(cafile=str(tmp_path / "ca-renewed.pem"))
+        deadline = time.monotonic() + 15
+        while True:
+            try:
+                with httpx.Client(base_url=daemon.url(), verify=renewed_ca, timeout=5) as client:
+                    assert client.get("/v1/health").status_code == 200
+                break
+            except httpx.ConnectError:
+                assert time.monotonic() < deadline, "the renewed certificate is not served"
+                time.sleep(0.1)
+        with pytest.raises(httpx.ConnectError), daemon.client() as client:
+            client.get("/v1/health")  # the old CA no longer vouches for the server
+    finally:
+        assert daemon.stop() == 0
