@@ -28,7 +28,7 @@ import socket
 import sys
 import tempfile
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import NamedTuple
@@ -229,18 +229,39 @@ def cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
-def _paired(http, sizes: dict, tmp: Path, server_pid: int) -> dict:
-    """Batches of single allocations over HTTP and in-process, alternating, after one
-    untimed batch of each: median rates, the HTTP requests' latencies, and the CPU
-    time the server and this client spent on them."""
+def stdlib_client(base: str, ca: str, token: str) -> tuple[Callable[[str, str], None], Callable]:
+    """An allocating function over one keep-alive `http.client` connection (what
+    `melange --url` uses), and the function that closes it."""
+    import http.client
+    from urllib.parse import urlsplit
+
+    where = urlsplit(base)
+    conn = http.client.HTTPSConnection(where.hostname, where.port, context=_verify(ca))
+    headers = {"Authorization": f"Bearer {token}", "Content-Type": "application/json"}
+
+    def send(block: str, mac_value: str) -> None:
+        path = f"/v1/blocks/{quote(block, safe='')}/allocations"
+        conn.request("POST", path, body=json.dumps({"mac": mac_value}), headers=headers)
+        answer = conn.getresponse()
+        text = answer.read()
+        if answer.status != 201:
+            raise RuntimeError(f"HTTP {answer.status}: {text[:300]!r}")
+
+    return send, conn.close
+
+
+def _paired(senders: dict[str, Callable[[str, str], None]], sizes: dict, tmp: Path,
+            server_pid: int) -> dict:  # fmt: skip
+    """Batches of single allocations in-process and through each HTTP client, in
+    rotating order, after one untimed batch of each: the median rates, and for each
+    client its requests' latencies and the CPU time the server and it spent on them."""
     from melange import operations
     from melange.store import Store
 
     local = Store(f"sqlite:///{tmp / 'inprocess.db'}", release_hold=3600)
     operations.run(local, "block.create", {"cidr": "10.0.0.0/16", "name": "B"})
     serial = 0
-    latencies: list[float] = []
-    cpu = {"server": 0.0, "client": 0.0}
+    stats: dict[str, dict] = {}
 
     def in_process() -> None:
         nonlocal serial
@@ -248,32 +269,42 @@ def _paired(http, sizes: dict, tmp: Path, server_pid: int) -> dict:
             serial += 1
             operations.run(local, "block.allocate", {"block": "B", "mac": mac(serial)})
 
-    def over_http() -> None:
-        nonlocal serial
-        server, client = cpu_seconds(server_pid), time.process_time()
-        for _ in range(sizes["batch"]):
-            serial += 1
-            began = time.perf_counter()
-            allocate(http, "B", mac(serial))
-            latencies.append(time.perf_counter() - began)
-        cpu["server"] += cpu_seconds(server_pid) - server
-        cpu["client"] += time.process_time() - client
+    def over(key: str) -> Callable[[], None]:
+        def batch() -> None:
+            nonlocal serial
+            record, send = stats[key], senders[key]
+            server, client = cpu_seconds(server_pid), time.process_time()
+            for _ in range(sizes["batch"]):
+                serial += 1
+                began = time.perf_counter()
+                send("B", mac(serial))
+                record["latencies"].append(time.perf_counter() - began)
+            record["server"] += cpu_seconds(server_pid) - server
+            record["client"] += time.process_time() - client
 
-    series = {"in": in_process, "http": over_http}
+        return batch
+
+    series = {"in": in_process, **{key: over(key) for key in senders}}
     rates: dict[str, list[float]] = {key: [] for key in series}
-    for fn in series.values():
-        fn()
-    latencies.clear()
-    cpu.update(server=0.0, client=0.0)
-    for i in range(sizes["batches"]):
-        for key in list(series) if i % 2 == 0 else list(series)[::-1]:
-            rates[key].append(sizes["batch"] / timed(series[key]))
+    for rounds, timing in ((1, False), (sizes["batches"], True)):  # warm-up, then timed
+        stats.update({key: {"latencies": [], "server": 0.0, "client": 0.0} for key in senders})
+        for i in range(rounds):
+            keys = list(series)[i % len(series) :] + list(series)[: i % len(series)]
+            for key in keys:
+                took = timed(series[key])
+                if timing:
+                    rates[key].append(sizes["batch"] / took)
     local.close()
-    latencies.sort()
-    return {"in": median(rates["in"]), "http": median(rates["http"]),
-            "p50": median(latencies), "p99": latencies[int(0.99 * (len(latencies) - 1))],
-            "requests": len(latencies), "server_cpu": cpu["server"] / len(latencies),
-            "client_cpu": cpu["client"] / len(latencies)}  # fmt: skip
+    return {"in": median(rates["in"]), **{key: _client_figures(median(rates[key]), stats[key])
+                                          for key in senders}}  # fmt: skip
+
+
+def _client_figures(rate: float, record: dict) -> dict:
+    latencies = sorted(record["latencies"])
+    count = len(latencies)
+    return {"rate": rate, "p50": median(latencies), "p99": latencies[int(0.99 * (count - 1))],
+            "server_cpu": record["server"] / count,
+            "client_cpu": record["client"] / count}  # fmt: skip
 
 
 def memory_mb(pid: int) -> tuple[float, float]:
@@ -350,9 +381,12 @@ def _measure_sqlite(pool: _Pool, tls: Tls, tmp: Path, sizes: dict) -> dict:
     store.close()
     token = writer_token(url)
     with serve(url, tmp / "sqlite", tls) as server:
+        send, close = stdlib_client(server.base, str(tls.ca), token)
         with client(server.base, str(tls.ca), token) as http:
             print("[bench]   http: one client against in-process", file=sys.stderr, flush=True)
-            paired = _paired(http, sizes, tmp, server.pid)
+            senders = {"httpx": lambda block, value: allocate(http, block, value), "stdlib": send}
+            paired = _paired(senders, sizes, tmp, server.pid)
+        close()
         print("[bench]   http: 1 and 16 clients, SQLite", file=sys.stderr, flush=True)
         creds = {"ca": str(tls.ca), "token": token}
         windowed = _windowed(pool, server, url, creds, sizes)
@@ -378,23 +412,26 @@ def _rates(samples: dict) -> dict[str, float]:
 
 
 def _single_table(paired: dict) -> str:
-    base, rate = paired["in"], paired["http"]
-    rows = [
-        ["in-process `operations.run` (baseline)", f"{base:,.0f}", ms(1 / base), "1.00",
-         f"{base / NETBOX_ONE:,.0f}"],
-        ["HTTPS, one keep-alive httpx.Client", f"{rate:,.0f}",
-         f"{ms(paired['p50'])} (p99 {ms(paired['p99'])})", f"{rate / base:.2f}",
-         f"**{rate / NETBOX_ONE:,.0f}**"],
-        ["NetBox 4.4 (available-ips POST, measured elsewhere)", f"{NETBOX_ONE}",
-         ms(NETBOX_ONE_MEDIAN), f"{NETBOX_ONE / base:.4f}", "1"],
-    ]  # fmt: skip
+    base = paired["in"]
+    rows = [["in-process `operations.run` (baseline)", f"{base:,.0f}", ms(1 / base), "1.00",
+             f"{base / NETBOX_ONE:,.0f}", "", ""]]  # fmt: skip
+    labels = {"httpx": "HTTPS, one keep-alive httpx.Client",
+              "stdlib": "HTTPS, one keep-alive `http.client` connection"}  # fmt: skip
+    for key, label in labels.items():
+        one = paired[key]
+        rows.append([label, f"{one['rate']:,.0f}", f"{ms(one['p50'])} (p99 {ms(one['p99'])})",
+                     f"{one['rate'] / base:.2f}", f"**{one['rate'] / NETBOX_ONE:,.0f}**",
+                     ms(one["server_cpu"]), ms(one["client_cpu"])])  # fmt: skip
+    rows.append(["NetBox 4.4 (available-ips POST, measured elsewhere)", f"{NETBOX_ONE}",
+                 ms(NETBOX_ONE_MEDIAN), "", "1", "", ""])  # fmt: skip
     header = ["single allocations, one at a time", "allocations/s", "latency (median)",
-              "/ in-process", "/ NetBox"]  # fmt: skip
+              "/ in-process", "/ NetBox", "melanged CPU per request",
+              "client CPU per request"]  # fmt: skip
     return table(header, rows) + (
-        f"\n\nCPU time per HTTPS allocation: melanged {ms(paired['server_cpu'])} (its "
-        f"whole process: TLS, HTTP, token check, allocation), the "
-        f"httpx client {ms(paired['client_cpu'])}; an in-process allocation takes "
-        f"{ms(1 / base)} of wall time."
+        "\n\nCPU time from /proc: all of melanged's process (TLS, HTTP, token check, "
+        "allocation), and this client process's own. The goals are for httpx; "
+        "`http.client` (the standard library's, which `melange --url` uses) shows what the "
+        "client costs."
     )
 
 
@@ -417,14 +454,15 @@ def _windowed_rows(label: str, measured: dict) -> list[list[object]]:
 
 def _goals(sqlite: dict, postgresql: dict | None) -> str:
     paired, processes = sqlite["paired"], sqlite["processes"]
+    one = paired["httpx"]["rate"]
     rates = _rates(sqlite["samples"])
     shared_p99 = median([s["p99_ms"] for s in sqlite["samples"]["shared"]])
     peak = max(mb for _, mb in sqlite["memory"] + (postgresql or {}).get("memory", []))
     rows = [
-        ["one client / NetBox's one client", f"{paired['http'] / NETBOX_ONE:,.0f}×",
-         verdict(paired["http"] / NETBOX_ONE, 100, at_most=False)],
-        ["one client / in-process", f"{paired['http'] / paired['in']:.2f}",
-         verdict(paired["http"] / paired["in"], 0.3, at_most=False)],
+        ["one client / NetBox's one client", f"{one / NETBOX_ONE:,.0f}×",
+         verdict(one / NETBOX_ONE, 100, at_most=False)],
+        ["one client / in-process", f"{one / paired['in']:.2f}",
+         verdict(one / paired["in"], 0.3, at_most=False)],
         ["16 clients on one block / 1 client (SQLite)", f"{rates['shared'] / rates['one']:.2f}",
          verdict(rates["shared"] / rates["one"], 1, at_most=False)],
         ["p99 latency, 16 clients on one block (SQLite)", f"{shared_p99:.1f} ms",
@@ -489,8 +527,9 @@ def _method(sizes: dict) -> str:
     window = sizes["window"]
     return (
         f"{' '.join(__doc__.split(chr(10) * 2)[1].split())} Paired batches: "
-        f"{sizes['batches']} of {sizes['batch']} allocations each way, the median batch "
-        f"rate; request latency over all timed HTTP requests. Client runs: "
+        f"{sizes['batches']} of {sizes['batch']} allocations each way (in-process, httpx, "
+        f"`http.client`), the median batch rate; request latency over all timed requests. "
+        f"Client runs: "
         f"{window.warmup:g} s warm-up, then the allocations that end within "
         f"{window.window:g} s are counted; median of {sizes['repeats']} interleaved run(s), "
         f"latency pooled over the clients of a run (p50 and p99 medians over the runs, max "
