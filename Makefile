@@ -47,13 +47,17 @@ bench: venv
 		echo "bench: nothing to run yet (no benchmarks/__main__.py)"; \
 	fi
 
-# Writes through a temp file so a failing docgen leaves docs/cli.md alone.
+# Writes through temp files so a failing generator leaves the docs alone.
 docs: venv
 	$(BIN)/python -m melange_cli.docgen > docs/cli.md.tmp
 	mv docs/cli.md.tmp docs/cli.md
+	$(BIN)/python -m melange_cli.opdoc protocol < docs/protocol.md > docs/protocol.md.tmp
+	mv docs/protocol.md.tmp docs/protocol.md
+	$(BIN)/python -m melange_cli.opdoc api < docs/api.md > docs/api.md.tmp
+	mv docs/api.md.tmp docs/api.md
 
 clean:
-	rm -rf build dist .pytest_cache .ruff_cache .mypy_cache .hypothesis *.egg-info docs/cli.md.tmp
+	rm -rf build dist .pytest_cache .ruff_cache .mypy_cache .hypothesis *.egg-info docs/*.md.tmp
 	find . -path ./$(VENV) -prune -o -name __pycache__ -type d -prune -exec rm -rf {} +
 
 distclean: clean

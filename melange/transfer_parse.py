@@ -150,8 +150,19 @@ def _element_lines(text: str) -> dict[tuple[str, int], int]:
 # -- melange CSV
 
 
+def _csv_reader(text: str) -> csv.DictReader:
+    """A reader whose header is read already: a csv.Error there (a bare CR in a quoted
+    header, say) is the file's fault, exit 2, not a bug."""
+    reader = csv.DictReader(io.StringIO(text, newline=""))
+    try:
+        reader.fieldnames  # noqa: B018  (reads the header line)
+    except csv.Error as error:
+        raise InvalidInput(f"line 1: not valid CSV ({error})") from None
+    return reader
+
+
 def _parse_csv(text: str) -> list[Entity]:
-    reader = csv.DictReader(io.StringIO(text))
+    reader = _csv_reader(text)
     if not reader.fieldnames or "kind" not in reader.fieldnames:
         raise InvalidInput("line 1: a melange CSV export starts with a header that has `kind`")
     document = _CsvDocument()
@@ -271,12 +282,15 @@ class _CsvDocument:
 def _parse_netbox(text: str, fmt: str) -> list[Entity]:
     """NetBox's CSV exports: prefixes become blocks (nested ones subnets), addresses
     become allocations in the deepest block of their VRF that holds them."""
-    reader = csv.DictReader(io.StringIO(text))
+    reader = _csv_reader(text)
     column = "prefix" if fmt == "netbox-prefixes" else "address"
     if not reader.fieldnames or column not in reader.fieldnames:
         raise InvalidInput(f"line 1: a NetBox {column} export needs a `{column}` column")
     convert = _netbox_prefix if fmt == "netbox-prefixes" else _netbox_address
-    return [(reader.line_num, *convert(row)) for row in reader]
+    try:
+        return [(reader.line_num, *convert(row)) for row in reader]
+    except csv.Error as error:
+        raise InvalidInput(f"line {reader.line_num}: not valid CSV ({error})") from None
 
 
 def _netbox_prefix(row: dict) -> tuple[str, dict]:

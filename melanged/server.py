@@ -5,9 +5,11 @@ is validated (size, JSON, version, operation, parameter names and types)
 before anything touches the store; who the peer is comes from SO_PEERCRED and
 SO_PEERGROUPS, never from the request, and is settled at accept, before a byte
 is read: a peer without a role is turned away at once, and per-user limits
-keep readers from taking every slot. Host-local operations (files, pidfiles,
-interfaces) run only for root and melanged's own user. The operation itself
-is melange.operations, the same code the CLI runs.
+keep readers and writers from taking every slot. What a role may run is the
+operation's declaration (melange.operations: reader < writer < admin); the
+host-local ones (no HTTP route) need an admin, and with files, pidfiles or
+interfaces root or melanged's own user. The operation itself is
+melange.operations, the same code the CLI runs.
 """
 
 from __future__ import annotations
@@ -36,6 +38,7 @@ from melange.localfiles import (
     host_local,
     prepare_directory,
 )
+from melange.operations import Role
 from melange.store import Store
 
 log = logging.getLogger("melanged.socket")
@@ -46,11 +49,10 @@ MAX_REQUEST = 1 << 20
 REQUEST_DEADLINE = 10.0  # seconds for a whole request line, however it trickles in
 SEND_TIMEOUT = 60.0  # a peer that stops reading its answer loses its slot
 MAX_CLIENTS = 256  # connections served at once (root and melanged's user: beyond this)
-RESERVED = 32  # of those, kept for admins: readers alone never fill the daemon
+RESERVED = 32  # of those, kept for admins: readers and writers never fill the daemon
 PER_USER = 64  # connections one user (other than root) may hold at once
 SO_PEERGROUPS = getattr(socket, "SO_PEERGROUPS", 59)  # Linux 4.13+
-READ_ONLY = {name for name, op in operations.OPERATIONS.items() if not op.write}
-READ_ONLY.discard("dhcp.sync")  # writes files and signals dnsmasq
+ROLE_KEYS = "admin_users, admin_groups, writer_users, writer_groups, reader_groups"
 
 
 @dataclass(frozen=True)
@@ -69,34 +71,52 @@ class Peer:
 
 @dataclass
 class Access:
-    """Who may change things and who may only read; root may always change."""
+    """Each peer's role (reader < writer < admin, melange.operations.ROLES); root and
+    melanged's own user are always admins. What a role may run is the declaration's."""
 
     admin_users: set[str] = field(default_factory=set)
     admin_groups: set[str] = field(default_factory=set)
     reader_groups: set[str] = field(default_factory=set)
+    writer_users: set[str] = field(default_factory=set)
+    writer_groups: set[str] = field(default_factory=set)
 
     @classmethod
     def from_config(cls, section: dict[str, str]) -> Access:
         def names(key: str) -> set[str]:
             return {n.strip() for n in section.get(key, "").split(",") if n.strip()}
 
-        return cls(names("admin_users"), names("admin_groups"), names("reader_groups"))
+        return cls(
+            names("admin_users"),
+            names("admin_groups"),
+            names("reader_groups"),
+            names("writer_users"),
+            names("writer_groups"),
+        )
 
-    def role(self, peer: Peer) -> str | None:
-        """The peer's role: admin, reader, or None (no business with this daemon)."""
+    def role(self, peer: Peer) -> Role | None:
+        """The peer's highest role, or None (no business with this daemon)."""
         if (
             peer.privileged
             or peer.user in self.admin_users
             or bool(peer.groups & self.admin_groups)
         ):
             return "admin"
+        if peer.user in self.writer_users or peer.groups & self.writer_groups:
+            return "writer"
         if peer.groups & self.reader_groups:
             return "reader"
         return None
 
     def may(self, peer: Peer, operation: str) -> bool:
-        role = self.role(peer)
-        return role == "admin" or (role == "reader" and operation in READ_ONLY)
+        """The declaration decides: the operation's role or a higher one; a host-local
+        operation (no HTTP route: files, pidfiles, the schema) needs an admin here."""
+        return may(self.role(peer), operation)
+
+
+def may(role: str | None, operation: str) -> bool:
+    """Whether a socket peer holding `role` may run `operation` (docs/protocol.md)."""
+    declared = operations.OPERATIONS[operation]
+    return declared.allows(role) and (declared.http is not None or role == "admin")
 
 
 def peer_of(conn: socket.socket) -> Peer:
@@ -248,8 +268,7 @@ class SocketServer(socketserver.ThreadingMixIn, socketserver.UnixStreamServer):
         refusal = None
         if role is None:
             refusal = error_response(PermissionDenied(
-                f"user {peer.user} may not use melanged "
-                "(see admin_users, admin_groups, reader_groups)"))  # fmt: skip
+                f"user {peer.user} may not use melanged (see {ROLE_KEYS})"))  # fmt: skip
         elif not self._admit(peer, role):
             refusal = busy_response(
                 f"melanged is busy (or {peer.user} holds {PER_USER} connections); try again"
@@ -307,7 +326,7 @@ class SocketServer(socketserver.ThreadingMixIn, socketserver.UnixStreamServer):
             if not self.access.may(peer, name):
                 raise PermissionDenied(
                     f"user {peer.user} may not run {name} through melanged "
-                    "(see admin_users, admin_groups, reader_groups)"
+                    f"(it needs {_needed(name)}; see {ROLE_KEYS})"
                 )
             check_host_local(peer, name, params)
             result = operations.run(self.store, name, params, actor=peer.user, via="socket")
@@ -324,6 +343,12 @@ class SocketServer(socketserver.ThreadingMixIn, socketserver.UnixStreamServer):
         self.shutdown()
         self.server_close()
         self.path.unlink(missing_ok=True)
+
+
+def _needed(name: str) -> str:
+    """The least role `may` lets run `name`, in words."""
+    role = next(role for role in operations.ROLES if may(role, name))
+    return f"the {role} role" if role == "admin" else f"the {role} role or a higher one"
 
 
 def check_host_local(peer: Peer, name: str, params: dict) -> None:

@@ -33,6 +33,8 @@ class DaemonSettings:
     admin_users: str = ""
     admin_groups: str = ""
     reader_groups: str = ""
+    writer_users: str = ""
+    writer_groups: str = ""
     socket_group: str | None = None
     poll_interval: float = 0.05
     wait_min: float = 0.2

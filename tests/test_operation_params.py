@@ -16,6 +16,7 @@ import pytest
 from melange import operations
 from melange.errors import InvalidInput, MelangeError
 from melange.store import Store
+from melange_cli import opdoc
 from melange_cli.context import App
 from melange_cli.main import cli
 from tests.support.socket_daemon import SocketDaemon
@@ -233,32 +234,43 @@ def test_every_command_sends_what_its_operation_declares(monkeypatch, tmp_path):
     assert sent == declared
 
 
-_TYPE_NAMES = {str: "", int: " (integer)", float: " (number)", bool: " (boolean)", list: " (list)"}
-
-
-def documented_parameters(name: str) -> str:
-    """The protocol table's cell for an operation: its declaration, required ones starred."""
-    declared = operations.OPERATIONS[name].parameters()
-    cells = [
-        f"{p.name}{'*' if p.required else ''}{_TYPE_NAMES[p.kind]}"
-        for p in sorted(declared.values(), key=lambda p: p.name)
-    ]
-    return ", ".join(cells) or "—"
-
-
 def test_the_protocol_table_shows_each_declaration():
+    """The generated table (melange_cli.opdoc) as docs/protocol.md holds it, cell by cell."""
     text = (Path(__file__).parent.parent / "docs" / "protocol.md").read_text()
     rows = {
-        cells[1].strip("` "): cells[3].strip()
+        cells[1].strip("` "): cells[4].strip()
         for line in text.splitlines()
-        if line.startswith("| `") and len(cells := line.split("|")) == 5
+        if line.startswith("| `") and len(cells := line.split("|")) == 6
     }
     wrong = {
-        name: documented_parameters(name)
+        name: opdoc.parameter_cells(name)
         for name in operations.OPERATIONS
-        if rows.get(name) != documented_parameters(name)
+        if rows.get(name) != opdoc.parameter_cells(name)
     }
     assert wrong == {}, "docs/protocol.md's table should say these (the declarations)"
+    assert opdoc.parameter_cells("block.delete") == "block*, force (boolean)"
+    assert opdoc.parameter_cells("mac_range.list") == "—"
+
+
+@pytest.mark.parametrize("old", sorted(operations.RENAMED))
+def test_the_old_block_parameter_names_are_still_accepted(daemon, old):
+    """Clients of an earlier protocol name the BLOCK `ref` or `block_ref`."""
+    running, _ = daemon
+    for op, params in (("block.show", {old: "b"}), ("ip.show", {"address": "10.90.0.1", old: "b"}),
+                       ("route.list", {old: "b"})):  # fmt: skip
+        line = json.dumps({"version": 1, "op": op, "params": params})
+        response = _request(running.socket, line)
+        assert response["ok"] is True, (op, old, response)
+    shown = _request(running.socket, json.dumps({"version": 1, "op": "block.show",
+                                                 "params": {old: "b"}}))  # fmt: skip
+    assert shown["result"]["name"] == "b"
+    # Beside the new name, the old one is an unknown parameter, not a silent override.
+    both = _request(
+        running.socket,
+        json.dumps({"version": 1, "op": "block.show", "params": {"block": "b", old: "elsewhere"}}),
+    )
+    assert both["error"]["code"] == "invalid_input", both
+    assert operations.validate("block.show", {old: "b"}) == {"block": "b"}
 
 
 HUGE = "9" * 30
