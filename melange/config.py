@@ -12,7 +12,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from melange.errors import InvalidInput
-from melange.validate import parse_duration
 
 DEFAULT_CONFIG = Path("/etc/melange/melange.conf")
 DEFAULT_RELEASE_HOLD = "48h"
@@ -73,6 +72,8 @@ def load_settings(db: str | None = None, config: str | None = None) -> Settings:
         url = db_url_from(section["db"])
     else:
         url = db_url_from(str(default_db_path()))
+    from melange.validate import parse_duration  # netaddr: not for `melange --url`'s config
+
     hold = parse_duration(section.get("release_hold", DEFAULT_RELEASE_HOLD))
     named = bool(db or section.get("db"))
     return Settings(db_url=url, release_hold=hold, db_named=named, config_path=path, parser=parser)

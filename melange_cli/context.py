@@ -37,6 +37,7 @@ class App:
     _store: Any = field(default=None, repr=False)
     _settings: Any = field(default=None, repr=False)
     _remote: Any = field(default=None, repr=False)
+    _parser: Any = field(default=None, repr=False)  # the config file, for --url's keys
 
     def output_format(self) -> str:
         if self.output:
@@ -80,19 +81,26 @@ class App:
         the config file's `[melange] url` unless a store was named (--db, MELANGE_DB).
         The token and CA files come from the options, else from the same section."""
         if self._remote is None:
-            url, token_file, ca_file = self.url, self.token_file, self.ca_file
+            url = self.url or None  # MELANGE_URL= (empty) is no URL, as MELANGE_SOCKET=
+            token_file, ca_file = self.token_file, self.ca_file
             if url is None and self.db is None:
-                url = self.settings().section("melange").get("url") or None
+                url = self._configured("url")
             if url is None:
                 return None
-            if token_file is None or ca_file is None:
-                section = self.settings().section("melange")
-                token_file = token_file or section.get("token_file") or None
-                ca_file = ca_file or section.get("ca_file") or None
+            token_file = token_file or self._configured("token_file")
+            ca_file = ca_file or self._configured("ca_file")
             from melange_cli.httpclient import Remote
 
             self._remote = Remote(url, token_file=token_file, ca_file=ca_file)
         return self._remote
+
+    def _configured(self, key: str) -> str | None:
+        """`[melange] key` of the config file, read once (without the store settings)."""
+        if self._parser is None:
+            from melange.config import read_config
+
+            self._parser = read_config(self.config)[0]
+        return self._parser.get("melange", key, fallback=None) or None
 
     def close(self) -> None:
         """What the end of the process does: the store's and the API's connections close."""

@@ -1,9 +1,10 @@
 """The HTTP API client behind `melange --url`: an operation in, its result out.
 
-Standard library only (http.client, ssl, json): like the socket client, this path
-imports neither SQLAlchemy nor rich, so a remote command costs a Python start and
-one round trip. Routes come from the declaration (melange.operations `Http`), so
-the client and melanged's HTTP server cannot disagree about a path or a method.
+Standard library only (socket, ssl, json; HTTP/1.1 in melange_cli.http11): like
+the socket client, this path imports neither SQLAlchemy nor rich, so a remote
+command costs a Python start and one round trip. Routes come from the declaration
+(melange.operations `Http`), so the client and melanged's HTTP server cannot
+disagree about a path or a method.
 Results are what the operation returns as JSON; paged lists are walked to the
 end, so the CLI prints exactly what direct mode prints. A refusal arrives as
 problem+json carrying the contract's code and exit code, and is raised as the
@@ -12,7 +13,6 @@ same MelangeError the core would have raised.
 
 from __future__ import annotations
 
-import http.client
 import json
 import re
 import ssl
@@ -29,6 +29,7 @@ from melange.errors import (
     Unauthenticated,
 )
 from melange.operations import OPERATIONS, Http
+from melange_cli.http11 import BadResponse, Closed, Connection, Response
 
 TIMEOUT = 300.0  # a long import or export may take minutes; the socket client waits as long
 CONNECT_TIMEOUT = 10.0  # a host that drops packets is exit 6 in seconds, not minutes
@@ -51,7 +52,8 @@ class Remote:
         if token_file:
             self.headers["Authorization"] = f"Bearer {read_token(token_file)}"
         self.context = tls_context(ca_file) if self.scheme == "https" else None
-        self.connection: http.client.HTTPConnection | None = None
+        self.connection: Connection | None = None
+        self.last: Response | None = None  # the latest answer on the connection
 
     def call(self, operation: str, params: dict[str, Any]) -> Any:
         """Run `operation` in melanged; its result, or what it raised (same exit code)."""
@@ -71,6 +73,7 @@ class Remote:
         if self.connection is not None:
             self.connection.close()
             self.connection = None
+        self.last = None
 
     def _walk(self, path: str, params: dict[str, Any], operation: str) -> list[Any]:
         """Every page of a paged list, in order: the whole list, as direct mode has it.
@@ -101,7 +104,7 @@ class Remote:
             raise StoreUnavailable(f"{self.url} answered a next link that is not a path")
         return target if target.startswith(self.prefix + "/") else self.prefix + target
 
-    def _result(self, response: http.client.HTTPResponse, route: Http) -> Any:
+    def _result(self, response: Response, route: Http) -> Any:
         """The body as the operation's result: JSON, text, or an NDJSON export."""
         try:
             if route.media == "application/x-ndjson":
@@ -109,20 +112,21 @@ class Remote:
 
                 return from_ndjson(line.decode("utf-8") for line in response)
             body = response.read()
-        except (OSError, http.client.HTTPException) as error:
+        except (OSError, BadResponse) as error:
+            self.close()
             raise StoreUnavailable(f"lost melanged at {self.url}: {_reason(error)}") from None
         except UnicodeDecodeError:
             raise StoreUnavailable(f"{self.url} answered an export that is not UTF-8") from None
-        if route.media.startswith("text/"):
-            return body.decode("utf-8")
         try:
+            if route.media.startswith("text/"):
+                return body.decode("utf-8")
             return json.loads(body) if body else None
-        except ValueError:
-            raise StoreUnavailable(f"{self.url} answered something that is not JSON") from None
+        except ValueError:  # UnicodeDecodeError too
+            raise StoreUnavailable(
+                f"{self.url} answered something that is not {route.media}"
+            ) from None
 
-    def _request(
-        self, method: str, target: str, body: bytes | None = None
-    ) -> http.client.HTTPResponse:
+    def _request(self, method: str, target: str, body: bytes | None = None) -> Response:
         """Send one request; the response when it succeeded, else its error raised.
 
         A GET on a kept-alive connection the server has meanwhile closed is sent again
@@ -133,7 +137,7 @@ class Remote:
         reused = self.connection is not None
         try:
             response = self._send(method, target, body, headers)
-        except (http.client.RemoteDisconnected, ConnectionResetError, BrokenPipeError):
+        except (Closed, ConnectionResetError, BrokenPipeError):
             self.close()
             if not (reused and method == "GET"):
                 raise StoreUnavailable(
@@ -147,11 +151,13 @@ class Remote:
 
     def _send(self, method: str, target: str, body: bytes | None, headers: dict[str, str]):
         """One request and its response's head; connection failures become exit 6."""
+        if self.last is not None and (self.last.will_close or not self.last.isclosed()):
+            self.close()  # the server ends the connection, or an unread body is in the way
         try:
             connection = self._connection()
-            connection.request(method, target, body=body, headers=headers)
-            return connection.getresponse()
-        except (http.client.RemoteDisconnected, ConnectionResetError, BrokenPipeError):
+            self.last = connection.request(method, target, body, headers)
+            return self.last
+        except (Closed, ConnectionResetError, BrokenPipeError):
             raise
         except ssl.SSLCertVerificationError as error:
             self.close()
@@ -170,32 +176,26 @@ class Remote:
         except TimeoutError:
             self.close()
             raise StoreUnavailable(f"melanged at {self.url} did not answer in time") from None
-        except (OSError, http.client.HTTPException) as error:
+        except BadResponse as error:
+            self.close()
+            raise StoreUnavailable(f"{self.url} answered, but not in HTTP: {error}") from None
+        except OSError as error:
             self.close()
             reason = _reason(error)
             raise StoreUnavailable(f"cannot reach melanged at {self.url}: {reason}") from None
 
-    def _connection(self) -> http.client.HTTPConnection:
+    def _connection(self) -> Connection:
         if self.connection is None:
-            if self.context is not None:
-                connection: http.client.HTTPConnection = http.client.HTTPSConnection(
-                    self.host, self.port, timeout=CONNECT_TIMEOUT, context=self.context
-                )
-            else:
-                connection = http.client.HTTPConnection(
-                    self.host, self.port, timeout=CONNECT_TIMEOUT
-                )
-            connection.connect()
-            if connection.sock is not None:
-                connection.sock.settimeout(TIMEOUT)
-            self.connection = connection
+            self.connection = Connection(
+                self.host, self.port, self.context, CONNECT_TIMEOUT, TIMEOUT
+            )
         return self.connection
 
-    def _refusal(self, response: http.client.HTTPResponse) -> MelangeError:
+    def _refusal(self, response: Response) -> MelangeError:
         """The error a problem+json answer carries (its code, its exit code)."""
         try:
             body = response.read(ERROR_BODY_LIMIT)
-        except (OSError, http.client.HTTPException):
+        except (OSError, BadResponse):
             body = b""
         if not response.isclosed():
             self.close()  # an unread rest would be taken for the next answer
@@ -286,7 +286,7 @@ def query_string(params: dict[str, Any]) -> str:
     return "?" + urlencode(pairs) if pairs else ""
 
 
-def parse_url(url: str) -> tuple[str, str, int | None, str]:
+def parse_url(url: str) -> tuple[str, str, int, str]:
     """`https://HOST[:PORT][/PREFIX]` as scheme, host, port and path prefix (exit 2 when
     it is not one; a user or password in it is refused, the token has its own file)."""
     try:
@@ -300,6 +300,7 @@ def parse_url(url: str) -> tuple[str, str, int | None, str]:
         raise InvalidInput("--url holds a user or password; give the token with --token-file")
     if parts.query or parts.fragment:
         raise InvalidInput(f"--url takes no query or fragment: {url!r}")
+    port = port or (443 if parts.scheme == "https" else 80)
     return parts.scheme, parts.hostname, port, parts.path.rstrip("/")
 
 

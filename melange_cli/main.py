@@ -93,7 +93,7 @@ def _one_store(ctx: click.Context, db, socket, url=None) -> tuple:
     if len(typed) > 1:
         first, second = (f"--{name}" for name in typed[-2:])
         raise click.UsageError(f"{first} and {second} name two stores; give one of them")
-    chosen = typed[0] if typed else next(n for n in ("url", "socket", "db") if given[n])
+    chosen = typed[0] if typed else next((n for n in ("url", "socket") if given[n]), "db")
     return tuple(value if name == chosen else None for name, value in given.items())
 
 

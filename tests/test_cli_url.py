@@ -28,8 +28,10 @@ import pytest
 import trustme
 from click.testing import CliRunner, Result
 
+from melange.errors import MelangeError
 from melange_cli.main import cli
 from tests.support.cli import assert_error
+from tests.support.http_daemon import free_port
 
 ROOT = Path(__file__).resolve().parent.parent
 CLEAN_ENV = {name: None for name in (
@@ -41,13 +43,6 @@ CLEAN_ENV = {name: None for name in (
 def run(*args: str, **env: str) -> Result:
     """`melange ARGS…` in-process with none of the user's MELANGE_* settings."""
     return CliRunner().invoke(cli, list(args), env={**CLEAN_ENV, **env})
-
-
-def free_port() -> int:
-    """A loopback port nothing listens on (bound, then let go)."""
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
 
 
 @pytest.fixture(scope="module")
@@ -518,3 +513,78 @@ def test_the_clients_history_bound_is_the_cores():
     from melange_cli.httpclient import HISTORY_MAX
 
     assert HISTORY_MAX == MAX_HISTORY
+
+
+def test_one_connection_serves_every_request_of_a_process(api):
+    from melange_cli.httpclient import Remote
+
+    remote = Remote(api.url, str(api.endpoint.token_file), str(api.endpoint.ca_file))
+    try:
+        remote.call("block.create", {"cidr": "10.8.0.0/21", "name": "big", "dns": []})
+        first = remote.connection.sock
+        remote.call("block.allocate", {"block": "big", "count": 1500})
+        assert len(remote.call("ip.list", {"released": False})) == 1500  # two pages
+        with pytest.raises(MelangeError) as refused:
+            remote.call("block.show", {"block": "nope"})
+        assert refused.value.exit_code == 3
+        assert remote.call("block.show", {"block": "big"})["name"] == "big"
+        assert remote.connection.sock is first
+    finally:
+        remote.close()
+
+
+def test_an_empty_melange_url_is_no_url(tmp_path):
+    db = tmp_path / "s.db"
+    assert run("--db", str(db), "policy", "create", "p", MELANGE_URL="").exit_code == 0
+    assert run("policy", "list", MELANGE_URL="", MELANGE_DB=str(db)).stdout.startswith("p")
+
+
+BLOCK = b'{"id": 7, "name": "web"}'
+FRAMINGS = {
+    "content-length": b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\n"
+                      b"Content-Length: 24\r\n\r\n" + BLOCK,
+    "chunked, extensions, trailer": b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\n"
+                                    b"Transfer-Encoding: chunked\r\n\r\n"
+                                    b"a;x=1\r\n" + BLOCK[:10] + b"\r\ne\r\n" + BLOCK[10:]
+                                    + b"\r\n0\r\nX-Trailer: 1\r\n\r\n",
+    "interim 100, then HTTP/1.0 to the close": b"HTTP/1.1 100 Continue\r\n\r\n"
+                                               b"HTTP/1.0 200 OK\r\n"
+                                               b"Content-Type: application/json\r\n\r\n" + BLOCK,
+}  # fmt: skip
+
+
+@pytest.mark.parametrize("framing", FRAMINGS)
+def test_every_body_framing_an_http_server_may_use_is_read(framing, token_file):
+    """The client's HTTP/1.1 reader (melange_cli.http11) against a server that answers
+    exactly these bytes; the command prints the object whichever way it was framed."""
+
+    def answer(conn: socket.socket) -> None:
+        conn.settimeout(5)
+        request = b""
+        while b"\r\n\r\n" not in request:
+            request += conn.recv(65536)
+        assert request.startswith(b"GET /v1/blocks/web HTTP/1.1\r\n")
+        conn.sendall(FRAMINGS[framing])
+
+    with listening(answer) as port:
+        result = run("--url", f"http://127.0.0.1:{port}", "--token-file", str(token_file),
+                     "-o", "json", "block", "show", "web")  # fmt: skip
+        assert result.exit_code == 0, result.stderr
+        assert json.loads(result.stdout) == json.loads(BLOCK)
+
+
+@pytest.mark.parametrize(
+    "reply",
+    [b"SSH-2.0-OpenSSH_9.2\r\n", b"HTTP/1.1 200 OK\r\nContent-Length: 99\r\n\r\n{\"id\"",
+     b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\n"],
+)  # fmt: skip
+def test_a_broken_answer_is_exit_6(reply, token_file):
+    def answer(conn: socket.socket) -> None:
+        conn.settimeout(5)
+        conn.recv(65536)
+        conn.sendall(reply)
+
+    with listening(answer) as port:
+        url = f"http://127.0.0.1:{port}"
+        result = run("--url", url, "--token-file", str(token_file), "block", "show", "web")
+        assert url in assert_error(result, 6)

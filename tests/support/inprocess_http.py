@@ -10,18 +10,16 @@ store gets an admin token of its own, which the CLI reads from a token file.
 
 from __future__ import annotations
 
-import os
 import secrets
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
-import trustme
-
 from melange import tokens
 from melanged.daemon import Daemon
 from melanged.settings import resolve
+from tests.support.http_daemon import make_certificate
 
 
 @dataclass(frozen=True)
@@ -38,7 +36,8 @@ class InProcessHttp:
 
     def __init__(self, workdir: Path) -> None:
         self.workdir = workdir
-        self.ca_file, self.cert, self.key = certificate(workdir)
+        self.cert, self.key = make_certificate(workdir)
+        self.ca_file = workdir / "ca.pem"
         self.first: Daemon | None = None  # the one whose open_http made the server
 
     @contextmanager
@@ -70,16 +69,3 @@ class InProcessHttp:
         if self.first is not None:
             self.first.close_http()
             self.first = None
-
-
-def certificate(workdir: Path) -> tuple[Path, Path, Path]:
-    """A new CA's certificate, and a certificate and key for 127.0.0.1 it signed."""
-    ca = trustme.CA()
-    issued = ca.issue_cert("127.0.0.1", "localhost")
-    ca_file, cert, key = workdir / "ca.pem", workdir / "server.pem", workdir / "server.key"
-    ca.cert_pem.write_to_path(str(ca_file))
-    for number, pem in enumerate(issued.cert_chain_pems):
-        pem.write_to_path(str(cert), append=number > 0)
-    issued.private_key_pem.write_to_path(str(key))
-    os.chmod(key, 0o600)
-    return ca_file, cert, key
