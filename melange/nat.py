@@ -26,7 +26,7 @@ N = nat_mappings.c
 
 def _found_locked(conn: Connection, wanted: list[tuple[str, str | None]]) -> list:
     """The live rows of the (address, block) pairs, read again after locking their
-    blocks in id order (two writers locking two blocks never wait on each other)."""
+    blocks in id order (two writers each locking the same two blocks never deadlock)."""
     for address, _ in wanted:
         parse_ip(address)  # every usage error (2) before any lookup (3)
     rows = [addresses.find(conn, address, block) for address, block in wanted]
@@ -34,8 +34,8 @@ def _found_locked(conn: Connection, wanted: list[tuple[str, str | None]]) -> lis
         lock_block(conn, block_id)
     for row in rows:
         note(row.block_id, [row.address])
-    return [addresses.find(conn, address, str(row.block_id)) for (address, _), row in
-            zip(wanted, rows, strict=True)]  # fmt: skip
+    pairs = zip(wanted, rows, strict=True)
+    return [addresses.find(conn, address, str(row.block_id)) for (address, _), row in pairs]
 
 
 def _pair(conn: Connection, inside_global: str, inside_local: str, global_block, local_block):

@@ -269,3 +269,17 @@ def test_interface_list_reads_allowances_in_one_batch(store_url):
 def test_the_guide_tells_of_allowed_ips():
     guide = (Path(__file__).parent.parent / "docs" / "guide.md").read_text()
     assert "melange interface allow-ip" in guide and "melange interface disallow-ip" in guide
+
+
+def test_an_ipv6_address_in_any_spelling(melange):
+    """An IPv6 address is found whatever its spelling, shown canonical, and taken back by
+    any spelling too (over HTTP it travels in the path, colons and all)."""
+    _network(melange)
+    melange.ok("block", "create", "2001:db8::/64", "--name", "v6", "--network", "n1")
+    melange.ok("block", "allocate", "v6", "--address", "2001:db8::5")
+    assert melange.json("interface", "allow-ip", "vif1", "2001:0DB8:0::0005")["address"] == (
+        "2001:db8::5"
+    )
+    assert melange.json("interface", "show", "vif1")["allowed_ips"] == ["2001:db8::5"]
+    melange.ok("interface", "disallow-ip", "vif1", "2001:db8:0:0::5")
+    assert _allowed(melange, "vif1") == []
