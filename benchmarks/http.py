@@ -229,25 +229,19 @@ def cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
-def stdlib_client(base: str, ca: str, token: str) -> tuple[Callable[[str, str], None], Callable]:
-    """An allocating function over one keep-alive `http.client` connection (what
-    `melange --url` uses), and the function that closes it."""
-    import http.client
-    from urllib.parse import urlsplit
+def melange_client(
+    base: str, ca: Path, token_file: Path
+) -> tuple[Callable[[str, str], None], Callable]:
+    """An allocating function through melange's own HTTP client (what `melange --url`
+    runs: one keep-alive connection, standard library only), and its close."""
+    from melange_cli.httpclient import Remote
 
-    where = urlsplit(base)
-    conn = http.client.HTTPSConnection(where.hostname, where.port, context=_verify(ca))
-    headers = {"Authorization": f"Bearer {token}", "Content-Type": "application/json"}
+    remote = Remote(base, str(token_file), str(ca))
 
     def send(block: str, mac_value: str) -> None:
-        path = f"/v1/blocks/{quote(block, safe='')}/allocations"
-        conn.request("POST", path, body=json.dumps({"mac": mac_value}), headers=headers)
-        answer = conn.getresponse()
-        text = answer.read()
-        if answer.status != 201:
-            raise RuntimeError(f"HTTP {answer.status}: {text[:300]!r}")
+        remote.call("block.allocate", {"block": block, "mac": mac_value})
 
-    return send, conn.close
+    return send, remote.close
 
 
 def _paired(senders: dict[str, Callable[[str, str], None]], sizes: dict, tmp: Path,
@@ -346,13 +340,18 @@ def _windowed(pool: _Pool, server: Server, url: str, creds: dict, sizes: dict) -
     return {"samples": samples, "memory": memory}
 
 
-def _processes(server: Server, token: str, tls: Tls, tmp: Path, rounds: int) -> dict:
-    """Wall times of whole `melange --url` and `melange --socket` allocate processes."""
-    from benchmarks.cli import _melange
-
+def _token_file(token: str, tmp: Path) -> Path:
+    """The token in a file only its owner reads, as `--token-file` wants it."""
     token_file = tmp / "token"
     token_file.write_text(token + "\n")
     token_file.chmod(0o600)
+    return token_file
+
+
+def _processes(server: Server, token_file: Path, tls: Tls, rounds: int) -> dict:
+    """Wall times of whole `melange --url` and `melange --socket` allocate processes."""
+    from benchmarks.cli import _melange
+
     tail = ["-o", "plain", "block", "allocate", "B"]
     argvs = {
         "url": [
@@ -380,18 +379,19 @@ def _measure_sqlite(pool: _Pool, tls: Tls, tmp: Path, sizes: dict) -> dict:
     operations.run(store, "block.create", {"cidr": "172.16.0.0/16", "name": "B"})
     store.close()
     token = writer_token(url)
+    token_file = _token_file(token, tmp)
     with serve(url, tmp / "sqlite", tls) as server:
-        send, close = stdlib_client(server.base, str(tls.ca), token)
+        send, close = melange_client(server.base, tls.ca, token_file)
         with client(server.base, str(tls.ca), token) as http:
             print("[bench]   http: one client against in-process", file=sys.stderr, flush=True)
-            senders = {"httpx": lambda block, value: allocate(http, block, value), "stdlib": send}
+            senders = {"httpx": lambda block, value: allocate(http, block, value), "melange": send}
             paired = _paired(senders, sizes, tmp, server.pid)
         close()
         print("[bench]   http: 1 and 16 clients, SQLite", file=sys.stderr, flush=True)
         creds = {"ca": str(tls.ca), "token": token}
         windowed = _windowed(pool, server, url, creds, sizes)
         print("[bench]   http: melange --url against --socket", file=sys.stderr, flush=True)
-        processes = _processes(server, token, tls, tmp, sizes["rounds"])
+        processes = _processes(server, token_file, tls, sizes["rounds"])
     return {"paired": paired, **windowed, "processes": processes}
 
 
@@ -416,7 +416,7 @@ def _single_table(paired: dict) -> str:
     rows = [["in-process `operations.run` (baseline)", f"{base:,.0f}", ms(1 / base), "1.00",
              f"{base / NETBOX_ONE:,.0f}", "", ""]]  # fmt: skip
     labels = {"httpx": "HTTPS, one keep-alive httpx.Client",
-              "stdlib": "HTTPS, one keep-alive `http.client` connection"}  # fmt: skip
+              "melange": "HTTPS, melange's own client (`melange_cli.httpclient`)"}  # fmt: skip
     for key, label in labels.items():
         one = paired[key]
         rows.append([label, f"{one['rate']:,.0f}", f"{ms(one['p50'])} (p99 {ms(one['p99'])})",
@@ -429,9 +429,9 @@ def _single_table(paired: dict) -> str:
               "client CPU per request"]  # fmt: skip
     return table(header, rows) + (
         "\n\nCPU time from /proc: all of melanged's process (TLS, HTTP, token check, "
-        "allocation), and this client process's own. The goals are for httpx; "
-        "`http.client` (the standard library's, which `melange --url` uses) shows what the "
-        "client costs."
+        "allocation), and this client process's own. The goals are for httpx; melange's "
+        "own client (what `melange --url` runs, standard library only, one keep-alive "
+        "connection) shows what the client costs."
     )
 
 
@@ -528,7 +528,7 @@ def _method(sizes: dict) -> str:
     return (
         f"{' '.join(__doc__.split(chr(10) * 2)[1].split())} Paired batches: "
         f"{sizes['batches']} of {sizes['batch']} allocations each way (in-process, httpx, "
-        f"`http.client`), the median batch rate; request latency over all timed requests. "
+        f"melange's client), the median batch rate; request latency over all timed requests. "
         f"Client runs: "
         f"{window.warmup:g} s warm-up, then the allocations that end within "
         f"{window.window:g} s are counted; median of {sizes['repeats']} interleaved run(s), "
