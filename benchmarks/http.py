@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import json
 import os
-import socket
 import sys
 import tempfile
 import time
@@ -72,22 +71,11 @@ class Tls(NamedTuple):
 
 
 def make_tls(directory: Path) -> Tls:
-    """A CA made for this run and a certificate for 127.0.0.1 it signed (trustme)."""
-    import trustme
+    """A certificate for 127.0.0.1, signed by a CA made for this run (as the tests make it)."""
+    from tests.support.http_daemon import make_certificate
 
-    ca = trustme.CA()
-    leaf = ca.issue_cert("127.0.0.1", "localhost")
-    tls = Tls(directory / "server.pem", directory / "server.key", directory / "ca.pem")
-    tls.cert.write_bytes(b"".join(blob.bytes() for blob in leaf.cert_chain_pems))
-    leaf.private_key_pem.write_to_path(str(tls.key))
-    ca.cert_pem.write_to_path(str(tls.ca))
-    return tls
-
-
-def _free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
+    cert, key = make_certificate(directory)
+    return Tls(cert, key, directory / "ca.pem")
 
 
 class Server(NamedTuple):
@@ -100,30 +88,25 @@ class Server(NamedTuple):
 
 @contextmanager
 def serve(url: str, workdir: Path, tls: Tls) -> Iterator[Server]:
-    """melanged serving `url` over HTTPS and its socket, stopped on exit."""
-    import subprocess
+    """`melanged --http` serving `url` over HTTPS, and its socket, as a process of its own
+    (tests/support/http_daemon.py's MelangedHttp); stopped on exit."""
+    from tests.support.http_daemon import MelangedHttp, free_port
 
-    from tests.support.melanged_harness import terminate
-
-    workdir.mkdir(parents=True, exist_ok=True)
-    port = _free_port()
+    port = free_port()
     sock = workdir / "run" / "melange.sock"
-    argv = [sys.executable, "-m", "melanged.main", "--foreground", "--db", url,
-            "--socket", str(sock), "--log-file", str(workdir / "melanged.log"),
-            "--http", f"127.0.0.1:{port}",
+    args = ["--db", url, "--socket", str(sock), "--http", f"127.0.0.1:{port}",
             "--tls-cert", str(tls.cert), "--tls-key", str(tls.key)]  # fmt: skip
-    env = {k: v for k, v in os.environ.items() if not k.startswith("MELANGE_")}
-    with open(workdir / "melanged.stderr", "w") as stderr:
-        proc = subprocess.Popen(argv, env=env, stdout=subprocess.DEVNULL, stderr=stderr)
-        base = f"https://127.0.0.1:{port}"
-        try:
-            _wait_healthy(proc, base, tls, workdir)
-            yield Server(base, sock, proc.pid)
-        finally:
-            terminate(proc)
+    daemon = MelangedHttp(workdir, args, port=port, tls=True)
+    proc = daemon.start()
+    try:
+        _wait_healthy(proc, daemon.url(), tls, daemon)
+        yield Server(daemon.url(), sock, proc.pid)
+    finally:
+        daemon.stop()
 
 
-def _wait_healthy(proc, base: str, tls: Tls, workdir: Path, timeout: float = 30) -> None:
+def _wait_healthy(proc, base: str, tls: Tls, daemon, timeout: float = 30) -> None:
+    """Until /v1/health answers over HTTPS, trusting the run's CA."""
     import httpx
 
     deadline = time.monotonic() + timeout
@@ -134,8 +117,7 @@ def _wait_healthy(proc, base: str, tls: Tls, workdir: Path, timeout: float = 30)
         except httpx.HTTPError:
             pass
         if proc.poll() is not None or time.monotonic() > deadline:
-            err = (workdir / "melanged.stderr").read_text()
-            raise RuntimeError(f"melanged did not serve {base}: {err[-2000:]}")
+            raise RuntimeError(f"melanged did not serve {base}: {daemon.log_text()[-2000:]}")
         time.sleep(0.05)
 
 
