@@ -235,6 +235,8 @@ allowed_ips = Table(
     metadata,
     Column("interface_id", ForeignKey("interfaces.id", ondelete="CASCADE"), primary_key=True),
     Column("ip_address_id", ForeignKey("ip_addresses.id", ondelete="CASCADE"), primary_key=True),
+    # Freeing an address deletes its allowances by cascade: found by this index (0008).
+    Index(None, "ip_address_id"),
 )
 
 

@@ -1,8 +1,8 @@
 """The HTTP API client behind `melange --url`: an operation in, its result out.
 
-Standard library only (socket, ssl, json; HTTP/1.1 in melange_cli.http11): like
-the socket client, this path imports neither SQLAlchemy nor rich, so a remote
-command costs a Python start and one round trip. Routes come from the declaration
+Standard library only (http.client, ssl, json): like the socket client, this
+path imports neither SQLAlchemy nor rich, so a remote command costs a Python
+start and one round trip. Routes come from the declaration
 (melange.operations `Http`), so the client and melanged's HTTP server cannot
 disagree about a path or a method.
 Results are what the operation returns as JSON; paged lists are walked to the
@@ -13,6 +13,7 @@ same MelangeError the core would have raised.
 
 from __future__ import annotations
 
+import http.client
 import json
 import re
 import ssl
@@ -29,7 +30,11 @@ from melange.errors import (
     Unauthenticated,
 )
 from melange.operations import OPERATIONS, Http
-from melange_cli.http11 import BadResponse, Closed, Connection, Response
+
+Connection = http.client.HTTPConnection
+Response = http.client.HTTPResponse
+BadResponse = http.client.HTTPException  # not HTTP, or an answer that ended mid-way
+Closed = http.client.RemoteDisconnected  # the server closed before its answer began
 
 TIMEOUT = 300.0  # a long import or export may take minutes; the socket client waits as long
 CONNECT_TIMEOUT = 10.0  # a host that drops packets is exit 6 in seconds, not minutes
@@ -155,7 +160,8 @@ class Remote:
             self.close()  # the server ends the connection, or an unread body is in the way
         try:
             connection = self._connection()
-            self.last = connection.request(method, target, body, headers)
+            connection.request(method, target, body, headers)
+            self.last = connection.getresponse()
             return self.last
         except (Closed, ConnectionResetError, BrokenPipeError):
             raise
@@ -185,10 +191,20 @@ class Remote:
             raise StoreUnavailable(f"cannot reach melanged at {self.url}: {reason}") from None
 
     def _connection(self) -> Connection:
+        """The kept-alive connection, made on first use: connected within CONNECT_TIMEOUT,
+        then patient for TIMEOUT (http.client sets TCP_NODELAY itself)."""
         if self.connection is None:
-            self.connection = Connection(
-                self.host, self.port, self.context, CONNECT_TIMEOUT, TIMEOUT
+            connection = (
+                http.client.HTTPSConnection(
+                    self.host, self.port, timeout=CONNECT_TIMEOUT, context=self.context
+                )
+                if self.context is not None
+                else http.client.HTTPConnection(self.host, self.port, timeout=CONNECT_TIMEOUT)
             )
+            connection.connect()
+            assert connection.sock is not None
+            connection.sock.settimeout(TIMEOUT)
+            self.connection = connection
         return self.connection
 
     def _refusal(self, response: Response) -> MelangeError:

@@ -226,3 +226,17 @@ def test_a_client_that_stops_reading_loses_the_connection(tmp_path):
             sock.close()
         assert received < whole
         answers(api)
+
+
+def test_a_tls_handshake_never_begun_is_dropped(tmp_path):
+    with HttpDaemon(f"sqlite:///{tmp_path / 'store.db'}", tmp_path / "api",
+                    limits=Limits(header_timeout=1.0)) as api:  # fmt: skip
+        silent = [socket.create_connection(("127.0.0.1", api.server.port)) for _ in range(20)]
+        try:
+            for sock in silent:
+                sock.settimeout(10)
+                assert sock.recv(1) == b""  # closed by the server, not by this timeout
+        finally:
+            for sock in silent:
+                sock.close()
+        answers(api)

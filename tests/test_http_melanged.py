@@ -241,3 +241,20 @@ def test_a_server_that_stops_by_itself_says_so(tmp_path):
     finally:
         server.stop()
         store.close()
+
+
+@pytest.mark.parametrize(("value", "status"), [("true", 0), ("yes", 0), ("false", 2),
+                                               ("maybe", 2)])  # fmt: skip
+def test_insecure_http_from_the_config_file(tmp_path, value, status):
+    from melange.errors import InvalidInput
+    from melanged.settings import resolve
+
+    config = tmp_path / "melange.conf"
+    config.write_text(f"[melanged]\nhttp = 0.0.0.0:9898\ninsecure_http = {value}\n")
+    flags = {"db": sqlite(tmp_path / "s.db"), "insecure_http": None}
+    if status == 0:
+        settings = resolve(flags, str(config))
+        assert settings.insecure_http is True and settings.hostsfile is None
+    else:
+        with pytest.raises(InvalidInput, match="insecure_http|plain HTTP"):
+            resolve(flags, str(config))

@@ -22,6 +22,7 @@ import ssl
 import threading
 import time
 from collections.abc import Callable
+from typing import Any
 
 import uvicorn
 from uvicorn.protocols.http.h11_impl import H11Protocol
@@ -107,12 +108,28 @@ class GuardedProtocol(H11Protocol):
         super().pause_writing()
 
 
+class HandshakeDeadlineLoop(asyncio.SelectorEventLoop):
+    """The server's event loop: a TLS handshake must finish within `handshake_timeout`
+    (asyncio's default is 60 s, and uvicorn passes none), since a connection still in
+    its handshake is not yet the protocol's to count or time out."""
+
+    def __init__(self, handshake_timeout: float) -> None:
+        super().__init__()
+        self.handshake_timeout = handshake_timeout
+
+    async def create_server(self, *args: Any, **kwargs: Any) -> asyncio.Server:
+        if kwargs.get("ssl") is not None:
+            kwargs.setdefault("ssl_handshake_timeout", self.handshake_timeout)
+        return await super().create_server(*args, **kwargs)
+
+
 class HttpServer:
     """melanged's HTTP API: `start` in a thread, `stop` gracefully."""
 
     def __init__(self, listen: Listen, store: Store, limits: Limits = Limits(),
                  on_failure: Callable[[], None] | None = None) -> None:  # fmt: skip
         self.listen = listen
+        self.limits = limits
         self.on_failure = on_failure
         self.service = Service(store, limits)
         self.context = tls_context(listen)
@@ -154,8 +171,10 @@ class HttpServer:
         """Serve until `stop`. A server that stops by itself (a bug) says so through
         `on_failure`: melanged then stops with status 1, and its supervisor restarts it,
         rather than run on without its API."""
+        timeout = self.limits.header_timeout
         try:
-            asyncio.run(self.server.serve(sockets=[self.sock]))
+            with asyncio.Runner(loop_factory=lambda: HandshakeDeadlineLoop(timeout)) as runner:
+                runner.run(self.server.serve(sockets=[self.sock]))
         except BaseException:  # noqa: BLE001  (logged, then melanged told to stop)
             log.exception("the HTTP server failed")
         if not self.server.should_exit:

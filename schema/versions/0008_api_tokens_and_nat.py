@@ -68,8 +68,16 @@ def upgrade() -> None:
     op.create_index(
         op.f("ix_nat_mappings_inside_local_id"), "nat_mappings", ["inside_local_id"]
     )
+    existing = {ix["name"] for ix in sa.inspect(op.get_bind()).get_indexes("allowed_ips")}
+    if "ix_allowed_ips_ip_address_id" not in existing:  # MySQL keeps it on downgrade
+        op.create_index(
+            op.f("ix_allowed_ips_ip_address_id"), "allowed_ips", ["ip_address_id"]
+        )
 
 
 def downgrade() -> None:
+    if op.get_bind().dialect.name not in ("mysql", "mariadb"):
+        # MySQL keeps it: its foreign key needs an index, and it had one before 0008.
+        op.drop_index(op.f("ix_allowed_ips_ip_address_id"), table_name="allowed_ips")
     op.drop_table("nat_mappings")
     op.drop_table("api_tokens")

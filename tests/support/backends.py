@@ -27,6 +27,7 @@ SERVER_URLS = {
 }
 # Children before parents, so emptying never trips a foreign key.
 TABLES_IN_DELETE_ORDER = [
+    models.nat_mappings,
     models.allowed_ips,
     models.allocated_macs,
     models.free_ranges,
