@@ -17,6 +17,7 @@ import http.client
 import json
 import re
 import ssl
+from collections.abc import Callable
 from typing import Any
 from urllib.parse import quote, urlencode, urlsplit
 
@@ -102,6 +103,48 @@ class Remote:
             following = page.get("next")
             target = self._within(following) if following else None
         return items if newest is None else list(reversed(items[:newest]))
+
+    def stream(self, operation: str, params: dict[str, Any], sink: Callable[[Any], object]) -> None:
+        """A streamed read (melange.streaming.STREAMED): each record, or export entity, to
+        `sink` as its page or line arrives; what `call` returns, never held whole."""
+        from melange.streaming import newest, walk
+
+        route = route_of(operation)
+        given = {key: value for key, value in params.items() if value is not None}
+        path = self.prefix + fill_path(route, given)
+        rest = {key: value for key, value in given.items() if key not in route.path_params()}
+        if not route.paged:
+            return self._entities(self._request("GET", path + query_string(rest)), sink)
+        limit = rest.pop("limit", None) if operation == "history" else None
+        if limit is not None and not 1 <= limit <= HISTORY_MAX:
+            raise InvalidInput(
+                f"history: parameter limit is out of range (from 1 to {HISTORY_MAX}): {limit}"
+            )
+
+        def fetch(target: str | None) -> tuple[list[Any], str | None]:
+            first = path + query_string({**rest, "limit": PAGE_SIZE})
+            page = self._result(self._request("GET", target or first), Http("GET", path))
+            if not isinstance(page, dict) or not isinstance(page.get("items"), list):
+                raise StoreUnavailable(f"{self.url} answered a list without its items")
+            following = page.get("next")
+            return page["items"], self._within(following) if following else None
+
+        for record in newest(fetch, limit) if limit is not None else walk(fetch):
+            sink(record)
+        return None
+
+    def _entities(self, response: Response, sink: Callable[[Any], object]) -> None:
+        """An NDJSON export's entities to `sink`, a line at a time."""
+        from melange.transfer_stream import parse_ndjson
+
+        try:
+            for kind, item in parse_ndjson((line.decode("utf-8") for line in response), {}):
+                sink({kind: item})
+        except (OSError, BadResponse) as error:
+            self.close()
+            raise StoreUnavailable(f"lost melanged at {self.url}: {_reason(error)}") from None
+        except UnicodeDecodeError:
+            raise StoreUnavailable(f"{self.url} answered an export that is not UTF-8") from None
 
     def _within(self, target: str) -> str:
         """A `next` link (path and query) under this URL's path prefix, if it has one."""
