@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import json
 import logging
-from collections.abc import Awaitable, Callable, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlencode
@@ -23,6 +23,7 @@ from starlette.convertors import StringConvertor, register_url_convertor
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import Response, StreamingResponse
+from starlette.routing import Route
 
 from melange import __version__, operations, paging
 from melange.errors import MelangeError, PermissionDenied, Unauthenticated
@@ -36,6 +37,7 @@ log = logging.getLogger("melanged.http")
 JSON = "application/json"
 NDJSON = "application/x-ndjson"
 TEXT = "text/plain; charset=utf-8"
+STREAM_CHUNK = 64 << 10
 Endpoint = Callable[[Request], Awaitable[Response]]
 
 
@@ -76,8 +78,10 @@ def build(service: Service) -> FastAPI:
     app.router.add_route("/v1/health", health, methods=["GET"])
     app.router.add_route("/openapi.json", openapi_json, methods=["GET"])
     for path, names in routed().items():
-        route = path.replace(":path}", ":ref}")
-        app.router.add_route(route, dispatch(service, names), methods=sorted(names))
+        route = Route(path.replace(":path}", ":ref}"), dispatch(service, names),
+                      methods=sorted(names))  # fmt: skip
+        route.path = path  # matched by BlockRef, shown as declared
+        app.router.routes.append(route)
     app.add_exception_handler(MelangeError, _melange_error)
     app.add_exception_handler(HTTPException, _http_error)
     app.add_exception_handler(Exception, _internal_error)
@@ -205,9 +209,19 @@ def answer(
     return _json(result, http.status)
 
 
-def _encoded(lines: Iterator[str]) -> Iterator[bytes]:
+async def _encoded(lines: Iterator[str]) -> AsyncIterator[bytes]:
+    """The lines in chunks of about STREAM_CHUNK bytes, made on the event loop: a thread
+    hop per line made a large export crawl; each chunk's send lets others run between."""
+    buffer: list[str] = []
+    size = 0
     for line in lines:
-        yield line.encode()
+        buffer.append(line)
+        size += len(line)
+        if size >= STREAM_CHUNK:
+            yield "".join(buffer).encode()
+            buffer, size = [], 0
+    if buffer:
+        yield "".join(buffer).encode()
 
 
 def next_link(request: Request, page: paging.Page) -> str | None:
