@@ -15,7 +15,8 @@ import time
 import traceback
 from datetime import UTC, datetime
 
-MODULES = ("concurrency", "flatness", "bulk", "cli", "dhcp", "socket", "reports", "galera")
+MODULES = ("concurrency", "flatness", "bulk", "cli", "dhcp", "socket", "reports", "galera",
+           "groupcommit")
 
 
 def main(argv: list[str] | None = None) -> int:

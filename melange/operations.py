@@ -375,21 +375,23 @@ def _savepoint(
     Other database errors end the whole transaction, for Store.run to retry or report."""
     from sqlalchemy import exc
 
-    from melange import audit
+    from melange import audit, prepared
 
     for attempt in (1, 2):
-        savepoint = conn.begin_nested()
+        prepared.savepoint(conn, "melange_request")
         try:
             with audit.acting(request.actor, request.via):
                 result = audit.audited(conn, request.name, params, call)
+            prepared.release_savepoint(conn, "melange_request")
         except MelangeError as error:
-            savepoint.rollback()
+            prepared.rollback_to_savepoint(conn, "melange_request")
+            prepared.release_savepoint(conn, "melange_request")
             return error
         except exc.IntegrityError as error:
-            savepoint.rollback()
+            prepared.rollback_to_savepoint(conn, "melange_request")
+            prepared.release_savepoint(conn, "melange_request")
             if attempt == 2:
                 return store.refused(error)
             continue
-        savepoint.commit()
         return result
     raise AssertionError("unreachable")
