@@ -355,8 +355,13 @@ def run_batch(store: Store, requests: list[Request]) -> list[Any]:
     if not calls:
         return outcomes
 
+    attempts = 0
+
     def batch(conn: Any) -> dict[int, Any]:
-        return {index: _savepoint(store, conn, request, params, call)
+        nonlocal attempts
+        attempts += 1
+        careful = attempts > 1  # a retry: each request's writes confirmed before the next
+        return {index: _savepoint(store, conn, request, params, call, careful)
                 for index, request, params, call in calls}  # fmt: skip
 
     with store.faults(), using(store.clock):
@@ -366,13 +371,18 @@ def run_batch(store: Store, requests: list[Request]) -> list[Any]:
     return outcomes
 
 
-def _savepoint(
-    store: Store, conn: Any, request: Request, params: dict[str, Any], call: Callable
-) -> Any:
+def _savepoint(store: Store, conn: Any, request: Request, params: dict[str, Any],
+               call: Callable, careful: bool) -> Any:  # fmt: skip
     """One request of a batch in a savepoint: its result, or the MelangeError it raised
-    with its own changes undone. A write that lost a race (IntegrityError) runs once
+    with its own changes undone.
+
+    On a server its last writes and the savepoint's release wait for the next request's
+    first statement (one round trip fewer each), so a constraint error (IntegrityError)
+    may surface there: it ends the attempt, and the retry runs `careful`, each
+    request's writes sent with its release. There a write that lost a race runs once
     more, as Store.run would run it; refused again, it is this request's conflict.
-    Other database errors end the whole transaction, for Store.run to retry or report."""
+    Other database errors end the whole transaction, for Store.run to retry or report.
+    """
     from sqlalchemy import exc
 
     from melange import audit, prepared
@@ -382,12 +392,14 @@ def _savepoint(
         try:
             with audit.acting(request.actor, request.via):
                 result = audit.audited(conn, request.name, params, call)
-            prepared.release_savepoint(conn, "melange_request")
+            prepared.release_savepoint(conn, "melange_request", wait=not careful)
         except MelangeError as error:
             prepared.rollback_to_savepoint(conn, "melange_request")
             prepared.release_savepoint(conn, "melange_request")
             return error
         except exc.IntegrityError as error:
+            if not careful:
+                raise
             prepared.rollback_to_savepoint(conn, "melange_request")
             prepared.release_savepoint(conn, "melange_request")
             if attempt == 2:

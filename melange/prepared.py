@@ -356,10 +356,17 @@ def savepoint(conn: Connection, name: str) -> None:
     _direct(conn, sql)
 
 
-def release_savepoint(conn: Connection, name: str) -> None:
+def release_savepoint(conn: Connection, name: str, *, wait: bool = False) -> None:
     """RELEASE SAVEPOINT `name`, with the writes still waiting, in one round trip: an
-    error of any of them is raised here, while the savepoint can still be rolled back."""
-    _closing(conn, f"RELEASE SAVEPOINT {name}")
+    error of any of them is raised here, while the savepoint can still be rolled back.
+    With `wait`, in a pipelined transaction, it waits too, like a `send` write: a round
+    trip saved, but a failing write then surfaces with a later statement."""
+    sql = f"RELEASE SAVEPOINT {name}"
+    waiting = conn.info.get(_WAITING)
+    if wait and waiting is not None:
+        waiting.append((sql, None))
+        return
+    _closing(conn, sql)
 
 
 def rollback_to_savepoint(conn: Connection, name: str) -> None:

@@ -229,7 +229,9 @@ def test_a_single_request_runs_at_once(store_url: str, socket_server: Path) -> N
         client.call(str(socket_server), "block.allocate", {"block": "g", "mac": _mac(4, n)})
         through.append(time.perf_counter() - started)
     assert _counters() == (before[0] + 10, before[1] + 10)
-    assert sorted(through)[5] < sorted(direct)[5] + 0.02, (through, direct)
+    # Generous (a loaded machine's database server varies by more than a request): a
+    # timer waiting for company would add its wait to every one of these.
+    assert sorted(through)[5] < 2 * sorted(direct)[5] + 0.05, (through, direct)
 
 
 def test_sigkill_mid_batch_loses_no_answered_allocation(store_url: str, tmp_path: Path) -> None:
