@@ -309,3 +309,39 @@ def test_stress_workers_through_melanged(store_url: str, tmp_path: Path) -> None
     rows = active(store_url)
     check_outcome(events, rows)
     check_counters(store_url, rows)
+
+
+@pytest.mark.servers_only
+def test_a_failing_http_request_in_a_batch_gets_its_own_problem(
+    store_url: str, tmp_path: Path
+) -> None:
+    """Over HTTP too (on the servers: there only the block's row is held to queue the
+    requests; SQLite's write lock would also hold up the token check before the lane)."""
+    with HttpDaemon(store_url, tmp_path / "api") as api:
+        operations.run(api.store, "block.create", {"cidr": "10.80.0.0/24", "name": "e"})
+        operations.run(api.store, "block.allocate", {"block": "e", "address": "10.80.0.7"})
+        bodies = [{"mac": _mac(5, n)} for n in range(5)]
+        bodies[3] = {"address": "10.80.0.7"}  # taken: 409, exit 4
+        replies: list[Any] = [None] * len(bodies)
+        clients = [api.client("writer") for _ in bodies]
+
+        def send(index: int) -> None:
+            replies[index] = clients[index].post("/v1/blocks/e/allocations", json=bodies[index])
+
+        threads = [threading.Thread(target=send, args=(i,)) for i in range(len(bodies))]
+        with _lane_held(store_url, "e"):
+            for thread in threads:
+                thread.start()
+            deadline = time.monotonic() + 30
+            while GROUP.waiting() < len(bodies) - 1:
+                assert time.monotonic() < deadline, f"only {GROUP.waiting()} requests queued"
+                time.sleep(0.01)
+        for thread in threads:
+            thread.join(timeout=60)
+    problem = replies[3]
+    assert problem.status_code == 409
+    assert problem.json()["exit_code"] == 4 and "10.80.0.7" in problem.json()["detail"]
+    stored = _macs_of(store_url)
+    for index in (0, 1, 2, 4):
+        assert replies[index].status_code == 201, replies[index].text
+        assert stored[bodies[index]["mac"]] == replies[index].json()[0]["address"]
