@@ -15,8 +15,8 @@ import time
 import traceback
 from datetime import UTC, datetime
 
-MODULES = ("concurrency", "flatness", "bulk", "cli", "dhcp", "socket", "reports", "galera",
-           "groupcommit")
+MODULES = ("concurrency", "flatness", "bulk", "bulkcli", "cli", "dhcp", "socket", "reports",
+           "galera", "http", "groupcommit")  # fmt: skip
 
 
 def main(argv: list[str] | None = None) -> int:

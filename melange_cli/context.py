@@ -7,6 +7,7 @@ Nothing here imports SQLAlchemy or rich at module level, so `--help` and
 from __future__ import annotations
 
 import sys
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -75,6 +76,20 @@ class App:
         from melange import operations
 
         return operations.run(self.store(), operation, params)
+
+    def stream(self, operation: str, sink: Callable[[Any], object], **params: Any) -> None:
+        """A streamed read (melange.streaming.STREAMED): each record, or export entity, to
+        `sink` as it comes, through melanged's socket or HTTP API, or from the store."""
+        if self.socket:
+            from melange_cli import client
+
+            return client.stream(self.socket, operation, params, sink)
+        remote = self.remote()
+        if remote is not None:
+            return remote.stream(operation, params, sink)
+        from melange import streaming
+
+        return streaming.produce(self.store(), operation, params, sink)
 
     def remote(self):
         """The HTTP API client when the command goes to a URL: --url or MELANGE_URL, else
