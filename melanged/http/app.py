@@ -30,11 +30,12 @@ from starlette.requests import Request
 from starlette.responses import Response, StreamingResponse
 from starlette.routing import Route
 
-from melange import __version__, operations, paging
+from melange import __version__, paging
 from melange.errors import MelangeError, PermissionDenied, Unauthenticated
 from melange.operations import OPERATIONS, Operation
 from melange.store import Store
 from melange.transfer_stream import to_ndjson
+from melanged.batching import GROUP
 from melanged.http import auth, inputs, openapi, problems
 from melanged.http.listen import Limits
 
@@ -159,7 +160,7 @@ class Call:
         params, page = self.parameters()
         if page is not None:
             params["page"] = page
-        result = operations.run(store, self.name, params, actor=identity.name, via=auth.VIA)
+        result = GROUP.run(store, self.name, params, actor=identity.name, via=auth.VIA)
         return result, page
 
     def parameters(self) -> tuple[dict[str, Any], paging.Page | None]:
