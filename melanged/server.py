@@ -40,6 +40,7 @@ from melange.localfiles import (
 )
 from melange.operations import Role
 from melange.store import Store
+from melanged.batching import GROUP
 
 log = logging.getLogger("melanged.socket")
 PROTOCOL_VERSION = 1
@@ -397,7 +398,7 @@ class SocketServer(socketserver.ThreadingMixIn, socketserver.UnixStreamServer):
             check_host_local(peer, name, params)
             if request.get("stream") is True and name in streaming.STREAMED:
                 return Streamed(name, params, request_id)
-            result = operations.run(self.store, name, params, actor=peer.user, via="socket")
+            result = GROUP.run(self.store, name, params, actor=peer.user, via="socket")
             return {"version": PROTOCOL_VERSION, "id": request_id, "ok": True, "result": result}
         except MelangeError as error:
             return error_response(error, request_id)

@@ -209,12 +209,16 @@ def test_a_client_that_stops_reading_loses_the_connection(tmp_path):
                     limits=Limits(send_timeout=1.0)) as api:  # fmt: skip
         operations.run(api.store, "block.create", {"cidr": "10.0.0.0/16", "name": "big"})
         operations.run(api.store, "block.allocate", {"block": "big", "count": 30_000})
+        started = time.monotonic()
         whole = len(api.client("reader").get("/v1/export").content)
+        making = time.monotonic() - started  # on a loaded machine, seconds
         sock = socket.socket()
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
         sock.connect(("127.0.0.1", api.server.port))
         sock.sendall(head(api, "GET", "/v1/export"))
-        time.sleep(4)  # reading nothing, well past the send deadline
+        # Reading nothing until the server has had time to make the export and to find
+        # the client stalled, well past the send deadline.
+        time.sleep(2 * making + 3)
         received = 0
         sock.settimeout(5)
         try:
