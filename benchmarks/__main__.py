@@ -15,7 +15,9 @@ import time
 import traceback
 from datetime import UTC, datetime
 
-MODULES = ("concurrency", "flatness", "bulk", "cli", "dhcp", "socket", "reports", "galera")
+MODULES = (
+    "concurrency", "flatness", "bulk", "cli", "dhcp", "socket", "reports", "galera", "startup",
+)  # fmt: skip
 
 
 def main(argv: list[str] | None = None) -> int:

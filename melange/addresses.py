@@ -72,6 +72,7 @@ def _statements() -> dict:
             {name: bindparam(name) for name in _INSERT_COLUMNS}
         ),
         "delete": delete(ip_addresses).where(IP.id == bindparam("id")),
+        "by_id": _joined().where(IP.id == bindparam("id")),
         "hold": update(ip_addresses)
         .where(IP.id == bindparam("id"))
         .values(
@@ -117,6 +118,7 @@ _FIND = {
     in_block: _prepared(f"find{'.in_block' if in_block else ''}") for in_block in (False, True)
 }
 _DELETE = _prepared("delete")
+_BY_ID = _prepared("by_id")
 _HOLD = _prepared("hold")
 
 
@@ -498,11 +500,7 @@ def _free_now(conn: Connection, row) -> None:
 
 
 def _reread(conn: Connection, row_id: int) -> dict:
-    from melange.models import ip_addresses
-
-    IP = ip_addresses.c
-
-    return address_record(conn.execute(_joined().where(IP.id == row_id)).first())
+    return address_record(_BY_ID.first(conn, id=row_id))
 
 
 def _hold(conn: Connection, row, hold_seconds: int) -> None:

@@ -40,6 +40,37 @@ STATEMENTS: dict[str, tuple] = {'addresses.by_active_mac': ('SELECT ip_addresses
                               'block_network',
                               'vif_id'),
                              ((2, 'address'), (9, 'datetime'), (10, 'datetime'), (11, 'datetime'))),
+ 'addresses.by_id': ('SELECT ip_addresses.id, ip_addresses.block_id, ip_addresses.address, '
+                     'ip_addresses.mac, ip_addresses.active_mac, ip_addresses.hostname, '
+                     'ip_addresses.interface_id, ip_addresses.tenant, ip_addresses.state, '
+                     'ip_addresses.allocated_at, ip_addresses.released_at, '
+                     'ip_addresses.held_until, blocks.version AS block_version, blocks.name AS '
+                     'block_name, blocks.cidr AS block_cidr, blocks.network AS block_network, '
+                     'interfaces.vif_id \n'
+                     'FROM ip_addresses JOIN blocks ON blocks.id = ip_addresses.block_id LEFT '
+                     'OUTER JOIN interfaces ON interfaces.id = ip_addresses.interface_id \n'
+                     'WHERE ip_addresses.id = ?',
+                     ('id',),
+                     {},
+                     (),
+                     ('id',
+                      'block_id',
+                      'address',
+                      'mac',
+                      'active_mac',
+                      'hostname',
+                      'interface_id',
+                      'tenant',
+                      'state',
+                      'allocated_at',
+                      'released_at',
+                      'held_until',
+                      'block_version',
+                      'block_name',
+                      'block_cidr',
+                      'block_network',
+                      'vif_id'),
+                     ((2, 'address'), (9, 'datetime'), (10, 'datetime'), (11, 'datetime'))),
  'addresses.delete': ('DELETE FROM ip_addresses WHERE ip_addresses.id = ?',
                       ('id',),
                       {},

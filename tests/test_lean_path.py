@@ -57,6 +57,12 @@ STEPS = [
     ("ip.show", {"address": "10.0.0.77"}),
     ("ip.show", {"address": "10.0.0.2", "block": "B"}),
     ("ip.show", {"address": "2001:db8::200:5eff:fe00:53af"}),
+    ("ip.release", {"address": "10.0.0.2"}),
+    ("ip.show", {"address": "10.0.0.2"}),
+    ("ip.release", {"address": "10.0.0.77", "now": True}),
+    ("ip.release", {"address": "10.0.0.2", "now": True}),
+    ("block.allocate", {"block": "B", "address": "10.0.0.77"}),
+    ("block.allocate", {"block": "B"}),
 ]
 
 
@@ -71,7 +77,7 @@ def test_the_lean_path_writes_and_answers_exactly_what_the_full_path_does(tmp_pa
     lean.close()
     full.close()
     assert _dump(lean_path) == _dump(full_path)
-    assert len(_dump(lean_path)["audit_log"]) == 2 + 6
+    assert len(_dump(lean_path)["audit_log"]) == 2 + 6 + 5
 
 
 @pytest.mark.parametrize(
@@ -80,6 +86,7 @@ def test_the_lean_path_writes_and_answers_exactly_what_the_full_path_does(tmp_pa
         ("block.allocate", {"block": "nosuch"}, NotFound),
         ("block.allocate", {"block": "B", "address": "10.0.0.0"}, Conflict),
         ("ip.show", {"address": "10.0.0.9"}, NotFound),
+        ("ip.release", {"address": "10.0.0.9"}, NotFound),
     ],
 )
 def test_the_core_refuses_on_the_lean_path_as_on_the_full_one(tmp_path, name, params, error):
