@@ -149,9 +149,10 @@ class LeanConnection:
 
 def sqlite_path(url: str) -> Path | None:
     """The file of a plain `sqlite:///FILE` URL (what --db FILE becomes), else None: URIs,
-    query arguments and in-memory stores are left to the full path."""
+    query arguments, in-memory stores and names SQLAlchemy would decode (`%`) are left to
+    the full path."""
     prefix = "sqlite:///"
-    if not url.startswith(prefix) or "?" in url:
+    if not url.startswith(prefix) or any(c in url for c in "?%#"):
         return None
     database = url[len(prefix) :]
     if database in ("", ":memory:") or database.startswith("file:"):

@@ -19,7 +19,7 @@ import pytest
 
 from melange import operations, shipped
 from melange.errors import Conflict, NotFound
-from melange.lean import BIND, RESULT, LeanStore, NeedsFullPath
+from melange.lean import BIND, RESULT, LeanStore, NeedsFullPath, sqlite_path
 from melange.store import Store
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -201,3 +201,18 @@ def test_the_lean_conversions_are_sqlalchemys():
     boolean = Boolean().dialect_impl(dialect).result_processor(dialect, None)
     for value in (None, 0, 1):
         assert RESULT["boolean"](value) == (boolean(value) if boolean else value)
+
+
+def test_only_a_plain_sqlite_file_is_served_lean():
+    assert sqlite_path("sqlite:////srv/ipam/melange.db") == Path("/srv/ipam/melange.db")
+    assert sqlite_path("sqlite:////srv/ipam/a b.db") == Path("/srv/ipam/a b.db")
+    for url in (
+        "sqlite://",
+        "sqlite:///:memory:",
+        "sqlite:////srv/melange.db?mode=ro",
+        "sqlite:///file:melange.db?uri=true",
+        "sqlite:////srv/100%25.db",
+        "postgresql+psycopg://u@h/melange",
+        "mysql+pymysql://u@h/melange",
+    ):
+        assert sqlite_path(url) is None, url
