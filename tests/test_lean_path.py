@@ -216,3 +216,20 @@ def test_only_a_plain_sqlite_file_is_served_lean():
         "mysql+pymysql://u@h/melange",
     ):
         assert sqlite_path(url) is None, url
+
+
+def test_lean_processes_allocating_at_once_each_get_their_own_address(tmp_path):
+    path = _store(tmp_path, "s")
+    code = "import sys; from melange_cli.main import main; sys.exit(main())"
+    argv = [sys.executable, "-c", code, "--db", str(path), "-o", "plain", "block", "allocate", "B"]
+    processes = [
+        subprocess.Popen(argv, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        for _ in range(8)
+    ]
+    answers = [process.communicate(timeout=60) for process in processes]
+    assert [process.returncode for process in processes] == [0] * 8, answers
+    addresses = {out.strip() for out, _ in answers}
+    assert len(addresses) == 8
+    with sqlite3.connect(path) as raw:
+        assert raw.execute("SELECT allocated_count FROM blocks WHERE name = 'B'").fetchone() == (8,)
+        assert raw.execute("SELECT count(*) FROM ip_addresses").fetchone() == (8,)
