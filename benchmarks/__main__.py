@@ -15,9 +15,8 @@ import time
 import traceback
 from datetime import UTC, datetime
 
-MODULES = (
-    "concurrency", "flatness", "bulk", "cli", "dhcp", "socket", "reports", "galera", "startup",
-)  # fmt: skip
+MODULES = ("concurrency", "flatness", "bulk", "bulkcli", "cli", "dhcp", "socket", "reports",
+           "galera", "http", "groupcommit", "startup")  # fmt: skip
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -71,13 +71,13 @@ class _Blocks:
 class _Pool:
     """Worker processes, started once and given one run at a time."""
 
-    def __init__(self, size: int) -> None:
+    def __init__(self, size: int, module: str = "benchmarks.worker") -> None:
         paths = [str(ROOT), os.environ.get("PYTHONPATH", "")]
         env = {**os.environ, "PYTHONPATH": os.pathsep.join(p for p in paths if p)}
         self.runs = 0
         self.procs = [
             subprocess.Popen(
-                [sys.executable, "-m", "benchmarks.worker", str(w)],
+                [sys.executable, "-m", module, str(w)],
                 stdin=subprocess.PIPE,
                 stdout=subprocess.PIPE,
                 text=True,
@@ -108,12 +108,13 @@ class _Pool:
         """One worker per entry of `blocks`, started together; throughput and retries."""
         return self.run_targets([(url, block) for block in blocks], window)
 
-    def run_targets(self, targets: list[tuple[str, str]], window: Window) -> dict:
-        """One worker per (store URL, block), started together; throughput and retries."""
+    def run_targets(self, targets: list[tuple[str, str]], window: Window, **extra: str) -> dict:
+        """One worker per (store URL, block), started together; throughput and retries.
+        `extra` goes to every worker with the command (what an HTTP client needs)."""
         self.runs += 1
         procs = self.procs[: len(targets)]
         for proc, (url, block) in zip(procs, targets, strict=True):
-            command = {"url": url, "block": block, **window._asdict()}
+            command = {"url": url, "block": block, **window._asdict(), **extra}
             proc.stdin.write(json.dumps(command) + "\n")
             proc.stdin.flush()
         for proc in procs:

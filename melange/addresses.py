@@ -257,8 +257,9 @@ def _insert(
     interface_id: int | None,
     progress: Callable[[int, int], None] | None,
 ) -> list[dict]:
-    """Insert the chosen addresses as allocated, one prepared statement for one address
-    and batches of INSERT_BATCH for many (reporting `progress` after each); the rows."""
+    """Insert the chosen addresses as allocated with one prepared statement, run on the
+    driver: once for one address, with the driver's `executemany` in batches of
+    INSERT_BATCH for many (reporting `progress` after each); the rows."""
     now = utcnow()
     rows = [
         {
@@ -279,12 +280,8 @@ def _insert(
     if len(rows) == 1:
         _INSERT_ONE.send(conn, **rows[0])
         return rows
-    from sqlalchemy import insert
-
-    from melange.models import ip_addresses
-
     for start in range(0, len(rows), INSERT_BATCH):
-        conn.execute(insert(ip_addresses), rows[start : start + INSERT_BATCH])
+        _INSERT_ONE.many(conn, rows[start : start + INSERT_BATCH])
         if progress is not None:
             progress(min(start + INSERT_BATCH, len(rows)), len(rows))
     return rows

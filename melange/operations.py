@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any, Literal
 
 from melange import params as declared
 from melange.clock import using
-from melange.errors import InvalidInput
+from melange.errors import InvalidInput, MelangeError
 
 if TYPE_CHECKING:
     from melange.store import Store
@@ -258,14 +258,7 @@ def run(
     `actor` (the OS user when not given) acting through `via`.
     """
     operation = _operation(name)
-    local = operation.local()
-    kwargs = dict(params)
-    if local & params.keys():  # callbacks of an in-process caller (a progress bar)
-        params = {k: v for k, v in params.items() if k not in local}
-    declared.check(name, operation.parameters(), params)
-    function = operation.function()
-    if operation.hold:
-        kwargs["hold_seconds"] = store.release_hold
+    params, call = _prepared(store, name, operation, params)
     if not operation.write:
         store.require_existing()
     from melange import audit
@@ -276,14 +269,27 @@ def run(
         if operation.whole_store:
             if not name.startswith("db."):
                 store.ensure_schema()
-            return function(store, **kwargs)
+            return call(store)
         if not operation.write:
-            return store.run(lambda conn: function(conn, **kwargs), write=False)
+            return store.run(call, write=False)
 
-        return store.run(
-            lambda conn: audit.audited(conn, name, params, lambda c: function(c, **kwargs)),
-            write=True,
-        )
+        return store.run(lambda conn: audit.audited(conn, name, params, call), write=True)
+
+
+def _prepared(
+    store: Store, name: str, operation: Operation, params: dict[str, Any]
+) -> tuple[dict[str, Any], Callable[[Any], Any]]:
+    """A request checked against the declaration (InvalidInput, exit 2): the parameters
+    as recorded (in-process callbacks left out) and the call that runs it."""
+    local = operation.local()
+    kwargs = dict(params)
+    if local & params.keys():  # callbacks of an in-process caller (a progress bar)
+        params = {k: v for k, v in params.items() if k not in local}
+    declared.check(name, operation.parameters(), params)
+    function = operation.function()
+    if operation.hold:
+        kwargs["hold_seconds"] = store.release_hold
+    return params, lambda target: function(target, **kwargs)
 
 
 def _operation(name: str) -> Operation:
@@ -311,3 +317,93 @@ def validate(name: str, params: dict[str, Any]) -> dict[str, Any]:
 def parameters(name: str) -> set[str]:
     """The keyword parameters a client may send for operation `name`."""
     return set(_operation(name).parameters())
+
+
+@dataclass(frozen=True)
+class Request:
+    """One caller's write, for `run_batch`: the operation, its parameters, and who asks
+    through which channel (recorded in the audit trail as `run` records them)."""
+
+    name: str
+    params: dict[str, Any]
+    actor: str
+    via: str
+
+
+def run_batch(store: Store, requests: list[Request]) -> list[Any]:
+    """Run several callers' writes in one transaction: one lock, one commit (group commit,
+    melanged.batching). Each runs in a savepoint of its own, with its own audit row, so
+    it succeeds or fails alone: the list holds each request's result, or the MelangeError
+    it raised, in order. Nothing is returned before the commit that holds every result;
+    a failure of the transaction itself (the store gone, say) is raised, for all of them.
+
+    A retry of the transaction (lock contention, melange.store.Store.run) runs every
+    request again from its parameters: each is a pure function of them.
+    """
+    outcomes: list[Any] = [None] * len(requests)
+    calls = []
+    for index, request in enumerate(requests):
+        try:
+            operation = _operation(request.name)
+            if not operation.write or operation.whole_store:
+                raise InvalidInput(f"{request.name} cannot join a batch")
+            params, call = _prepared(store, request.name, operation, request.params)
+        except MelangeError as error:
+            outcomes[index] = error
+            continue
+        calls.append((index, request, params, call))
+    if not calls:
+        return outcomes
+
+    attempts = 0
+
+    def batch(conn: Any) -> dict[int, Any]:
+        nonlocal attempts
+        attempts += 1
+        careful = attempts > 1  # a retry: each request's writes confirmed before the next
+        return {index: _savepoint(store, conn, request, params, call, careful)
+                for index, request, params, call in calls}  # fmt: skip
+
+    with store.faults(), using(store.clock):
+        outcomes_by_index = store.run(batch, write=True)
+    for index, outcome in outcomes_by_index.items():
+        outcomes[index] = outcome
+    return outcomes
+
+
+def _savepoint(store: Store, conn: Any, request: Request, params: dict[str, Any],
+               call: Callable, careful: bool) -> Any:  # fmt: skip
+    """One request of a batch in a savepoint: its result, or the MelangeError it raised
+    with its own changes undone.
+
+    On a server its last writes and the savepoint's release wait for the next request's
+    first statement (one round trip fewer each), so a constraint error (IntegrityError)
+    may surface there: it ends the attempt, and the retry runs `careful`, each
+    request's writes sent with its release. There a write that lost a race runs once
+    more, as Store.run would run it; refused again, it is this request's conflict.
+    Other database errors end the whole transaction, for Store.run to retry or report.
+    """
+    from sqlalchemy import exc
+
+    from melange import audit, prepared
+
+    for attempt in (1, 2):
+        prepared.savepoint(conn, "melange_request")
+        try:
+            with audit.acting(request.actor, request.via):
+                result = audit.audited(conn, request.name, params, call)
+            prepared.release_savepoint(conn, "melange_request", wait=not careful)
+        except MelangeError as error:
+            prepared.rollback_to_savepoint(conn, "melange_request")
+            prepared.release_savepoint(conn, "melange_request")
+            return error
+        except exc.IntegrityError as error:
+            if not careful:
+                raise
+            prepared.rollback_to_savepoint(conn, "melange_request")
+            prepared.release_savepoint(conn, "melange_request")
+            if attempt == 2:
+                return store.refused(error)
+            continue
+        return result
+    raise AssertionError("unreachable")

@@ -330,6 +330,10 @@ class Store:
             return self.unavailable("lost the store", error)
         return None
 
+    def refused(self, error: exc.DBAPIError) -> Conflict:
+        """A write the store refused (a constraint) after a retry: exit 4, in its words."""
+        return Conflict(f"the store refused the change: {redact(first_line(error), self.url)}")
+
     def _faulty(self, error: exc.DBAPIError, fault: str) -> StoreUnavailable:
         detail = redact(first_line(error), self.url)
         return StoreUnavailable(f"the store {safe_url(self.url)} {fault} ({detail})")
@@ -461,9 +465,7 @@ class Store:
                 # backed-off attempts (seconds).
                 if write and attempt < INTEGRITY_ATTEMPTS:
                     continue
-                raise Conflict(
-                    f"the store refused the change: {redact(first_line(error), self.url)}"
-                ) from None
+                raise self.refused(error) from None
             except exc.DBAPIError as error:
                 if is_retryable(error) and attempt < MAX_ATTEMPTS:
                     _backoff(attempt)

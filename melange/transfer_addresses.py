@@ -9,6 +9,7 @@ and each block it lands in is then touched and has its free space rebuilt.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
@@ -30,10 +31,14 @@ CLASHES_SHOWN = 5
 
 
 def import_addresses(
-    conn: Connection, pending: list[tuple[int, int, dict]], hold_seconds: int
+    conn: Connection,
+    pending: list[tuple[int, int, dict]],
+    hold_seconds: int,
+    progress: Callable[[int, int], None] | None = None,
 ) -> list[str]:
     """Insert addresses as they were (state, times), then recompute each block's free
-    space; the problems found, each with its line (nothing is inserted if there are any)."""
+    space; the problems found, each with its line (nothing is inserted if there are any).
+    `progress(written, total)` follows the inserts, batch by batch, from (0, total)."""
     checker = _Checker.of(conn, hold_seconds)
     errors: list[str] = []
     rows: list[dict] = []
@@ -45,8 +50,12 @@ def import_addresses(
     errors.extend(_clashes(conn, rows, {b for _, b, _ in pending}, checker.blocks))
     if errors or not rows:
         return errors
+    if progress is not None:
+        progress(0, len(rows))
     for start in range(0, len(rows), INSERT_BATCH):
         conn.execute(insert(ip_addresses), rows[start : start + INSERT_BATCH])
+        if progress is not None:
+            progress(min(start + INSERT_BATCH, len(rows)), len(rows))
     _refresh_blocks(conn, rows, checker.blocks)
     return errors
 

@@ -10,6 +10,7 @@ JSON and CSV text, are melange.transfer_format's.
 
 from __future__ import annotations
 
+from collections.abc import Callable, Iterator
 from typing import Any
 
 from sqlalchemy import Connection, Select, select
@@ -30,29 +31,41 @@ from melange.models import (
 )
 from melange.names import require_network
 from melange.records import ip_text, iso
-from melange.transfer_format import FORMAT, VERSION
 from melange.validate import format_mac
 
 
-def export(conn: Connection, *, network: str | None = None) -> dict:
-    """Everything (or one network) in a stable order, each table read in one statement."""
+def export(
+    conn: Connection,
+    *,
+    network: str | None = None,
+    sink: Callable[[dict], object] | None = None,
+) -> dict | None:
+    """Everything (or one network) in a stable order, each table read in one statement;
+    or, given `sink`, handed to it an entity at a time as read (melange.transfer_format
+    .entities order), so a million addresses go out in constant memory."""
     require_network(conn, network)
+    if sink is None:
+        from melange.transfer_stream import from_ndjson, ndjson_lines
+
+        return from_ndjson(ndjson_lines(_entities(conn, network)))
+    for entity in _entities(conn, network):
+        sink(entity)
+    return None
+
+
+def _entities(conn: Connection, network: str | None) -> Iterator[dict]:
     policy_query = _network_policies(select(policies), policies.c.id, network)
     policy_rows = conn.execute(policy_query.order_by(policies.c.name)).all()
-    return {
-        "format": FORMAT,
-        "version": VERSION,
-        "policies": _policies(conn, policy_rows, network),
-        "mac_ranges": [
-            {"cidr": cidr}
-            for cidr in conn.execute(
-                select(mac_ranges.c.cidr).order_by(mac_ranges.c.first_mac)
-            ).scalars()
-        ],
-        "blocks": _blocks(conn, {row.id: row.name for row in policy_rows}, network),
-        "interfaces": _interfaces(conn, network),
-        "nat_mappings": _nat_mappings(conn, network),
-    }
+    for policy in _policies(conn, policy_rows, network):
+        yield {"policy": policy}
+    mac_query = select(mac_ranges.c.cidr).order_by(mac_ranges.c.first_mac)
+    for cidr in conn.execute(mac_query).scalars().all():
+        yield {"mac_range": {"cidr": cidr}}
+    yield from _blocks(conn, {row.id: row.name for row in policy_rows}, network)
+    for interface in _interfaces(conn, network):
+        yield {"interface": interface}
+    for mapping in _nat_mappings(conn, network):
+        yield {"nat_mapping": mapping}
 
 
 def _network_blocks(query: Select, block_id: ColumnElement, network: str | None) -> Select:
@@ -99,11 +112,15 @@ def _policies(conn: Connection, rows, network: str | None) -> list[dict]:
     ]
 
 
-def _blocks(conn: Connection, policy_names: dict[int, str], network: str | None) -> list[dict]:
-    """Every exported block with its DNS servers, routes and addresses (four statements)."""
-    query = select(blocks).order_by(
-        blocks.c.network, blocks.c.version, blocks.c.first_addr, blocks.c.prefixlen
-    )
+BLOCK_ORDER = (blocks.c.network, blocks.c.version, blocks.c.first_addr, blocks.c.prefixlen,
+               blocks.c.id)  # fmt: skip
+STREAM_BATCH = 1000
+
+
+def _blocks(conn: Connection, policy_names: dict[int, str], network: str | None) -> Iterator[dict]:
+    """Every exported block (with its DNS servers and routes), each followed by its
+    addresses: four statements, the addresses' read as they are handed on."""
+    query = select(blocks).order_by(*BLOCK_ORDER)
     if network is not None:
         query = query.where(blocks.c.network == network)
     block_rows = conn.execute(query).all()
@@ -114,41 +131,43 @@ def _blocks(conn: Connection, policy_names: dict[int, str], network: str | None)
     dns = _grouped(conn.execute(_network_blocks(dns_query, d.block_id, network)))
     route_lists = _grouped(conn.execute(_network_blocks(route_query, r.block_id, network)))
     addresses = _addresses(conn, network)
-    return [
-        {
-            "network": row.network,
-            "cidr": row.cidr,
-            "name": row.name,
-            "tenant": row.tenant,
-            "type": row.type,
-            "gateway": ip_text(row.gateway, row.version),
-            "dns": [ip_text(address, version) for address, version in dns.get(row.id, [])],
-            "policy": policy_names.get(row.policy_id),
-            "parent": cidr_of.get(row.parent_id),
-            "generator": row.generator,
+    row = next(addresses, None)
+    for block in block_rows:
+        yield {"block": {
+            "network": block.network,
+            "cidr": block.cidr,
+            "name": block.name,
+            "tenant": block.tenant,
+            "type": block.type,
+            "gateway": ip_text(block.gateway, block.version),
+            "dns": [ip_text(address, version) for address, version in dns.get(block.id, [])],
+            "policy": policy_names.get(block.policy_id),
+            "parent": cidr_of.get(block.parent_id),
+            "generator": block.generator,
             "routes": [
-                {"destination": dest, "gateway": ip_text(via, row.version)}
-                for dest, via in route_lists.get(row.id, [])
+                {"destination": dest, "gateway": ip_text(via, block.version)}
+                for dest, via in route_lists.get(block.id, [])
             ],
-            "addresses": [_address(a, row.version) for a in addresses.get(row.id, [])],
-        }
-        for row in block_rows
-    ]
+        }}  # fmt: skip
+        while row is not None and row.block_id == block.id:
+            yield {"address": _address(row, block.version)}
+            row = next(addresses, None)
 
 
-def _addresses(conn: Connection, network: str | None) -> dict[int, list]:
-    """The exported blocks' address rows (with their interface's id), per block, in
-    address order: one statement."""
+def _addresses(conn: Connection, network: str | None) -> Iterator[Any]:
+    """The exported blocks' address rows (with their interface's id) in block order, then
+    address order: one statement, read in batches (a server-side cursor on the servers)."""
     ip = ip_addresses.c
     query = (
         select(ip_addresses, interfaces.c.vif_id.label("vif_id"))
+        .join(blocks, blocks.c.id == ip.block_id)
         .outerjoin(interfaces, interfaces.c.id == ip.interface_id)
-        .order_by(ip.block_id, ip.address)
+        .order_by(*BLOCK_ORDER, ip.address)
     )
-    found: dict[int, list] = {}
-    for row in conn.execute(_network_blocks(query, ip.block_id, network)):
-        found.setdefault(row.block_id, []).append(row)
-    return found
+    if network is not None:
+        query = query.where(blocks.c.network == network)
+    options = {"stream_results": True, "yield_per": STREAM_BATCH}
+    yield from conn.execute(query.execution_options(**options))
 
 
 def _address(row, version: int) -> dict:

@@ -10,7 +10,7 @@ from __future__ import annotations
 import csv
 import io
 import json
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 
 FORMAT = "melange-export"
 VERSION = 1
@@ -60,31 +60,142 @@ CSV_FIELDS = [
 ]
 
 
+# Each section's entity key: an export streams as one {kind: item} per entity
+# (melange.transfer_stream writes them as NDJSON lines), a block's addresses as
+# {"address": ...} entities right after the block (which comes without them).
+KINDS = {"policies": "policy", "mac_ranges": "mac_range", "blocks": "block",
+         "interfaces": "interface", "nat_mappings": "nat_mapping"}  # fmt: skip
+SECTION_OF = {kind: section for section, kind in KINDS.items()}
+Write = Callable[[str], object]
+
+
+def entities(document: dict) -> Iterator[dict]:
+    """A whole document as the entities a streamed export hands on, in their order."""
+    for section in SECTIONS:
+        kind = KINDS[section]
+        for item in document.get(section) or ():
+            if section != "blocks":
+                yield {kind: item}
+                continue
+            yield {kind: {k: v for k, v in item.items() if k != "addresses"}}
+            for address in item.get("addresses", ()):
+                yield {"address": address}
+
+
 def export_json(document: dict) -> str:
     """One JSON document, one entity per line (so import can name lines)."""
-    parts = ["{", f'"format": {json.dumps(FORMAT)},', f'"version": {VERSION},']
-    sections = [s for s in SECTIONS if s not in OPTIONAL or document.get(s)]
-    for n, section in enumerate(sections):
-        items = document[section]
-        parts.append(f'"{section}": [')
-        parts.extend(
-            json.dumps(item, sort_keys=True) + ("," if i < len(items) - 1 else "")
-            for i, item in enumerate(items)
-        )
-        parts.append("]" + ("," if n < len(sections) - 1 else ""))
-    parts.append("}")
-    return "\n".join(parts) + "\n"
+    parts: list[str] = []
+    writer = JsonWriter(parts.append)
+    for entity in entities(document):
+        writer(entity)
+    writer.finish()
+    return "".join(parts)
+
+
+class JsonWriter:
+    """export_json's text written as the entities arrive, in constant memory: a block's
+    line (keys sorted, so "addresses" first) is opened when the block comes, its addresses
+    follow, and its other fields close it. Each item's trailing comma waits for the next
+    entity, and the NAT section is written only when one arrives (as export_json did)."""
+
+    def __init__(self, write: Write) -> None:
+        self.write = write
+        self.section: str | None = None
+        self.block: dict | None = None  # the open block line's other fields
+        self.addresses = 0
+        write("{\n" + f'"format": {json.dumps(FORMAT)},\n"version": {VERSION},')
+        self.pending = "\n"  # what goes before the next item: a comma, a newline
+
+    def __call__(self, entity: dict) -> None:
+        ((kind, item),) = entity.items()
+        if kind == "address":
+            self.write((", " if self.addresses else "") + json.dumps(item, sort_keys=True))
+            self.addresses += 1
+            return
+        self._close_block()
+        self._enter(SECTION_OF[kind])
+        if kind == "block":
+            self.write(self.pending + '{"addresses": [')
+            self.block, self.addresses = item, 0
+        else:
+            self.write(self.pending + json.dumps(item, sort_keys=True))
+        self.pending = ",\n"
+
+    def _close_block(self) -> None:
+        if self.block is not None:
+            rest = json.dumps(self.block, sort_keys=True)
+            self.write("]" + (", " + rest[1:] if rest != "{}" else "}"))
+            self.block = None
+
+    def _enter(self, section: str | None) -> None:
+        """Open every section up to `section` (None: all that are always written)."""
+        start = 0 if self.section is None else SECTIONS.index(self.section) + 1
+        stop = len(SECTIONS) if section is None else SECTIONS.index(section) + 1
+        if self.section == section:
+            return
+        for name in SECTIONS[start:stop]:
+            if name in OPTIONAL and name != section:
+                continue
+            if self.section is not None:
+                self.write("\n],")
+            self.write(f'\n"{name}": [')
+            self.section, self.pending = name, "\n"
+
+    def finish(self) -> None:
+        self._close_block()
+        self._enter(None)
+        self.write("\n]\n}\n")
 
 
 def export_csv(document: dict) -> str:
     """The same content as rows with a `kind` column (lossless, spreadsheet-friendly)."""
-    buffer = io.StringIO()
-    fields = CSV_FIELDS + (NAT_FIELDS if document.get("nat_mappings") else [])
-    writer = csv.DictWriter(buffer, fieldnames=fields, lineterminator="\n")
-    writer.writeheader()
-    for row in _flatten(document):
-        writer.writerow({k: _cell(v) for k, v in row.items()})
-    return buffer.getvalue()
+    parts: list[str] = []
+    writer = CsvWriter(parts.append)
+    for entity in entities(document):
+        writer(entity)
+    writer.finish()
+    return "".join(parts)
+
+
+class CsvWriter:
+    """export_csv's text from entities in streamed order, in constant memory. The CSV's
+    order differs (every address after every interface, NAT mappings last, their columns
+    in the header only when there are some), so rows wait in temporary files (in memory
+    while small) and are written, header first, at the end."""
+
+    def __init__(self, write: Write) -> None:
+        import tempfile
+
+        self.write = write
+        self.spills = [tempfile.SpooledTemporaryFile(8 << 20, "w+", encoding="utf-8")
+                       for _ in range(3)]  # fmt: skip
+        self.block: dict = {}
+        self.nat = False
+
+    def __call__(self, entity: dict) -> None:
+        ((kind, item),) = entity.items()
+        if kind == "block":
+            self.block = item
+        spill = {"address": 1, "nat_mapping": 2}.get(kind, 0)
+        self.nat = self.nat or kind == "nat_mapping"
+        for row in _rows(kind, item, self.block):
+            self.spills[spill].write(json.dumps(row) + "\n")
+
+    def finish(self) -> None:
+        buffer = io.StringIO()
+        fields = CSV_FIELDS + (NAT_FIELDS if self.nat else [])
+        writer = csv.DictWriter(buffer, fieldnames=fields, lineterminator="\n")
+        writer.writeheader()
+        for spill in self.spills:
+            spill.seek(0)
+            for line in spill:
+                writer.writerow({k: _cell(v) for k, v in json.loads(line).items()})
+                if buffer.tell() > 1 << 16:
+                    self.write(buffer.getvalue())
+                    buffer.seek(0)
+                    buffer.truncate()
+            spill.close()
+        self.write(buffer.getvalue())
 
 
 def _cell(value) -> str:
@@ -95,28 +206,27 @@ def _cell(value) -> str:
     return str(value)
 
 
-def _flatten(document: dict) -> Iterator[dict]:
-    """The CSV's rows: a policy's ranges and octets after it, a block's routes after it,
-    an interface's allowed IPs after it, every address after every interface, and the
-    NAT mappings last (import meets them in that order)."""
-    for p in document["policies"]:
-        yield {"kind": "policy", "name": p["name"], "description": p["description"]}
-        for r in p["unusable_ranges"]:
-            yield {"kind": "policy_range", "name": p["name"], **r}
-        for octet in p["unusable_octets"]:
-            yield {"kind": "policy_octet", "name": p["name"], "octet": octet}
-    for m in document["mac_ranges"]:
-        yield {"kind": "mac_range", "cidr": m["cidr"]}
-    for b in document["blocks"]:
-        yield {"kind": "block", **{k: v for k, v in b.items() if k not in ("routes", "addresses")}}
-        for r in b["routes"]:
-            yield {"kind": "route", "network": b["network"], "cidr": b["cidr"], **r}
-    for i in document["interfaces"]:
-        yield {"kind": "interface", **{k: v for k, v in i.items() if k != "allowed_ips"}}
-        for a in i.get("allowed_ips") or []:
-            yield {"kind": "allowed_ip", "vif_id": i["vif_id"], "network": i["network"], **a}
-    for b in document["blocks"]:
-        for a in b["addresses"]:
-            yield {"kind": "address", "network": b["network"], "cidr": b["cidr"], **a}
-    for m in document.get("nat_mappings") or []:
-        yield {"kind": "nat_mapping", **m}
+def _rows(kind: str, item: dict, block: dict) -> Iterator[dict]:
+    """One entity's CSV rows: a policy's ranges and octets after it, a block's routes
+    after it, an interface's allowed IPs after it; an address names its block."""
+    if kind == "policy":
+        yield {"kind": "policy", "name": item["name"], "description": item["description"]}
+        for r in item["unusable_ranges"]:
+            yield {"kind": "policy_range", "name": item["name"], **r}
+        for octet in item["unusable_octets"]:
+            yield {"kind": "policy_octet", "name": item["name"], "octet": octet}
+    elif kind == "mac_range":
+        yield {"kind": "mac_range", "cidr": item["cidr"]}
+    elif kind == "block":
+        yield {"kind": "block", **{k: v for k, v in item.items() if k != "routes"}}
+        for r in item["routes"]:
+            yield {"kind": "route", "network": item["network"], "cidr": item["cidr"], **r}
+    elif kind == "interface":
+        yield {"kind": "interface", **{k: v for k, v in item.items() if k != "allowed_ips"}}
+        for a in item.get("allowed_ips") or []:
+            yield {"kind": "allowed_ip", "vif_id": item["vif_id"], "network": item["network"],
+                   **a}  # fmt: skip
+    elif kind == "address":
+        yield {"kind": "address", "network": block["network"], "cidr": block["cidr"], **item}
+    else:
+        yield {"kind": "nat_mapping", **item}

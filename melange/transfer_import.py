@@ -81,7 +81,8 @@ def import_entities(
 ) -> dict:
     """Create everything in this transaction; collect every error with its line, then fail
     (the caller's transaction rolls back) if there was any. A held address without its
-    `held_until` is held for `hold_seconds` from its release."""
+    `held_until` is held for `hold_seconds` from its release. `progress(done, total)`
+    counts the entities made, then starts again from (0, total) for the addresses written."""
     run = _Import(conn)
     errors: list[str] = []
     ordered = sorted(entities, key=lambda e: (ORDER.get(e[1], 9), _block_depth(e), e[0]))
@@ -94,7 +95,7 @@ def import_entities(
             errors.append(problem(line, kind, error))
         if progress is not None:
             progress(done, len(ordered))
-    errors.extend(import_addresses(conn, run.addresses, hold_seconds))
+    errors.extend(import_addresses(conn, run.addresses, hold_seconds, progress))
     run.counts["addresses"] = len(run.addresses)
     if not errors:  # links name addresses: only once every address is in
         counts, problems = import_links(conn, run.allowances, run.mappings)

@@ -20,32 +20,28 @@ from collections.abc import Iterable, Iterator
 from typing import Any
 
 from melange.errors import InvalidInput, StoreUnavailable
-from melange.transfer_format import FORMAT, SECTIONS, VERSION
+from melange.transfer_format import FORMAT, SECTION_OF, SECTIONS, VERSION, entities
 
-# Each section's line key (a section is a list of these).
-KINDS = {"policies": "policy", "mac_ranges": "mac_range", "blocks": "block",
-         "interfaces": "interface", "nat_mappings": "nat_mapping"}  # fmt: skip
 # The last line: without it a client cannot tell a whole export from one cut off
 # (a failure after the response has started can only end the stream early).
 END = "end"
-SECTION_OF = {kind: section for section, kind in KINDS.items()}
 
 
 def to_ndjson(document: dict[str, Any]) -> Iterator[str]:
     """The document's lines, each ending in a newline: the header, then every entity."""
-    yield _line({"format": document.get("format", FORMAT),
-                 "version": document.get("version", VERSION)})  # fmt: skip
+    header = {"format": document.get("format", FORMAT),
+              "version": document.get("version", VERSION)}  # fmt: skip
+    return ndjson_lines(entities(document), header)
+
+
+def ndjson_lines(items: Iterable[dict[str, Any]], header: dict | None = None) -> Iterator[str]:
+    """Streamed entities (melange.transfer_format.entities order) as NDJSON lines: the
+    header, one line each, the end line; nothing held but the line being written."""
+    yield _line(header or {"format": FORMAT, "version": VERSION})
     lines = 1
-    for section in SECTIONS:
-        kind = KINDS[section]
-        for item in document.get(section) or ():
-            lines += 1 + len(item.get("addresses", ())) if section == "blocks" else 1
-            if section != "blocks":
-                yield _line({kind: item})
-                continue
-            yield _line({kind: {k: v for k, v in item.items() if k != "addresses"}})
-            for address in item.get("addresses", ()):
-                yield _line({"address": address})
+    for entity in items:
+        lines += 1
+        yield _line(entity)
     yield _line({END: {"lines": lines}})
 
 
@@ -55,38 +51,52 @@ def _line(value: dict[str, Any]) -> str:
 
 def from_ndjson(lines: Iterable[str | bytes]) -> dict[str, Any]:
     """The document `to_ndjson` wrote; InvalidInput naming the first line that is not."""
-    document: dict[str, Any] | None = None
+    header: dict[str, Any] = {}
+    document = None
     block: dict[str, Any] | None = None
-    ended = False
+    for kind, item in parse_ndjson(lines, header):
+        if document is None:
+            document = {**header, **{section: [] for section in SECTIONS}}
+        if kind == "address":
+            assert block is not None
+            block["addresses"].append(item)
+            continue
+        if kind == "block":
+            item = block = {**item, "addresses": []}
+        document[SECTION_OF[kind]].append(item)
+    return document or {**header, **{section: [] for section in SECTIONS}}
+
+
+def parse_ndjson(lines: Iterable[str | bytes], header: dict[str, Any]) -> Iterator[tuple[str, Any]]:
+    """The entities of an NDJSON export as (kind, item), checked as they are read (so a
+    client renders a million addresses without holding them); `header` is filled from the
+    first line. InvalidInput naming the first line that is wrong; StoreUnavailable when
+    the end line never comes (the server failed mid-way)."""
+    seen_block = ended = False
     for number, raw in enumerate(lines, 1):
         text = raw.decode() if isinstance(raw, bytes) else raw
         if not text.strip():
             continue
         value = _parse(number, text)
-        if document is None:
-            document = _header(number, value)
+        if not header:
+            header.update(_header(number, value))
             continue
         if len(value) != 1 or ended:
             raise InvalidInput(f"line {number}: not one entity, or after the end line")
         ((kind, item),) = value.items()
         if kind == END:
             ended = True
-        elif kind == "address":
-            if block is None:
-                raise InvalidInput(f"line {number}: an address before any block")
-            block["addresses"].append(item)
-        elif kind in SECTION_OF and isinstance(item, dict):
-            if kind == "block":
-                block = {**item, "addresses": []}
-                item = block
-            document[SECTION_OF[kind]].append(item)
+        elif kind == "address" and not seen_block:
+            raise InvalidInput(f"line {number}: an address before any block")
+        elif kind == "address" or (kind in SECTION_OF and isinstance(item, dict)):
+            seen_block = seen_block or kind == "block"
+            yield kind, item
         else:
             raise InvalidInput(f"line {number}: unknown entity {kind[:40]!r}")
-    if document is None:
+    if not header:
         raise InvalidInput("the export is empty (no header line)")
     if not ended:
         raise StoreUnavailable("the export ended early (no end line): the server failed mid-way")
-    return document
 
 
 def _parse(number: int, text: str) -> dict[str, Any]:
@@ -102,5 +112,4 @@ def _parse(number: int, text: str) -> dict[str, Any]:
 def _header(number: int, value: dict[str, Any]) -> dict[str, Any]:
     if value.get("format") != FORMAT or not isinstance(value.get("version"), int):
         raise InvalidInput(f"line {number}: not a {FORMAT} header")
-    return {"format": value["format"], "version": value["version"],
-            **{section: [] for section in SECTIONS}}  # fmt: skip
+    return {"format": value["format"], "version": value["version"]}

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import socket
+from collections.abc import Callable
 from itertools import count
 from typing import Any
 
@@ -30,13 +31,84 @@ def _connect(sock: socket.socket, path: str) -> None:
             time.sleep(0.01)
 
 
+def _send(sock: socket.socket, data: bytes) -> None:
+    """Write the request, but stop as soon as melanged answers: a refusal (turned away
+    at accept, or a request over 1 MiB) is sent while we are still writing, and the
+    daemon closes the connection after it. Whatever happens to the write, the answer
+    waiting to be read is what the caller gets, never a broken pipe."""
+    import select
+
+    view = memoryview(data)
+    while view:
+        readable, writable, _ = select.select([sock], [sock], [], TIMEOUT)
+        if readable:
+            return  # an answer before the whole request: a refusal, read next
+        if not writable:
+            raise StoreUnavailable("melanged stopped reading the request") from None
+        try:
+            view = view[sock.send(view[:65536]) :]
+        except (BrokenPipeError, ConnectionResetError):
+            return  # closed after its answer: the reason is waiting to be read
+
+
 def call(path: str, operation: str, params: dict[str, Any]) -> Any:
     """Run `operation` in melanged; raise what it raised, with the same exit code."""
     from melange.localfiles import absolute_paths
 
-    request_id = next(_ids)
-    request = {"version": PROTOCOL_VERSION, "id": request_id, "op": operation,
+    request = {"version": PROTOCOL_VERSION, "id": next(_ids), "op": operation,
                "params": absolute_paths(params)}  # fmt: skip
+    sock, stream = _open(path, request)
+    with sock, stream:
+        return _answer(path, _read(path, stream))
+
+
+def stream(
+    path: str, operation: str, params: dict[str, Any], sink: Callable[[Any], object]
+) -> None:
+    """A streamed read (docs/protocol.md, "Streamed results"): each record, or export
+    entity, to `sink` as its chunk line arrives. A daemon that answers in one line (it
+    predates streaming) is handled too."""
+    request = {"version": PROTOCOL_VERSION, "id": next(_ids), "op": operation,
+               "params": params, "stream": True}  # fmt: skip
+    sock, lines = _open(path, request)
+    with sock, lines:
+        first = _answer(path, _read(path, lines), streamed=True)
+        if first is not STREAMING:
+            if operation == "export":
+                from melange.transfer_format import entities
+
+                first = entities(first)
+            for item in first:
+                sink(item)
+            return
+        while True:
+            response = _read(path, lines)
+            if "chunk" in response:
+                for item in response["chunk"]:
+                    sink(item)
+            elif response.get("end"):
+                return
+            else:
+                _answer(path, response)  # a failure after the first chunk: raised
+                raise StoreUnavailable(f"melanged at {path} sent an unknown stream line")
+
+
+STREAMING = object()  # _answer's value for the first line of a streamed result
+
+
+def _read(path: str, stream: Any) -> dict[str, Any]:
+    """The next response line, decoded; exit 6 when the daemon is gone."""
+    try:
+        line = stream.readline()
+    except OSError as error:
+        raise StoreUnavailable(f"lost melanged at {path}: {error}") from None
+    if not line:
+        raise StoreUnavailable(f"melanged at {path} closed the connection without an answer")
+    return json.loads(line)
+
+
+def _open(path: str, request: dict[str, Any]) -> tuple[socket.socket, Any]:
+    """Connect and send the request; the socket and its reading side."""
     sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     sock.settimeout(TIMEOUT)
     try:
@@ -50,18 +122,18 @@ def call(path: str, operation: str, params: dict[str, Any]) -> Any:
 
         raise PermissionDenied(f"no permission to use melanged's socket at {path}") from None
     try:
-        with sock, sock.makefile("rb") as stream:
-            try:
-                sock.sendall(json.dumps(request).encode() + b"\n")
-            except (BrokenPipeError, ConnectionResetError):
-                pass  # turned away at accept: the reason is waiting to be read
-            line = stream.readline()
+        _send(sock, json.dumps(request).encode() + b"\n")
     except OSError as error:
+        sock.close()
         raise StoreUnavailable(f"lost melanged at {path}: {error}") from None
-    if not line:
-        raise StoreUnavailable(f"melanged at {path} closed the connection without an answer")
-    response = json.loads(line)
+    return sock, sock.makefile("rb")
+
+
+def _answer(path: str, response: dict[str, Any], streamed: bool = False) -> Any:
+    """A response's result, or the error it carries raised (same exit code)."""
     if response.get("ok"):
+        if streamed and response.get("stream"):
+            return STREAMING
         return response.get("result")
     refusal = response.get("error", {})
     if refusal.get("code") == "busy":  # over a limit for now: try again (exit 6), never a bug

@@ -7,6 +7,7 @@ Nothing here imports SQLAlchemy or rich at module level, so `--help` and
 from __future__ import annotations
 
 import sys
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -99,6 +100,20 @@ class App:
                 return None
             self._lean = LeanStore(path, release_hold=settings.release_hold, clock=self.clock)
         return self._lean
+
+    def stream(self, operation: str, sink: Callable[[Any], object], **params: Any) -> None:
+        """A streamed read (melange.streaming.STREAMED): each record, or export entity, to
+        `sink` as it comes, through melanged's socket or HTTP API, or from the store."""
+        if self.socket:
+            from melange_cli import client
+
+            return client.stream(self.socket, operation, params, sink)
+        remote = self.remote()
+        if remote is not None:
+            return remote.stream(operation, params, sink)
+        from melange import streaming
+
+        return streaming.produce(self.store(), operation, params, sink)
 
     def remote(self):
         """The HTTP API client when the command goes to a URL: --url or MELANGE_URL, else

@@ -1,8 +1,8 @@
 """The HTTP API client behind `melange --url`: an operation in, its result out.
 
-Standard library only (socket, ssl, json; HTTP/1.1 in melange_cli.http11): like
-the socket client, this path imports neither SQLAlchemy nor rich, so a remote
-command costs a Python start and one round trip. Routes come from the declaration
+Standard library only (http.client, ssl, json): like the socket client, this
+path imports neither SQLAlchemy nor rich, so a remote command costs a Python
+start and one round trip. Routes come from the declaration
 (melange.operations `Http`), so the client and melanged's HTTP server cannot
 disagree about a path or a method.
 Results are what the operation returns as JSON; paged lists are walked to the
@@ -13,9 +13,11 @@ same MelangeError the core would have raised.
 
 from __future__ import annotations
 
+import http.client
 import json
 import re
 import ssl
+from collections.abc import Callable
 from typing import Any
 from urllib.parse import quote, urlencode, urlsplit
 
@@ -29,7 +31,11 @@ from melange.errors import (
     Unauthenticated,
 )
 from melange.operations import OPERATIONS, Http
-from melange_cli.http11 import BadResponse, Closed, Connection, Response
+
+Connection = http.client.HTTPConnection
+Response = http.client.HTTPResponse
+BadResponse = http.client.HTTPException  # not HTTP, or an answer that ended mid-way
+Closed = http.client.RemoteDisconnected  # the server closed before its answer began
 
 TIMEOUT = 300.0  # a long import or export may take minutes; the socket client waits as long
 CONNECT_TIMEOUT = 10.0  # a host that drops packets is exit 6 in seconds, not minutes
@@ -98,6 +104,48 @@ class Remote:
             target = self._within(following) if following else None
         return items if newest is None else list(reversed(items[:newest]))
 
+    def stream(self, operation: str, params: dict[str, Any], sink: Callable[[Any], object]) -> None:
+        """A streamed read (melange.streaming.STREAMED): each record, or export entity, to
+        `sink` as its page or line arrives; what `call` returns, never held whole."""
+        from melange.streaming import newest, walk
+
+        route = route_of(operation)
+        given = {key: value for key, value in params.items() if value is not None}
+        path = self.prefix + fill_path(route, given)
+        rest = {key: value for key, value in given.items() if key not in route.path_params()}
+        if not route.paged:
+            return self._entities(self._request("GET", path + query_string(rest)), sink)
+        limit = rest.pop("limit", None) if operation == "history" else None
+        if limit is not None and not 1 <= limit <= HISTORY_MAX:
+            raise InvalidInput(
+                f"history: parameter limit is out of range (from 1 to {HISTORY_MAX}): {limit}"
+            )
+
+        def fetch(target: str | None) -> tuple[list[Any], str | None]:
+            first = path + query_string({**rest, "limit": PAGE_SIZE})
+            page = self._result(self._request("GET", target or first), Http("GET", path))
+            if not isinstance(page, dict) or not isinstance(page.get("items"), list):
+                raise StoreUnavailable(f"{self.url} answered a list without its items")
+            following = page.get("next")
+            return page["items"], self._within(following) if following else None
+
+        for record in newest(fetch, limit) if limit is not None else walk(fetch):
+            sink(record)
+        return None
+
+    def _entities(self, response: Response, sink: Callable[[Any], object]) -> None:
+        """An NDJSON export's entities to `sink`, a line at a time."""
+        from melange.transfer_stream import parse_ndjson
+
+        try:
+            for kind, item in parse_ndjson((line.decode("utf-8") for line in response), {}):
+                sink({kind: item})
+        except (OSError, BadResponse) as error:
+            self.close()
+            raise StoreUnavailable(f"lost melanged at {self.url}: {_reason(error)}") from None
+        except UnicodeDecodeError:
+            raise StoreUnavailable(f"{self.url} answered an export that is not UTF-8") from None
+
     def _within(self, target: str) -> str:
         """A `next` link (path and query) under this URL's path prefix, if it has one."""
         if not target.startswith("/"):
@@ -155,7 +203,8 @@ class Remote:
             self.close()  # the server ends the connection, or an unread body is in the way
         try:
             connection = self._connection()
-            self.last = connection.request(method, target, body, headers)
+            connection.request(method, target, body, headers)
+            self.last = connection.getresponse()
             return self.last
         except (Closed, ConnectionResetError, BrokenPipeError):
             raise
@@ -185,10 +234,20 @@ class Remote:
             raise StoreUnavailable(f"cannot reach melanged at {self.url}: {reason}") from None
 
     def _connection(self) -> Connection:
+        """The kept-alive connection, made on first use: connected within CONNECT_TIMEOUT,
+        then patient for TIMEOUT (http.client sets TCP_NODELAY itself)."""
         if self.connection is None:
-            self.connection = Connection(
-                self.host, self.port, self.context, CONNECT_TIMEOUT, TIMEOUT
+            connection = (
+                http.client.HTTPSConnection(
+                    self.host, self.port, timeout=CONNECT_TIMEOUT, context=self.context
+                )
+                if self.context is not None
+                else http.client.HTTPConnection(self.host, self.port, timeout=CONNECT_TIMEOUT)
             )
+            connection.connect()
+            assert connection.sock is not None
+            connection.sock.settimeout(TIMEOUT)
+            self.connection = connection
         return self.connection
 
     def _refusal(self, response: Response) -> MelangeError:

@@ -23,10 +23,10 @@ def group() -> None:
 @pass_app
 def list_(app: App, block, network, mac, interface, released):
     """List allocated addresses."""
-    result = app.call(
-        "ip.list", block=block, network=network, mac=mac, interface=interface, released=released
-    )
-    output.emit(app.output_format(), result, output.ADDRESS)
+    writer = output.ListWriter(app.output_format(), output.ADDRESS)
+    app.stream("ip.list", writer, block=block, network=network, mac=mac, interface=interface,
+               released=released)  # fmt: skip
+    writer.finish()
 
 
 @group.command("show")

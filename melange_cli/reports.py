@@ -40,5 +40,6 @@ def utilization(app: App, network, above):
 @pass_app
 def history(app: App, block, address, since, limit):
     """Changes made to the store: when, who, through what, which command."""
-    result = app.call("history", block=block, address=address, since=since, limit=limit)
-    output.emit(app.output_format(), result, output.HISTORY)
+    writer = output.ListWriter(app.output_format(), output.HISTORY)
+    app.stream("history", writer, block=block, address=address, since=since, limit=limit)
+    writer.finish()

@@ -21,11 +21,13 @@ IMPORTED = output.View(
 @pass_app
 def export(app: App, fmt, network):
     """Everything in the store (or one network), for `melange import` elsewhere."""
-    from melange.transfer_format import export_csv, export_json
+    from melange.transfer_format import CsvWriter, JsonWriter
 
-    document = app.call("export", network=network)
-    text = export_csv(document) if fmt == "csv" else export_json(document)
-    click.echo(text, nl=False)
+    out = output.ListWriter("plain", output.View("Export", ()))  # its chunked writing only
+    writer = (CsvWriter if fmt == "csv" else JsonWriter)(out.write)
+    app.stream("export", writer, network=network)
+    writer.finish()
+    out.flush()
 
 
 @click.command("import")
@@ -41,18 +43,42 @@ def export(app: App, fmt, network):
 @pass_app
 def import_(app: App, file, format_):
     """Import a melange export (JSON or CSV) or NetBox CSV; all of it or nothing."""
+    fmt = app.output_format()
+    if not output.wants_progress(fmt):
+        text = _read(file, None)
+        result = app.call("import", text=text, format=format_, source=file)
+        output.emit(fmt, result, IMPORTED)
+        return
+    phases = ("reading (characters)", "creating (entities)", "writing (addresses)")
+    with output.phased_bar(f"importing {file}", phases) as advance:
+        text = _read(file, advance)
+        result = app.call("import", progress=advance, text=text, format=format_, source=file)
+    output.emit(fmt, result, IMPORTED)
+
+
+READ_CHUNK = 1 << 20
+
+
+def _read(file: str, progress) -> str:
+    """The file's text, read a MiB at a time, `progress(characters read, total)` after
+    each (the total is the size in bytes, which a UTF-8 file's characters never exceed;
+    a bar that ends a little short of full says the file was not all ASCII)."""
+    import os
+
     from melange.errors import InvalidInput
 
     try:
+        size = os.path.getsize(file) if file != "-" else 0
+        parts: list[str] = []
+        read = 0
         with click.open_file(file, encoding="utf-8") as handle:
-            text = handle.read()
+            while chunk := handle.read(READ_CHUNK):
+                parts.append(chunk)
+                read += len(chunk)
+                if progress is not None and size:
+                    progress(read, size)
+        if progress is not None:  # standard input's size is known at its end only
+            progress(read, max(size, read))
     except (OSError, UnicodeDecodeError) as error:
         raise InvalidInput(f"cannot read {file}: {error}") from None
-    fmt = app.output_format()
-    params = {"text": text, "format": format_, "source": file}
-    if output.wants_progress(fmt):
-        with output.progress_bar(f"importing {file}", 1) as advance:
-            result = app.call("import", progress=advance, **params)
-    else:
-        result = app.call("import", **params)
-    output.emit(fmt, result, IMPORTED)
+    return "".join(parts)

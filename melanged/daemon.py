@@ -127,7 +127,8 @@ class Daemon:
         if self.settings.http is None:
             return None
         if getattr(self, "http", None) is None:
-            self.http: HttpServer = HttpServer(listen(self.settings), self.store)
+            self.http: HttpServer = HttpServer(listen(self.settings), self.store,
+                                               on_failure=self._http_failed)  # fmt: skip
         return self.http
 
     def open_http(self) -> None:
@@ -145,19 +146,33 @@ class Daemon:
 
     def _refresh_http(self, before: DaemonSettings) -> None:
         """SIGHUP: the same address re-pointed at the new store, its certificate read
-        again; an address changed, added or dropped: the server stopped and started."""
+        again; an address changed, added or dropped: the new one bound first, and only
+        then the old one closed, so a new address that cannot be served (in use, a
+        certificate that does not load) leaves the old one serving the new store."""
+        from melanged.http.server import HttpServer
+        from melanged.settings import listen
+
         s = self.settings
         server = getattr(self, "http", None)
         try:
             if server is not None and s.http == before.http:
-                from melanged.settings import listen
-
                 server.reload(listen(s), self.store)
                 return
-            self.close_http()
-            self.open_http()
+            replacement = (HttpServer(listen(s), self.store, on_failure=self._http_failed)
+                           if s.http is not None else None)  # fmt: skip
         except MelangeError as error:
             log.error("cannot serve HTTP on %s: %s", s.http, error.message)
+            if server is not None:
+                server.service.store = self.store
+            return
+        self.close_http()
+        if replacement is not None:
+            self.http = replacement
+            replacement.start()
+
+    def _http_failed(self) -> None:
+        """The HTTP server stopped by itself: stop as on SIGTERM (run returns 1)."""
+        self.signals.append(signal.SIGTERM)
 
     def _record(self, signum: int, _frame) -> None:
         self.signals.append(signum)
@@ -172,7 +187,9 @@ class Daemon:
         self.open_socket()
         try:
             self.open_http()
-            return self._loop()
+            status = self._loop()
+            server = getattr(self, "http", None)
+            return 1 if server is not None and server.failed else status
         finally:
             self.close_http()
             self.close_socket()

@@ -28,7 +28,7 @@ from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from melange import operations
+from melange import operations, streaming
 from melange.audit import user_name
 from melange.errors import Conflict, InvalidInput, MelangeError, PermissionDenied
 from melange.localfiles import (
@@ -40,6 +40,7 @@ from melange.localfiles import (
 )
 from melange.operations import Role
 from melange.store import Store
+from melanged.batching import GROUP
 
 log = logging.getLogger("melanged.socket")
 PROTOCOL_VERSION = 1
@@ -47,6 +48,7 @@ PROTOCOL_VERSION = 1
 Request = socket.socket | tuple[bytes, socket.socket]
 MAX_REQUEST = 1 << 20
 REQUEST_DEADLINE = 10.0  # seconds for a whole request line, however it trickles in
+CHUNK = 1000  # records in one line of a streamed result
 SEND_TIMEOUT = 60.0  # a peer that stops reading its answer loses its slot
 MAX_CLIENTS = 256  # connections served at once (root and melanged's user: beyond this)
 RESERVED = 32  # of those, kept for admins: readers and writers never fill the daemon
@@ -186,6 +188,20 @@ def busy_response(message: str) -> dict:
     }
 
 
+@dataclass(frozen=True)
+class Streamed:
+    """A checked request whose result streams (melange.streaming): run by the handler,
+    which writes its lines as the records come."""
+
+    name: str
+    params: dict
+    request_id: object
+
+
+class PeerGone(Exception):
+    """A streamed result's reader went away (not an OSError: nothing on the way maps it)."""
+
+
 class _Handler(socketserver.BaseRequestHandler):
     """One admitted connection: requests read against a deadline, answered in turn."""
 
@@ -199,7 +215,12 @@ class _Handler(socketserver.BaseRequestHandler):
             line = self._read_line(time.monotonic() + REQUEST_DEADLINE)
             if line is None:
                 return
-            self._send(server.answer(self.peer, line))
+            response = server.answer(self.peer, line)
+            if isinstance(response, Streamed):
+                if not self._stream(server, response):
+                    return
+            else:
+                self._send(response)
 
     def _read_line(self, deadline: float) -> bytes | None:
         """One request line, whole within the deadline (a byte now and then does not
@@ -225,6 +246,52 @@ class _Handler(socketserver.BaseRequestHandler):
             self._send(error_response(InvalidInput("request larger than 1 MiB")))
             return None
         return line
+
+    def _stream(self, server: SocketServer, streamed: Streamed) -> bool:
+        """A streamed result (docs/protocol.md): a head line, chunk lines of up to CHUNK
+        records as they are read, an end line; a failure before the first chunk is the
+        usual error line, after it an error line ends the stream. False when the peer
+        went away (the read stops there)."""
+        chunk: list = []
+        head = {"version": PROTOCOL_VERSION, "id": streamed.request_id, "ok": True,
+                "stream": True}  # fmt: skip
+        started = False
+
+        def flush() -> None:
+            nonlocal started
+            if not started:
+                self._send_line(head)
+                started = True
+            self._send_line({"chunk": chunk})
+            chunk.clear()
+
+        def sink(item: object) -> None:
+            chunk.append(item)
+            if len(chunk) >= CHUNK:
+                flush()
+
+        try:
+            streaming.produce(server.store, streamed.name, streamed.params, sink,
+                              actor=self.peer.user, via="socket")  # fmt: skip
+            flush()
+            self._send_line({"end": True})
+        except PeerGone:
+            return False
+        except MelangeError as error:
+            self._send(error_response(error, streamed.request_id))
+        except Exception as error:  # noqa: BLE001  (a bug: reported, the daemon goes on)
+            log.exception("internal error streaming to %s", self.peer.user)
+            failure = MelangeError(f"internal error: {type(error).__name__}")
+            self._send(error_response(failure, streamed.request_id))
+        return True
+
+    def _send_line(self, response: dict) -> None:
+        """One line of a streamed result; PeerGone when the peer stopped reading."""
+        try:
+            self.request.settimeout(SEND_TIMEOUT)
+            self.request.sendall(json.dumps(response, default=str).encode() + b"\n")
+        except OSError:
+            raise PeerGone() from None
 
     def _send(self, response: dict) -> None:
         try:
@@ -311,7 +378,7 @@ class SocketServer(socketserver.ThreadingMixIn, socketserver.UnixStreamServer):
             if not self.by_uid[peer.uid]:
                 del self.by_uid[peer.uid]
 
-    def answer(self, peer: Peer, line: bytes) -> dict:
+    def answer(self, peer: Peer, line: bytes) -> dict | Streamed:
         request_id = None
         try:
             try:
@@ -329,7 +396,9 @@ class SocketServer(socketserver.ThreadingMixIn, socketserver.UnixStreamServer):
                     f"(it needs {_needed(name)}; see {ROLE_KEYS})"
                 )
             check_host_local(peer, name, params)
-            result = operations.run(self.store, name, params, actor=peer.user, via="socket")
+            if request.get("stream") is True and name in streaming.STREAMED:
+                return Streamed(name, params, request_id)
+            result = GROUP.run(self.store, name, params, actor=peer.user, via="socket")
             return {"version": PROTOCOL_VERSION, "id": request_id, "ok": True, "result": result}
         except MelangeError as error:
             return error_response(error, request_id)

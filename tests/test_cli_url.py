@@ -555,7 +555,7 @@ FRAMINGS = {
 
 @pytest.mark.parametrize("framing", FRAMINGS)
 def test_every_body_framing_an_http_server_may_use_is_read(framing, token_file):
-    """The client's HTTP/1.1 reader (melange_cli.http11) against a server that answers
+    """The client's HTTP/1.1 reading (http.client) against a server that answers
     exactly these bytes; the command prints the object whichever way it was framed."""
 
     def answer(conn: socket.socket) -> None:

@@ -200,3 +200,47 @@ def test_300_keep_alive_clients_are_all_answered(api):
     finally:
         for client in clients:
             client.close()
+
+
+def test_a_client_that_stops_reading_loses_the_connection(tmp_path):
+    from melange import operations
+
+    with HttpDaemon(f"sqlite:///{tmp_path / 'store.db'}", tmp_path / "api", tls=False,
+                    limits=Limits(send_timeout=1.0)) as api:  # fmt: skip
+        operations.run(api.store, "block.create", {"cidr": "10.0.0.0/16", "name": "big"})
+        operations.run(api.store, "block.allocate", {"block": "big", "count": 30_000})
+        started = time.monotonic()
+        whole = len(api.client("reader").get("/v1/export").content)
+        making = time.monotonic() - started  # on a loaded machine, seconds
+        sock = socket.socket()
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+        sock.connect(("127.0.0.1", api.server.port))
+        sock.sendall(head(api, "GET", "/v1/export"))
+        # Reading nothing until the server has had time to make the export and to find
+        # the client stalled, well past the send deadline.
+        time.sleep(2 * making + 3)
+        received = 0
+        sock.settimeout(5)
+        try:
+            while chunk := sock.recv(1 << 16):
+                received += len(chunk)
+        except TimeoutError:
+            pytest.fail("the server kept the connection of a client that stopped reading")
+        finally:
+            sock.close()
+        assert received < whole
+        answers(api)
+
+
+def test_a_tls_handshake_never_begun_is_dropped(tmp_path):
+    with HttpDaemon(f"sqlite:///{tmp_path / 'store.db'}", tmp_path / "api",
+                    limits=Limits(header_timeout=1.0)) as api:  # fmt: skip
+        silent = [socket.create_connection(("127.0.0.1", api.server.port)) for _ in range(20)]
+        try:
+            for sock in silent:
+                sock.settimeout(10)
+                assert sock.recv(1) == b""  # closed by the server, not by this timeout
+        finally:
+            for sock in silent:
+                sock.close()
+        answers(api)

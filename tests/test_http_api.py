@@ -226,3 +226,65 @@ def test_ndjson_round_trip_and_refusals():
                 [lines[0], "[1]"], [lines[0], '{"bogus": {}}'], [lines[0], "{nope"]):
         with pytest.raises(InvalidInput):
             from_ndjson(bad)
+
+
+def test_tokens_are_made_used_and_revoked_over_http(api, admin):
+    made = admin.post("/v1/tokens", json={"name": "ci", "role": "reader"})
+    assert made.status_code == 201, made.text
+    secret = made.json()["token"]
+    ci = api.client(token=secret)
+    assert ci.get("/v1/blocks").status_code == 200
+    listed = admin.get("/v1/tokens").json()
+    assert "ci" in {t["name"] for t in listed} and all("token" not in t for t in listed)
+    assert api.client("writer").get("/v1/tokens").status_code == 403  # admin work
+    assert admin.delete("/v1/tokens/ci").status_code == 200
+    assert ci.get("/v1/blocks").status_code == 401  # from the next request on
+
+
+def test_head_is_answered_as_get_without_a_body(api, block):
+    response = api.client("reader").head(BLOCK)
+    assert response.status_code == 200 and response.content == b""
+
+
+def test_one_server_serves_each_test_its_own_store(api, tmp_path):
+    with api.serving(f"sqlite:///{tmp_path / 'other.db'}") as tokens:
+        other = api.client(token=tokens["admin"])
+        assert other.post("/v1/blocks", json={"cidr": "10.99.0.0/24"}).status_code == 201
+        assert [b["cidr"] for b in other.get("/v1/blocks").json()["items"]] == ["10.99.0.0/24"]
+    assert api.client("admin").get("/v1/blocks").json()["items"] == []
+
+
+def test_an_import_is_all_or_nothing(api, admin, block):
+    bad = ('{"format": "melange-export", "version": 1, "policies": [], "mac_ranges": [],'
+           ' "interfaces": [], "blocks": [{"cidr": "10.40.0.0/24", "addresses": []},'
+           ' {"cidr": "not a cidr", "addresses": []}]}')  # fmt: skip
+    before = admin.get("/v1/export").text
+    refused = admin.post("/v1/import", json={"text": bad})
+    assert refused.status_code in (400, 409), refused.text
+    assert refused.headers["content-type"] == "application/problem+json"
+    assert admin.get("/v1/export").text == before
+
+
+def test_allowed_ips_and_nat_mappings(api, admin, block):
+    net = admin.post("/v1/blocks", json={"cidr": "10.31.0.0/24", "network": "n2"})
+    assert net.status_code == 201, net.text
+    assert admin.post("/v1/mac-ranges", json={"cidr": "02:00:00:00:00:00/40"}).status_code == 201
+    writer = api.client("writer")
+    for vif in ("vip-a", "vip-b"):
+        made = writer.post("/v1/interfaces", json={"vif": vif, "network": "n2"})
+        assert made.status_code == 201, made.text
+    shared = writer.get("/v1/interfaces/vip-a").json()["addresses"][0]
+    allowed = writer.post("/v1/interfaces/vip-b/allowed-ips", json={"address": shared})
+    assert allowed.status_code == 201, allowed.text
+    listed = writer.get("/v1/interfaces/vip-b/allowed-ips")
+    assert listed.status_code == 200 and shared in json.dumps(listed.json())
+    gone = writer.delete(f"/v1/interfaces/vip-b/allowed-ips/{shared}")
+    assert gone.status_code == 200, gone.text
+    inside, outside = (admin.post(f"{BLOCK}/allocations", json={}).json()[0]["address"],
+                       shared)  # fmt: skip
+    mapping = {"inside_global": outside, "inside_local": inside}
+    added = writer.post("/v1/nat", json=mapping)
+    assert added.status_code == 201, added.text
+    assert len(writer.get("/v1/nat", params={"address": inside}).json()) == 1
+    assert writer.delete("/v1/nat", params=mapping).status_code == 200
+    assert writer.get("/v1/nat", params={"address": inside}).json() == []

@@ -5,6 +5,7 @@ re-reading the configuration (a new store, a new address), SIGTERM graceful."""
 from __future__ import annotations
 
 import signal
+import socket
 import ssl
 import subprocess
 import sys
@@ -101,8 +102,6 @@ def test_bad_http_settings_are_one_error_line(tmp_path, args, message):
 
 
 def test_an_address_in_use_is_one_error_line(tmp_path):
-    import socket
-
     with socket.socket() as taken:
         taken.bind(("127.0.0.1", 0))
         taken.listen()
@@ -153,6 +152,17 @@ def test_sighup_repoints_the_store_then_moves_the_address(tmp_path):
         daemon.wait_serving(port=moved)
         with pytest.raises(httpx.TransportError), daemon.client() as client:
             client.get("/v1/health")  # the old address is closed
+        with socket.socket() as taken:  # a new address that cannot be served
+            taken.bind(("127.0.0.1", 0))
+            taken.listen()
+            config.write_text(f"[melanged]\ndb = {second}\n"
+                              f"http = 127.0.0.1:{taken.getsockname()[1]}\n")  # fmt: skip
+            daemon.signal(signal.SIGHUP)
+            deadline = time.monotonic() + 15
+            while "cannot serve HTTP" not in daemon.log_text():
+                assert time.monotonic() < deadline, daemon.log_text()
+                time.sleep(0.1)
+        daemon.wait_serving(port=moved)  # the running address goes on serving
     finally:
         assert daemon.stop() == 0
 
@@ -171,7 +181,9 @@ def test_sigterm_lets_a_request_in_progress_finish(tmp_path):
             with client.stream("GET", "/v1/export") as response:
                 daemon.signal(signal.SIGTERM)
                 lines = sum(1 for _ in response.iter_lines())
-        assert lines == 1 + 1 + 3000  # header, block, addresses: all of it
+        assert lines == 1 + 1 + 3000 + 1  # header, block, addresses, end: all of it
+        assert daemon.proc is not None
+        assert daemon.proc.wait(timeout=20) == 0  # exits on its own, after the answer
     finally:
         assert daemon.stop() == 0
 
@@ -206,3 +218,43 @@ def test_sighup_reloads_a_renewed_certificate_in_place(tmp_path):
             client.get("/v1/health")  # the old CA no longer vouches for the server
     finally:
         assert daemon.stop() == 0
+
+
+def test_a_server_that_stops_by_itself_says_so(tmp_path):
+    """uvicorn leaves its loop on its own after `limit_max_requests`: a stand-in for a
+    server that ends without being told to. melanged hears of it (and stops, status 1)."""
+    from melange.store import Store
+    from melanged.http.listen import Listen
+    from melanged.http.server import HttpServer
+
+    told: list[bool] = []
+    store = Store(sqlite(tmp_path / "store.db"))
+    server = HttpServer(Listen("127.0.0.1", 0), store, on_failure=lambda: told.append(True))
+    server.server.config.limit_max_requests = 1
+    server.start()
+    try:
+        with httpx.Client(base_url=f"http://127.0.0.1:{server.port}") as client:
+            assert client.get("/v1/health").status_code == 200
+        assert server.thread is not None
+        server.thread.join(timeout=15)
+        assert told == [True] and server.failed
+    finally:
+        server.stop()
+        store.close()
+
+
+@pytest.mark.parametrize(("value", "status"), [("true", 0), ("yes", 0), ("false", 2),
+                                               ("maybe", 2)])  # fmt: skip
+def test_insecure_http_from_the_config_file(tmp_path, value, status):
+    from melange.errors import InvalidInput
+    from melanged.settings import resolve
+
+    config = tmp_path / "melange.conf"
+    config.write_text(f"[melanged]\nhttp = 0.0.0.0:9898\ninsecure_http = {value}\n")
+    flags = {"db": sqlite(tmp_path / "s.db"), "insecure_http": None}
+    if status == 0:
+        settings = resolve(flags, str(config))
+        assert settings.insecure_http is True and settings.hostsfile is None
+    else:
+        with pytest.raises(InvalidInput, match="insecure_http|plain HTTP"):
+            resolve(flags, str(config))

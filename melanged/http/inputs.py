@@ -136,7 +136,8 @@ async def body_of(request: Request, limit: int, timeout: float) -> bytes:
     if length.isdigit() and int(length) > limit:
         raise TooLarge(f"the body is larger than {limit} bytes")
     try:
-        return await asyncio.wait_for(_read(request, limit), timeout)
+        async with asyncio.timeout(timeout):  # no task of its own, unlike wait_for
+            return await _read(request, limit)
     except TimeoutError:
         raise TooSlow(f"the body did not arrive within {timeout:g} seconds") from None
 

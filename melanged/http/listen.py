@@ -55,8 +55,9 @@ def loopback(host: str) -> bool:
 class Limits:
     """What one client may take of the server (docs/operations.md, "The HTTP API").
 
-    A request's headers must arrive within `header_timeout` of the connection (or of
-    the previous answer) and its body within `body_timeout`; an idle keep-alive
+    A TLS handshake must finish, and then a request's headers arrive, each within
+    `header_timeout` (of the connection, or of the previous answer), and its body within
+    `body_timeout`; an idle keep-alive
     connection is closed after `idle_timeout`; a client that stops reading its
     answer loses the connection after `send_timeout`. At most `max_connections`
     are open at once (more are closed on arrival); the requests on them run on

@@ -21,6 +21,8 @@ import socket
 import ssl
 import threading
 import time
+from collections.abc import Callable
+from typing import Any
 
 import uvicorn
 from uvicorn.protocols.http.h11_impl import H11Protocol
@@ -69,6 +71,11 @@ class GuardedProtocol(H11Protocol):
             transport.close()
             return
         super().connection_made(transport)  # type: ignore[arg-type]
+        sock = transport.get_extra_info("socket")
+        if sock is not None and sock.family in (socket.AF_INET, socket.AF_INET6):
+            # An answer is written in pieces: without this, Nagle holds the last one
+            # back until the client's delayed ACK, 40 ms a request on keep-alive.
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         self._waiting_since = time.monotonic()
         self._check = self.loop.call_later(CHECK_EVERY, self._watch)
 
@@ -101,11 +108,29 @@ class GuardedProtocol(H11Protocol):
         super().pause_writing()
 
 
+class HandshakeDeadlineLoop(asyncio.SelectorEventLoop):
+    """The server's event loop: a TLS handshake must finish within `handshake_timeout`
+    (asyncio's default is 60 s, and uvicorn passes none), since a connection still in
+    its handshake is not yet the protocol's to count or time out."""
+
+    def __init__(self, handshake_timeout: float) -> None:
+        super().__init__()
+        self.handshake_timeout = handshake_timeout
+
+    async def create_server(self, *args: Any, **kwargs: Any) -> asyncio.Server:
+        if kwargs.get("ssl") is not None:
+            kwargs.setdefault("ssl_handshake_timeout", self.handshake_timeout)
+        return await super().create_server(*args, **kwargs)
+
+
 class HttpServer:
     """melanged's HTTP API: `start` in a thread, `stop` gracefully."""
 
-    def __init__(self, listen: Listen, store: Store, limits: Limits = Limits()) -> None:
+    def __init__(self, listen: Listen, store: Store, limits: Limits = Limits(),
+                 on_failure: Callable[[], None] | None = None) -> None:  # fmt: skip
         self.listen = listen
+        self.limits = limits
+        self.on_failure = on_failure
         self.service = Service(store, limits)
         self.context = tls_context(listen)
         self.sock = _bind(listen)
@@ -121,6 +146,7 @@ class HttpServer:
         config.ssl = self.context  # ours: SIGHUP reloads its certificate in place
         self.server = uvicorn.Server(config)
         self.thread: threading.Thread | None = None
+        self.failed = False
 
     @property
     def serving(self) -> bool:
@@ -142,7 +168,20 @@ class HttpServer:
         log.info("serving the HTTP API on %s", self._where())
 
     def _serve(self) -> None:
-        asyncio.run(self.server.serve(sockets=[self.sock]))
+        """Serve until `stop`. A server that stops by itself (a bug) says so through
+        `on_failure`: melanged then stops with status 1, and its supervisor restarts it,
+        rather than run on without its API."""
+        timeout = self.limits.header_timeout
+        try:
+            with asyncio.Runner(loop_factory=lambda: HandshakeDeadlineLoop(timeout)) as runner:
+                runner.run(self.server.serve(sockets=[self.sock]))
+        except BaseException:  # noqa: BLE001  (logged, then melanged told to stop)
+            log.exception("the HTTP server failed")
+        if not self.server.should_exit:
+            self.failed = True
+            log.error("the HTTP server stopped by itself")
+            if self.on_failure is not None:
+                self.on_failure()
 
     def _where(self) -> str:
         scheme = "https" if self.context is not None else "http"

@@ -23,6 +23,8 @@ import ssl
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -103,6 +105,25 @@ class HttpDaemon:
         """A new token's secret (created in the store, as `melange token create` does)."""
         record = operations.run(self.store, "token.create", {"name": name, "role": role, **extra})
         return str(record["token"])
+
+    @contextmanager
+    def serving(self, db_url: str) -> Iterator[dict[str, str]]:
+        """Serve another store (a test's own) for the length of the block, as SIGHUP
+        re-points melanged; yields a token of that store for each role. One server can
+        so serve a whole session, a store per test."""
+        store = Store(db_url)
+        store.ensure_schema()
+        tokens = {role: str(operations.run(store, "token.create",
+                                           {"name": f"test-{role}", "role": role})["token"])
+                  for role in ROLES}  # fmt: skip
+        assert self.server is not None
+        previous = self.server.service.store
+        self.server.service.store = store
+        try:
+            yield tokens
+        finally:
+            self.server.service.store = previous
+            store.close()
 
     @property
     def url(self) -> str:

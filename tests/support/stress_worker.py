@@ -1,6 +1,7 @@
 """One stress-test process: allocate, release --now and re-allocate through the core API.
 
-Run as `python -m tests.support.stress_worker URL WORKER OPS BLOCK...`; prints one JSON line
+Run as `python -m tests.support.stress_worker URL WORKER OPS BLOCK...` (URL `socket:PATH`:
+every operation through melanged's socket at PATH); prints one JSON line
 per completed operation (and one per error), for the test to check the store
 against.
 """
@@ -16,8 +17,19 @@ from melange.errors import MelangeError
 from melange.store import Store
 
 
+def _runner(url: str):
+    """operations.run on the store at `url`, or through melanged's socket (`socket:PATH`)."""
+    if url.startswith("socket:"):
+        from melange_cli import client
+
+        path = url.removeprefix("socket:")
+        return lambda _store, name, params: client.call(path, name, params)
+    return operations.run
+
+
 def main(url: str, worker: int, ops: int, blocks: list[str]) -> int:
-    store = Store(url, release_hold=3600)
+    run = _runner(url)
+    store = None if url.startswith("socket:") else Store(url, release_hold=3600)
     rng = random.Random(worker)
     held: dict[str, tuple[str, str]] = {}  # mac -> (block, address)
     for n in range(ops):
@@ -25,20 +37,20 @@ def main(url: str, worker: int, ops: int, blocks: list[str]) -> int:
             if held and rng.random() < 0.4:
                 mac = rng.choice(sorted(held))
                 block, address = held.pop(mac)
-                operations.run(
+                run(
                     store, "ip.release", {"address": address, "block": block, "now": True}
                 )
                 event = {"op": "release", "block": block, "address": address, "mac": mac}
             elif held and rng.random() < 0.15:
                 mac = rng.choice(sorted(held))
                 block, address = held[mac]
-                again = operations.run(store, "block.allocate", {"block": block, "mac": mac})
+                again = run(store, "block.allocate", {"block": block, "mac": mac})
                 event = {"op": "again", "block": block, "address": again[0]["address"],
                          "mac": mac, "expected": address}  # fmt: skip
             else:
                 mac = f"02:{worker:02x}:{n >> 8 & 0xFF:02x}:{n & 0xFF:02x}:00:01"
                 block = rng.choice(blocks)
-                result = operations.run(store, "block.allocate", {"block": block, "mac": mac})
+                result = run(store, "block.allocate", {"block": block, "mac": mac})
                 held[mac] = (block, result[0]["address"])
                 event = {"op": "allocate", "block": block, "address": result[0]["address"],
                          "mac": mac}  # fmt: skip
