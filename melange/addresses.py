@@ -4,20 +4,19 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
+from typing import TYPE_CHECKING
 
 import netaddr
-from sqlalchemy import Connection, bindparam, delete, insert, select, update
 
 from melange import audit, generators, holds, natlinks
 from melange import blocks as block_ops
 from melange.clock import utcnow
 from melange.errors import Conflict, Exhausted, InvalidInput, NotFound
-from melange.models import blocks, interfaces, ip_addresses
+from melange.locking import lock_block
 from melange.names import require_network
 from melange.paging import Page
 from melange.prepared import Prepared
 from melange.records import address_record, block_label, ip_text, iso, label
-from melange.store import lock_block
 from melange.subnets import PAGE
 from melange.validate import (
     MAX_COUNT,
@@ -29,12 +28,20 @@ from melange.validate import (
     validate_name,
 )
 
-IP = ip_addresses.c
+if TYPE_CHECKING:  # SQLAlchemy is imported where a statement is built (melange.lean)
+    from sqlalchemy import Connection
+
 INSERT_BATCH = 5000
 
 
 def _joined():
     """Addresses with the block columns their records need."""
+    from sqlalchemy import select
+
+    from melange.models import blocks, interfaces, ip_addresses
+
+    IP = ip_addresses.c
+
     return (
         select(
             ip_addresses,
@@ -49,45 +56,70 @@ def _joined():
     )
 
 
-_BY_ACTIVE_MAC = Prepared(
-    _joined().where(IP.block_id == bindparam("block_id"), IP.active_mac == bindparam("mac"))
-)
-_EXPIRED = Prepared(
-    select(IP.id, IP.address).where(
-        IP.block_id == bindparam("block_id"), holds.expired(IP, bindparam("now"))
-    )
-)
-_INSERT_COLUMNS = (
-    "block_id", "address", "mac", "active_mac", "hostname", "interface_id", "tenant", "state",
-    "allocated_at", "released_at", "held_until",
-)  # fmt: skip
-_INSERT_ONE = Prepared(
-    insert(ip_addresses).values({name: bindparam(name) for name in _INSERT_COLUMNS})
-)
+def _statements() -> dict:
+    """The statements of the allocation and lookup paths, built on first use."""
+    from sqlalchemy import bindparam, delete, insert, update
 
+    from melange.models import blocks, ip_addresses
 
-_FIND = {
-    in_block: Prepared(
-        _joined().where(
+    IP = ip_addresses.c
+    found = {
+        "by_active_mac": _joined().where(
+            IP.block_id == bindparam("block_id"), IP.active_mac == bindparam("mac")
+        ),
+        "expired": _expired(),
+        "insert_one": insert(ip_addresses).values(
+            {name: bindparam(name) for name in _INSERT_COLUMNS}
+        ),
+        "delete": delete(ip_addresses).where(IP.id == bindparam("id")),
+        "by_id": _joined().where(IP.id == bindparam("id")),
+        "hold": update(ip_addresses)
+        .where(IP.id == bindparam("id"))
+        .values(
+            state="held",
+            active_mac=None,
+            released_at=bindparam("released_at"),
+            held_until=bindparam("held_until"),
+        ),
+    }
+    for in_block in (False, True):
+        found[f"find{'.in_block' if in_block else ''}"] = _joined().where(
             IP.address == bindparam("address"),
             blocks.c.version == bindparam("version"),
             *([IP.block_id == bindparam("block_id")] if in_block else []),
             holds.live(IP, bindparam("now")),
         )
+    return found
+
+
+def _expired():
+    from sqlalchemy import bindparam, select
+
+    from melange.models import ip_addresses
+
+    IP = ip_addresses.c
+    return select(IP.id, IP.address).where(
+        IP.block_id == bindparam("block_id"), holds.expired(IP, bindparam("now"))
     )
-    for in_block in (False, True)
+
+
+def _prepared(key: str) -> Prepared:
+    return Prepared(lambda: _statements()[key], f"addresses.{key}")
+
+
+_INSERT_COLUMNS = (
+    "block_id", "address", "mac", "active_mac", "hostname", "interface_id", "tenant", "state",
+    "allocated_at", "released_at", "held_until",
+)  # fmt: skip
+_BY_ACTIVE_MAC = _prepared("by_active_mac")
+_EXPIRED = _prepared("expired")
+_INSERT_ONE = _prepared("insert_one")
+_FIND = {
+    in_block: _prepared(f"find{'.in_block' if in_block else ''}") for in_block in (False, True)
 }
-_DELETE = Prepared(delete(ip_addresses).where(IP.id == bindparam("id")))
-_HOLD = Prepared(
-    update(ip_addresses)
-    .where(IP.id == bindparam("id"))
-    .values(
-        state="held",
-        active_mac=None,
-        released_at=bindparam("released_at"),
-        held_until=bindparam("held_until"),
-    )
-)
+_DELETE = _prepared("delete")
+_BY_ID = _prepared("by_id")
+_HOLD = _prepared("hold")
 
 
 def reclaim_expired(conn: Connection, block, space) -> list[int]:
@@ -95,12 +127,21 @@ def reclaim_expired(conn: Connection, block, space) -> list[int]:
     expired = _EXPIRED.all(conn, block_id=block.id, now=utcnow())
     if not expired:
         return []
+    from sqlalchemy import delete
+
+    from melange.models import ip_addresses
+
+    IP = ip_addresses.c
     conn.execute(delete(ip_addresses).where(IP.id.in_([row.id for row in expired])))
     space.give_back(row.address for row in expired)
     return [row.address for row in expired]
 
 
 def _interface_id(conn: Connection, vif: str) -> tuple[int, int]:
+    from sqlalchemy import select
+
+    from melange.models import interfaces
+
     row = conn.execute(
         select(interfaces.c.id, interfaces.c.mac).where(interfaces.c.vif_id == vif)
     ).first()
@@ -195,6 +236,11 @@ def _choose(conn: Connection, block, request: _Request) -> list[int]:
         return generator.choose(block_ops.block_info(block), asked, space)
     space.exclusions.refuse(int(wanted), str(wanted))
     if not space.is_free(int(wanted)):
+        from sqlalchemy import select
+
+        from melange.models import ip_addresses
+
+        IP = ip_addresses.c
         state = conn.execute(
             select(IP.state).where(IP.block_id == block.id, IP.address == int(wanted))
         ).scalar()
@@ -271,6 +317,11 @@ def _allocated_again(conn: Connection, existing, block, asked: _Asked) -> dict:
     audit.note(block.id, [existing.address])
     if asked.hostname is None or asked.hostname == existing.hostname:
         return record
+    from sqlalchemy import update
+
+    from melange.models import ip_addresses
+
+    IP = ip_addresses.c
     conn.execute(update(ip_addresses).where(IP.id == existing.id).values(hostname=asked.hostname))
     block_ops.touch(conn, block.id)
     return {**record, "hostname": asked.hostname}
@@ -349,6 +400,10 @@ def list_addresses(
 ) -> list[dict]:
     """Allocated addresses (or, with `released`, the ones still held), ordered by address;
     `page` reads one page of them (melange.paging), in constant memory."""
+    from melange.models import blocks, ip_addresses
+
+    IP = ip_addresses.c
+
     require_network(conn, network)
     query = _joined()
     if released:
@@ -375,6 +430,10 @@ def list_addresses(
 def by_interface(conn: Connection, interface_ids: Sequence[int]) -> dict[int, list[str]]:
     """Each interface's allocated addresses, in `list_addresses` order: one query per
     page of interfaces, so listing interfaces costs the same for ten as for ten thousand."""
+    from melange.models import blocks, ip_addresses
+
+    IP = ip_addresses.c
+
     found: dict[int, list[str]] = {interface_id: [] for interface_id in interface_ids}
     ids = list(found)
     for start in range(0, len(ids), PAGE):
@@ -396,6 +455,12 @@ def update_address(
     mac: str | None = None,
     hostname: str | None = None,
 ) -> dict:
+    from sqlalchemy import select, update
+
+    from melange.models import ip_addresses
+
+    IP = ip_addresses.c
+
     values: dict = {}
     if mac is not None:
         values["mac"] = parse_mac(mac)
@@ -432,7 +497,7 @@ def _free_now(conn: Connection, row) -> None:
 
 
 def _reread(conn: Connection, row_id: int) -> dict:
-    return address_record(conn.execute(_joined().where(IP.id == row_id)).first())
+    return address_record(_BY_ID.first(conn, id=row_id))
 
 
 def _hold(conn: Connection, row, hold_seconds: int) -> None:
@@ -471,6 +536,12 @@ def release(
 
 def restore(conn: Connection, address: str, *, block: str | None = None) -> dict:
     """Undo a release whose hold has not expired."""
+    from sqlalchemy import select, update
+
+    from melange.models import ip_addresses
+
+    IP = ip_addresses.c
+
     row = find_locked(conn, address, block)
     text = address_record(row)["address"]
     if row.state != "held":
@@ -494,6 +565,10 @@ def restore(conn: Connection, address: str, *, block: str | None = None) -> dict
 
 def release_for_interface(conn: Connection, interface_id: int, hold_seconds: int) -> list[str]:
     """Release every allocated address of an interface being deleted (blocks locked in order)."""
+    from melange.models import ip_addresses
+
+    IP = ip_addresses.c
+
     rows = conn.execute(
         _joined().where(IP.interface_id == interface_id, holds.allocated(IP)).order_by(IP.block_id)
     ).all()

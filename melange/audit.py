@@ -21,14 +21,13 @@ from contextlib import contextmanager
 from contextvars import ContextVar
 from typing import TYPE_CHECKING, Any, TypeVar
 
-from sqlalchemy import Connection, bindparam, insert
-
 from melange.clock import utcnow
-from melange.models import audit_addresses, audit_log
+from melange.locking import insert_one
 from melange.prepared import Prepared
-from melange.store import insert_one
 
 if TYPE_CHECKING:
+    from sqlalchemy import Connection
+
     from melange.errors import MelangeError
     from melange.store import Store
 
@@ -38,7 +37,17 @@ _COLUMNS = (
     "at", "actor", "via", "command", "block_id", "address", "params", "outcome", "kind",
     "subject_id", "subject",
 )  # fmt: skip
-_INSERT = Prepared(insert(audit_log).values({name: bindparam(name) for name in _COLUMNS}))
+
+
+def _insert_statement():
+    from sqlalchemy import bindparam, insert
+
+    from melange.models import audit_log
+
+    return insert(audit_log).values({name: bindparam(name) for name in _COLUMNS})
+
+
+_INSERT = Prepared(_insert_statement, "audit.insert")
 _acting: ContextVar[tuple[str, str] | None] = ContextVar("melange_acting", default=None)
 _noted: ContextVar[list[tuple[int, Iterable[int]]] | None] = ContextVar(
     "melange_noted", default=None
@@ -217,6 +226,10 @@ def record(
     if not per_block:
         _INSERT.send(conn, **row)
         return
+    from sqlalchemy import insert
+
+    from melange.models import audit_addresses, audit_log
+
     audit_id = insert_one(conn, insert(audit_log).values(row))
     conn.execute(
         insert(audit_addresses),

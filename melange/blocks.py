@@ -4,40 +4,20 @@ from __future__ import annotations
 
 import functools
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import netaddr
-from sqlalchemy import (
-    Connection,
-    Integer,
-    and_,
-    bindparam,
-    delete,
-    func,
-    insert,
-    select,
-    update,
-)
 
 from melange import generators, holds, subnets
 from melange.clock import utcnow
 from melange.errors import Conflict, InvalidInput, NotFound
 from melange.exclusions import Exclusions
 from melange.freespace import FreeSpace
-from melange.models import (
-    block_dns_servers,
-    blocks,
-    free_ranges,
-    ip_addresses,
-    policies,
-    routes,
-    unusable_octets,
-    unusable_ranges,
-)
+from melange.locking import lock_block, lock_named
 from melange.names import require_network
 from melange.paging import Page
 from melange.prepared import Prepared
 from melange.records import block_label, ip_text, iso
-from melange.store import lock_block, lock_named
 from melange.validate import (
     is_decimal,
     parse_cidr,
@@ -47,7 +27,9 @@ from melange.validate import (
     validate_network,
 )
 
-B = blocks.c
+if TYPE_CHECKING:  # SQLAlchemy is imported where a statement is built (melange.lean)
+    from sqlalchemy import Connection
+
 TYPES = ("private", "public")
 MAX_DNS = 8
 
@@ -55,6 +37,12 @@ MAX_DNS = 8
 def _lookup(column: str, lock: bool):
     """A block by one column; locked, the row also says whether the block has subnets
     (a writer needs to know, under the lock, and saves a round trip asking apart)."""
+    from sqlalchemy import bindparam, select
+
+    from melange.models import blocks
+
+    B = blocks.c
+
     if not lock:
         return select(blocks).where(getattr(B, column) == bindparam("ref"))
     children = blocks.alias("children")
@@ -67,18 +55,32 @@ def _lookup(column: str, lock: bool):
 
 
 _LOOKUPS = {
-    (column, lock): Prepared(_lookup(column, lock))
+    (column, lock): Prepared(
+        functools.partial(_lookup, column, lock),
+        f"blocks.lookup.{column}{'.locked' if lock else ''}",
+    )
     for column in ("id", "name", "cidr")
     for lock in (False, True)
 }
-_TOUCH = Prepared(
-    update(blocks)
-    .where(B.id == bindparam("block_id"))
-    .values(
-        generation=B.generation + 1,
-        allocated_count=B.allocated_count + bindparam("allocated", type_=Integer),
+
+
+def _touch_statement():
+    from sqlalchemy import Integer, bindparam, update
+
+    from melange.models import blocks
+
+    B = blocks.c
+    return (
+        update(blocks)
+        .where(B.id == bindparam("block_id"))
+        .values(
+            generation=B.generation + 1,
+            allocated_count=B.allocated_count + bindparam("allocated", type_=Integer),
+        )
     )
-)
+
+
+_TOUCH = Prepared(_touch_statement, "blocks.touch")
 
 
 def resolve(conn: Connection, ref: str, *, for_update: bool = False):
@@ -136,6 +138,10 @@ def policy_rules(conn: Connection, policy_ids) -> dict[int, PolicyRules]:
     ids = sorted({p for p in policy_ids if p is not None})
     if not ids:
         return {}
+    from sqlalchemy import select
+
+    from melange.models import policies, unusable_octets, unusable_ranges
+
     names = {
         pid: name
         for pid, name in conn.execute(
@@ -252,6 +258,12 @@ def block_info(block) -> generators.BlockInfo:
 
 
 def _overlapping(conn: Connection, version: int, first: int, last: int, *conditions):
+    from sqlalchemy import select
+
+    from melange.models import blocks
+
+    B = blocks.c
+
     return conn.execute(
         select(blocks)
         .where(
@@ -273,6 +285,12 @@ def _describe(row) -> str:
 
 def _check_placement(conn: Connection, net: netaddr.IPNetwork, parent, network, type_) -> None:
     """The contract's overlap rules; any violation is a conflict."""
+    from sqlalchemy import func, select
+
+    from melange.models import blocks, ip_addresses
+
+    B = blocks.c
+
     first, last = int(net.first), int(net.last)
     if parent is not None:
         if parent.version != net.version or not (
@@ -326,6 +344,10 @@ def _parse_dns(values: list[str] | tuple[str, ...]) -> list[netaddr.IPAddress]:
 
 
 def _policy_id(conn: Connection, name: str) -> int:
+    from sqlalchemy import select
+
+    from melange.models import policies
+
     found = conn.execute(select(policies.c.id).where(policies.c.name == name)).scalar()
     if found is None:
         raise NotFound(f"no policy {name!r}")
@@ -333,6 +355,12 @@ def _policy_id(conn: Connection, name: str) -> int:
 
 
 def _check_name_free(conn: Connection, name: str, except_id: int | None = None) -> None:
+    from sqlalchemy import select
+
+    from melange.models import blocks
+
+    B = blocks.c
+
     clash = conn.execute(select(B.id).where(B.name == name)).scalar()
     if clash is not None and clash != except_id:
         raise Conflict(f"block name {name!r} is in use by block {clash}")
@@ -425,6 +453,10 @@ def _checked_generator(net: netaddr.IPNetwork, generator: str | None, tenant: st
 
 def _insert_block(conn: Connection, net: netaddr.IPNetwork, **columns) -> int:
     """Insert a checked block and its free space (the whole CIDR); its id."""
+    from sqlalchemy import insert
+
+    from melange.models import blocks, free_ranges
+
     now = utcnow()
     key = conn.execute(
         insert(blocks).values(
@@ -449,6 +481,10 @@ def _insert_block(conn: Connection, net: netaddr.IPNetwork, **columns) -> int:
 
 
 def _set_dns(conn: Connection, block_id: int, values: list[netaddr.IPAddress]) -> None:
+    from sqlalchemy import delete, insert
+
+    from melange.models import block_dns_servers
+
     conn.execute(delete(block_dns_servers).where(block_dns_servers.c.block_id == block_id))
     if values:
         conn.execute(
@@ -469,6 +505,10 @@ def records(conn: Connection, rows) -> list[dict]:
     """Records of several blocks: their policies' names, parents' CIDRs and DNS servers
     are read for all of them at once (three statements a page of blocks, however many
     blocks), so `block list` and export cost no statement per block."""
+    from melange.models import blocks, policies
+
+    B = blocks.c
+
     policy_names = _column_by_id(conn, policies.c.id, policies.c.name, [r.policy_id for r in rows])
     parent_cidrs = _column_by_id(conn, B.id, B.cidr, [r.parent_id for r in rows])
     dns = subnets.dns_lists(conn, [r.id for r in rows])
@@ -496,6 +536,8 @@ def records(conn: Connection, rows) -> list[dict]:
 
 def _column_by_id(conn: Connection, key, column, ids) -> dict:
     """id -> `column` for the rows whose `key` is among `ids` (None ids skipped)."""
+    from sqlalchemy import select
+
     wanted = sorted({i for i in ids if i is not None})
     found: dict = {}
     for start in range(0, len(wanted), subnets.PAGE):
@@ -513,6 +555,12 @@ def list_blocks(
     page: Page | None = None,
 ) -> list[dict]:
     """Blocks by family and address; `page` reads one page of them (melange.paging)."""
+    from sqlalchemy import select
+
+    from melange.models import blocks
+
+    B = blocks.c
+
     if type is not None and type not in TYPES:
         raise InvalidInput(f"block type must be private or public, not {type!r}")
     require_network(conn, network)
@@ -546,6 +594,10 @@ def usage(size: int, used: int, held: int, unusable: int) -> dict:
 
 def held_counts(conn: Connection, block_ids=None) -> dict[int, int]:
     """Addresses still on hold, per block: one grouped query (for some blocks, or all)."""
+    from sqlalchemy import func, select
+
+    from melange.models import ip_addresses
+
     ip = ip_addresses.c
     query = select(ip.block_id, func.count()).where(holds.held(ip)).group_by(ip.block_id)
     if block_ids is not None:
@@ -607,6 +659,12 @@ def show(conn: Connection, block: str) -> dict:
     """A block with its utilisation. For a subnet, `gateway`, `dns`, `policy` and
     `routes` are the values in effect, and `inherited` names the block each inherited
     one comes from (a top-level block inherits nothing: its values are its own)."""
+    from sqlalchemy import select
+
+    from melange.models import blocks
+
+    B = blocks.c
+
     row = resolve(conn, block)
     result = record(conn, row)
     result.update(effective(conn, row))
@@ -623,6 +681,10 @@ def show(conn: Connection, block: str) -> dict:
 def effective(conn: Connection, row) -> dict:
     """The gateway, DNS servers, policy and routes `row` has in effect, and where the
     inherited ones come from."""
+    from sqlalchemy import select
+
+    from melange.models import policies
+
     chain = subnets.ancestors(conn, row)
     levels = [row.id, *(a.id for a in chain)]
     inherited: dict[str, str] = {}
@@ -713,6 +775,10 @@ def _refuse_both(value, clear: bool, option: str) -> None:
 def _unused_gateway(conn: Connection, row, below: list, text: str) -> int:
     """A new gateway for `row`: inside it, and not an address in use (allocated or
     still held) in it or any block below it, which would hand it out twice."""
+    from sqlalchemy import select
+
+    from melange.models import ip_addresses
+
     gateway_value = _check_gateway(netaddr.IPNetwork(row.cidr), text)
     ip = ip_addresses.c
     taken = conn.execute(
@@ -731,6 +797,12 @@ def _unused_gateway(conn: Connection, row, below: list, text: str) -> int:
 def _write_changes(conn: Connection, block_id: int, values: dict, dns: list | None) -> None:
     """Store a block's new values and DNS servers (None: unchanged), and bump its
     generation so melanged renders it again; nothing at all when nothing changes."""
+    from sqlalchemy import update
+
+    from melange.models import blocks
+
+    B = blocks.c
+
     if not values and dns is None:
         return
     conn.execute(update(blocks).where(B.id == block_id).values(**values, updated_at=utcnow()))
@@ -741,6 +813,12 @@ def _write_changes(conn: Connection, block_id: int, values: dict, dns: list | No
 
 def delete_block(conn: Connection, block: str, *, force: bool = False) -> dict:
     """Delete a block; refuse while it holds addresses (unless forced) or has subnets."""
+    from sqlalchemy import delete, func, select
+
+    from melange.models import block_dns_servers, blocks, free_ranges, ip_addresses, routes
+
+    B = blocks.c
+
     lock_named(conn, "blocks")
     row = lock_block(conn, resolve(conn, block).id)
     subnets = conn.execute(select(func.count()).where(B.parent_id == row.id)).scalar()
@@ -767,6 +845,12 @@ def delete_block(conn: Connection, block: str, *, force: bool = False) -> dict:
 def blocks_using_policy(conn: Connection, policy_id: int) -> list:
     """The blocks a policy's rules reach: those that name it, and every block below them
     (which inherit it, or must keep out of the addresses it reserves in an ancestor)."""
+    from sqlalchemy import and_, select
+
+    from melange.models import blocks
+
+    B = blocks.c
+
     found = {}
     for row in conn.execute(select(blocks).where(and_(B.policy_id == policy_id))).all():
         found[row.id] = row

@@ -14,37 +14,53 @@ exclusions shrink (a policy or gateway change).
 from __future__ import annotations
 
 from collections.abc import Iterable
-
-from sqlalchemy import Connection, bindparam, delete, insert, select, update
+from typing import TYPE_CHECKING
 
 from melange.errors import Conflict, Exhausted
 from melange.exclusions import Exclusions
-from melange.models import free_ranges, ip_addresses
 from melange.prepared import Prepared
 
-FR = free_ranges.c
-_IN_BLOCK = FR.block_id == bindparam("block_id")
-_RANGE_FROM = Prepared(
-    select(FR.first_addr, FR.last_addr)
-    .where(_IN_BLOCK, FR.last_addr >= bindparam("address"))
-    .order_by(FR.last_addr)
-    .limit(1)
-)
-_ENDING_AT = Prepared(select(FR.first_addr).where(_IN_BLOCK, FR.last_addr == bindparam("address")))
-_STARTING_AT = Prepared(
-    select(FR.last_addr).where(_IN_BLOCK, FR.first_addr == bindparam("address"))
-)
-_RESET = Prepared(
-    update(free_ranges)
-    .where(_IN_BLOCK, FR.first_addr == bindparam("lo"))
-    .values(first_addr=bindparam("first"), last_addr=bindparam("last"))
-)
-_DROP = Prepared(delete(free_ranges).where(_IN_BLOCK, FR.first_addr == bindparam("first")))
-_ADD = Prepared(
-    insert(free_ranges).values(
-        block_id=bindparam("block_id"), first_addr=bindparam("first"), last_addr=bindparam("last")
-    )
-)
+if TYPE_CHECKING:
+    from sqlalchemy import Connection
+
+
+def _statements() -> dict:
+    """The free-range statements, built on first use (melange.lean imports no SQLAlchemy)."""
+    from sqlalchemy import bindparam, delete, insert, select, update
+
+    from melange.models import free_ranges
+
+    fr = free_ranges.c
+    in_block = fr.block_id == bindparam("block_id")
+    return {
+        "range_from": select(fr.first_addr, fr.last_addr)
+        .where(in_block, fr.last_addr >= bindparam("address"))
+        .order_by(fr.last_addr)
+        .limit(1),
+        "ending_at": select(fr.first_addr).where(in_block, fr.last_addr == bindparam("address")),
+        "starting_at": select(fr.last_addr).where(in_block, fr.first_addr == bindparam("address")),
+        "reset": update(free_ranges)
+        .where(in_block, fr.first_addr == bindparam("lo"))
+        .values(first_addr=bindparam("first"), last_addr=bindparam("last")),
+        "drop": delete(free_ranges).where(in_block, fr.first_addr == bindparam("first")),
+        "add": insert(free_ranges).values(
+            block_id=bindparam("block_id"),
+            first_addr=bindparam("first"),
+            last_addr=bindparam("last"),
+        ),
+    }
+
+
+def _prepared(key: str) -> Prepared:
+    return Prepared(lambda: _statements()[key], f"freespace.{key}")
+
+
+_RANGE_FROM = _prepared("range_from")
+_ENDING_AT = _prepared("ending_at")
+_STARTING_AT = _prepared("starting_at")
+_RESET = _prepared("reset")
+_DROP = _prepared("drop")
+_ADD = _prepared("add")
 
 
 class FreeSpace:
@@ -156,8 +172,12 @@ class FreeSpace:
 
     def rebuild(self) -> None:
         """Recompute the free ranges from the block's addresses (after exclusions shrink)."""
+        from sqlalchemy import delete, insert, select
+
+        from melange.models import free_ranges, ip_addresses
+
         conn = self.conn
-        conn.execute(delete(free_ranges).where(FR.block_id == self.block_id))
+        conn.execute(delete(free_ranges).where(free_ranges.c.block_id == self.block_id))
         rows = conn.execute(
             select(ip_addresses.c.address)
             .where(ip_addresses.c.block_id == self.block_id)

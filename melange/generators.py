@@ -7,7 +7,6 @@ third-party generator cannot hand out a duplicate or a forbidden address.
 
 from __future__ import annotations
 
-import hashlib
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -110,6 +109,8 @@ class TenantHash(_FromMac):
         tenant = request.tenant or block.tenant
         if not tenant:
             raise InvalidInput("generator tenant-hash needs a tenant (--tenant or the block's)")
+        import hashlib  # only this generator needs it: not on every command's start
+
         digest = int.from_bytes(hashlib.sha1(tenant.encode()).digest()[:4], "big")
         interface_id = (digest << 32) | (0xFF << 24) | ((request.mac or 0) & 0xFFFFFF)
         return (block.first >> 64 << 64) | interface_id

@@ -10,11 +10,12 @@ Nothing else in melange computes a hold cutoff.
 from __future__ import annotations
 
 from datetime import datetime, timedelta
-
-from sqlalchemy import and_, or_
-from sqlalchemy.sql import ColumnElement
+from typing import TYPE_CHECKING
 
 from melange.clock import utcnow
+
+if TYPE_CHECKING:  # the conditions are built on first use: melange.lean imports no SQLAlchemy
+    from sqlalchemy.sql import ColumnElement
 
 # What a store without a setting holds for, and what schema 0007 gave the holds
 # it found (their release time plus this).
@@ -33,14 +34,20 @@ def allocated(c) -> ColumnElement[bool]:
 
 def live(c, now=None) -> ColumnElement[bool]:
     """Rows of `c` (ip_addresses' columns) still in use: allocated, or held until after now."""
+    from sqlalchemy import or_
+
     return or_(allocated(c), c.held_until > (utcnow() if now is None else now))
 
 
 def held(c, now=None) -> ColumnElement[bool]:
     """Rows whose hold has not ended yet (shown by `ip list --released`, counted as held)."""
+    from sqlalchemy import and_
+
     return and_(c.state == "held", c.held_until > (utcnow() if now is None else now))
 
 
 def expired(c, now=None) -> ColumnElement[bool]:
     """Rows whose hold has ended: free space, whether or not a cleanup has run yet."""
+    from sqlalchemy import and_
+
     return and_(c.state == "held", c.held_until <= (utcnow() if now is None else now))

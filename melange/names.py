@@ -14,15 +14,21 @@ modules (`blocks.resolve`, `interfaces`), which raise the same error.
 
 from __future__ import annotations
 
-from sqlalchemy import Connection, select
+from typing import TYPE_CHECKING
 
 from melange.errors import NotFound
-from melange.models import blocks, interfaces
 from melange.validate import validate_name, validate_network
+
+if TYPE_CHECKING:  # imported where a statement is built: melange.lean needs no SQLAlchemy
+    from sqlalchemy import Connection
 
 
 def require_network(conn: Connection, network: str | None) -> None:
     """A network filter: None (no filter), or a valid name some block has (2, 3)."""
+    from sqlalchemy import select
+
+    from melange.models import blocks
+
     if network is None:
         return
     validate_network(network)
@@ -33,6 +39,10 @@ def require_network(conn: Connection, network: str | None) -> None:
 
 def require_device(conn: Connection, device: str | None) -> None:
     """A device filter: None (no filter), or a valid name some interface has (2, 3)."""
+    from sqlalchemy import select
+
+    from melange.models import interfaces
+
     if device is None:
         return
     validate_name(device, "device")

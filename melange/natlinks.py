@@ -9,21 +9,44 @@ melange.nat changes them (and imports melange.addresses, which imports this).
 
 from __future__ import annotations
 
-from sqlalchemy import Connection, Select, or_, select
+import functools
+from typing import TYPE_CHECKING, Any
 
 from melange import holds
-from melange.models import blocks, ip_addresses, nat_mappings
+from melange.prepared import Prepared
 from melange.records import ip_text, iso, label
 
-N = nat_mappings.c
-G = ip_addresses.alias("inside_global")
-L = ip_addresses.alias("inside_local")
-GB = blocks.alias("global_block")
-LB = blocks.alias("local_block")
+if TYPE_CHECKING:  # imported where a statement is built: melange.lean needs no SQLAlchemy
+    from sqlalchemy import Connection, Select
+
+
+@functools.cache
+def _tables() -> tuple[Any, Any, Any, Any, Any]:
+    """(mappings' columns, inside-global and inside-local address aliases, their blocks)."""
+    from melange.models import blocks, ip_addresses, nat_mappings
+
+    return (
+        nat_mappings.c,
+        ip_addresses.alias("inside_global"),
+        ip_addresses.alias("inside_local"),
+        blocks.alias("global_block"),
+        blocks.alias("local_block"),
+    )
+
+
+def __getattr__(name: str) -> Any:
+    """`natlinks.G`, `.L`, `.GB`, `.LB`, `.N` for the modules that build on these aliases."""
+    names = ("N", "G", "L", "GB", "LB")
+    if name in names:
+        return _tables()[names.index(name)]
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 def joined() -> Select:
     """Every mapping with both addresses and their blocks, in (global, local) order."""
+    from sqlalchemy import select
+
+    N, G, L, GB, LB = _tables()
     return (
         select(
             N.created_at,
@@ -50,6 +73,7 @@ def joined() -> Select:
 
 def shown() -> Select:
     """The mappings a listing shows: both addresses allocated."""
+    _, G, L, _, _ = _tables()
     return joined().where(holds.allocated(G.c), holds.allocated(L.c))
 
 
@@ -64,14 +88,25 @@ def record(row) -> dict:
     }
 
 
+def _of_address_statement() -> Select:
+    from sqlalchemy import bindparam, or_
+
+    N = _tables()[0]
+    return shown().where(
+        or_(N.inside_global_id == bindparam("id"), N.inside_local_id == bindparam("id"))
+    )
+
+
+_OF_ADDRESS = Prepared(_of_address_statement, "natlinks.of_address")
+
+
 def of_address(conn: Connection, row) -> dict[str, list[str]]:
     """An address row's inside globals (what it is the local of) and inside locals
     (what it is the global of), for `ip show`: one query, none for a held address."""
     links: dict[str, list[str]] = {"inside_globals": [], "inside_locals": []}
     if row.state != "allocated":
         return links
-    query = shown().where(or_(N.inside_global_id == row.id, N.inside_local_id == row.id))
-    for mapping in conn.execute(query):
+    for mapping in _OF_ADDRESS.all(conn, id=row.id):
         if mapping.local_id == row.id:
             links["inside_globals"].append(
                 str(ip_text(mapping.global_address, mapping.global_version))

@@ -118,11 +118,24 @@ def _shown(value: Any) -> str:
     return f"{name} {text}" if len(text) <= 40 else name
 
 
+# The first parameter's hints, read as nothing (see `type_hints`).
+_UNREAD = {"Connection": object, "Store": object}
+
+
+def type_hints(function: Callable[..., Any]) -> dict[str, Any]:
+    """A core function's hints. The connection's is never read: a core module may name
+    SQLAlchemy's Connection for type checkers only, and import no SQLAlchemy
+    (melange.lean)."""
+    return typing.get_type_hints(function, localns=_UNREAD, include_extras=True)
+
+
 def derive(function: Callable[..., Any]) -> dict[str, Parameter]:
     """The client parameters of a core function (its first parameter, the connection or
     store, and the local ones left out). A hint of a kind not listed here is a bug in
-    the declaration: TypeError, so the consistency test finds it."""
-    hints = typing.get_type_hints(function, include_extras=True)
+    the declaration: TypeError, so the consistency test finds it.
+
+    """
+    hints = type_hints(function)
     found: dict[str, Parameter] = {}
     for parameter in list(inspect.signature(function).parameters.values())[1:]:
         if parameter.name in SUPPLIED:

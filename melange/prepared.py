@@ -28,13 +28,13 @@ from __future__ import annotations
 from collections import namedtuple
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
-from typing import Any, Protocol, cast
+from typing import TYPE_CHECKING, Any, Protocol, cast
 
-from sqlalchemy import Connection, Engine, event, exc
-from sqlalchemy.engine import Dialect
-from sqlalchemy.engine.interfaces import DBAPIConnection, DBAPIModule
-from sqlalchemy.sql.compiler import SQLCompiler
-from sqlalchemy.sql.expression import ClauseElement, ReturnsRows
+if TYPE_CHECKING:  # imported where used: a lean process (melange.lean) never needs them
+    from sqlalchemy import Connection, Engine, exc
+    from sqlalchemy.engine import Dialect
+    from sqlalchemy.engine.interfaces import DBAPIConnection, DBAPIModule
+    from sqlalchemy.sql.expression import ClauseElement
 
 Processor = Callable[[Any], Any]
 # Keys, in the pooled connection's info, of the writes waiting to be sent, and of
@@ -61,6 +61,9 @@ class _Form:
     """
 
     def __init__(self, statement: ClauseElement, dialect: Dialect) -> None:
+        from sqlalchemy.sql.compiler import SQLCompiler
+        from sqlalchemy.sql.expression import ReturnsRows
+
         compiled = statement.compile(dialect=dialect)
         assert isinstance(compiled, SQLCompiler)
         if compiled.post_compile_params or compiled.literal_execute_params:
@@ -138,14 +141,45 @@ class _Form:
         return self.row._make(raw)
 
 
+# Every named statement, by name: what melange.shipped compiles ahead of time.
+REGISTRY: dict[str, Prepared] = {}
+
+
 class Prepared:
-    """A Core statement, compiled on first use for each dialect it meets."""
+    """A Core statement, compiled on first use for each dialect it meets.
 
-    __slots__ = ("statement", "_forms")
+    A named one may be given as a function that builds it, called on first
+    use: a module whose statements are all named and built so imports no
+    SQLAlchemy, and a lean connection (melange.lean) runs them from the SQL
+    shipped for its dialect (melange.shipped) under the same name.
+    """
 
-    def __init__(self, statement: ClauseElement) -> None:
-        self.statement = statement
+    __slots__ = ("name", "_statement", "_build", "_forms")
+
+    def __init__(
+        self,
+        statement: ClauseElement | Callable[[], ClauseElement],
+        name: str | None = None,
+    ) -> None:
+        self.name = name
+        self._statement: ClauseElement | None = None
+        self._build: Callable[[], ClauseElement] | None = None
+        if callable(statement):
+            self._build = statement
+        else:
+            self._statement = statement
         self._forms: dict[str, _Form] = {}  # one driver per dialect here
+        if name is not None:
+            if name in REGISTRY:
+                raise ValueError(f"two prepared statements are named {name}")
+            REGISTRY[name] = self
+
+    @property
+    def statement(self) -> ClauseElement:
+        if self._statement is None:
+            assert self._build is not None
+            self._statement = self._build()
+        return self._statement
 
     def _form(self, dialect: Dialect) -> _Form:
         form = self._forms.get(dialect.name)
@@ -154,6 +188,8 @@ class Prepared:
         return form
 
     def _execute(self, conn: Connection, params: dict[str, Any]):
+        if getattr(conn, "lean", False):  # melange.lean: the shipped SQL, on sqlite3
+            return cast(Any, conn).execute_shipped(self.name, params)
         form = self._form(conn.dialect)
         arguments = form.arguments(params)
         waiting = conn.info.get(_WAITING)
@@ -170,7 +206,7 @@ class Prepared:
     def send(self, conn: Connection, **params: Any) -> None:
         """Execute a write whose row count nobody needs; in a pipelined transaction it
         waits for the next statement that is read, or for the COMMIT (module doc)."""
-        waiting = conn.info.get(_WAITING)
+        waiting = None if getattr(conn, "lean", False) else conn.info.get(_WAITING)
         if waiting is None:
             self.run(conn, **params)
             return
@@ -324,6 +360,8 @@ def allow_batches(engine: Engine) -> None:
     a block was seen to drift under the Galera stress test). One statement per
     query keeps every abort visible.
     """
+    from sqlalchemy import event
+
     if engine.dialect.driver == "pymysql":
         from pymysql.constants import CLIENT
 
@@ -357,6 +395,8 @@ def _galera_node(dbapi_connection) -> bool:
 def raw_connection(conn: Connection) -> DBAPIConnection:
     """The driver's own connection under `conn`, for what must bypass SQLAlchemy (a
     statement it would wrap in a transaction, the hot path); never invalidated here."""
+    from sqlalchemy import exc
+
     dbapi_connection = conn.connection.dbapi_connection
     if dbapi_connection is None:
         raise exc.ResourceClosedError("the connection was invalidated")
@@ -368,6 +408,8 @@ def translated_error(
 ) -> exc.DBAPIError:
     """The driver's error as SQLAlchemy raises it, for any statement run on the driver's
     cursor; a lost connection is invalidated, as SQLAlchemy would."""
+    from sqlalchemy import exc
+
     dialect = conn.dialect
     lost = dialect.is_disconnect(error, conn.connection.dbapi_connection, None)
     if lost:

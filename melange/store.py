@@ -23,22 +23,19 @@ from typing import TypeVar
 from sqlalchemy import (
     Connection,
     Engine,
-    Insert,
-    bindparam,
     create_engine,
     event,
     exc,
-    select,
     text,
 )
 from sqlalchemy.engine import make_url
 
 from melange.clock import SYSTEM, Clock, using
 from melange.errors import Conflict, MelangeError, SchemaOutdated, StoreUnavailable
+from melange.lean import SQLITE_BUSY_TIMEOUT_MS, configure_sqlite
+from melange.locking import insert_one, lock_block, lock_named  # noqa: F401  (their old home)
 from melange.migrations import SCHEMA_HEAD, initialise
-from melange.models import blocks
 from melange.prepared import (
-    Prepared,
     allow_batches,
     commit_waiting,
     pipelined,
@@ -56,7 +53,6 @@ MAX_ATTEMPTS = 25
 # An IntegrityError is retried only for the race it can be: see Store.run.
 INTEGRITY_ATTEMPTS = 2
 CONNECT_TIMEOUT = 3
-SQLITE_BUSY_TIMEOUT_MS = 60_000
 SERVER_IDLE_REUSE = 2.0  # seconds a server connection is reused without the pool's ping
 T = TypeVar("T")
 
@@ -139,18 +135,7 @@ def is_connection_error(error: BaseException) -> bool:
 def _configure_sqlite(engine: Engine) -> None:
     @event.listens_for(engine, "connect")
     def on_connect(dbapi_connection, _record):  # noqa: ANN001
-        dbapi_connection.isolation_level = None  # we issue BEGIN ourselves
-        cursor = dbapi_connection.cursor()
-        cursor.execute(f"PRAGMA busy_timeout = {SQLITE_BUSY_TIMEOUT_MS}")
-        if cursor.execute("PRAGMA journal_mode").fetchone()[0].lower() != "wal":
-            cursor.execute("PRAGMA journal_mode = WAL")  # once per file; needs a moment alone
-        cursor.execute("PRAGMA synchronous = NORMAL")
-        # Checkpoint every 10,000 WAL pages (~40 MB) rather than 1,000: an allocation
-        # dirties a dozen pages, mostly the same ones each time, which one checkpoint
-        # then copies once; single allocations run ~15% faster.
-        cursor.execute("PRAGMA wal_autocheckpoint = 10000")
-        cursor.execute("PRAGMA foreign_keys = ON")
-        cursor.close()
+        configure_sqlite(dbapi_connection)
 
     @event.listens_for(engine, "begin")
     def on_begin(conn: Connection) -> None:
@@ -560,39 +545,3 @@ def schema_message(revision: str | None) -> str:
 
 def _backoff(attempt: int) -> None:
     time.sleep(min(0.5, 0.005 * 2**attempt) * random.uniform(0.5, 1.5))
-
-
-_LOCK_BLOCK = Prepared(select(blocks).where(blocks.c.id == bindparam("block_id")).with_for_update())
-
-
-def lock_block(conn: Connection, block_id: int):
-    """Serialise writers of one block, and return its row as of holding the lock.
-
-    SQLite's BEGIN IMMEDIATE already serialises all writers (its compiler drops
-    FOR UPDATE); MySQL and PostgreSQL lock just this block's row, so other
-    blocks carry on.
-    """
-    return _LOCK_BLOCK.first(conn, block_id=block_id)
-
-
-def insert_one(conn: Connection, statement: Insert) -> int:
-    """Run an INSERT of one row; the new row's id (its one-column primary key)."""
-    key = conn.execute(statement).inserted_primary_key
-    if key is None:
-        raise TypeError("insert_one takes an INSERT of one row")
-    return key[0]
-
-
-def lock_named(conn: Connection, name: str) -> None:
-    """Serialise a store-wide check (e.g. block overlap) among concurrent writers.
-
-    The row's counter also counts the changes made under it, on every backend
-    (SQLite's BEGIN IMMEDIATE already serialises, but the count is wanted):
-    melanged's watcher reads the "blocks" one to see a block deleted and
-    another created between two polls, whatever ids they had.
-    """
-    from sqlalchemy import update
-
-    from melange.models import locks
-
-    conn.execute(update(locks).where(locks.c.name == name).values(counter=locks.c.counter + 1))

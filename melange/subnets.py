@@ -11,20 +11,24 @@ rendering, `block show` and the reports share one definition of "inherited".
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from sqlalchemy import Connection, bindparam, literal, select
-
-from melange.models import block_dns_servers, blocks, routes
 from melange.prepared import Prepared
 
-B = blocks.c
+if TYPE_CHECKING:
+    from sqlalchemy import Connection
+
 DEFAULT_ROUTE = {4: "0.0.0.0/0", 6: "::/0"}
 PAGE = 1000  # block ids per IN (...) lookup: well under every backend's parameter limit
 
 
 def _ancestors_statement():
     """The parent, grandparent, … of a block, nearest first, as one recursive query."""
+    from sqlalchemy import bindparam, literal, select
+
+    from melange.models import blocks
+
+    B = blocks.c
     chain = (
         select(B.id, B.parent_id, literal(1).label("depth"))
         .where(B.id == bindparam("parent_id"))
@@ -39,14 +43,19 @@ def _ancestors_statement():
 
 def _descendants_statement():
     """Every block below a block (subnets, their subnets, …), as one recursive query."""
+    from sqlalchemy import bindparam, select
+
+    from melange.models import blocks
+
+    B = blocks.c
     tree = select(B.id).where(B.parent_id == bindparam("block_id")).cte("tree", recursive=True)
     down = blocks.alias("down")
     tree = tree.union_all(select(down.c.id).where(down.c.parent_id == tree.c.id))
     return select(blocks).join(tree, tree.c.id == B.id).order_by(B.first_addr, B.id)
 
 
-_ANCESTORS = Prepared(_ancestors_statement())
-_DESCENDANTS = Prepared(_descendants_statement())
+_ANCESTORS = Prepared(_ancestors_statement, "subnets.ancestors")
+_DESCENDANTS = Prepared(_descendants_statement, "subnets.descendants")
 
 
 def ancestors(conn: Connection, block) -> list:
@@ -124,6 +133,8 @@ def router(block, chain: Sequence, lists: dict[int, list]) -> int | None:
 def _per_block(conn: Connection, block_ids: Iterable[int], key, columns, order) -> dict:
     """Rows of a per-block table for several blocks, grouped by block in `order`: one
     query a page of blocks, whatever their number."""
+    from sqlalchemy import select
+
     ids = sorted(set(block_ids))
     found: dict[int, list[tuple]] = {}
     for start in range(0, len(ids), PAGE):
@@ -137,11 +148,15 @@ def _per_block(conn: Connection, block_ids: Iterable[int], key, columns, order) 
 
 def dns_lists(conn: Connection, block_ids: Iterable[int]) -> dict[int, list[tuple[int, int]]]:
     """(address, version) of the DNS servers of several blocks, in order: one query."""
+    from melange.models import block_dns_servers
+
     d = block_dns_servers.c
     return _per_block(conn, block_ids, d.block_id, (d.address, d.version), d.position)
 
 
 def route_lists(conn: Connection, block_ids: Iterable[int]) -> dict[int, list[tuple[str, int]]]:
     """(destination, gateway) of the routes of several blocks, in the order added: one query."""
+    from melange.models import routes
+
     r = routes.c
     return _per_block(conn, block_ids, r.block_id, (r.destination, r.gateway), r.id)

@@ -16,6 +16,8 @@ import click
 from melange.clock import SYSTEM, Clock
 
 FORMATS = ("table", "json", "plain")
+# Direct commands tried first on the lean path (melange.lean): no SQLAlchemy import.
+LEAN_OPERATIONS = frozenset({"block.allocate", "ip.show", "ip.release"})
 
 
 @dataclass
@@ -39,6 +41,7 @@ class App:
     _settings: Any = field(default=None, repr=False)
     _remote: Any = field(default=None, repr=False)
     _parser: Any = field(default=None, repr=False)  # the config file, for --url's keys
+    _lean: Any = field(default=None, repr=False)
 
     def output_format(self) -> str:
         if self.output:
@@ -75,7 +78,28 @@ class App:
             return self._call_http(remote, operation, params)
         from melange import operations
 
+        if operation in LEAN_OPERATIONS and self._store is None:
+            from melange.lean import NeedsFullPath
+
+            lean = self.lean_store()
+            if lean is not None:
+                try:
+                    return operations.run(lean, operation, params)
+                except NeedsFullPath:
+                    pass  # rolled back: the full store does it as it always did
         return operations.run(self.store(), operation, params)
+
+    def lean_store(self):
+        """The lean store for a plain SQLite file (melange.lean), else None."""
+        if self._lean is None:
+            from melange.lean import LeanStore, sqlite_path
+
+            settings = self.settings()
+            path = sqlite_path(settings.db_url)
+            if path is None:
+                return None
+            self._lean = LeanStore(path, release_hold=settings.release_hold, clock=self.clock)
+        return self._lean
 
     def stream(self, operation: str, sink: Callable[[Any], object], **params: Any) -> None:
         """A streamed read (melange.streaming.STREAMED): each record, or export entity, to
@@ -121,6 +145,8 @@ class App:
         """What the end of the process does: the store's and the API's connections close."""
         if self._store is not None:
             self._store.close()
+        if self._lean is not None:
+            self._lean.close()
         if self._remote is not None:
             self._remote.close()
 

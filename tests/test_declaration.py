@@ -21,6 +21,7 @@ import click
 import pytest
 
 from melange import operations
+from melange.params import type_hints
 from melange_cli import opdoc
 from melange_cli.main import cli
 from melanged.server import may
@@ -210,7 +211,7 @@ def test_a_paged_operations_core_function_reads_one_page(name):
     operation = operations.OPERATIONS[name]
     signature = inspect.signature(operation.function())
     assert "page" in signature.parameters and signature.parameters["page"].default is None
-    hint = typing.get_type_hints(operation.function())["page"]
+    hint = type_hints(operation.function())["page"]
     assert Page in typing.get_args(hint), hint
     assert "page" in operation.local() and "page" not in operation.parameters()
     assert "after" not in operation.parameters()

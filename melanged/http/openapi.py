@@ -95,7 +95,7 @@ def _result_schema(operation: Operation) -> dict[str, Any]:
             "required": ["items", "next"],
             "properties": {"items": {"type": "array"}, "next": {"type": ["string", "null"]}},
         }
-    hint = typing.get_type_hints(operation.function()).get("return")
+    hint = declared.type_hints(operation.function()).get("return")
     origin = typing.get_origin(hint) or hint
     shapes: dict[Any, dict[str, Any]] = {list: {"type": "array"}, dict: {"type": "object"}}
     return shapes.get(origin, {})
