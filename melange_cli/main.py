@@ -75,6 +75,10 @@ def cli(ctx: click.Context, db, config, socket, url, token_file, ca_file, output
     app = ctx.ensure_object(App)  # one handed in (melange.clock: a test's clock) is kept
     app.db, app.config, app.socket, app.output, app.debug = db, config, socket, output, debug
     app.url, app.token_file, app.ca_file = url, token_file, ca_file
+    # What the end of a process does, also when the CLI runs in-process (a test, a
+    # script's CliRunner): the store's files and server connections close with the
+    # command, not whenever the garbage collector gets to them.
+    ctx.call_on_close(app.close)
 
 
 def _one_store(ctx: click.Context, db, socket, url=None) -> tuple:

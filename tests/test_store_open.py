@@ -254,6 +254,32 @@ def test_a_read_only_store_file_is_exit_6_on_a_write(sqlite_store):
     assert dump_store(sqlite_store) == before
 
 
+def _open_in(directory: Path) -> list[str]:
+    """The files under `directory` this process holds open (its /proc/self/fd)."""
+    held = []
+    for fd in os.listdir("/proc/self/fd"):
+        try:
+            target = os.readlink(f"/proc/self/fd/{fd}")
+        except OSError:
+            continue
+        if target.startswith(str(directory)):
+            held.append(target)
+    return held
+
+
+@pytest.mark.parametrize(
+    "args",
+    [("block", "allocate", "web"), ("ip", "show", "10.0.0.1"), ("block", "list"),
+     ("block", "allocate", "nope")],
+)  # fmt: skip
+def test_an_in_process_command_leaves_no_store_file_open(sqlite_store, args):
+    """A command run in-process (CliRunner, as tests and scripts do) closes the store's
+    files when it ends, lean path or full, success or refusal, as a process exit would:
+    left to the garbage collector, a read-only mount's umount failed with 'busy'."""
+    run("--db", str(sqlite_store), *args)
+    assert _open_in(sqlite_store.parent) == []
+
+
 def test_a_read_only_mount_is_exit_6(sqlite_store, tmp_path):
     mountpoint = tmp_path / "ro"
     mountpoint.mkdir()
