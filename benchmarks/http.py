@@ -46,6 +46,7 @@ from benchmarks.common import (
     verdict,
 )
 from benchmarks.concurrency import Window, _Blocks, _Pool
+from benchmarks.worker import timed_window
 
 CLIENTS = 16
 NETBOX_ONE = 6.05  # allocations/s, one client (NetBox 4.4, available-ips POST, 2 cores)
@@ -159,31 +160,14 @@ def allocate(http, block: str, mac_value: str) -> None:
 
 
 def _allocate_for(http, block: str, worker: int, serial: int, command: dict) -> dict:
-    """Allocate until the window closes; what happened, as the JSON reply."""
-    start_at = float(sys.stdin.readline())
-    measure_from = start_at + command["warmup"]
-    until = measure_from + command["window"]
-    latencies: list[int] = []
-    errors: list[str] = []
-    total = 0
-    clock = time.monotonic
-    time.sleep(max(0.0, start_at - clock()))
-    now = clock()
-    while now < until:
-        serial += 1
-        began: float | None = now
-        try:
-            allocate(http, command["block"], mac((worker << 24) | serial, WORKER_PREFIX))
-            total += 1
-        except Exception as error:  # noqa: BLE001  (counted and shown, the run goes on)
-            errors.append(str(error))
-            began = None
-        now = clock()
-        if began is not None and measure_from <= now < until:
-            latencies.append(round((now - began) * 1e6))
-    return {"allocations": len(latencies), "latencies_us": latencies, "total": total,
-            "serial": serial, "errors": errors[:3], "error_count": len(errors),
-            "retries": 0}  # fmt: skip
+    """Single allocations over HTTPS in the window (benchmarks.worker.timed_window)."""
+
+    def allocate_one(serial: int) -> object:
+        return allocate(http, block, mac((worker << 24) | serial, WORKER_PREFIX))
+
+    result = timed_window(command, serial, allocate_one, Exception)
+    result["retries"] = 0
+    return result
 
 
 def main(worker: int) -> int:

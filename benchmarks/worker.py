@@ -20,14 +20,15 @@ from __future__ import annotations
 import json
 import sys
 import time
+from collections.abc import Callable
 
 
-def _allocate_for(store, block: str, worker: int, serial: int, command: dict) -> dict:
-    """Allocate until the window closes; what happened, as the JSON reply."""
-    from benchmarks.common import mac
-    from melange import operations
-    from melange.errors import MelangeError
-
+def timed_window(
+    command: dict, serial: int, allocate: Callable[[int], object], refused: type[Exception]
+) -> dict:
+    """Wait for the start line, then `allocate(serial)` (a new serial each time) until the
+    window closes; what happened, as the JSON reply. An exception of type `refused` is
+    counted and shown, and the run goes on."""
     start_at = float(sys.stdin.readline())
     measure_from = start_at + command["warmup"]
     until = measure_from + command["window"]
@@ -39,13 +40,12 @@ def _allocate_for(store, block: str, worker: int, serial: int, command: dict) ->
     now = clock()
     while now < until:
         serial += 1
-        params = {"block": block, "mac": mac((worker << 24) | serial)}
-        began = now
+        began: float | None = now
         try:
-            operations.run(store, "block.allocate", params)
+            allocate(serial)
             total += 1
-        except MelangeError as error:
-            errors.append(error.message)
+        except refused as error:
+            errors.append(getattr(error, "message", None) or str(error))
             began = None
         now = clock()
         if began is not None and measure_from <= now < until:
@@ -58,6 +58,19 @@ def _allocate_for(store, block: str, worker: int, serial: int, command: dict) ->
         "errors": errors[:3],
         "error_count": len(errors),
     }
+
+
+def _allocate_for(store, block: str, worker: int, serial: int, command: dict) -> dict:
+    """Single allocations through the core API, one transaction each, in the window."""
+    from benchmarks.common import mac
+    from melange import operations
+    from melange.errors import MelangeError
+
+    def allocate(serial: int) -> object:
+        params = {"block": block, "mac": mac((worker << 24) | serial)}
+        return operations.run(store, "block.allocate", params)
+
+    return timed_window(command, serial, allocate, MelangeError)
 
 
 def main(worker: int) -> int:

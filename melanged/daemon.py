@@ -198,16 +198,26 @@ class Daemon:
         """No DHCP work (no hostsfile): serve until SIGTERM, re-read the config on SIGHUP."""
         log.info("melanged %s serving %s, no DHCP work", os.getpid(), _safe(self.settings.db_url))
         while True:
-            while self.signals:
-                signum = self.signals.pop(0)
-                if signum in (signal.SIGTERM, signal.SIGINT):
-                    log.info("signal %s: exiting", signal.Signals(signum).name)
-                    return 0
-                log.info("SIGHUP: re-reading configuration")
-                self._reconfigure()
-                if self.backend is not None:  # a hostsfile configured now: DHCP work too
-                    return self._loop()
+            taken = self._take_signals("")
+            if taken == "exit":
+                return 0
+            if taken == "reread" and self.backend is not None:
+                return self._loop()  # a hostsfile configured now: DHCP work too
             time.sleep(0.05)
+
+    def _take_signals(self, note: str) -> str | None:
+        """The pending signals: "exit" for SIGTERM or SIGINT; "reread" once a SIGHUP has
+        re-read the configuration; None when there were none."""
+        taken = None
+        while self.signals:
+            signum = self.signals.pop(0)
+            if signum in (signal.SIGTERM, signal.SIGINT):
+                log.info("signal %s: exiting", signal.Signals(signum).name)
+                return "exit"
+            log.info("SIGHUP: re-reading configuration%s", note)
+            self._reconfigure()
+            taken = "reread"
+        return taken
 
     def _loop(self) -> int:
         """Render at once, then whenever the store changes."""
@@ -222,13 +232,10 @@ class Daemon:
         force = False
         self.quiet.changed(time.monotonic())
         while True:
-            while self.signals:
-                signum = self.signals.pop(0)
-                if signum in (signal.SIGTERM, signal.SIGINT):
-                    log.info("signal %s: exiting", signal.Signals(signum).name)
-                    return 0
-                log.info("SIGHUP: re-reading configuration, full re-render")
-                self._reconfigure()
+            taken = self._take_signals(", full re-render")
+            if taken == "exit":
+                return 0
+            if taken == "reread":
                 seen, force = None, True
                 self.quiet.changed(time.monotonic())
             try:
