@@ -22,7 +22,7 @@ from __future__ import annotations
 import sqlite3
 from collections import namedtuple
 from collections.abc import Callable, Iterator, Sequence
-from contextlib import contextmanager
+from contextlib import closing, contextmanager
 from datetime import date, datetime
 from pathlib import Path
 from typing import Any, TypeVar
@@ -41,17 +41,19 @@ class NeedsFullPath(Exception):
 def configure_sqlite(dbapi_connection: sqlite3.Connection) -> None:
     """The one home of a melange SQLite connection's settings (melange.store uses it)."""
     dbapi_connection.isolation_level = None  # we issue BEGIN ourselves
-    cursor = dbapi_connection.cursor()
-    cursor.execute(f"PRAGMA busy_timeout = {SQLITE_BUSY_TIMEOUT_MS}")
-    if cursor.execute("PRAGMA journal_mode").fetchone()[0].lower() != "wal":
-        cursor.execute("PRAGMA journal_mode = WAL")  # once per file; needs a moment alone
-    cursor.execute("PRAGMA synchronous = NORMAL")
-    # Checkpoint every 10,000 WAL pages (~40 MB) rather than 1,000: an allocation
-    # dirties a dozen pages, mostly the same ones each time, which one checkpoint
-    # then copies once; single allocations run ~15% faster.
-    cursor.execute("PRAGMA wal_autocheckpoint = 10000")
-    cursor.execute("PRAGMA foreign_keys = ON")
-    cursor.close()
+    # The cursor is closed whatever happens: a cursor left open by a failed PRAGMA
+    # (a read-only file refuses WAL) keeps the file open after the connection's
+    # close, until garbage collection.
+    with closing(dbapi_connection.cursor()) as cursor:
+        cursor.execute(f"PRAGMA busy_timeout = {SQLITE_BUSY_TIMEOUT_MS}")
+        if cursor.execute("PRAGMA journal_mode").fetchone()[0].lower() != "wal":
+            cursor.execute("PRAGMA journal_mode = WAL")  # once per file; needs a moment alone
+        cursor.execute("PRAGMA synchronous = NORMAL")
+        # Checkpoint every 10,000 WAL pages (~40 MB) rather than 1,000: an allocation
+        # dirties a dozen pages, mostly the same ones each time, which one checkpoint
+        # then copies once; single allocations run ~15% faster.
+        cursor.execute("PRAGMA wal_autocheckpoint = 10000")
+        cursor.execute("PRAGMA foreign_keys = ON")
 
 
 # The type conversions SQLAlchemy applies on SQLite, by the kind melange.shipped
@@ -190,7 +192,11 @@ class LeanStore:
             raw = sqlite3.connect(
                 self.path, timeout=SQLITE_BUSY_TIMEOUT_MS / 1000, isolation_level=None
             )
-            configure_sqlite(raw)
+            try:
+                configure_sqlite(raw)
+            except BaseException:
+                raw.close()
+                raise
             self._raw = raw
         return self._raw
 

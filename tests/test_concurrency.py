@@ -86,10 +86,14 @@ def test_a_locked_block_does_not_hold_up_another(store_url):
         # And block a itself waits for the holder: the lock is real.
         waiting = spawn(["-m", "melange_cli.main", "--db", store_url, "-o", "plain",
                           "block", "allocate", "a"])  # fmt: skip
-        deadline = time.monotonic() + 30
+        # A generous deadline: on a loaded CI machine the process's start-up alone
+        # has taken seconds; on failure, what the server was doing is shown.
+        deadline = time.monotonic() + 90
         while not lock_waits(engine):  # the server shows it queued behind the holder
             assert waiting.poll() is None, "allocation from a locked block did not wait"
-            assert time.monotonic() < deadline, "the allocation never waited for the lock"
+            assert time.monotonic() < deadline, (
+                f"the allocation never waited for the lock: {sessions(engine)}"
+            )
             time.sleep(0.01)
         assert waiting.poll() is None, "allocation from a locked block did not wait"
         holder.rollback()
@@ -119,3 +123,20 @@ def lock_waits(engine) -> int:
         )
     with engine.connect() as conn:
         return conn.execute(text(query)).scalar()
+
+
+def sessions(engine) -> list[tuple]:
+    """The sessions on this test's database and what each is doing, for a failure
+    message."""
+    if engine.dialect.name == "postgresql":
+        query = (
+            "SELECT pid, state, wait_event_type, wait_event, left(query, 80)"
+            " FROM pg_stat_activity WHERE datname = current_database()"
+        )
+    else:  # MariaDB
+        query = (
+            "SELECT id, command, state, time, left(info, 80)"
+            " FROM information_schema.processlist WHERE db = DATABASE()"
+        )
+    with engine.connect() as conn:
+        return [tuple(row) for row in conn.execute(text(query))]
