@@ -13,6 +13,8 @@ declare -A PROVIDES=(
     [sqlite3]=/usr/bin/sqlite3
     [galera-4]=/usr/lib/galera/libgalera_smm.so
     [rsync]=/usr/bin/rsync
+    [chromium]=/usr/bin/chromium
+    [chromium-driver]=/usr/bin/chromedriver
 )
 
 installed() {
@@ -21,7 +23,7 @@ installed() {
 }
 
 missing=()
-for pkg in dnsmasq-base dnsmasq-utils udhcpc iproute2 sqlite3 galera-4 rsync; do
+for pkg in dnsmasq-base dnsmasq-utils udhcpc iproute2 sqlite3 galera-4 rsync chromium chromium-driver; do
     installed "$pkg" || missing+=("$pkg")
 done
 

@@ -37,7 +37,7 @@ from melange.operations import OPERATIONS, Operation
 from melange.store import Store
 from melange.transfer_stream import ndjson_lines
 from melanged.batching import GROUP
-from melanged.http import auth, inputs, openapi, problems
+from melanged.http import auth, inputs, openapi, problems, ui
 from melanged.http.listen import Limits
 
 log = logging.getLogger("melanged.http")
@@ -86,6 +86,7 @@ def build(service: Service) -> Starlette:
                       methods=sorted(names))  # fmt: skip
         route.path = path  # matched by BlockRef, shown as declared
         app.router.routes.append(route)
+    ui.mount(app, service)  # the web view at /ui/ (melanged.http.ui)
     app.add_exception_handler(MelangeError, _melange_error)
     app.add_exception_handler(HTTPException, _http_error)
     app.add_exception_handler(Exception, _internal_error)
