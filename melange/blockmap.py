@@ -89,8 +89,9 @@ def block_map(conn: Connection, block: str, within: str | None = None) -> dict[s
     return {
         "block_id": row.id,
         "cidr": row.cidr,
-        "range": str(netaddr.IPNetwork(f"{ip_text(first, row.version)}/"
-                                       f"{_prefix(row.version, first, last)}")),  # fmt: skip
+        "range": str(
+            netaddr.IPNetwork(f"{ip_text(first, row.version)}/{_prefix(row.version, first, last)}")
+        ),  # fmt: skip
         "cell_prefix": (32 if row.version == 4 else 128) - grid.bits,
         "per_address": grid.bits == 0,
         "totals": totals,

@@ -249,4 +249,3 @@ async def report(request: Request, reader: Reader, session: Session) -> Response
     rows.sort(key=lambda row: (-row["percent_used"], row["network"] or "", row["cidr"]))
     context = {"rows": rows, "above": above_text or ""}
     return render.page(request, "report.html", context, session=session)
-

@@ -51,9 +51,11 @@ class Reader:
         return grouped(self.run("report.utilization"))
 
     def network(self, name: str | None) -> dict:
-        rows = self.run("report.utilization", network=name) if name else [
-            row for row in self.run("report.utilization") if row["network"] is None
-        ]
+        rows = (
+            self.run("report.utilization", network=name)
+            if name
+            else [row for row in self.run("report.utilization") if row["network"] is None]
+        )
         found = grouped(rows)
         return found[0] if found else {"name": name, "blocks": [], "worst": 0.0}
 

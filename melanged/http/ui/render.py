@@ -77,8 +77,8 @@ def cell_label(start: str, prefix: int) -> str:
 
 
 def _environment() -> Environment:
-    env = Environment(loader=FileSystemLoader(HERE / "templates"), autoescape=True, trim_blocks=True, lstrip_blocks=True,
-                      auto_reload=False)  # fmt: skip
+    env = Environment(loader=FileSystemLoader(HERE / "templates"), autoescape=True,
+                      trim_blocks=True, lstrip_blocks=True, auto_reload=False)  # fmt: skip
     env.filters.update(segment=segment, level=level, cell_label=cell_label)
     env.globals.update(link_of=link_of, query=query, ui=PATH)
     return env
@@ -91,9 +91,8 @@ def page(request: Request, template: str, context: dict[str, Any], *,
          session: Session | None, status: int = 200) -> Response:  # fmt: skip
     """A page in the layout: the signed-in parts (navigation, search, sign-out with
     its CSRF value) only with a session."""
-    html = ENV.get_template(template).render(
-        **context, session=session, path=request.url.path, q=context.get("q", "")
-    )
+    values = {"q": "", **context, "session": session, "path": request.url.path}
+    html = ENV.get_template(template).render(values)
     return HTMLResponse(html, status_code=status, headers=HEADERS)
 
 
