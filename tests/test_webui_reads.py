@@ -70,6 +70,17 @@ def test_a_16_has_a_cell_per_24_and_opens_one_of_them(store):
         read(store, blockmap.block_map, "big", "10.9.0.0/24")
 
 
+def test_an_ipv6_64_has_256_cells_of_a_72(store):
+    run(store, "block.create", cidr="2001:db8::/64", name="v6", network="n1")
+    run(store, "block.allocate", block="v6", count=3)
+    shown = read(store, blockmap.block_map, "v6")
+    assert shown["cell_prefix"] == 72 and len(shown["cells"]) == 256
+    first, last = shown["cells"][0], shown["cells"][-1]
+    assert first["start"] == "2001:db8::/72" and last["start"] == "2001:db8:0:0:ff00::/72"
+    assert (first["allocated"], first["unusable"]) == (3, 1)  # the subnet-router anycast
+    assert first["free"] == 2**56 - 4 and last["free"] == 2**56
+
+
 def test_a_parent_maps_its_subnets_addresses(store):
     run(store, "block.create", cidr="10.4.0.0/23", name="parent", network="n1")
     run(store, "block.create", cidr="10.4.1.0/24", name="child", parent="parent")

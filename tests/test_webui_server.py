@@ -21,7 +21,8 @@ HOSTILE = "<script>alert(1)</script>\"' onmouseover=x &amp;"
 PAGES = ["/ui/", "/ui/network?name=n1", "/ui/blocks/1", "/ui/block?ref=a",
          "/ui/blocks/2?cell=10.8.1.0/24", "/ui/addresses", "/ui/addresses/10.0.0.2",
          "/ui/interfaces/vif-1", "/ui/search?q=10.0.0.2", "/ui/search?q=web",
-         "/ui/history", "/ui/report?above=0", "/ui/no-such-page"]  # fmt: skip
+         "/ui/history", "/ui/report?above=0", "/ui/no-such-page", "/ui/block?ref=v6",
+         "/ui/block?ref=v6&cell=2001:db8::/120"]  # fmt: skip
 
 
 @pytest.fixture(scope="module")
@@ -41,6 +42,8 @@ def api(tmp_path_factory):
         operations.run(store, "block.allocate", {"block": "a", "hostname": "web-1",
                                                  "mac": "02:00:00:00:00:02"})  # fmt: skip
         operations.run(store, "block.allocate", {"block": "big", "count": 300})
+        operations.run(store, "block.create", {"cidr": "2001:db8::/64", "name": "v6"})
+        operations.run(store, "block.allocate", {"block": "v6", "count": 2})
         yield daemon
 
 
@@ -99,6 +102,19 @@ def test_sign_in_sets_a_strict_expiring_cookie_and_every_page_answers(api):
         "/ui/addresses/10.0.0.3?block=1"  # fmt: skip
     assert "Map of 10.8.0.0/16" in client.get("/ui/blocks/2").text
     assert "not allocated" in client.get("/ui/addresses/10.9.9.9").text
+
+
+def test_addresses_come_a_page_at_a_time(api):
+    client = signed_in(api)
+    first = client.get("/ui/addresses?block=big")
+    shown = re.findall(r">(10\.8\.[0-9.]+)</a>", first.text)
+    assert len(shown) == 100 and shown[0] == "10.8.0.1"
+    after = re.search(r'rel="next" href="([^"]+)"', first.text)
+    assert after is not None and "block=big" in after[1]
+    second = client.get(after[1].replace("&amp;", "&"))
+    following = re.findall(r">(10\.8\.[0-9.]+)</a>", second.text)
+    assert len(following) == 100 and following[0] == "10.8.0.101"
+    assert "Map of 2001:db8::/120" in client.get("/ui/block?ref=v6&cell=2001:db8::/120").text
 
 
 def test_every_answer_carries_the_security_headers(api):

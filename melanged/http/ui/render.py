@@ -68,12 +68,9 @@ def level(percent: float) -> str:
 
 
 def cell_label(start: str, prefix: int) -> str:
-    """What a map cell says: the part of its address that tells it from its neighbours
-    (the last octet of an address, the third of a /24, ...; an IPv6 cell's last group)."""
-    address = start.split("/")[0]
-    if "." in address:
-        return address.split(".")[max(0, prefix // 8 - 1)]
-    return address.rstrip(":").rsplit(":", 1)[-1] or "0"
+    """What an IPv4 map cell says: the octet that tells it from its neighbours (the
+    last of an address, the third of a /24, the second of a /16)."""
+    return start.split("/")[0].split(".")[max(0, prefix // 8 - 1)]
 
 
 def _environment() -> Environment:
