@@ -4,10 +4,11 @@ with the addresses a block holds.
 
 Server time is the application's own: the Starlette app melanged serves (API and
 /ui/ together) called in-process through Starlette's test client, so neither TLS
-nor a socket is counted; each request reads the store and renders the page. Wall
-and CPU time are both given (the CPU figure is the process's, so it holds up on a
-busy machine). Memory: the peak Python allocation of one render (tracemalloc),
-for the /16 at a tenth of the addresses and in full.
+nor a socket is counted; each request reads the store and renders the page. CPU
+and wall time are both given; the target is judged on the CPU time (the
+process's, all threads), which holds up on a busy machine where wall time does not.
+Memory: the peak Python allocation of one render (tracemalloc), for the /16 at a
+tenth of the addresses and in full.
 """
 
 from __future__ import annotations
@@ -112,11 +113,12 @@ def run(quick: bool) -> str:
                 assert answer.status_code == 200, (path, answer.status_code)
 
             wall, cpu = _measure(get, samples)
-            rows.append([label, ms(wall), ms(cpu), "met" if wall < TARGET else "MISSED"])
+            rows.append([label, ms(cpu), ms(wall), "met" if cpu < TARGET else "MISSED"])
         tenth = _peak(lambda: client.get("/ui/block?ref=tenth"))
         full = _peak(lambda: client.get("/ui/block?ref=big"))
         client.close()
-    body = table(["page", "server wall (median)", "server CPU (median)", "< 300 ms"], rows)
+    header = ["page", "server CPU (median)", "wall (median)", "CPU < 300 ms"]
+    body = table(header, rows)
     memory = (
         f"Peak Python memory of one render of the /16's page: {tenth / 1e6:.2f} MB with "
         f"{addresses // 10:,} addresses, {full / 1e6:.2f} MB with {addresses:,} "
