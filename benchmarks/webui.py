@@ -100,6 +100,7 @@ def run(quick: bool) -> str:
             f"block /16 with {addresses:,} addresses (map by /24)": "/ui/block?ref=big",
             "one /24 of it (map by address)": "/ui/block?ref=big&cell=10.0.7.0/24",
             f"network of {blocks:,} blocks": "/ui/network?name=wide",
+            "a /24 in that network (its DHCP options among all)": "/ui/block?ref=172.16.10.0/24",
             f"networks ({blocks + 2:,} blocks in all)": "/ui/",
             "addresses, first page of the /16": "/ui/addresses?block=big",
             "search a hostname prefix": "/ui/search?q=nothing-here",
