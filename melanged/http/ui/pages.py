@@ -85,15 +85,16 @@ class Pages:
         """`page` behind the session check: without a session, only a redirect."""
 
         async def serve(request: Request) -> Response:
-            found = await self.identity(request)
-            if found is None:
-                response = render.redirect(f"{PATH}/login")
-                render.clear_cookie(request, response, SESSION_COOKIE)
-                return response
-            session, identity = found
+            session = None
             try:
+                found = await self.identity(request)
+                if found is None:
+                    response = render.redirect(f"{PATH}/login")
+                    render.clear_cookie(request, response, SESSION_COOKIE)
+                    return response
+                session, identity = found
                 return await page(request, Reader(self.service.store, identity), session)
-            except MelangeError as error:
+            except MelangeError as error:  # the store unavailable, a block not found, ...
                 return render.page(request, "error.html", {"error": error},
                                    session=session, status=status_of(error))  # fmt: skip
 
@@ -124,7 +125,9 @@ class Pages:
             await run_in_threadpool(auth.audit_refusal, self.service.store, auth.ANONYMOUS,
                                     "ui.login", client, error)  # fmt: skip
             return self._login_page(request, error.message, 401)
-        session_id, session = self.sessions.open(token)
+        except MelangeError as error:  # the store unavailable: said on the form
+            return self._login_page(request, error.message, status_of(error))
+        session_id, _ = self.sessions.open(token)
         response = render.redirect(f"{PATH}/")
         render.set_cookie(request, response, SESSION_COOKIE, session_id, self.sessions.lifetime)
         render.clear_cookie(request, response, LOGIN_COOKIE)
