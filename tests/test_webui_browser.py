@@ -156,7 +156,14 @@ def visit(browser, site):
     return Round(browser, url, token, shots)
 
 
-def test_an_operators_round_then_every_page_closed(visit):
+def test_an_operators_round_then_a_phone_and_200_percent_zoom(visit):
+    """One test, so that the browser and melanged start once whatever the scheduler does."""
+    an_operators_round_then_every_page_closed(visit)
+    for width in (360, 640):
+        readable_at(visit, width, 2)
+
+
+def an_operators_round_then_every_page_closed(visit: Round) -> None:
     driver = visit.driver
     visit.go("/ui/blocks/1")
     visit.wait(seen.url_contains("/ui/login"))  # no page without signing in
@@ -221,8 +228,7 @@ def test_an_operators_round_then_every_page_closed(visit):
         assert visit.h1() == "Sign in"
 
 
-@pytest.mark.parametrize("width, scale", [(360, 2), (640, 2)], ids=["phone", "zoom-200"])
-def test_readable_on_a_phone_and_at_200_percent(visit, width, scale):
+def readable_at(visit: Round, width: int, scale: int) -> None:
     """A phone (360 CSS px) and a 1280 px screen at 200% zoom (640 CSS px at scale 2)."""
     driver = visit.driver
     visit.sign_in()
@@ -240,3 +246,4 @@ def test_readable_on_a_phone_and_at_200_percent(visit, width, scale):
     finally:
         driver.execute_cdp_cmd("Emulation.clearDeviceMetricsOverride", {})
         driver.find_element(By.CSS_SELECTOR, "form.signout button").click()
+        visit.wait(seen.url_contains("/ui/login"))
