@@ -117,6 +117,18 @@ def test_addresses_come_a_page_at_a_time(api):
     assert "Map of 2001:db8::/120" in client.get("/ui/block?ref=v6&cell=2001:db8::/120").text
 
 
+def test_history_and_the_report_filter_as_the_cli_does(api):
+    client = signed_in(api)
+    one = client.get("/ui/history?address=10.0.0.3").text
+    assert "block.allocate" in one and "block.create" not in one
+    assert "block.create" in client.get("/ui/history?block=a").text
+    assert client.get("/ui/history?since=nonsense").status_code == 400
+    above = client.get("/ui/report?above=0.5").text
+    assert ">10.0.0.0/24</a>" in above and ">10.8.0.0/16</a>" not in above  # 0.46% used
+    assert "1 block over 0.5% used" in above
+    assert client.get("/ui/report?above=101").status_code == 400
+
+
 def test_every_answer_carries_the_security_headers(api):
     client = signed_in(api)
     for path in [*PAGES, "/ui/login", "/ui/static/ui.css"]:
