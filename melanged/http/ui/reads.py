@@ -12,6 +12,7 @@ from __future__ import annotations
 from typing import Any
 
 from melange import blockmap, operations, paging, search
+from melange.clock import using
 from melange.store import Store
 from melange.tokens import Identity
 from melanged.http import auth
@@ -37,7 +38,7 @@ class Reader:
         """A core read function of a connection (a block's map, a search) on its own."""
         auth.authorize(self.identity, "block.show")  # what any reader may see
         self.store.require_existing()
-        with self.store.faults():
+        with self.store.faults(), using(self.store.clock):  # the store's clock, as `run`'s
             return self.store.run(lambda conn: function(conn, *args), write=False)
 
     def paged(self, name: str, after: str | None, limit: int, **params: Any) -> tuple[Any, str]:
