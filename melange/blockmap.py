@@ -28,7 +28,7 @@ from melange import blocks as block_ops
 from melange import holds, subnets
 from melange.clock import utcnow
 from melange.errors import InvalidInput
-from melange.exclusions import Exclusions, _octet_count
+from melange.exclusions import Exclusions
 from melange.models import interfaces, ip_addresses
 from melange.records import ip_text
 from melange.validate import format_mac
@@ -190,15 +190,9 @@ def _group_cells(conn: Connection, grid: Grid, leaf_ids: list[int],
 
 
 def _excluded_in(excluded: Exclusions, lo: int, hi: int) -> int:
-    """How many addresses of [lo, hi] the block never hands out, without enumerating."""
+    """How many addresses of [lo, hi] the block never hands out: its rules clipped to
+    the cell and counted (melange.exclusions), never enumerated."""
     lo, hi = max(lo, excluded.first), min(hi, excluded.last)
     if lo > hi:
         return 0
-    total = overlap = 0
-    for start, end, _ in excluded.intervals:
-        a, b = max(start, lo), min(end, hi)
-        if a <= b:
-            total += b - a + 1
-            overlap += sum(_octet_count(a, b, o) for o in excluded.octets)
-    octet_hits = sum(_octet_count(lo, hi, o) for o in excluded.octets)
-    return total + octet_hits - overlap
+    return Exclusions.build(lo, hi, list(excluded.intervals), excluded.octets).count()

@@ -70,6 +70,17 @@ def test_a_16_has_a_cell_per_24_and_opens_one_of_them(store):
         read(store, blockmap.block_map, "big", "10.9.0.0/24")
 
 
+def test_a_policys_octets_count_in_every_cell(store):
+    run(store, "policy.create", name="ends")
+    for octet in (0, 255):
+        run(store, "policy.add_octet", name="ends", octet=octet)
+    run(store, "block.create", cidr="10.9.0.0/22", name="c", policy="ends", gateway="10.9.1.1")
+    shown = read(store, blockmap.block_map, "c")
+    assert [cell["unusable"] for cell in shown["cells"]] == [2, 3, 2, 2]  # and the gateway
+    usage = run(store, "block.show", block="c")["utilization"]
+    assert shown["totals"]["unusable"] == usage["unusable"] == 9
+
+
 def test_an_ipv6_64_has_256_cells_of_a_72(store):
     run(store, "block.create", cidr="2001:db8::/64", name="v6", network="n1")
     run(store, "block.allocate", block="v6", count=3)
