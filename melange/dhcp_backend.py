@@ -23,7 +23,7 @@ back, so backends and callers alike can import it.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Hashable
+from collections.abc import Callable, Hashable, Mapping
 from dataclasses import dataclass, field
 from functools import cache
 from pathlib import Path
@@ -56,6 +56,9 @@ class Target:
     hostsdir: Path | None = None
     release_interface: str | None = None
     leasefile: Path | None = None
+    # What one backend alone reads (Kea's host database, say), by name without the
+    # backend's prefix: melanged passes its `<backend>_*` settings here.
+    options: Mapping[str, Any] = field(default_factory=dict)
 
 
 @dataclass
