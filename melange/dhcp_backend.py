@@ -167,6 +167,24 @@ class DhcpBackend(DhcpRenderer, Protocol):
         ...
 
 
+def parse_options(pairs: list[str] | tuple[str, ...]) -> dict[str, str]:
+    """`--backend-option KEY=VALUE` values as target options (InvalidInput, exit 6,
+    for one without `=`)."""
+    options = {}
+    for pair in pairs:
+        key, sep, value = pair.partition("=")
+        if not sep or not key.strip():
+            raise InvalidInput(f"a backend option is KEY=VALUE, not {pair!r:.60}")
+        options[key.strip()] = value
+    return options
+
+
+def reads_hosts(target: Target) -> bool:
+    """Whether the target names where the server reads its reservations: a hosts
+    file, or (a backend with no file, Kea's host database) its own options."""
+    return target.hostsfile is not None or bool(target.options)
+
+
 @cache
 def load_class(name: str) -> type[DhcpBackend]:
     """The backend class called `name` in the `melange.dhcp_backends` entry points

@@ -63,9 +63,12 @@ class Kea:
             raise InvalidInput("kea_release needs Kea's control socket (kea_control_socket)")
         self.known: set[render.Reservation] | None = None
         self.checked = False
+        self.reload_due = False  # the fragment changed and Kea has not read it yet
         try:
             self._check()
-        except StoreUnavailable as error:  # checked again at the first pass
+        except hostdb.SchemaUnsupported:
+            raise
+        except StoreUnavailable as error:  # unreachable now: checked again at the first pass
             log.warning("%s", error.message)
 
     def _check(self) -> None:
@@ -84,9 +87,10 @@ class Kea:
             text = store.read(lambda conn: render.fragment(
                 conn, self.target.network, hostdb.stanza(self.db.url)))  # fmt: skip
             result.opts_changed = write_if_changed(self.config, [text])
-        if self.socket is not None and (result.opts_changed or force_reload):
-            control.reload(self.socket)
-            result.reloaded = True
+        if result.opts_changed or force_reload:
+            self.reload_due = self.socket is not None
+        if self.reload_due:
+            result.reloaded = self._reload()
         want = store.read(lambda conn: list(render.reservations(conn, self.target.network)))
         try:
             if self.known is None:
@@ -111,6 +115,18 @@ class Kea:
         if self.release_leases and (changes.delete or changes.update):
             result.released = self._forget(changes, previous, want)
         return result
+
+    def _reload(self) -> bool:
+        """`config-reload`; a Kea that does not answer is asked again at the next pass
+        (and reads the file anyway when it starts): reservations go on meanwhile."""
+        assert self.socket is not None
+        try:
+            control.reload(self.socket)
+        except StoreUnavailable as error:
+            log.warning("Kea did not reload its configuration (will retry): %s", error.message)
+            return False
+        self.reload_due = False
+        return True
 
     def _forget(self, changes: hostdb.Changes, previous: set[render.Reservation],
                 want: list[render.Reservation]) -> list[str]:  # fmt: skip

@@ -26,6 +26,12 @@ from melange.urls import parse_store_url, safe_url
 SUPPORTED = {"mysql": {(14, 0)}, "postgresql": {(13, 0)}}
 DRIVERS = {"mysql": "mysql+pymysql", "mariadb": "mysql+pymysql", "postgresql": "postgresql+psycopg"}
 BATCH = 1000  # changes per transaction
+HW_ADDRESS = 0  # Kea's host identifier type `hw-address`
+
+
+class SchemaUnsupported(StoreUnavailable):
+    """Kea's host database has no schema, or one of a version melange was not written
+    for (exit 6, as for melange's own store at a revision it does not know)."""
 
 
 @dataclass(frozen=True)
@@ -118,13 +124,13 @@ class HostDatabase:
                 raise self._unavailable(error) from None
         supported = ", ".join(f"{v}.{m}" for v, m in sorted(SUPPORTED[kind]))
         if row is None:
-            raise InvalidInput(
+            raise SchemaUnsupported(
                 f"{self.safe} has no Kea schema (run `kea-admin db-init {kind}` first); "
                 f"melange supports Kea {kind} host schema {supported}"
             )
         version = (int(row[0]), int(row[1]))
         if version not in SUPPORTED[kind]:
-            raise InvalidInput(
+            raise SchemaUnsupported(
                 f"Kea host schema {version[0]}.{version[1]} in {self.safe} is not one melange "
                 f"supports ({kind}: {supported})"
             )
@@ -150,14 +156,14 @@ class HostDatabase:
         """Deletes, then hostname updates, then inserts, `batch` rows per transaction
         (a transaction never long enough to stall Kea's reads). The number of
         transactions committed."""
-        key = ("dhcp_identifier = :mac AND dhcp_identifier_type = 0 AND "
+        key = ("dhcp_identifier = :mac AND dhcp_identifier_type = :kind AND "
                "dhcp4_subnet_id = :sid AND user_context = :marker")
         steps: list[tuple[str, list[Reservation]]] = [
             (f"DELETE FROM hosts WHERE {key}", changes.delete),
             (f"UPDATE hosts SET ipv4_address = :address, hostname = :hostname WHERE {key}",
              changes.update),
             ("INSERT INTO hosts (dhcp_identifier, dhcp_identifier_type, dhcp4_subnet_id, "
-             "ipv4_address, hostname, user_context) VALUES (:mac, 0, :sid, :address, "
+             "ipv4_address, hostname, user_context) VALUES (:mac, :kind, :sid, :address, "
              ":hostname, :marker)", changes.insert),
         ]  # fmt: skip
         work = [
@@ -178,7 +184,7 @@ class HostDatabase:
         return committed
 
     def _params(self, r: Reservation) -> dict:
-        return {"mac": r.mac, "sid": r.subnet_id, "address": r.address,
+        return {"mac": r.mac, "kind": HW_ADDRESS, "sid": r.subnet_id, "address": r.address,
                 "hostname": r.hostname, "marker": self.marker}  # fmt: skip
 
 

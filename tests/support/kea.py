@@ -54,25 +54,41 @@ def _sql(kind: str, statement: str, database: str | None = None) -> None:
     subprocess.run(argv, check=True, capture_output=True, timeout=60)
 
 
-def make_host_db(kind: str) -> tuple[str, str]:
-    """A new database with Kea's schema made as an operator would (`kea-admin db-init`);
-    (its URL for melange, its name)."""
-    find_kea()
-    name = f"kea_{os.getpid()}_{next(_counter)}_{uuid.uuid4().hex[:6]}"
-    _sql(kind, f"CREATE DATABASE {name}")
-    engine = "mysql" if kind == "mysql" else "pgsql"
-    user = "root" if kind == "mysql" else "postgres"
-    subprocess.run(["kea-admin", "db-init", engine, "-h", "127.0.0.1", "-u", user, "-p", "",
-                    "-n", name], check=True, capture_output=True, timeout=120)  # fmt: skip
-    if kind == "mysql":
-        url = f"mysql+pymysql://root@localhost/{name}?unix_socket={MYSQL_SOCKET}"
-    else:
-        url = f"postgresql+psycopg://postgres@/{name}?host={PG_SOCKET_DIR}"
-    return url, name
+class HostDb:
+    """A new database with Kea's schema made as an operator would (`kea-admin db-init`),
+    in the background: MariaDB's takes tens of seconds (thousands of statements), so a
+    test module starts both kinds at once and waits for each when it needs it."""
+
+    def __init__(self, kind: str) -> None:
+        find_kea()
+        self.kind = kind
+        self.name = f"kea_{os.getpid()}_{next(_counter)}_{uuid.uuid4().hex[:6]}"
+        _sql(kind, f"CREATE DATABASE {self.name}")
+        engine, user = ("mysql", "root") if kind == "mysql" else ("pgsql", "postgres")
+        self.proc = subprocess.Popen(
+            ["kea-admin", "db-init", engine, "-h", "127.0.0.1", "-u", user, "-p", "",
+             "-n", self.name], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+        )  # fmt: skip
+        if kind == "mysql":
+            self.url = f"mysql+pymysql://root@localhost/{self.name}?unix_socket={MYSQL_SOCKET}"
+        else:
+            self.url = f"postgresql+psycopg://postgres@/{self.name}?host={PG_SOCKET_DIR}"
+
+    def ready(self, timeout: float = 300) -> HostDb:
+        out, _ = self.proc.communicate(timeout=timeout)
+        assert self.proc.returncode == 0, out
+        return self
+
+    def drop(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait()
+        drop_host_db(self.kind, self.name)
 
 
 def drop_host_db(kind: str, name: str) -> None:
-    _sql(kind, f"DROP DATABASE IF EXISTS {name}")
+    force = " WITH (FORCE)" if kind == "postgresql" else ""  # an in-process pool may hold one
+    _sql(kind, f"DROP DATABASE IF EXISTS {name}{force}")
 
 
 def host_rows(kind: str, name: str) -> set[tuple[str, str, int]]:
@@ -207,3 +223,9 @@ class KeaMelanged:
 
     def stop(self) -> int | None:
         return terminate(self.proc)
+
+    def __enter__(self) -> KeaMelanged:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
