@@ -141,7 +141,7 @@ def subnet_entries(conn: Connection, network: str | None = None) -> list[dict]:
                            f"Kea subnet id {sid}; move one to another network")  # fmt: skip
         seen[sid] = f"{block.network}/{block.cidr}"
         chain = subnets.chain_in(block, by_id)
-        options = []
+        options: list[dict] = []
         router = subnets.router(block, chain, route_lists)
         if router is not None:
             options.append({"name": "routers", "data": str(netaddr.IPAddress(router, 4))})
@@ -192,7 +192,7 @@ def config_text(conn: Connection, network: str | None = None) -> str:
 
 def hosts_text(conn: Connection, network: str | None = None, sink=None) -> str | None:
     """The reservations, one `MAC,IP,SUBNET-ID[,HOSTNAME]` line each."""
-    text = "".join(f"{line}\n" for line in (reservation_line(r) for r in reservations(conn, network)))
+    text = "".join(f"{reservation_line(r)}\n" for r in reservations(conn, network))
     if sink is None:
         return text
     sink(text.encode())

@@ -122,8 +122,9 @@ class KeaServer:
         self.logfile = workdir / "kea.log"
         self.proc: subprocess.Popen | None = None
 
-    def config_text(self) -> str:
-        head = {
+    def head(self) -> dict:
+        """The Dhcp4 members the operator writes (melange's fragment comes after)."""
+        return {
             "interfaces-config": {"interfaces": [self.pair.server_if]},
             "control-socket": {"socket-type": "unix", "socket-name": str(self.socket)},
             "lease-database": {"type": "memfile", "persist": False},
@@ -132,7 +133,9 @@ class KeaServer:
             "loggers": [{"name": "kea-dhcp4", "severity": "INFO",
                          "output_options": [{"output": str(self.logfile)}]}],
         }  # fmt: skip
-        body = json.dumps(head, indent=2)[1:-1].rstrip()
+
+    def config_text(self) -> str:
+        body = json.dumps(self.head(), indent=2)[1:-1].rstrip()
         return f'{{"Dhcp4": {{{body},\n<?include "{self.fragment}"?>\n}}}}\n'
 
     def check(self, config: Path | None = None) -> subprocess.CompletedProcess[str]:
