@@ -191,7 +191,7 @@ class _Bench:
         result = backend.sync(self.store)
         took = time.perf_counter() - started
         return {"wall": took, "cpu": time.process_time() - cpu, "added": result.added,
-                "reloaded": result.reloaded}  # fmt: skip
+                "reloaded": result.reloaded, "transactions": backend.transactions}  # fmt: skip
 
     def _config_set(self, pair, server) -> dict:
         """config-set of the same reservations inline (no host database)."""
@@ -201,10 +201,11 @@ class _Bench:
         from tests.support.realparts import udhcpc_lease
 
         config = server.head()
-        rows = self.store.read(lambda conn: list(render.reservations(conn, NETWORK)))
+        rows = self.store.read(lambda conn: render.reservations(conn, NETWORK))
         entries = self.store.read(lambda conn: render.subnet_entries(conn, NETWORK))
         entries[0]["reservations"] = [
-            {"hw-address": r.mac.hex(":"), "ip-address": str(netaddr.IPAddress(r.address, 4)),
+            {"hw-address": r.mac.to_bytes(6, "big").hex(":"),
+             "ip-address": str(netaddr.IPAddress(r.address, 4)),
              **({"hostname": r.hostname} if r.hostname else {})} for r in rows
         ]  # fmt: skip
         config["subnet4"] = entries
@@ -251,7 +252,8 @@ def _report(found: dict, sizes: dict) -> str:
          f"Kea reconfigurations: {samples[0]['reconfigured'] if samples else '-'}"),
         ("sync of a 1,000-allocation burst", f"{burst['added']:,} rows",
          f"{burst['wall']:.3f} s wall, {burst['cpu']:.3f} s CPU",
-         f"1 transaction; reload: {'yes' if burst['reloaded'] else 'no'}"),
+         f"{burst['transactions']} transaction(s); reload: "
+         f"{'yes' if burst['reloaded'] else 'no'}"),
         ("config-set, same reservations inline", f"{cs['reservations']:,}",
          f"{cs['wall']:.2f} s", f"Kea RSS {cs['rss0'] // 1024} → {cs['rss1'] // 1024} MB; "
          f"udhcpc started with it bound after "
@@ -259,7 +261,7 @@ def _report(found: dict, sizes: dict) -> str:
     ]  # fmt: skip
     ratio = cs["wall"] / statistics.median(rows) if rows else float("nan")
     body = table(("what", "size", "time", "notes"), lines)
-    body += (f"\nAt {n:,} reservations: a `config-set` took {ratio:.0f}× the median time "
+    body += (f"\n\nAt {n:,} reservations: a `config-set` took {ratio:.0f}× the median time "
              "from commit to Kea's table.\n")
     return body
 

@@ -13,8 +13,8 @@ from melange.kea import hostdb, render
 from melange.kea.render import Reservation
 from melanged.settings import backend_options, resolve
 
-A = bytes.fromhex("020000000001")
-B = bytes.fromhex("020000000002")
+A = 0x020000000001
+B = 0x020000000002
 
 
 def test_difference_updates_a_mac_in_place_and_deletes_before_inserting():

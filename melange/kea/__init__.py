@@ -64,6 +64,7 @@ class Kea:
         self.known: set[render.Reservation] | None = None
         self.checked = False
         self.reload_due = False  # the fragment changed and Kea has not read it yet
+        self.transactions = 0  # committed by the last pass (for the log and the benchmarks)
         try:
             self._check()
         except hostdb.SchemaUnsupported:
@@ -91,13 +92,13 @@ class Kea:
             self.reload_due = self.socket is not None
         if self.reload_due:
             result.reloaded = self._reload()
-        want = store.read(lambda conn: list(render.reservations(conn, self.target.network)))
+        want = store.read(lambda conn: render.reservations(conn, self.target.network))
         try:
             if self.known is None:
                 self.known = self.db.owned()
             changes = hostdb.difference(self.known, want)
             started = time.monotonic()
-            transactions = self.db.apply(changes)
+            transactions = self.transactions = self.db.apply(changes)
         except BaseException:
             self.known = None  # read Kea's rows again: a batch may have committed
             raise

@@ -148,7 +148,8 @@ class HostDatabase:
         except exc.DBAPIError as error:
             raise self._unavailable(error) from None
         return {
-            Reservation(int(sid or 0), bytes(mac), int(address or 0), hostname or None)
+            Reservation(int(sid or 0), int.from_bytes(bytes(mac), "big"), int(address or 0),
+                        hostname or None)
             for sid, mac, address, hostname in rows
         }
 
@@ -184,8 +185,8 @@ class HostDatabase:
         return committed
 
     def _params(self, r: Reservation) -> dict:
-        return {"mac": r.mac, "kind": HW_ADDRESS, "sid": r.subnet_id, "address": r.address,
-                "hostname": r.hostname, "marker": self.marker}  # fmt: skip
+        return {"mac": r.mac.to_bytes(6, "big"), "kind": HW_ADDRESS, "sid": r.subnet_id,
+                "address": r.address, "hostname": r.hostname, "marker": self.marker}  # fmt: skip
 
 
 def _transactions(work: list[tuple[str, list[dict]]], batch: int) -> Iterable[list]:

@@ -16,11 +16,11 @@ from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from typing import NamedTuple
 
 import netaddr
-from sqlalchemy import Connection, select
+from sqlalchemy import Connection, LargeBinary, select, type_coerce
 
 from melange import holds, subnets
 from melange.errors import Conflict
@@ -35,7 +35,7 @@ class Reservation(NamedTuple):
     """One row of Kea's `hosts` table as melange writes it (hw-address identifier)."""
 
     subnet_id: int
-    mac: bytes  # 6 octets
+    mac: int  # 48 bits, as the store holds it (6 octets in Kea's table)
     address: int  # the IPv4 address as an integer
     hostname: str | None
 
@@ -46,12 +46,22 @@ def subnet_id(network: str, cidr: str) -> int:
     return int.from_bytes(digest, "big") % MAX_SUBNET_ID + 1
 
 
-def reservations(conn: Connection, network: str | None = None) -> Iterator[Reservation]:
-    """Every allocated IPv4 address with a MAC, as Kea's host database should hold it."""
+def reservations(conn: Connection, network: str | None = None) -> list[Reservation]:
+    """Every allocated IPv4 address with a MAC, as Kea's host database should hold it.
+
+    Read on every pass (50,000 rows is a normal size), so the address comes as the
+    store's raw 16 bytes and the subnet id by block, not through a type per row."""
     require_network(conn, network)
     ip = ip_addresses.c
+    served = select(blocks.c.id, blocks.c.network, blocks.c.cidr).where(
+        blocks.c.version == 4, blocks.c.network.is_not(None))
+    if network is not None:
+        served = served.where(blocks.c.network == network)
+    ids = {block_id: subnet_id(net, cidr) for block_id, net, cidr in conn.execute(served)}
+    if not ids:
+        return []
     query = (
-        select(blocks.c.network, blocks.c.cidr, ip.mac, ip.address, ip.hostname)
+        select(ip.block_id, ip.mac, type_coerce(ip.address, LargeBinary), ip.hostname)
         .join(blocks, blocks.c.id == ip.block_id)
         .where(holds.allocated(ip), ip.mac.is_not(None), blocks.c.version == 4)
         .where(blocks.c.network.is_not(None))
@@ -59,12 +69,10 @@ def reservations(conn: Connection, network: str | None = None) -> Iterator[Reser
     )
     if network is not None:
         query = query.where(blocks.c.network == network)
-    ids: dict[tuple[str, str], int] = {}
-    for net, cidr, mac, address, hostname in conn.execute(query):
-        sid = ids.get((net, cidr))
-        if sid is None:
-            sid = ids[(net, cidr)] = subnet_id(net, cidr)
-        yield Reservation(sid, mac.to_bytes(6, "big"), address, hostname or None)
+    new = tuple.__new__
+    big = int.from_bytes
+    return [new(Reservation, (ids[block_id], mac, big(raw[12:], "big"), hostname or None))
+            for block_id, mac, raw, hostname in conn.execute(query).all()]  # fmt: skip
 
 
 def _served(conn: Connection, network: str | None) -> tuple[list, dict]:
@@ -207,11 +215,11 @@ def opts_text(conn: Connection, network: str | None = None) -> str:
 def reservation_line(r: Reservation) -> str:
     """A reservation as one line, for `reconcile`'s findings and `dhcp hosts`."""
     address = str(netaddr.IPAddress(r.address, 4))
-    line = f"{r.mac.hex(':')},{address},{r.subnet_id}"
+    line = f"{r.mac.to_bytes(6, 'big').hex(':')},{address},{r.subnet_id}"
     return f"{line},{r.hostname}" if r.hostname else line
 
 
 def parse_line(line: str) -> Reservation:
     mac, address, sid, *rest = line.split(",", 3)
-    return Reservation(int(sid), bytes.fromhex(mac.replace(":", "")),
+    return Reservation(int(sid), int(mac.replace(":", ""), 16),
                        int(netaddr.IPAddress(address)), rest[0] if rest else None)  # fmt: skip
