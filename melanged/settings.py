@@ -88,7 +88,9 @@ def resolve(flags: dict, config: str | None) -> DaemonSettings:
     db_url = base.db_url
     if not flags.get("db") and section.get("db"):
         db_url = db_url_from(section["db"])
-    if values.get("http") is None:  # the HTTP API alone does no DHCP work unless told to
+    # The HTTP API alone does no DHCP work unless told to: a hostsfile, or a backend
+    # other than dnsmasq named (Kea's reads no hostsfile; the path is then unused).
+    if values.get("http") is None or values.get("backend", "dnsmasq") != "dnsmasq":
         values.setdefault("hostsfile", Path(DEFAULT_HOSTSFILE))
     if values.get("network") is not None:
         from melange.validate import validate_network

@@ -108,3 +108,11 @@ def test_backend_options_must_be_key_value():
         "host_db": "mysql://a@b/c?x=1"}
     with pytest.raises(InvalidInput):
         dhcp_backend.parse_options(["host_db"])
+
+
+def test_naming_kea_beside_the_http_api_still_does_dhcp_work(tmp_path: Path):
+    config = tmp_path / "melange.conf"
+    config.write_text(f"[melange]\ndb = sqlite:///{tmp_path}/s.db\n[melanged]\n"
+                      "http = 127.0.0.1:8479\nkea_host_db = mysql://kea@db1/kea\n")  # fmt: skip
+    assert resolve({}, str(config)).hostsfile is None  # dnsmasq's default: the API alone
+    assert resolve({"backend": "kea"}, str(config)).hostsfile is not None
