@@ -34,6 +34,7 @@ from melange.store import Store
 
 log = logging.getLogger("melange.kea")
 TRUE = {"1", "true", "yes", "on"}
+FRAGMENT_MODE = 0o640
 
 
 class Kea:
@@ -87,7 +88,9 @@ class Kea:
         if self.config is not None:
             text = store.read(lambda conn: render.fragment(
                 conn, self.target.network, hostdb.stanza(self.db.url)))  # fmt: skip
-            result.opts_changed = write_if_changed(self.config, [text])
+            # It holds the host database's password: Kea runs as root (or as the file's
+            # group, given by the operator), nobody else reads it.
+            result.opts_changed = write_if_changed(self.config, [text], mode=FRAGMENT_MODE)
         if result.opts_changed or force_reload:
             self.reload_due = self.socket is not None
         if self.reload_due:

@@ -148,6 +148,7 @@ def test_two_networks_and_reload_only_for_subnets(setup: Setup, store: Melange,
         b = store.ok("block", "allocate", "net2-v4", "--mac", "02:00:00:00:00:07").strip()
         wanted = {(MAC, a, _sid()), ("02:00:00:00:00:07", b, _sid("10.78.0.0/24", "net2"))}
         wait_until(lambda: setup.rows() == wanted, 30, "both reservations")
+        assert setup.fragment.stat().st_mode & 0o777 == 0o640  # it holds a password
         subnets = setup.kea.command("config-get")["arguments"]["Dhcp4"]["subnet4"]
         assert sorted((s["id"], s["subnet"]) for s in subnets) == sorted(
             [(_sid(), "10.77.0.0/24"), (_sid("10.78.0.0/24", "net2"), "10.78.0.0/24")])
