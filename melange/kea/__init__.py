@@ -117,7 +117,10 @@ class Kea:
         result.removed = len(changes.delete) + len(changes.update)
         result.server_running = None
         if self.release_leases and (changes.delete or changes.update):
-            result.released = self._forget(changes, previous, want)
+            try:
+                result.released = self._forget(changes, previous, want)
+            except StoreUnavailable as error:  # the rows are written: the pass stands
+                log.warning("stale leases not released: %s", error.message)
         return result
 
     def _reload(self) -> bool:
