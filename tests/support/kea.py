@@ -150,10 +150,11 @@ class KeaServer:
         run.mkdir(exist_ok=True)
         kea_env = {**os.environ, "KEA_PIDFILE_DIR": str(run), "KEA_LOCKFILE_DIR": str(run)}
         self.socket.unlink(missing_ok=True)
-        self.proc = subprocess.Popen(
-            self.pair.netns_argv(self.pair.server_ns, [find_kea(), "-c", str(self.config)]),
-            env=kea_env, stdout=subprocess.DEVNULL, stderr=open(self.workdir / "kea.err", "ab"),
-        )  # fmt: skip
+        with open(self.workdir / "kea.err", "ab") as errors:
+            self.proc = subprocess.Popen(
+                self.pair.netns_argv(self.pair.server_ns, [find_kea(), "-c", str(self.config)]),
+                env=kea_env, stdout=subprocess.DEVNULL, stderr=errors,
+            )  # fmt: skip
         deadline = time.monotonic() + timeout
         while True:
             assert self.proc.poll() is None, f"kea-dhcp4 exited:\n{self.diagnostics()}"
