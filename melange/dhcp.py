@@ -28,5 +28,8 @@ def opts_text(conn: Connection, network: str | None = None) -> str:
     return dhcp_backend.renderer().opts_text(conn, network)
 
 
-def config_text(conn: Connection, network: str | None = None) -> str:
-    return dhcp_backend.renderer().config_text(conn, network)
+def config_text(
+    conn: Connection, network: str | None = None, backend: str = dhcp_backend.DEFAULT
+) -> str:
+    """The configuration `backend`'s server needs (dnsmasq's options, Kea's fragment)."""
+    return dhcp_backend.renderer(backend).config_text(conn, network)

@@ -23,7 +23,7 @@ back, so backends and callers alike can import it.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Hashable
+from collections.abc import Callable, Hashable, Mapping
 from dataclasses import dataclass, field
 from functools import cache
 from pathlib import Path
@@ -56,6 +56,9 @@ class Target:
     hostsdir: Path | None = None
     release_interface: str | None = None
     leasefile: Path | None = None
+    # What one backend alone reads (Kea's host database, say), by name without the
+    # backend's prefix: melanged passes its `<backend>_*` settings here.
+    options: Mapping[str, Any] = field(default_factory=dict)
 
 
 @dataclass
@@ -162,6 +165,24 @@ class DhcpBackend(DhcpRenderer, Protocol):
         """Ask the server to forget these (address, MAC) leases, those it can; the
         addresses it was asked about, once it has dropped them (or given up waiting)."""
         ...
+
+
+def parse_options(pairs: list[str] | tuple[str, ...]) -> dict[str, str]:
+    """`--backend-option KEY=VALUE` values as target options (InvalidInput, exit 6,
+    for one without `=`)."""
+    options = {}
+    for pair in pairs:
+        key, sep, value = pair.partition("=")
+        if not sep or not key.strip():
+            raise InvalidInput(f"a backend option is KEY=VALUE, not {pair!r:.60}")
+        options[key.strip()] = value
+    return options
+
+
+def reads_hosts(target: Target) -> bool:
+    """Whether the target names where the server reads its reservations: a hosts
+    file, or (a backend with no file, Kea's host database) its own options."""
+    return target.hostsfile is not None or bool(target.options)
 
 
 @cache

@@ -39,11 +39,16 @@ def opts(app: App, network):
 
 @group.command("config")
 @click.option("--network", metavar="NET")
+@click.option(
+    "--backend", default="dnsmasq", show_default=True, metavar="NAME",
+    help="Whose configuration: dnsmasq's options, or Kea's Dhcp4 fragment (kea).",
+)  # fmt: skip
 @output_option
 @pass_app
-def config(app: App, network):
-    """Print the dnsmasq configuration a network needs."""
-    output.emit_text(app.output_format(), app.call("dhcp.config", network=network))
+def config(app: App, network, backend):
+    """Print the DHCP server configuration a network needs."""
+    result = app.call("dhcp.config", network=network, backend=backend)
+    output.emit_text(app.output_format(), result)
 
 
 @group.command("sync")

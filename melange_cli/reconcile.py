@@ -43,6 +43,10 @@ FIXED = output.View("Finding", ("kind", "details", "fixed"))
     "--backend", default="dnsmasq", show_default=True, metavar="NAME",
     help="The DHCP server's backend (dnsmasq, or one installed as a plugin).",
 )  # fmt: skip
+@click.option(
+    "--backend-option", metavar="KEY=VALUE", multiple=True,
+    help="A setting of the backend's own (kea: host_db=URL, control_socket=PATH).",
+)  # fmt: skip
 @output_option
 @pass_app
 def reconcile(
@@ -55,6 +59,7 @@ def reconcile(
     network,
     hostsdir,
     backend,
+    backend_option,
 ):
     """Purge expired holds, then find (and with --fix repair) drift between the store, the
     hosts file and dnsmasq's leases. Exit 8 while drift remains.
@@ -76,6 +81,7 @@ def reconcile(
         network=network,
         hostsdir=hostsdir,
         backend=backend,
+        backend_option=list(backend_option),
     )
     records = _records(result)
     _emit(app.output_format(), records, fix)

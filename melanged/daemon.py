@@ -20,7 +20,7 @@ from melange.filesync import remove_leftovers
 from melange.localfiles import open_regular, prepare_directory
 from melange.store import Store
 from melanged.quiescence import Quiescence
-from melanged.settings import DaemonSettings
+from melanged.settings import DaemonSettings, backend_options
 from melanged.watcher import fingerprint
 
 if TYPE_CHECKING:
@@ -317,6 +317,7 @@ def _build(settings: DaemonSettings) -> tuple[Store, dhcp_backend.DhcpBackend | 
         network=settings.network,
         hostsdir=settings.hostsdir,
         release_interface=settings.release_interface,
+        options=backend_options(settings),
     )
     try:
         return store, dhcp_backend.load(settings.backend, target)

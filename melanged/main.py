@@ -50,6 +50,12 @@ def _configure_logging(log_file) -> logging.Handler:
 @click.option("--tls-key", metavar="PATH", help="The HTTP API's TLS private key (PEM).")
 @click.option("--insecure-http", is_flag=True, default=None,
               help="Allow plain HTTP on an address that is not loopback.")
+@click.option("--backend", metavar="NAME", help="The DHCP server's backend (dnsmasq, kea).")
+@click.option("--kea-host-db", metavar="URL", help="Kea's host database (kea backend).")
+@click.option("--kea-config", metavar="PATH", help="Kea Dhcp4 fragment file to maintain.")
+@click.option("--kea-control-socket", metavar="PATH", help="kea-dhcp4's control socket.")
+@click.option("--kea-release", is_flag=True, default=None,
+              help="lease4-del the leases of removed reservations (kea).")
 @click.option("--foreground", is_flag=True, help="Do not daemonize (systemd).")
 @click.option("--pidfile", metavar="PATH", help="Locked pidfile.")
 @click.option("--log-file", metavar="PATH", help="Log here instead of stderr.")

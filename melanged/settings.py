@@ -43,13 +43,19 @@ class DaemonSettings:
     tls_cert: Path | None = None
     tls_key: Path | None = None
     insecure_http: bool = False  # plain HTTP beyond loopback, said explicitly
+    # The kea backend's (melange.kea): passed to it as target options, prefix dropped.
+    kea_host_db: str | None = None  # URL of Kea's host database
+    kea_config: Path | None = None  # the Dhcp4 fragment file melanged keeps
+    kea_control_socket: Path | None = None  # kea-dhcp4's control socket
+    kea_release: bool = False  # lease4-del the leases of removed reservations
 
 
-PATHS = {"hostsfile", "optsfile", "hostsdir", "dnsmasq_pidfile", "socket", "pidfile", "log_file"}
+PATHS = {"hostsfile", "optsfile", "hostsdir", "dnsmasq_pidfile", "socket", "pidfile", "log_file",
+         "kea_config"}  # fmt: skip
 FLOATS = {"poll_interval", "wait_min", "wait_max"}
 # Files that are read, never written: no check of who controls their directory.
-READ_PATHS = {"tls_cert", "tls_key"}
-BOOLEANS = {"insecure_http"}
+READ_PATHS = {"tls_cert", "tls_key", "kea_control_socket"}
+BOOLEANS = {"insecure_http", "kea_release"}
 _TRUTH = {"true": True, "yes": True, "1": True, "false": False, "no": False, "0": False}
 
 
@@ -82,7 +88,9 @@ def resolve(flags: dict, config: str | None) -> DaemonSettings:
     db_url = base.db_url
     if not flags.get("db") and section.get("db"):
         db_url = db_url_from(section["db"])
-    if values.get("http") is None:  # the HTTP API alone does no DHCP work unless told to
+    # The HTTP API alone does no DHCP work unless told to: a hostsfile, or a backend
+    # other than dnsmasq named (Kea's reads no hostsfile; the path is then unused).
+    if values.get("http") is None or values.get("backend", "dnsmasq") != "dnsmasq":
         values.setdefault("hostsfile", Path(DEFAULT_HOSTSFILE))
     if values.get("network") is not None:
         from melange.validate import validate_network
@@ -97,6 +105,13 @@ def resolve(flags: dict, config: str | None) -> DaemonSettings:
     if settings.http is not None:
         listen(settings)  # a bad address, or plain HTTP beyond loopback: refused at start
     return settings
+
+
+def backend_options(settings: DaemonSettings) -> dict:
+    """The settings named for the chosen backend (`kea_host_db` → `host_db`), those set."""
+    prefix = f"{settings.backend}_"
+    return {f.name[len(prefix):]: getattr(settings, f.name) for f in fields(settings)
+            if f.name.startswith(prefix) and getattr(settings, f.name) not in (None, False)}
 
 
 def listen(settings: DaemonSettings) -> Listen:

@@ -15,6 +15,9 @@ declare -A PROVIDES=(
     [rsync]=/usr/bin/rsync
     [chromium]=/usr/bin/chromium
     [chromium-driver]=/usr/bin/chromedriver
+    [kea-dhcp4-server]=/usr/sbin/kea-dhcp4
+    [kea-ctrl-agent]=/usr/sbin/kea-ctrl-agent
+    [kea-admin]=/usr/sbin/kea-admin
 )
 
 installed() {
@@ -23,7 +26,8 @@ installed() {
 }
 
 missing=()
-for pkg in dnsmasq-base dnsmasq-utils udhcpc iproute2 sqlite3 galera-4 rsync chromium chromium-driver; do
+for pkg in dnsmasq-base dnsmasq-utils udhcpc iproute2 sqlite3 galera-4 rsync chromium chromium-driver \
+    kea-dhcp4-server kea-ctrl-agent kea-admin; do
     installed "$pkg" || missing+=("$pkg")
 done
 
@@ -45,5 +49,19 @@ fi
 
 echo "system-deps: installing ${missing[*]}"
 export DEBIAN_FRONTEND=noninteractive
+# Kea's packages start a system kea-dhcp4 and control agent on install; the tests run
+# their own. A policy-rc.d (when none is there) keeps services from starting meanwhile.
+made_policy=
+if [ ! -e /usr/sbin/policy-rc.d ]; then
+    printf '#!/bin/sh\nexit 101\n' >/usr/sbin/policy-rc.d
+    chmod 755 /usr/sbin/policy-rc.d
+    made_policy=1
+    trap 'rm -f /usr/sbin/policy-rc.d' EXIT
+fi
 apt-get update -q </dev/null
 apt-get install -y -q --no-install-recommends "${missing[@]}" </dev/null
+[ -z "$made_policy" ] || { rm -f /usr/sbin/policy-rc.d; trap - EXIT; }
+# Never started at boot either (systemd), nor left running if something started them.
+if command -v systemctl >/dev/null && [ -d /run/systemd/system ]; then
+    systemctl disable --now kea-dhcp4-server kea-ctrl-agent >/dev/null 2>&1 || true
+fi

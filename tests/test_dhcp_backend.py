@@ -21,6 +21,8 @@ import pytest
 ROOT = Path(__file__).resolve().parent.parent
 SCANNED = ("melange", "melange_cli", "melanged", "benchmarks")
 BACKEND = "melange.dnsmasq"
+# Other backends shipped beside it: their own vocabulary, and they never import dnsmasq's.
+OTHER_BACKENDS = ("melange.kea",)
 INTERFACE = "melange.dhcp_backend"
 # Modules of the DHCP backend work: none may sit on an import circle.
 OWNED = ("melange.dhcp_backend", "melange.dhcpsync", "melange.dhcp", BACKEND, "melange.reconcile")
@@ -140,9 +142,14 @@ def _imports_any(module: str, tree: ast.Module) -> set[str]:
     return found
 
 
+def _in_other_backend(module: str) -> bool:
+    return any(module == name or module.startswith(f"{name}.") for name in OTHER_BACKENDS)
+
+
 def _core_modules() -> list[Path]:
     return [path for top in CORE for path in sorted((ROOT / top).rglob("*.py"))
-            if not _in_backend(_module_name(path))]  # fmt: skip
+            if not _in_backend(_module_name(path))
+            and not _in_other_backend(_module_name(path))]  # fmt: skip
 
 
 def test_dnsmasq_render_vocabulary_lives_only_in_the_backend():
@@ -155,6 +162,15 @@ def test_dnsmasq_render_vocabulary_lives_only_in_the_backend():
     }
     assert found == {}
     assert "dhcp-range" in _vocabulary((ROOT / "melange/dnsmasq/render.py").read_text())
+
+
+def test_no_other_backend_imports_the_dnsmasq_backend():
+    """Another backend (Kea) shares no code with dnsmasq's: each is a plug-in of its own."""
+    found = {module: sorted(n for n in names if _in_backend(n))
+             for module, names in GRAPH.items()
+             if _in_other_backend(module) and any(_in_backend(n) for n in names)}  # fmt: skip
+    assert found == {}
+    assert any(_in_other_backend(module) for module in GRAPH)
 
 
 def test_no_core_module_imports_the_dnsmasq_backend():

@@ -47,6 +47,7 @@ def reconcile(
     network: str | None = None,
     hostsdir: str | None = None,
     backend: str = dhcp_backend.DEFAULT,
+    backend_option: list[str] | tuple[str, ...] = (),
 ) -> dict:
     """`melange reconcile`: purge expired holds, find drift and, with `fix`, repair it.
 
@@ -63,6 +64,7 @@ def reconcile(
         hostsdir=Path(hostsdir) if hostsdir else None,
         release_interface=release_interface,
         leasefile=Path(leasefile) if leasefile else None,
+        options=dhcp_backend.parse_options(backend_option),
     )
     server = dhcp_backend.load(backend, target)
     server.check_target(releasing=fix)
@@ -81,7 +83,7 @@ def check(store: Store, backend: DhcpBackend) -> list[dict]:
 
     def read(conn: Connection) -> list[dict]:
         found = store_findings(conn, target.network)
-        if target.hostsfile is not None:
+        if dhcp_backend.reads_hosts(target):
             found += hosts_findings(conn, backend)
         if target.leasefile is not None:
             found += lease_findings(conn, backend.leases(), target.network)

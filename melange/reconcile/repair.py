@@ -17,7 +17,7 @@ import netaddr
 from sqlalchemy import Connection, and_, func, select, update
 
 from melange import audit, holds
-from melange.dhcp_backend import DhcpBackend, SyncResult
+from melange.dhcp_backend import DhcpBackend, SyncResult, reads_hosts
 from melange.models import blocks, ip_addresses
 from melange.reconcile.findings import HOSTS_KINDS, IP, LEASE_KINDS, STORE_FIXABLE, B
 from melange.reconcile.integrity import counter_findings, duplicate_mac_findings, interface_findings
@@ -31,7 +31,7 @@ def repair(store: Store, found: list[dict], backend: DhcpBackend) -> dict:
     kinds = {f["kind"] for f in found}
     actions: dict = {}
     synced = SyncResult()
-    if target.hostsfile is not None and kinds & set(HOSTS_KINDS):
+    if reads_hosts(target) and kinds & set(HOSTS_KINDS):
         synced = rerender_hosts(store, backend)
         actions.update(hosts_rewritten=synced.hosts_changed, added_only=synced.added_only,
                        reloaded=synced.reloaded)  # fmt: skip
