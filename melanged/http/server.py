@@ -137,7 +137,8 @@ class HttpServer:
         protocol = type("Guarded", (GuardedProtocol,), {"limits": limits})
         config = uvicorn.Config(
             build(self.service), http=protocol, lifespan="off", log_config=None,
-            access_log=False, server_header=False, limit_concurrency=limits.max_connections + 1,
+            access_log=False, server_header=False, proxy_headers=False,
+            limit_concurrency=limits.max_connections + 1,
             timeout_keep_alive=limits.idle_timeout,
             h11_max_incomplete_event_size=limits.max_header_bytes,
             timeout_graceful_shutdown=SHUTDOWN_GRACE, loop="asyncio",
