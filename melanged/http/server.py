@@ -331,6 +331,7 @@ class HttpServer:
         self.server.should_exit = True
         if self.thread is not None:
             self.thread.join(SHUTDOWN_GRACE + 5)
+        self.service.close()
         self.sock.close()
 
 
