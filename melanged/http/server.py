@@ -81,6 +81,7 @@ class Guard:
     limits = Limits()
     _waiting_since: float
     _check: asyncio.TimerHandle | None = None
+    _lost = False
     # uvicorn's protocol attributes, as this mixin uses them
     connections: set
     cycle: Any
@@ -90,7 +91,7 @@ class Guard:
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         if len(self.connections) >= self.limits.max_connections:
-            transport.close()
+            transport.abort()  # type: ignore[attr-defined]  # nothing to say: no TLS close
             return
         super().connection_made(transport)  # type: ignore[misc]
         sock = transport.get_extra_info("socket")
@@ -112,12 +113,15 @@ class Guard:
             self._drop_when_sent(time.monotonic() + DROP_WITHIN)
 
     def _drop_when_sent(self, deadline: float) -> None:
+        if self._lost:
+            return
         if self.transport.get_write_buffer_size() == 0 or time.monotonic() > deadline:
             self.transport.abort()
         else:
             self.loop.call_later(0.02, self._drop_when_sent, deadline)
 
     def connection_lost(self, exc: Exception | None) -> None:
+        self._lost = True
         if self._check is not None:
             self._check.cancel()
             self._check = None
