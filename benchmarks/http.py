@@ -23,6 +23,7 @@ benchmarks/worker.py does, over HTTP.
 from __future__ import annotations
 
 import json
+import math
 import os
 import sys
 import tempfile
@@ -373,6 +374,12 @@ def _measure_postgresql(pool: _Pool, tls: Tls, tmp: Path, sizes: dict) -> dict:
 # ---------------------------------------------------------------- the report
 
 
+def _ratio(value: float, base: float) -> float:
+    """value / base; NaN (printed as such, a missed goal) when no request of the base
+    run ended within its window, as on a machine loaded far past its cores."""
+    return value / base if base else math.nan
+
+
 def _rates(samples: dict) -> dict[str, float]:
     return {layout: median([s["rate"] for s in runs]) for layout, runs in samples.items()}
 
@@ -408,7 +415,7 @@ def _windowed_rows(label: str, measured: dict) -> list[list[object]]:
         pooled = list(runs)
         rows.append([
             label, LAYOUTS[layout], f"{rates[layout]:,.0f}",
-            f"**{rates[layout] / rates['one']:.2f}**",
+            f"**{_ratio(rates[layout], rates['one']):.2f}**",
             f"{median([s['p50_ms'] for s in pooled]):.1f} / "
             f"{median([s['p99_ms'] for s in pooled]):.1f} / "
             f"{max(s['max_ms'] for s in pooled):.0f}",
@@ -429,16 +436,17 @@ def _goals(sqlite: dict, postgresql: dict | None) -> str:
          verdict(one / NETBOX_ONE, 100, at_most=False)],
         ["one client / in-process", f"{one / paired['in']:.2f}",
          verdict(one / paired["in"], 0.3, at_most=False)],
-        ["16 clients on one block / 1 client (SQLite)", f"{rates['shared'] / rates['one']:.2f}",
-         verdict(rates["shared"] / rates["one"], 1, at_most=False)],
+        ["16 clients on one block / 1 client (SQLite)",
+         f"{_ratio(rates['shared'], rates['one']):.2f}",
+         verdict(_ratio(rates["shared"], rates["one"]), 1, at_most=False)],
         ["p99 latency, 16 clients on one block (SQLite)", f"{shared_p99:.1f} ms",
          verdict(shared_p99, 50, at_most=True).replace("50", "50 ms")],
     ]  # fmt: skip
     if postgresql is not None:
         pg = _rates(postgresql["samples"])
         rows.append(["16 clients on blocks of their own / 1 client (PostgreSQL)",
-                     f"{pg['own'] / pg['one']:.2f}",
-                     verdict(pg["own"] / pg["one"], 1.5, at_most=False)])  # fmt: skip
+                     f"{_ratio(pg['own'], pg['one']):.2f}",
+                     verdict(_ratio(pg["own"], pg["one"]), 1.5, at_most=False)])  # fmt: skip
     url_ratio = processes["url"] / processes["socket"]
     rows += [
         ["`melange --url` process / `melange --socket` process", f"{url_ratio:.2f}",

@@ -1,5 +1,9 @@
 """Abuse of the HTTP API: huge bodies, malformed JSON, wrong types, hundreds of idle
-connections, slow clients. After each, the server is up and answers others at once."""
+connections, slow clients. After each, the server is up and answers others at once.
+
+Every test runs on each HTTP stack melanged can serve with (melanged.http.server:
+httptools on uvloop, what it serves with, and h11 on asyncio's loop): the guards are
+the protocol's and the loop's, and must hold on both."""
 
 from __future__ import annotations
 
@@ -14,25 +18,33 @@ import httpx
 import pytest
 
 from melanged.http.listen import Limits
+from melanged.http.server import STACK
 from tests.support.http_daemon import HttpDaemon
 
 HUNDRED_MB = 100 << 20
+STACKS = sorted({STACK, ("h11", "asyncio")})
+pytestmark = pytest.mark.parametrize("stack", STACKS, ids="-".join, scope="module")
 
 
 @pytest.fixture(scope="module")
-def api(tmp_path_factory):
+def api(tmp_path_factory, stack):
     workdir: Path = tmp_path_factory.mktemp("http-abuse")
-    with HttpDaemon(f"sqlite:///{workdir / 'store.db'}", workdir / "api") as running:
+    with HttpDaemon(f"sqlite:///{workdir / 'store.db'}", workdir / "api",
+                    stack=stack) as running:  # fmt: skip
         yield running
 
 
 @pytest.fixture
-def strict(tmp_path):
+def strict(tmp_path, stack):
     """Plain HTTP on loopback with short deadlines and a small connection cap."""
     limits = Limits(header_timeout=1.0, body_timeout=1.0, max_connections=100)
     with HttpDaemon(f"sqlite:///{tmp_path / 'store.db'}", tmp_path / "api", tls=False,
-                    limits=limits) as running:  # fmt: skip
+                    limits=limits, stack=stack) as running:  # fmt: skip
         yield running
+
+
+def test_the_stack_is_the_one_asked_for(api, stack):
+    assert api.server.stack == stack
 
 
 def answers(api) -> None:
@@ -190,6 +202,29 @@ def test_too_many_headers_are_refused(api):
     answers(api)
 
 
+def test_headers_beyond_the_limit_are_refused_unread(api):
+    """Headers that never end are refused once past max_header_bytes (64 KiB), not
+    read on and on: the server closes while the client still has megabytes to send."""
+    sent = 0
+    status = 0
+    with raw(api) as sock:
+        sock.sendall(b"GET /v1/health HTTP/1.1\r\nHost: x\r\n")
+        line = b"X-Pad: " + b"a" * 1000 + b"\r\n"
+        try:
+            while sent < 32 << 20:
+                sock.sendall(line)
+                sent += len(line)
+        except OSError:
+            pass
+        try:
+            status = read_status(sock)
+        except OSError:
+            pass
+    assert sent < 16 << 20
+    assert status in (0, 400, 431)
+    answers(api)
+
+
 def test_300_keep_alive_clients_are_all_answered(api):
     """Connections are capped, requests are not refused below the cap (uvicorn's own
     limit counts connections, and must not answer 503 first)."""
@@ -202,11 +237,11 @@ def test_300_keep_alive_clients_are_all_answered(api):
             client.close()
 
 
-def test_a_client_that_stops_reading_loses_the_connection(tmp_path):
+def test_a_client_that_stops_reading_loses_the_connection(tmp_path, stack):
     from melange import operations
 
     with HttpDaemon(f"sqlite:///{tmp_path / 'store.db'}", tmp_path / "api", tls=False,
-                    limits=Limits(send_timeout=1.0)) as api:  # fmt: skip
+                    limits=Limits(send_timeout=1.0), stack=stack) as api:  # fmt: skip
         operations.run(api.store, "block.create", {"cidr": "10.0.0.0/16", "name": "big"})
         operations.run(api.store, "block.allocate", {"block": "big", "count": 30_000})
         started = time.monotonic()
@@ -232,9 +267,9 @@ def test_a_client_that_stops_reading_loses_the_connection(tmp_path):
         answers(api)
 
 
-def test_a_tls_handshake_never_begun_is_dropped(tmp_path):
+def test_a_tls_handshake_never_begun_is_dropped(tmp_path, stack):
     with HttpDaemon(f"sqlite:///{tmp_path / 'store.db'}", tmp_path / "api",
-                    limits=Limits(header_timeout=1.0)) as api:  # fmt: skip
+                    limits=Limits(header_timeout=1.0), stack=stack) as api:  # fmt: skip
         silent = [socket.create_connection(("127.0.0.1", api.server.port)) for _ in range(20)]
         try:
             for sock in silent:

@@ -14,6 +14,7 @@ from sqlalchemy import update
 
 from melange import operations
 from melange.models import api_tokens
+from melange.store import Store
 from tests.support.http_daemon import HttpDaemon
 
 REMOTE = sorted(name for name, op in operations.OPERATIONS.items() if op.http is not None)
@@ -113,3 +114,30 @@ def test_health_and_openapi_are_open_and_not_audited(api):
     assert client.get("/v1/health").status_code == 200
     assert client.get("/openapi.json").status_code == 200
     assert last_change(api)["id"] == before
+
+
+def test_a_token_revoked_elsewhere_is_refused_from_the_next_request(api):
+    """No lookup is cached: a token that has just served requests, revoked through
+    another connection to the store (as `melange token revoke` on another host would),
+    is refused by the very next request on the same keep-alive connection."""
+    token = api.make_token("short-lived", "reader")
+    client = api.client(token=token)
+    for _ in range(3):
+        assert client.get("/v1/blocks").status_code == 200
+    elsewhere = Store(api.db_url)
+    try:
+        operations.run(elsewhere, "token.revoke", {"name": "short-lived"})
+    finally:
+        elsewhere.close()
+    assert_refused(api, client.get("/v1/blocks"), "block.list", 401, "anonymous")
+
+
+def test_forwarded_headers_do_not_change_the_client_address(api):
+    """The client's address is the connection's: a client on this host that claims
+    another address in X-Forwarded-For or Forwarded gets no further with a token
+    allowed only from there, and is audited under its own address."""
+    client = api.client(token=api.elsewhere)
+    client.headers["X-Forwarded-For"] = "192.0.2.7"
+    client.headers["Forwarded"] = "for=192.0.2.7"
+    client.headers["X-Real-IP"] = "192.0.2.7"
+    assert_refused(api, client.get("/v1/blocks"), "block.list", 401, "anonymous")

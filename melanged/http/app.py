@@ -8,23 +8,24 @@ a request (docs/performance.md, "Where an HTTPS allocation's time goes").
 Every remote operation gets one route, at its declared method and path, served
 by the same generic endpoint: authenticate the bearer token, check the role,
 gather the parameters (path, then query or JSON body) and check them against the
-declaration, run the operation with `operations.run` in the thread pool (the
+declaration, run the operation with `operations.run` on a pool thread (the
 core is synchronous), and answer with the declared status and media type.
 Failures become problem documents in one place (melanged.http.problems).
 """
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from itertools import chain
-from typing import Any
+from typing import Any, TypeVar
 from urllib.parse import urlencode
 
 from starlette.applications import Starlette
-from starlette.concurrency import run_in_threadpool
 from starlette.convertors import StringConvertor, register_url_convertor
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
@@ -45,6 +46,8 @@ JSON = "application/json"
 NDJSON = "application/x-ndjson"
 TEXT = "text/plain; charset=utf-8"
 STREAM_CHUNK = 64 << 10
+POOL_THREADS = 40  # requests running at once (Starlette's pool had as many)
+R = TypeVar("R")
 Endpoint = Callable[[Request], Awaitable[Response]]
 
 
@@ -61,11 +64,25 @@ register_url_convertor("ref", BlockRef())
 
 class Service:
     """What the routes serve: the store, re-pointed by SIGHUP (melanged.daemon) without
-    restarting the server; a request uses the store it started with throughout."""
+    restarting the server; a request uses the store it started with throughout.
+
+    `pool`: the threads the (synchronous) core runs on, POOL_THREADS requests at once,
+    the others waiting their turn. asyncio's own executor hand-off, not Starlette's
+    `run_in_threadpool`: anyio's capacity limiter and cancel scopes around it cost
+    more than the hand-off itself."""
 
     def __init__(self, store: Store, limits: Limits) -> None:
         self.store = store
         self.limits = limits
+        self.pool = ThreadPoolExecutor(POOL_THREADS, thread_name_prefix="melanged-http")
+
+    async def in_pool(self, fn: Callable[..., R], *args: Any) -> R:
+        """`fn(*args)` on one of the pool's threads, awaited."""
+        return await asyncio.get_running_loop().run_in_executor(self.pool, fn, *args)
+
+    def close(self) -> None:
+        """Let the pool's threads end once their requests are answered."""
+        self.pool.shutdown(wait=False)
 
 
 def build(service: Service) -> Starlette:
@@ -131,13 +148,13 @@ def endpoint(service: Service, name: str) -> Endpoint:
         store = service.store
         client = request.client.host if request.client else ""
         header = request.headers.get("authorization")
-        identity = await run_in_threadpool(admit, store, name, header, client) if large else None
+        identity = await service.in_pool(admit, store, name, header, client) if large else None
         body = b""
         if http.method in openapi.BODY_METHODS:
             body = await inputs.body_of(request, body_limit, limits.body_timeout)
         call = Call(name, operation, client, header, dict(request.path_params),
                     request.query_params.multi_items(), body)  # fmt: skip
-        result, page = await run_in_threadpool(call.run, store, identity)
+        result, page = await service.in_pool(call.run, store, identity)
         return answer(operation, request, result, page)
 
     return serve

@@ -4,19 +4,26 @@ the operation (the declaration's `allows`). Every refusal is audited."""
 from __future__ import annotations
 
 import logging
-from typing import TYPE_CHECKING
+from collections.abc import Callable
+from typing import TYPE_CHECKING, TypeVar
+
+from sqlalchemy.exc import DBAPIError
 
 from melange import audit
+from melange.clock import using
 from melange.errors import MelangeError, PermissionDenied, Unauthenticated
 from melange.operations import OPERATIONS
 
 if TYPE_CHECKING:
+    from sqlalchemy import Connection
+
     from melange.store import Store
     from melange.tokens import Identity
 
 log = logging.getLogger("melanged.http")
 ANONYMOUS = "anonymous"
 VIA = "http"
+T = TypeVar("T")
 
 
 def bearer(header: str | None) -> str:
@@ -39,13 +46,31 @@ def identify(store: Store, header: str | None, client: str) -> Identity:
     from melange import tokens
 
     token = bearer(header)
-    identity = store.run(lambda conn: tokens.authenticate(conn, token, client), write=False)
+    identity = read_now(store, lambda conn: tokens.authenticate(conn, token, client))
     if identity.stale:
         try:
             store.run(lambda conn: tokens.record_use(conn, identity), write=True)
         except MelangeError as error:
             log.warning("cannot record the use of token %r: %s", identity.name, error.message)
     return identity
+
+
+def read_now(store: Store, read: Callable[[Connection], T]) -> T:
+    """`read` (a lookup by a unique key) against what the store holds now, at the cost
+    of the statement alone: no schema check of its own (the operation's transaction,
+    which follows, makes it) and, on SQLite, no BEGIN and COMMIT (the one SELECT is its
+    own read transaction); a server runs it in a short transaction. Nothing is cached:
+    a token revoked by any process is refused from the next request on. A database
+    error goes the whole way (Store.run): its schema check and error mapping decide,
+    so a store that cannot answer is still a 503, never a 500."""
+    try:
+        with using(store.clock), store.connection(write=False) as conn:
+            if store.backend == "sqlite":
+                return read(conn)
+            with conn.begin():
+                return read(conn)
+    except DBAPIError:
+        return store.run(read, write=False)
 
 
 def authorize(identity: Identity, name: str) -> None:

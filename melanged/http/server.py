@@ -6,11 +6,18 @@ one clear line; uvicorn then serves on that socket. SIGHUP re-points the store
 and reloads the certificate into the same TLS context (new connections use it);
 SIGTERM stops accepting, lets the requests in progress finish, and returns.
 
+The stack is uvicorn's httptools protocol on uvloop when both are installed (they
+are dependencies): llhttp parses in C and uvloop does TLS in C, where h11 and
+asyncio's sslproto do both in Python, about half of the server's CPU time per
+request outside the operation itself. h11 on asyncio's loop remains, for a
+system without them and for the tests, which run every guard on both.
+
 Limits (melanged.http.listen.Limits), so that no client holds the server: uvicorn
-has an idle keep-alive timeout; GuardedProtocol adds what it lacks, a deadline for
-a request's headers from the connection's start, one for a client that stops
+has an idle keep-alive timeout; Guard adds what it lacks, a deadline for a
+request's headers from the connection's start, one for a client that stops
 reading, and a cap on open connections (uvicorn's `limit_concurrency` counts open
-connections too, so it is set just above that cap and never answers 503 first).
+connections too, so it is set just above that cap and never answers 503 first);
+and for llhttp, which has none, a bound on a request's headers.
 """
 
 from __future__ import annotations
@@ -27,6 +34,13 @@ from typing import Any
 import uvicorn
 from uvicorn.protocols.http.h11_impl import H11Protocol
 
+try:
+    import uvloop
+    from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
+except ImportError:  # pragma: no cover  (both are dependencies)
+    uvloop = None  # type: ignore[assignment]
+    HttpToolsProtocol = None  # type: ignore[assignment,misc]
+
 from melange.errors import InvalidInput, MelangeError
 from melange.store import Store
 from melanged.http.app import Service, build
@@ -35,6 +49,7 @@ from melanged.http.listen import Limits, Listen
 log = logging.getLogger("melanged.http")
 SHUTDOWN_GRACE = 10
 CHECK_EVERY = 1.0
+DROP_WITHIN = 5.0  # seconds an answer that drops the connection has to be sent
 
 
 def tls_context(listen: Listen) -> ssl.SSLContext | None:
@@ -57,20 +72,28 @@ def load_certificate(context: ssl.SSLContext, listen: Listen) -> None:
         ) from None
 
 
-class GuardedProtocol(H11Protocol):
-    """uvicorn's HTTP/1.1 protocol with the limits it lacks: a deadline for each request's
-    headers from the connection's start (a silent or trickling client is cut off, not
-    held), a deadline for a client that stops reading, and a cap on connections."""
+class Guard:
+    """What uvicorn's HTTP/1.1 protocols lack, for either parser: a deadline for each
+    request's headers from the connection's start (a silent or trickling client is cut
+    off, not held), a deadline for a client that stops reading, and a cap on
+    connections. Mixed into the protocol classes below, before uvicorn's."""
 
     limits = Limits()
     _waiting_since: float
     _check: asyncio.TimerHandle | None = None
+    _lost = False
+    # uvicorn's protocol attributes, as this mixin uses them
+    connections: set
+    cycle: Any
+    flow: Any
+    loop: asyncio.AbstractEventLoop
+    transport: Any
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         if len(self.connections) >= self.limits.max_connections:
-            transport.close()
+            transport.abort()  # type: ignore[attr-defined]  # nothing to say: no TLS close
             return
-        super().connection_made(transport)  # type: ignore[arg-type]
+        super().connection_made(transport)  # type: ignore[misc]
         sock = transport.get_extra_info("socket")
         if sock is not None and sock.family in (socket.AF_INET, socket.AF_INET6):
             # An answer is written in pieces: without this, Nagle holds the last one
@@ -81,66 +104,177 @@ class GuardedProtocol(H11Protocol):
 
     def on_response_complete(self) -> None:
         self._waiting_since = time.monotonic()
-        super().on_response_complete()
+        super().on_response_complete()  # type: ignore[misc]
+        if self.transport.is_closing() and self.cycle.more_body:
+            # An answer that closes the connection before the request's body was read
+            # (413, 408): once it is sent, the connection is dropped. Closed gracefully,
+            # uvloop's TLS would read (and discard) the whole rest of the body while it
+            # waits for the client's close_notify.
+            self._drop_when_sent(time.monotonic() + DROP_WITHIN)
+
+    def _drop_when_sent(self, deadline: float) -> None:
+        if self._lost:
+            return
+        if self.transport.get_write_buffer_size() == 0 or time.monotonic() > deadline:
+            self.transport.abort()
+        else:
+            self.loop.call_later(0.02, self._drop_when_sent, deadline)
 
     def connection_lost(self, exc: Exception | None) -> None:
+        self._lost = True
         if self._check is not None:
             self._check.cancel()
             self._check = None
         if getattr(self, "transport", None) is not None:
-            super().connection_lost(exc)
+            super().connection_lost(exc)  # type: ignore[misc]
 
     def _watch(self) -> None:
-        """Close a connection waiting for headers too long, or not reading its answer."""
+        """Drop a connection waiting for headers too long, or not reading its answer
+        (also one closing: its answer may be what the client does not read). Dropped,
+        not closed: a close would first flush what the client does not read, and with
+        uvloop the answer goes on being written meanwhile."""
         now = time.monotonic()
         busy = self.cycle is not None and not self.cycle.response_complete
         if busy and self.flow.write_paused:
             stalled = now - getattr(self, "_paused_since", now) > self.limits.send_timeout
         else:
             stalled = not busy and now - self._waiting_since > self.limits.header_timeout
-        if stalled or self.transport.is_closing():
-            self.transport.close()
+        if stalled:
+            self.transport.abort()
             return
         self._check = self.loop.call_later(CHECK_EVERY, self._watch)
 
     def pause_writing(self) -> None:
         self._paused_since = time.monotonic()
-        super().pause_writing()
+        super().pause_writing()  # type: ignore[misc]
 
 
-class HandshakeDeadlineLoop(asyncio.SelectorEventLoop):
-    """The server's event loop: a TLS handshake must finish within `handshake_timeout`
+class GuardedProtocol(Guard, H11Protocol):
+    """uvicorn's h11 protocol (pure Python), guarded; h11 bounds a request's headers
+    itself (`h11_max_incomplete_event_size`)."""
+
+
+class HeadersTooLarge(Exception):
+    """A request's headers beyond Limits.max_header_bytes."""
+
+
+if HttpToolsProtocol is not None:
+
+    class GuardedFastProtocol(Guard, HttpToolsProtocol):
+        """uvicorn's httptools protocol (llhttp, in C: a third of the h11 protocol's
+        CPU time a request), guarded, with the bound on a request's headers that
+        llhttp lacks: the bytes received while a request's headers are incomplete
+        are counted (and the headers' own size once parsed, for a large block that
+        arrives at once); beyond `max_header_bytes` the answer is 431 and the
+        connection closes."""
+
+        _header_bytes: int | None = 0  # None once the request's headers are complete
+        _headers_too_large = False
+        _refused = False
+
+        def data_received(self, data: bytes) -> None:
+            if self._refused:
+                return  # the connection is being dropped
+            if self._header_bytes is not None:
+                self._header_bytes += len(data)
+            super().data_received(data)
+            if (self._header_bytes or 0) > self.limits.max_header_bytes:
+                self._refuse_headers()
+
+        def on_message_begin(self) -> None:
+            self._header_size = 0
+            super().on_message_begin()
+
+        def on_url(self, url: bytes) -> None:
+            self._header_size += len(url)
+            super().on_url(url)
+
+        def on_header(self, name: bytes, value: bytes) -> None:
+            self._header_size += len(name) + len(value) + 4
+            super().on_header(name, value)
+
+        def on_headers_complete(self) -> None:
+            if self._header_size > self.limits.max_header_bytes:
+                self._headers_too_large = True
+                raise HeadersTooLarge  # the parser stops; uvicorn answers (see below)
+            self._header_bytes = None
+            super().on_headers_complete()
+
+        def on_response_complete(self) -> None:
+            self._header_bytes = 0
+            super().on_response_complete()
+
+        def send_400_response(self, msg: str) -> None:
+            if self._headers_too_large:
+                self._refuse_headers()
+            else:
+                super().send_400_response(msg)
+
+        def _refuse_headers(self) -> None:
+            if not self._refused and not self.transport.is_closing():
+                self._refused = True
+                self.transport.write(b"HTTP/1.1 431 Request Header Fields Too Large\r\n"
+                                     b"content-length: 0\r\nconnection: close\r\n\r\n")
+                self._drop_when_sent(time.monotonic() + DROP_WITHIN)
+            self._header_bytes = None
+
+else:  # pragma: no cover  (httptools is a dependency; without it, h11 serves)
+    GuardedFastProtocol = None  # type: ignore[assignment,misc]
+
+
+def _handshake_deadline(base: type) -> type:
+    """An event loop class whose TLS handshakes must finish within `handshake_timeout`
     (asyncio's default is 60 s, and uvicorn passes none), since a connection still in
     its handshake is not yet the protocol's to count or time out."""
 
-    def __init__(self, handshake_timeout: float) -> None:
-        super().__init__()
-        self.handshake_timeout = handshake_timeout
+    class HandshakeDeadlineLoop(base):
+        def __init__(self, handshake_timeout: float) -> None:
+            super().__init__()
+            self.handshake_timeout = handshake_timeout
 
-    async def create_server(self, *args: Any, **kwargs: Any) -> asyncio.Server:
-        if kwargs.get("ssl") is not None:
-            kwargs.setdefault("ssl_handshake_timeout", self.handshake_timeout)
-        return await super().create_server(*args, **kwargs)
+        async def create_server(self, *args: Any, **kwargs: Any) -> asyncio.Server:
+            if kwargs.get("ssl") is not None:
+                kwargs.setdefault("ssl_handshake_timeout", self.handshake_timeout)
+            return await super().create_server(*args, **kwargs)
+
+    HandshakeDeadlineLoop.__qualname__ = f"HandshakeDeadline{base.__name__}"
+    return HandshakeDeadlineLoop
+
+
+# The server's loops: asyncio's own, and uvloop's (libuv, its TLS in C rather than
+# asyncio's sslproto in Python: the larger part of what the fast parser does not save).
+LOOPS: dict[str, type] = {"asyncio": _handshake_deadline(asyncio.SelectorEventLoop)}
+if uvloop is not None:
+    LOOPS["uvloop"] = _handshake_deadline(uvloop.Loop)
+PROTOCOLS: dict[str, type] = {"h11": GuardedProtocol}
+if GuardedFastProtocol is not None:
+    PROTOCOLS["httptools"] = GuardedFastProtocol
+# What melanged serves with: the fast pair when installed (setup.cfg requires them).
+FAST = "httptools" in PROTOCOLS and "uvloop" in LOOPS
+STACK = ("httptools", "uvloop") if FAST else ("h11", "asyncio")
 
 
 class HttpServer:
     """melanged's HTTP API: `start` in a thread, `stop` gracefully."""
 
     def __init__(self, listen: Listen, store: Store, limits: Limits = Limits(),
-                 on_failure: Callable[[], None] | None = None) -> None:  # fmt: skip
+                 on_failure: Callable[[], None] | None = None,
+                 stack: tuple[str, str] = STACK) -> None:  # fmt: skip
         self.listen = listen
+        self.stack = stack  # (protocol, loop): PROTOCOLS' and LOOPS' keys
         self.limits = limits
         self.on_failure = on_failure
         self.service = Service(store, limits)
         self.context = tls_context(listen)
         self.sock = _bind(listen)
-        protocol = type("Guarded", (GuardedProtocol,), {"limits": limits})
+        protocol = type("Guarded", (PROTOCOLS[stack[0]],), {"limits": limits})
         config = uvicorn.Config(
             build(self.service), http=protocol, lifespan="off", log_config=None,
-            access_log=False, server_header=False, limit_concurrency=limits.max_connections + 1,
+            access_log=False, server_header=False, proxy_headers=False,
+            limit_concurrency=limits.max_connections + 1,
             timeout_keep_alive=limits.idle_timeout,
             h11_max_incomplete_event_size=limits.max_header_bytes,
-            timeout_graceful_shutdown=SHUTDOWN_GRACE, loop="asyncio",
+            timeout_graceful_shutdown=SHUTDOWN_GRACE, loop="none", ws="none",
         )  # fmt: skip
         config.load()
         config.ssl = self.context  # ours: SIGHUP reloads its certificate in place
@@ -173,7 +307,8 @@ class HttpServer:
         rather than run on without its API."""
         timeout = self.limits.header_timeout
         try:
-            with asyncio.Runner(loop_factory=lambda: HandshakeDeadlineLoop(timeout)) as runner:
+            loop = LOOPS[self.stack[1]]
+            with asyncio.Runner(loop_factory=lambda: loop(timeout)) as runner:
                 runner.run(self.server.serve(sockets=[self.sock]))
         except BaseException:  # noqa: BLE001  (logged, then melanged told to stop)
             log.exception("the HTTP server failed")
@@ -200,6 +335,7 @@ class HttpServer:
         self.server.should_exit = True
         if self.thread is not None:
             self.thread.join(SHUTDOWN_GRACE + 5)
+        self.service.close()
         self.sock.close()
 
 

@@ -34,7 +34,7 @@ import trustme
 from melange import operations
 from melange.store import Store
 from melanged.http.listen import Limits, Listen
-from melanged.http.server import HttpServer
+from melanged.http.server import STACK, HttpServer
 
 ROLES = ("reader", "writer", "admin")
 
@@ -77,8 +77,9 @@ def make_tokens(db_url: str) -> dict[str, str]:
 
 class HttpDaemon:
     def __init__(self, db_url: str, workdir: Path, *, tls: bool = True,
-                 limits: Limits = Limits()) -> None:  # fmt: skip
+                 limits: Limits = Limits(), stack: tuple[str, str] = STACK) -> None:  # fmt: skip
         self.db_url = db_url
+        self.stack = stack  # the HTTP parser and event loop (melanged.http.server.STACK)
         self.limits = limits
         self.workdir = workdir
         self.tls = tls
@@ -97,7 +98,8 @@ class HttpDaemon:
         self.store.ensure_schema()
         for role in ROLES:
             self.tokens[role] = self.make_token(f"test-{role}", role)
-        self.server = HttpServer(Listen("127.0.0.1", 0, cert, key), self.store, self.limits)
+        self.server = HttpServer(Listen("127.0.0.1", 0, cert, key), self.store, self.limits,
+                                 stack=self.stack)
         self.server.start()
         return self
 
