@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+
 import click
 
 from melange_cli import output
@@ -45,40 +47,52 @@ def import_(app: App, file, format_):
     """Import a melange export (JSON or CSV) or NetBox CSV; all of it or nothing."""
     fmt = app.output_format()
     if not output.wants_progress(fmt):
-        text = _read(file, None)
-        result = app.call("import", text=text, format=format_, source=file)
-        output.emit(fmt, result, IMPORTED)
-        return
-    phases = ("reading (characters)", "creating (entities)", "writing (addresses)")
-    with output.phased_bar(f"importing {file}", phases) as advance:
-        text = _read(file, advance)
-        result = app.call("import", progress=advance, text=text, format=format_, source=file)
+        result = _import(app, file, format_, None)
+    else:
+        phases = ("reading (bytes)", "creating (entities)", "writing (addresses)")
+        with output.phased_bar(f"importing {file}", phases) as advance:
+            result = _import(app, file, format_, advance)
     output.emit(fmt, result, IMPORTED)
+
+
+def _import(app: App, file: str, format_: str, progress):
+    """The file read a piece at a time as the import takes it: directly, uploaded through
+    melanged's socket (a streamed request) or to its HTTP API (a streamed body)."""
+    chunks = _chunks(file, progress)
+    params = {"format": format_, "source": file}
+    if app.socket:
+        from melange_cli import client
+
+        return client.upload(app.socket, "import", params, chunks)
+    remote = app.remote()
+    if remote is not None:
+        return remote.upload("import", params, chunks)
+    return app.call("import", progress=progress, chunks=chunks, **params)
 
 
 READ_CHUNK = 1 << 20
 
 
-def _read(file: str, progress) -> str:
-    """The file's text, read a MiB at a time, `progress(characters read, total)` after
-    each (the total is the size in bytes, which a UTF-8 file's characters never exceed;
-    a bar that ends a little short of full says the file was not all ASCII)."""
+def _chunks(file: str, progress) -> Iterator[str]:
+    """The file's text, a MiB at a time, `progress(bytes read, size)` after each (the
+    size of standard input is known at its end only)."""
+    import codecs
     import os
 
     from melange.errors import InvalidInput
 
     try:
         size = os.path.getsize(file) if file != "-" else 0
-        parts: list[str] = []
-        read = 0
-        with click.open_file(file, encoding="utf-8") as handle:
+        with click.open_file(file, "rb") as handle:
+            decoder = codecs.getincrementaldecoder("utf-8")()
+            read = 0
             while chunk := handle.read(READ_CHUNK):
-                parts.append(chunk)
                 read += len(chunk)
                 if progress is not None and size:
-                    progress(read, size)
-        if progress is not None:  # standard input's size is known at its end only
-            progress(read, max(size, read))
+                    progress(read, max(size, read))
+                yield decoder.decode(chunk)
+            yield decoder.decode(b"", final=True)
+            if progress is not None:
+                progress(read, max(size, read))
     except (OSError, UnicodeDecodeError) as error:
         raise InvalidInput(f"cannot read {file}: {error}") from None
-    return "".join(parts)
