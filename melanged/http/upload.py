@@ -3,9 +3,11 @@
 The body (any media type but JSON: `text/plain`, `text/csv`, `application/x-ndjson`,
 sent chunked or with a length) is handed to the import as it arrives, so neither the
 server nor the client holds the file; `format` and `source` come in the query string.
-The import reads the body on a pool thread, asking the event loop for each piece (a
-piece must come within `body_timeout`, the whole body stay within `max_import_body`).
-A JSON body is the import's parameters, `text` the whole file, as before.
+The import reads the body on a pool thread, asking the event loop for each piece,
+which must come within `body_timeout`. `max_import_body` bounds a JSON body, held
+whole; a streamed one is held a piece at a time whatever its size (its addresses
+are spooled to disk), so no limit applies to it. A JSON body is the import's
+parameters, `text` the whole file, as before.
 """
 
 from __future__ import annotations
@@ -40,28 +42,23 @@ async def run(request: Request, store: Any, identity: Any, limits: Limits) -> An
     if "text" in params:
         raise problems.RequestInvalid("import takes its file in the body or in `text`, not both")
     params = inputs.checked(NAME, operation, params)
-    params["chunks"] = _pieces(request.stream(), asyncio.get_running_loop(), limits)
+    loop = asyncio.get_running_loop()
+    params["chunks"] = _pieces(request.stream(), loop, limits.body_timeout)
     return await run_in_threadpool(
         operations.run, store, NAME, params, actor=identity.name, via=auth.VIA
     )
 
 
 def _pieces(body: AsyncIterator[bytes], loop: asyncio.AbstractEventLoop,
-            limits: Limits) -> Iterator[str]:  # fmt: skip
+            timeout: float) -> Iterator[str]:  # fmt: skip
     """The body's text, a piece as each arrives, for a pool thread: each read on the
-    event loop, within `body_timeout`; past `max_import_body` bytes, TooLarge."""
+    event loop, within `timeout` seconds."""
     decoder = codecs.getincrementaldecoder("utf-8")()
-    size = 0
     try:
         while True:
-            data = asyncio.run_coroutine_threadsafe(
-                _next(body, limits.body_timeout), loop
-            ).result()
+            data = asyncio.run_coroutine_threadsafe(_next(body, timeout), loop).result()
             if data is None:
                 break
-            size += len(data)
-            if size > limits.max_import_body:
-                raise problems.TooLarge(f"the body is larger than {limits.max_import_body} bytes")
             yield decoder.decode(data)
         yield decoder.decode(b"", final=True)
     except UnicodeDecodeError:
