@@ -45,16 +45,26 @@ class Cursor:
         self._counted = self.pos
         return self._line
 
-    def _more(self) -> bool:
-        """Append the next piece of text, dropping what was read; False at the end."""
+    def _more(self, double: bool = False) -> bool:
+        """Append the next piece of text, dropping what was read; False at the end.
+        `double`: pieces until the unread text is twice as long (a value cut short is
+        decoded again, so a long one read in small pieces costs linear time, not more)."""
+        wanted = len(self.text) - self.pos if double else 1
+        taken: list[str] = []
+        size = 0
         for piece in self._pieces:
-            if piece:
-                self.line()
-                self.text = self.text[self.pos :] + piece
-                self.pos = self._counted = 0
-                return True
-        self._ended = True
-        return False
+            taken.append(piece)
+            size += len(piece)
+            if size >= wanted:
+                break
+        else:
+            self._ended = True
+        if not size:
+            return False
+        self.line()
+        self.text = self.text[self.pos :] + "".join(taken)
+        self.pos = self._counted = 0
+        return True
 
     def peek(self) -> str:
         """The next character that is not white space ('' at the end of the text)."""
@@ -79,13 +89,13 @@ class Cursor:
                 value, end = _DECODER.raw_decode(self.text, self.pos)
             except json.JSONDecodeError as error:
                 cut = error.pos >= len(self.text) - _CUT or error.msg.startswith("Unterminated")
-                if cut and not self._ended and self._more():
+                if cut and not self._ended and self._more(double=True):
                     continue
                 self.pos = max(self.pos, min(error.pos, len(self.text)))
                 self.fail(error.msg)
             except RecursionError:
                 raise InvalidInput("not a melange export (its JSON is nested too deeply)") from None
-            if end == len(self.text) and not self._ended and self._more():
+            if end == len(self.text) and not self._ended and self._more(double=True):
                 continue  # a number or a word may go on in the next piece
             self.pos = end
             return value
