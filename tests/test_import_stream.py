@@ -45,7 +45,7 @@ def exported(tmp_path_factory) -> Path:
         operations.run(store, "block.allocate", {"block": "big", "count": 50_000})
     operations.run(store, "block.create", {"cidr": "192.0.2.0/24", "name": "pub",
                                            "network": "big"})  # fmt: skip
-    operations.run(store, "interface.create", {"vif_id": "vif1", "network": "big",
+    operations.run(store, "interface.create", {"vif": "vif1", "network": "big",
                                                "mac": "02:00:00:00:00:01"})  # fmt: skip
     operations.run(store, "interface.allow_ip", {"vif": "vif1", "address": "10.0.0.9"})
     operations.run(store, "block.allocate", {"block": "pub", "address": "192.0.2.1"})
