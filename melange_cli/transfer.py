@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 
 import click
 
@@ -46,28 +47,33 @@ def export(app: App, fmt, network):
 def import_(app: App, file, format_):
     """Import a melange export (JSON or CSV) or NetBox CSV; all of it or nothing."""
     fmt = app.output_format()
-    if not output.wants_progress(fmt):
-        result = _import(app, file, format_, None)
-    else:
-        phases = ("reading (bytes)", "creating (entities)", "writing (addresses)")
-        with output.phased_bar(f"importing {file}", phases) as advance:
-            result = _import(app, file, format_, advance)
+    with _bar(fmt, file) as advance:
+        # the file read a piece at a time as the import takes it: directly, uploaded
+        # through melanged's socket (a streamed request) or its HTTP API (a streamed body)
+        chunks = _chunks(file, advance)
+        params = {"format": format_, "source": file}
+        remote = None if app.socket else app.remote()
+        if app.socket:
+            from melange_cli import client
+
+            result = client.upload(app.socket, "import", params, chunks)
+        elif remote is not None:
+            result = remote.upload("import", params, chunks)
+        else:
+            result = app.call("import", progress=advance, chunks=chunks, **params)
     output.emit(fmt, result, IMPORTED)
 
 
-def _import(app: App, file: str, format_: str, progress):
-    """The file read a piece at a time as the import takes it: directly, uploaded through
-    melanged's socket (a streamed request) or to its HTTP API (a streamed body)."""
-    chunks = _chunks(file, progress)
-    params = {"format": format_, "source": file}
-    if app.socket:
-        from melange_cli import client
-
-        return client.upload(app.socket, "import", params, chunks)
-    remote = app.remote()
-    if remote is not None:
-        return remote.upload("import", params, chunks)
-    return app.call("import", progress=progress, chunks=chunks, **params)
+@contextmanager
+def _bar(fmt: str, file: str) -> Iterator[Callable[[int, int], None] | None]:
+    """The import's progress bar on a terminal (bytes read, then entities made, then
+    addresses written: through melanged, its reading only), else no callback."""
+    if not output.wants_progress(fmt):
+        yield None
+        return
+    phases = ("reading (bytes)", "creating (entities)", "writing (addresses)")
+    with output.phased_bar(f"importing {file}", phases) as advance:
+        yield advance
 
 
 READ_CHUNK = 1 << 20
