@@ -226,7 +226,7 @@ class _Batch:
             macs = self._active_macs(block_id, [r["active_mac"] for _, r in rows])
             for line, row in rows:
                 found = taken.get(row["address"])
-                if found is not None and found > self.before:
+                if found is not None and found > (self.before or 0):
                     text = ip_text(row["address"], block.version)
                     self.errors.append(f"line {line}: {text} is listed twice in block "
                                        f"{block.cidr}")  # fmt: skip

@@ -57,29 +57,29 @@ def read(pieces: Iterable[str], fmt: str = "melange") -> Parsed:
     return parsed
 
 
-class Problems(list):
+class Problems(list[str]):
     """The problems found: the first few kept (all that `refuse` shows), every one counted."""
 
     KEPT = 20
 
     def __init__(self) -> None:
         super().__init__()
-        self.count = 0
+        self.total = 0
 
-    def append(self, problem: str) -> None:  # type: ignore[override]
-        self.count += 1
+    def append(self, problem: str) -> None:
+        self.total += 1
         if super().__len__() < self.KEPT:
             super().append(problem)
 
-    def extend(self, problems) -> None:  # type: ignore[override]
+    def extend(self, problems: Iterable[str]) -> None:
         for one in problems:
             self.append(one)
 
     def __len__(self) -> int:
-        return self.count
+        return self.total
 
     def __bool__(self) -> bool:
-        return self.count > 0
+        return self.total > 0
 
 
 class Spool:
