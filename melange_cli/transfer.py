@@ -102,3 +102,9 @@ def _chunks(file: str, progress) -> Iterator[str]:
                 progress(read, max(size, read))
     except (OSError, UnicodeDecodeError) as error:
         raise InvalidInput(f"cannot read {file}: {error}") from None
+
+
+def _read(file: str, progress) -> str:
+    """The file's whole text, read as `_chunks` reads it (for a caller that wants it
+    whole: a small file)."""
+    return "".join(_chunks(file, progress))
