@@ -81,15 +81,27 @@ READ_CHUNK = 1 << 20
 
 def _chunks(file: str, progress) -> Iterator[str]:
     """The file's text, a MiB at a time, `progress(bytes read, size)` after each (the
-    size of standard input is known at its end only)."""
-    import codecs
+    size of standard input is known at its end only). The file is opened here, before
+    anything is sent: one that cannot be read is exit 2 whatever the channel."""
     import os
 
     from melange.errors import InvalidInput
 
     try:
         size = os.path.getsize(file) if file != "-" else 0
-        with click.open_file(file, "rb") as handle:
+        handle = click.open_file(file, "rb")
+    except OSError as error:
+        raise InvalidInput(f"cannot read {file}: {error}") from None
+    return _pieces(file, handle, size, progress)
+
+
+def _pieces(file: str, handle, size: int, progress) -> Iterator[str]:
+    import codecs
+
+    from melange.errors import InvalidInput
+
+    try:
+        with handle:
             decoder = codecs.getincrementaldecoder("utf-8")()
             read = 0
             while chunk := handle.read(READ_CHUNK):
