@@ -1,4 +1,5 @@
-"""A melange JSON export read as its text arrives, each entity with the line it starts on.
+"""A melange JSON export read as its text arrives, each entity with the line it starts on
+(the whole document, or its NDJSON form: an entity a line, as GET /v1/export sends it).
 
 `json.loads` needs the whole text and makes the whole document: a million addresses
 are 40 MB of text and ten times that of objects. Here only the document's frame is
@@ -148,6 +149,7 @@ def read(pieces: Iterable[str]) -> Iterator[Read]:
     fields may follow its addresses: an export writes "addresses" first)."""
     cursor = Cursor(pieces)
     header: dict[str, Any] = {}
+    sections = False
     for key in members(cursor):
         kind = KIND_OF_SECTION.get(key)
         if kind is None:
@@ -155,6 +157,7 @@ def read(pieces: Iterable[str]) -> Iterator[Read]:
             if key in ("format", "version"):
                 _check_header(key, value)
             continue
+        sections = True
         if cursor.peek() != "[":
             line = cursor.line()
             if cursor.value() is not None:
@@ -168,10 +171,42 @@ def read(pieces: Iterable[str]) -> Iterator[Read]:
             if not isinstance(item, dict):
                 raise InvalidInput(f"line {line}: a {kind} must be an object")
             yield line, kind, item
-    if cursor.peek():
+    if cursor.peek() == "{" and not sections and header.keys() == {"format", "version"}:
+        yield from _ndjson(cursor)
+    elif cursor.peek():
         cursor.fail("Extra data")
     _check_header("format", header.get("format"))
     _check_header("version", header.get("version"))
+
+
+ENTITY_KINDS = frozenset(KIND_OF_SECTION.values())
+
+
+def _ndjson(cursor: Cursor) -> Iterator[Read]:
+    """The NDJSON form of an export (GET /v1/export's, melange.transfer_stream) after its
+    header line: an entity a line, a block's addresses after it (as "block_address"), and
+    the end line, which counts the lines before it (so a file cut short is refused)."""
+    count = 1
+    ended = False
+    while cursor.peek():
+        line = cursor.line()
+        value = cursor.value()
+        count += 1
+        if ended or not isinstance(value, dict) or len(value) != 1:
+            raise InvalidInput(f"line {line}: not one entity, or after the end line")
+        ((kind, item),) = value.items()
+        if kind == "end":
+            ended = isinstance(item, dict) and item.get("lines") == count - 1
+            if not ended:
+                raise InvalidInput(f"line {line}: the end line counts {count - 1} lines")
+        elif kind in ENTITY_KINDS or kind == "address":
+            if not isinstance(item, dict):
+                raise InvalidInput(f"line {line}: a {kind} must be an object")
+            yield line, "block_address" if kind == "address" else kind, item
+        else:
+            raise InvalidInput(f"line {line}: unknown entity {kind[:40]!r}")
+    if not ended:
+        raise InvalidInput("the export ended early (no end line): nothing imported")
 
 
 def _block(cursor: Cursor, line: int) -> Iterator[Read]:

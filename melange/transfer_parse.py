@@ -203,13 +203,20 @@ def _text_problems(entry: dict) -> Iterator[InvalidInput]:
 
 def _read_json(pieces: Iterable[str], parsed: Parsed) -> None:
     """The entities as melange.transfer_json reads them; an address belongs to the block
-    read next (its addresses come inside it, before its other fields)."""
+    read next (its addresses come inside it, before its other fields), in the NDJSON
+    form to the block read last."""
     from melange.transfer_json import read as read_json
 
+    last_block = -1
     for line, kind, item in read_json(pieces):
         if kind == "address":
             parsed.address(line, len(parsed.entities), item)
+        elif kind == "block_address":  # NDJSON: of the block before it
+            if last_block < 0:
+                raise InvalidInput(f"line {line}: an address before any block")
+            parsed.address(line, last_block, item)
         else:
+            last_block = len(parsed.entities) if kind == "block" else last_block
             parsed.entity(line, kind, item)
 
 

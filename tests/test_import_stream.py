@@ -295,3 +295,34 @@ def test_an_export_with_interfaces_and_mappings_round_trips_streamed(exported, t
                               env={**env, "PYTHONPATH": str(ROOT)}, timeout=600)  # fmt: skip
     assert json.loads(done.stdout)["nat_mappings"] == 1, done.stderr
     assert melange("--db", url, "export").stdout == text
+
+
+def test_the_ndjson_form_of_an_export_imports_too(tmp_path):
+    """What GET /v1/export sends (melange.transfer_stream) is a file `import` takes: the
+    same store back; one cut short (no end line, a wrong count) imports nothing."""
+    from melange.transfer_stream import to_ndjson
+
+    source = f"sqlite:///{tmp_path}/src.db"
+    assert melange("--db", source, "block", "create", "10.3.0.0/24", "--name", "n").returncode == 0
+    assert melange("--db", source, "block", "allocate", "n", "--count", "20").returncode == 0
+    assert melange("--db", source, "block", "create", "10.4.0.0/24").returncode == 0
+    whole = melange("--db", source, "export").stdout
+    lines = list(to_ndjson(json.loads(whole)))
+    assert json.loads(lines[-1]) == {"end": {"lines": len(lines) - 1}}
+    for size in (7, 1 << 20):
+        text = "".join(lines)
+        with read([text[i : i + size] for i in range(0, len(text), size)]) as parsed:
+            assert [kind for _, kind, _ in parsed.entities] == ["block", "block"]
+            assert [owner for _, owner, _ in parsed.addresses] == [0] * 20
+    cases = {"whole": lines, "cut": lines[:-1], "miscounted": [*lines[:-2], lines[-1]]}
+    for name, chosen in cases.items():
+        path = tmp_path / f"{name}.ndjson"
+        path.write_text("".join(chosen))
+        url = f"sqlite:///{tmp_path}/{name}.db"
+        done = melange("--db", url, "import", str(path))
+        if name == "whole":
+            assert done.returncode == 0, done.stderr
+            assert melange("--db", url, "export").stdout == whole
+        else:
+            assert done.returncode == 2 and "Error: " in done.stderr, (name, done.stderr)
+            assert melange("--db", url, "ip", "list").stdout == "", name
