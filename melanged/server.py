@@ -1,6 +1,7 @@
 """melanged's Unix socket: every melange command, for peers the kernel identifies.
 
-Protocol (docs/protocol.md): one JSON object per line each way. The request
+Protocol (docs/protocol.md): one JSON object per line each way (a large result
+streams as several lines, an import's file is uploaded as several). The request
 is validated (size, JSON, version, operation, parameter names and types)
 before anything touches the store; who the peer is comes from SO_PEERCRED and
 SO_PEERGROUPS, never from the request, and is settled at accept, before a byte
