@@ -27,6 +27,8 @@ _DECODER = json.JSONDecoder()
 # A value the decoder found cut short within this many characters of the text read so
 # far may go on in the next piece: read more and decode it again.
 _CUT = 16
+# No entity or address is near this long: one that is would be held whole.
+MAX_VALUE = 16 << 20
 
 
 class Cursor:
@@ -90,16 +92,22 @@ class Cursor:
                 value, end = _DECODER.raw_decode(self.text, self.pos)
             except json.JSONDecodeError as error:
                 cut = error.pos >= len(self.text) - _CUT or error.msg.startswith("Unterminated")
-                if cut and not self._ended and self._more(double=True):
+                if cut and not self._ended and self._longer():
                     continue
                 self.pos = max(self.pos, min(error.pos, len(self.text)))
                 self.fail(error.msg)
             except RecursionError:
                 raise InvalidInput("not a melange export (its JSON is nested too deeply)") from None
-            if end == len(self.text) and not self._ended and self._more(double=True):
+            if end == len(self.text) and not self._ended and self._longer():
                 continue  # a number or a word may go on in the next piece
             self.pos = end
             return value
+
+    def _longer(self) -> bool:
+        """More text for a value cut short; InvalidInput past MAX_VALUE."""
+        if len(self.text) - self.pos > MAX_VALUE:
+            raise InvalidInput(f"line {self.line()}: an entity longer than {MAX_VALUE >> 20} MiB")
+        return self._more(double=True)
 
     def fail(self, message: str) -> None:
         raise InvalidInput(f"line {self.line()}: not valid JSON ({message})")

@@ -223,17 +223,27 @@ def _read_json(pieces: Iterable[str], parsed: Parsed) -> None:
 # -- melange CSV
 
 
+MAX_LINE = 1 << 20  # no row of these files is near this long: one that is would be held
+
+
 def _lines(pieces: Iterable[str]) -> Iterator[str]:
     """The text's lines, each with its newline (a CR stays, for the csv module to read
-    as `newline=""` would hand it over)."""
-    rest = ""
+    as `newline=""` would hand it over); InvalidInput for one over MAX_LINE."""
+    rest: list[str] = []
+    size = 0
+    number = 0
     for piece in pieces:
-        parts = (rest + piece).split("\n")
-        rest = parts.pop()
-        for part in parts:
-            yield part + "\n"
-    if rest:
-        yield rest
+        parts = piece.split("\n")
+        for part in parts[:-1]:
+            number += 1
+            yield "".join(rest) + part + "\n"
+            rest, size = [], 0
+        rest.append(parts[-1])
+        size += len(parts[-1])
+        if size > MAX_LINE:
+            raise InvalidInput(f"line {number + 1}: longer than {MAX_LINE >> 20} MiB")
+    if size:
+        yield "".join(rest)
 
 
 def _csv_reader(pieces: Iterable[str]) -> csv.DictReader:

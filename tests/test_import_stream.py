@@ -15,6 +15,7 @@ import json
 import os
 import subprocess
 import sys
+from itertools import chain
 from pathlib import Path
 
 import pytest
@@ -332,3 +333,14 @@ def test_the_ndjson_form_of_an_export_imports_too(tmp_path):
         else:
             assert done.returncode == 2 and "Error: " in done.stderr, (name, done.stderr)
             assert melange("--db", url, "ip", "list").stdout == "", name
+
+
+def test_a_line_or_an_entity_beyond_reason_is_refused_not_held():
+    """A CSV line over 1 MiB, a JSON entity over 16 MiB: refused as they grow, whatever
+    the pieces they come in."""
+    huge = ("x" * (1 << 16) for _ in range(20))
+    with pytest.raises(InvalidInput, match="line 2: longer than 1 MiB"):
+        read(chain(["kind,name\n"], huge)).close()
+    endless = ("y" * (1 << 20) for _ in range(40))
+    with pytest.raises(InvalidInput, match="line 1: an entity longer than 16 MiB"):
+        read(chain([HEAD + '"blocks": [{"name": "'], endless)).close()
