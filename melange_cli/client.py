@@ -96,6 +96,8 @@ def stream(
 
 
 UPLOAD_CHUNK = 64 << 10  # characters of the document in one chunk line (well under 1 MiB)
+# An upload's answer comes when the import is done: a million addresses take minutes.
+UPLOAD_ANSWER_TIMEOUT = 3600.0
 
 
 def upload(path: str, operation: str, params: dict[str, Any], pieces: Iterable[str]) -> Any:
@@ -121,6 +123,7 @@ def upload(path: str, operation: str, params: dict[str, Any], pieces: Iterable[s
                     break
             if sending:
                 _send(sock, json.dumps({"end": {"chunks": count}}).encode() + b"\n")
+            sock.settimeout(UPLOAD_ANSWER_TIMEOUT)
         except OSError as error:
             raise StoreUnavailable(f"lost melanged at {path}: {error}") from None
         return _answer(path, _read(path, lines))

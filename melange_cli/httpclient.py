@@ -17,7 +17,7 @@ import http.client
 import json
 import re
 import ssl
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from typing import Any
 from urllib.parse import quote, urlencode, urlsplit
 
@@ -38,6 +38,7 @@ BadResponse = http.client.HTTPException  # not HTTP, or an answer that ended mid
 Closed = http.client.RemoteDisconnected  # the server closed before its answer began
 
 TIMEOUT = 300.0  # a long import or export may take minutes; the socket client waits as long
+UPLOAD_TIMEOUT = 3600.0  # a streamed import's answer: a million addresses take minutes
 CONNECT_TIMEOUT = 10.0  # a host that drops packets is exit 6 in seconds, not minutes
 PAGE_SIZE = 1000  # the largest page the API serves: fewest round trips for a long list
 ERROR_BODY_LIMIT = 64 * 1024  # a refusal is one short object; never read a proxy's novel
@@ -83,10 +84,17 @@ class Remote:
         given = {key: value for key, value in params.items() if value is not None}
         target = self.prefix + fill_path(route, given) + query_string(given)
         headers = {**self.headers, "Content-Type": "text/plain; charset=utf-8"}
-        body = (piece.encode() for piece in pieces if piece)
+
+        def body() -> Iterator[bytes]:
+            if self.connection is not None and self.connection.sock is not None:
+                self.connection.sock.settimeout(UPLOAD_TIMEOUT)  # the answer: when it is done
+            for piece in pieces:
+                if piece:
+                    yield piece.encode()
+
         self.close()  # a body that cannot be sent twice goes on a connection of its own
         try:
-            response = self._send(route.method, target, body, headers)
+            response = self._send(route.method, target, body(), headers)
         except (Closed, ConnectionResetError, BrokenPipeError):
             response = self._early_answer()
         if response.status >= 300:
