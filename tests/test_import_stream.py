@@ -2,9 +2,10 @@
 
 The memory tests import an export of ADDRESSES addresses into a fresh store, the CLI
 in a child process and melanged (socket and HTTP in one process) as a process of its
-own, and read their peaks from the kernel. The code that read the whole file first
-peaked at about 117 MB for 50,000 addresses (338 MB for 200,000); streamed, both
-stay near the interpreter's own size. benchmarks/streaming.py measures 1,000,000.
+own, and read their peaks from the kernel. The code that read the file whole needed
+about 1.4 KB an address (338 MB at 200,000, 1,425 MB at 1,000,000): some 110 MB for
+ADDRESSES, over the bound; streamed, both stay near the interpreter's own size (59 MB
+directly at 1,000,000). benchmarks/streaming.py measures 1,000,000.
 The socket's framing has its tests in tests/test_streaming.py.
 """
 
@@ -30,7 +31,7 @@ from tests.support.socket_daemon import SocketDaemon
 from tests.support.sql import dump_store
 from tests.test_streaming import PEAK_MB, _vm_hwm, melange, peak_mb
 
-ADDRESSES = 50_000  # the code that read the file whole peaked at 117 MB for these
+ADDRESSES = 50_000
 
 
 @pytest.fixture(scope="module")
