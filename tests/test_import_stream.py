@@ -2,9 +2,9 @@
 
 The memory tests import an export of ADDRESSES addresses into a fresh store, the CLI
 in a child process and melanged (socket and HTTP in one process) as a process of its
-own, and read their peaks from the kernel. The code that read the file whole needed
-about 1.4 KB an address (338 MB at 200,000, 1,425 MB at 1,000,000): some 110 MB for
-ADDRESSES, over the bound; streamed, both stay near the interpreter's own size (59 MB
+own, and read their peaks from the kernel. The code that read the file whole peaked
+at 125 MB for ADDRESSES directly (338 MB at 200,000, 1,425 MB at 1,000,000), over the
+bound; streamed, both stay near the interpreter's own size (61 MB here, 59 MB
 directly at 1,000,000). benchmarks/streaming.py measures 1,000,000.
 The socket's framing has its tests in tests/test_streaming.py.
 """
