@@ -121,6 +121,18 @@ def note(block_id: int, addresses: Iterable[int]) -> None:
         noted.append((block_id, addresses))
 
 
+class Spans(list):
+    """Noted addresses as (first, last) runs already: an import's million addresses are
+    never listed one by one."""
+
+
+def note_runs(block_id: int, spans: list[tuple[int, int]]) -> None:
+    """`note` for addresses already made into runs (each at most MAX_RUN long)."""
+    noted = _noted.get()
+    if noted is not None:
+        noted.append((block_id, Spans(spans)))
+
+
 @contextmanager
 def noting() -> Iterator[None]:
     """Collect `note`s for the `record` made inside; a retried transaction starts afresh."""
@@ -159,9 +171,16 @@ def runs(values: Iterable[int]) -> list[tuple[int, int]]:
 def _noted_runs() -> dict[int, list[tuple[int, int]]]:
     """The noted addresses as runs, per block."""
     by_block: dict[int, list[int]] = {}
+    made: dict[int, list[tuple[int, int]]] = {}
     for block_id, values in _noted.get() or []:
-        by_block.setdefault(block_id, []).extend(values)
-    return {block_id: runs(values) for block_id, values in by_block.items()}
+        if isinstance(values, Spans):
+            made.setdefault(block_id, []).extend(values)
+        else:
+            by_block.setdefault(block_id, []).extend(values)
+    found = {block_id: runs(values) for block_id, values in by_block.items()}
+    for block_id, spans in made.items():
+        found[block_id] = sorted(found.get(block_id, []) + spans)
+    return found
 
 
 def _identity(kind: str, result: Any) -> tuple[int | None, int | None, str | None]:

@@ -9,12 +9,13 @@ and each block it lands in is then touched and has its free space rebuilt.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from bisect import bisect_left
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import Connection, insert, select
+from sqlalchemy import Connection, func, insert, select
 
 from melange import audit, holds
 from melange import blocks as block_ops
@@ -28,36 +29,44 @@ from melange.validate import format_mac, parse_ip, parse_mac, validate_hostname,
 
 INSERT_BATCH = 5000
 CLASHES_SHOWN = 5
+LOOKUP = 500  # values in one IN (...) of a batch's check
 
 
 def import_addresses(
     conn: Connection,
-    pending: list[tuple[int, int, dict]],
+    pending: Iterable[tuple[int, int, dict]],
     hold_seconds: int,
+    errors: list[str],
     progress: Callable[[int, int], None] | None = None,
-) -> list[str]:
-    """Insert addresses as they were (state, times), then recompute each block's free
-    space; the problems found, each with its line (nothing is inserted if there are any).
-    `progress(written, total)` follows the inserts, batch by batch, from (0, total)."""
+    total: int = 0,
+) -> int:
+    """Insert addresses as they were (state, times), a batch at a time as they are read,
+    then recompute each block's free space; how many were listed. Each problem goes to
+    `errors` with its line (the caller then rolls everything back). Whether an address
+    or an active MAC is listed twice is asked of the store, which holds the batches
+    written so far: nothing grows with the file but the runs of addresses noted for
+    the audit trail. `progress(written, total)` follows the batches from (0, total)."""
     checker = _Checker.of(conn, hold_seconds)
-    errors: list[str] = []
-    rows: list[dict] = []
+    batch = _Batch(conn, checker, errors)
+    if progress is not None:
+        progress(0, total)
+    read = 0
     for line, block_id, entry in pending:
+        read += 1
         try:
-            rows.append(checker.row(block_id, entry))
+            batch.add(line, checker.row(block_id, entry))
         except MALFORMED as error:
             errors.append(problem(line, "address", error))
-    errors.extend(_clashes(conn, rows, {b for _, b, _ in pending}, checker.blocks))
-    if errors or not rows:
-        return errors
+        if len(batch.rows) >= INSERT_BATCH:
+            batch.write()
+            if progress is not None:
+                progress(read, max(total, read))
+    batch.write()
     if progress is not None:
-        progress(0, len(rows))
-    for start in range(0, len(rows), INSERT_BATCH):
-        conn.execute(insert(ip_addresses), rows[start : start + INSERT_BATCH])
-        if progress is not None:
-            progress(min(start + INSERT_BATCH, len(rows)), len(rows))
-    _refresh_blocks(conn, rows, checker.blocks)
-    return errors
+        progress(read, max(total, read))
+    if not errors:
+        _refresh_blocks(conn, batch, checker.blocks)
+    return batch.written
 
 
 @dataclass
@@ -102,7 +111,7 @@ class _Checker:
             raise InvalidInput(f"unknown interface {vif!r}")
         allocated, released, held_until = self._times(entry, state)
         self.seen.add((block_id, value))
-        return {
+        return {  # the batch's own repeats are caught here, earlier batches' in the store
             "block_id": block_id,
             "address": value,
             "mac": mac,
@@ -165,33 +174,139 @@ def when(text: str | None) -> datetime | None:
     return moment.replace(tzinfo=None)
 
 
-def _clashes(conn: Connection, rows: list[dict], block_ids: set[int], block_rows) -> list[str]:
-    """Listed addresses a block already has (a NetBox file names existing blocks): the
-    first few, as one statement for all the blocks finds them."""
-    taken = {
-        (r.block_id, r.address)
-        for r in conn.execute(
-            select(ip_addresses.c.block_id, ip_addresses.c.address).where(
-                ip_addresses.c.block_id.in_(block_ids or {-1})
-            )
+@dataclass
+class _Batch:
+    """Rows checked but not yet written. Before a batch goes in, the store is asked
+    which of its addresses and active MACs a block already has: one written earlier by
+    this import (an id above the store's highest before it) was listed twice in the
+    file; an older one is taken already (a NetBox file names existing blocks)."""
+
+    conn: Connection
+    checker: _Checker
+    errors: list[str]
+    rows: list[tuple[int, dict]] = field(default_factory=list)
+    written: int = 0
+    clashes: int = 0
+    allocated: dict[int, int] = field(default_factory=dict)
+    runs: dict[int, Runs] = field(default_factory=dict)
+    before: int | None = None
+
+    def add(self, line: int, row: dict) -> None:
+        self.rows.append((line, row))
+
+    def write(self) -> None:
+        if not self.rows:
+            return
+        if self.before is None:
+            top = self.conn.execute(select(func.max(ip_addresses.c.id))).scalar()
+            self.before = top or 0
+        rows = self._unrepeated()
+        if rows and not self.errors:
+            self.conn.execute(insert(ip_addresses), rows)
+        for row in rows:
+            block_id = row["block_id"]
+            self.runs.setdefault(block_id, Runs()).add(row["address"])
+            if row["state"] == "allocated":
+                self.allocated[block_id] = self.allocated.get(block_id, 0) + 1
+        self.written += len(rows)
+        self.rows = []
+        self.checker.seen.clear()
+        self.checker.active_macs.clear()
+
+    def _unrepeated(self) -> list[dict]:
+        """The batch's rows but those whose address or active MAC the store has in
+        their block, each of those a problem of its line."""
+        by_block: dict[int, list[tuple[int, dict]]] = {}
+        for line, row in self.rows:
+            by_block.setdefault(row["block_id"], []).append((line, row))
+        kept: list[dict] = []
+        for block_id, rows in sorted(by_block.items()):
+            block = self.checker.blocks[block_id]
+            taken = self._taken(block_id, [row["address"] for _, row in rows])
+            macs = self._active_macs(block_id, [r["active_mac"] for _, r in rows])
+            for line, row in rows:
+                found = taken.get(row["address"])
+                if found is not None and found > (self.before or 0):
+                    text = ip_text(row["address"], block.version)
+                    self.errors.append(f"line {line}: {text} is listed twice in block "
+                                       f"{block.cidr}")  # fmt: skip
+                elif found is not None:
+                    self.clashes += 1
+                    if self.clashes <= CLASHES_SHOWN:
+                        text = ip_text(row["address"], block.version)
+                        self.errors.append(f"{text} is already allocated in {block.cidr}")
+                elif row["active_mac"] is not None and row["active_mac"] in macs:
+                    mac = format_mac(row["active_mac"])
+                    self.errors.append(f"line {line}: MAC {mac} holds two addresses in "
+                                       f"{block.cidr}")  # fmt: skip
+                else:
+                    kept.append(row)
+        return kept
+
+    def _taken(self, block_id: int, values: list[int]) -> dict[int, int]:
+        """Those of `values` the block has (address -> row id): one range read."""
+        ip = ip_addresses.c
+        query = select(ip.address, ip.id).where(
+            ip.block_id == block_id, ip.address >= min(values), ip.address <= max(values)
         )
-    }
-    clash = [r for r in rows if (r["block_id"], r["address"]) in taken]
-    return [
-        f"{ip_text(r['address'], block_rows[r['block_id']].version)} is already "
-        f"allocated in {block_rows[r['block_id']].cidr}"
-        for r in clash[:CLASHES_SHOWN]
-    ]
+        wanted = set(values)
+        return {a: i for a, i in self.conn.execute(query) if a in wanted}
+
+    def _active_macs(self, block_id: int, macs: list[int | None]) -> set[int]:
+        """Those of `macs` active on an address of the block already."""
+        ip = ip_addresses.c
+        given = sorted({m for m in macs if m is not None})
+        found: set[int] = set()
+        for start in range(0, len(given), LOOKUP):
+            query = select(ip.active_mac).where(
+                ip.block_id == block_id, ip.active_mac.in_(given[start : start + LOOKUP])
+            )
+            found.update(self.conn.execute(query).scalars())
+        return found
 
 
-def _refresh_blocks(conn: Connection, rows: list[dict], block_rows) -> None:
+class Runs:
+    """Addresses as sorted, disjoint (first, last) runs: what the audit trail keeps of
+    them, made as they come (a sorted file only ever extends the last run)."""
+
+    def __init__(self) -> None:
+        self.firsts: list[int] = []
+        self.lasts: list[int] = []
+
+    def add(self, value: int) -> None:
+        firsts, lasts = self.firsts, self.lasts
+        if lasts and lasts[-1] + 1 == value:
+            lasts[-1] = value
+            return
+        at = bisect_left(firsts, value)
+        joins_left = at > 0 and lasts[at - 1] + 1 >= value
+        joins_right = at < len(firsts) and firsts[at] - 1 <= value
+        if joins_left and joins_right:
+            lasts[at - 1] = max(lasts[at], value)
+            del firsts[at], lasts[at]
+        elif joins_left:
+            lasts[at - 1] = max(lasts[at - 1], value)
+        elif joins_right:
+            firsts[at] = min(firsts[at], value)
+        else:
+            firsts.insert(at, value)
+            lasts.insert(at, value)
+
+    def spans(self) -> list[tuple[int, int]]:
+        """The runs cut to audit.MAX_RUN addresses at most, as audit.runs cuts them."""
+        found: list[tuple[int, int]] = []
+        for first, last in zip(self.firsts, self.lasts, strict=True):
+            while last - first >= audit.MAX_RUN:
+                found.append((first, first + audit.MAX_RUN - 1))
+                first += audit.MAX_RUN
+            found.append((first, last))
+        return found
+
+
+def _refresh_blocks(conn: Connection, batch: _Batch, block_rows) -> None:
     """Each block that received addresses: one change (generation) with its new allocated
     count, free space recomputed, and the addresses noted for the audit trail."""
-    by_block: dict[int, list[dict]] = {}
-    for r in rows:
-        by_block.setdefault(r["block_id"], []).append(r)
-    for block_id, mine in sorted(by_block.items()):
-        allocated = sum(1 for r in mine if r["state"] == "allocated")
-        block_ops.touch(conn, block_id, allocated=allocated)
+    for block_id, runs in sorted(batch.runs.items()):
+        block_ops.touch(conn, block_id, allocated=batch.allocated.get(block_id, 0))
         block_ops.free_space(conn, block_rows[block_id]).rebuild()
-        audit.note(block_id, [r["address"] for r in mine])
+        audit.note_runs(block_id, runs.spans())

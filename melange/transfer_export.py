@@ -11,6 +11,7 @@ JSON and CSV text, are melange.transfer_format's.
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator
+from itertools import groupby
 from typing import Any
 
 from sqlalchemy import Connection, Select, select
@@ -184,68 +185,74 @@ def _address(row, version: int) -> dict:
     }
 
 
-def _interfaces(conn: Connection, network: str | None) -> list[dict]:
-    """The interfaces, each with its allowed IPs when it has any (two statements)."""
-    query = select(interfaces).order_by(interfaces.c.vif_id)
-    if network is not None:
-        query = query.where(interfaces.c.network == network)
-    allowed = _allowed(conn, network)
-    found = []
-    for r in conn.execute(query):
-        item = {
-            "vif_id": r.vif_id,
-            "network": r.network,
-            "device": r.device,
-            "tenant": r.tenant,
-            "mac": format_mac(r.mac),
-        }
-        if r.id in allowed:  # only then: an export without any is what it always was
-            item["allowed_ips"] = allowed[r.id]
-        found.append(item)
-    return found
-
-
-def _allowed(conn: Connection, network: str | None) -> dict[int, list[dict]]:
-    """Each interface's allowances (held addresses' too: they come back with a restore),
-    as the (CIDR, address) of a block in the interface's network."""
+def _interfaces(conn: Connection, network: str | None) -> Iterator[dict]:
+    """The interfaces, each with its allowed IPs when it has any: one statement (each
+    interface's rows side by side), read in batches as they are handed on."""
     a, ip = allowed_ips.c, ip_addresses.c
-    query = (
-        select(a.interface_id, blocks.c.cidr, blocks.c.version, ip.address)
+    allowed = (
+        select(a.interface_id, blocks.c.cidr, blocks.c.version, ip.address, blocks.c.first_addr)
         .join(ip_addresses, ip.id == a.ip_address_id)
         .join(blocks, blocks.c.id == ip.block_id)
-        .order_by(a.interface_id, blocks.c.version, ip.address, blocks.c.first_addr)
+    )
+    if network is not None:  # held addresses' too: they come back with a restore
+        allowed = allowed.where(blocks.c.network == network)
+    theirs = allowed.subquery()
+    query = (
+        select(interfaces, theirs.c.cidr.label("allowed_cidr"),
+               theirs.c.version.label("allowed_version"),
+               theirs.c.address.label("allowed_address"))  # fmt: skip
+        .outerjoin(theirs, theirs.c.interface_id == interfaces.c.id)
+        .order_by(interfaces.c.vif_id, theirs.c.version, theirs.c.address, theirs.c.first_addr)
     )
     if network is not None:
-        query = query.where(blocks.c.network == network)
-    found: dict[int, list[dict]] = {}
-    for row in conn.execute(query):
-        entry = {"cidr": row.cidr, "address": ip_text(row.address, row.version)}
-        found.setdefault(row.interface_id, []).append(entry)
-    return found
+        query = query.where(interfaces.c.network == network)
+    options = {"stream_results": True, "yield_per": STREAM_BATCH}
+    item: dict | None = None
+    current = None
+    for r in conn.execute(query.execution_options(**options)):
+        if r.id != current:
+            if item is not None:
+                yield item
+            current = r.id
+            item = {
+                "vif_id": r.vif_id,
+                "network": r.network,
+                "device": r.device,
+                "tenant": r.tenant,
+                "mac": format_mac(r.mac),
+            }
+        if r.allowed_cidr is not None:  # only then: an export without any is as it was
+            entry = {"cidr": r.allowed_cidr, "address": ip_text(r.allowed_address,
+                                                                r.allowed_version)}  # fmt: skip
+            item.setdefault("allowed_ips", []).append(entry)  # type: ignore[union-attr]
+    if item is not None:
+        yield item
 
 
-def _nat_mappings(conn: Connection, network: str | None) -> list[dict]:
+def _nat_mappings(conn: Connection, network: str | None) -> Iterator[dict]:
     """Every NAT mapping (held addresses' too), each side as its block's (network, CIDR)
-    and the address; for one network, those with both sides in it (one statement)."""
+    and the address; for one network, those with both sides in it. One statement, read
+    in batches by inside global address; the few mappings of one such address (in
+    blocks of several networks) put in their order here."""
     query = natlinks.joined().add_columns(
         natlinks.GB.c.network.label("global_network"),
         natlinks.LB.c.network.label("local_network"),
     )
     if network is not None:
         query = query.where(natlinks.GB.c.network == network, natlinks.LB.c.network == network)
-    rows = sorted(conn.execute(query), key=_nat_order)
-    return [
-        {
-            "global_network": row.global_network,
-            "global_cidr": row.global_cidr,
-            "inside_global": ip_text(row.global_address, row.global_version),
-            "local_network": row.local_network,
-            "local_cidr": row.local_cidr,
-            "inside_local": ip_text(row.local_address, row.local_version),
-            "created_at": iso(row.created_at),
-        }
-        for row in rows
-    ]
+    query = query.order_by(None).order_by(natlinks.GB.c.version, natlinks.G.c.address)
+    rows = conn.execute(query.execution_options(stream_results=True, yield_per=STREAM_BATCH))
+    for _, group in groupby(rows, key=lambda row: (row.global_version, row.global_address)):
+        for row in sorted(group, key=_nat_order):
+            yield {
+                "global_network": row.global_network,
+                "global_cidr": row.global_cidr,
+                "inside_global": ip_text(row.global_address, row.global_version),
+                "local_network": row.local_network,
+                "local_cidr": row.local_cidr,
+                "inside_local": ip_text(row.local_address, row.local_version),
+                "created_at": iso(row.created_at),
+            }
 
 
 def _nat_order(row) -> tuple:

@@ -9,9 +9,9 @@ problem means nothing is imported.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
-from typing import Annotated
+from typing import Annotated, Any
 
 from sqlalchemy import Connection, select
 
@@ -23,58 +23,63 @@ from melange.models import blocks
 from melange.params import Document
 from melange.transfer_addresses import import_addresses
 from melange.transfer_links import Allowance, import_links
-from melange.transfer_parse import MALFORMED, Entity, parse, problem, refuse
+from melange.transfer_parse import MALFORMED, Entity, Parsed, Problems, problem, read, refuse
 from melange.validate import is_decimal, parse_cidr, parse_ip, parse_mac
 
 COUNTED = ("policies", "mac_ranges", "blocks", "interfaces", "addresses", "routes",
            "allowed_ips", "nat_mappings")  # fmt: skip
 # Dependencies first: policies before the blocks naming them, blocks before the
-# interfaces taking addresses in their network, NetBox addresses after every prefix.
+# interfaces taking addresses in their network; addresses come after them all.
 ORDER = {"policy": 0, "mac_range": 1, "block": 2, "netbox_prefix": 2, "interface": 3,
-         "netbox_address": 4, "nat_mapping": 5}  # fmt: skip
+         "nat_mapping": 5}  # fmt: skip
 
 
 def import_text(
     store,
     *,
-    text: Annotated[str, Document()],
+    text: Annotated[str, Document()] = "",
     format: str = "melange",  # noqa: A002  (the CLI's option name)
     source: str = "-",
     progress: Callable[[int, int], None] | None = None,
+    chunks: Iterable[str] | None = None,
 ) -> dict:
-    """`melange import FILE`: parse, then one audited write transaction."""
-    entities = parse(text, format)
+    """`melange import FILE`: read the file (given whole as `text`, or in `chunks` as
+    it arrives: an upload, a large file), then one audited write transaction. The file
+    is read before the transaction starts, its addresses spooled to disk, so memory
+    stays the same whatever its size and a slow upload holds no lock."""
+    with read(chunks if chunks is not None else (text,), format) as parsed:
 
-    def change(conn):
-        with audit.noting():
-            result = import_entities(
-                conn, entities, progress=progress, hold_seconds=store.release_hold
-            )
-            audit.record(
-                conn, actor=audit.who()[0], via="import", command="import",
-                params={"file": source, "format": format}, result=result,
-            )  # fmt: skip
-        return result
+        def change(conn):
+            with audit.noting():
+                result = import_entities(
+                    conn, parsed, progress=progress, hold_seconds=store.release_hold
+                )
+                audit.record(
+                    conn, actor=audit.who()[0], via="import", command="import",
+                    params={"file": source, "format": format}, result=result,
+                )  # fmt: skip
+            return result
 
-    return store.write(change)
+        return store.write(change)
 
 
 @dataclass
 class _Import:
-    """What one import has made so far: counts, the blocks it created (subnets name their
-    parent by CIDR), and the addresses left for last, (line, block id, fields) each."""
+    """What one import has made so far: counts, the blocks it created (by their index
+    among the file's entities, and by (network, CIDR): subnets name their parent by
+    CIDR), and the allowed IPs and NAT mappings left for last."""
 
     conn: Connection
     counts: dict[str, int] = field(default_factory=lambda: dict.fromkeys(COUNTED, 0))
     block_ids: dict[tuple, int] = field(default_factory=dict)
-    addresses: list[tuple[int, int, dict]] = field(default_factory=list)
+    made: dict[int, int] = field(default_factory=dict)  # entity index -> block id
     allowances: list[Allowance] = field(default_factory=list)
     mappings: list[tuple[int, dict]] = field(default_factory=list)
 
 
 def import_entities(
     conn: Connection,
-    entities: list[Entity],
+    parsed: Parsed,
     *,
     progress: Callable[[int, int], None] | None = None,
     hold_seconds: int = holds.DEFAULT_HOLD_SECONDS,
@@ -84,25 +89,57 @@ def import_entities(
     `held_until` is held for `hold_seconds` from its release. `progress(done, total)`
     counts the entities made, then starts again from (0, total) for the addresses written."""
     run = _Import(conn)
-    errors: list[str] = []
-    ordered = sorted(entities, key=lambda e: (ORDER.get(e[1], 9), _block_depth(e), e[0]))
-    for done, (line, kind, item) in enumerate(ordered, start=1):
+    errors = Problems()
+    entities = parsed.entities
+    ordered = sorted(range(len(entities)), key=lambda i: _order(entities[i]))
+    for done, index in enumerate(ordered, start=1):
+        line, kind, item = entities[index]
         try:
             importer = _IMPORTERS.get(kind)
             if importer is not None:
-                importer(run, line, item)
+                made = importer(run, line, item)
+                if made is not None:
+                    run.made[index] = made
         except MALFORMED as error:
             errors.append(problem(line, kind, error))
         if progress is not None:
             progress(done, len(ordered))
-    errors.extend(import_addresses(conn, run.addresses, hold_seconds, progress))
-    run.counts["addresses"] = len(run.addresses)
+    pending = _placed(run, parsed.addresses, errors)
+    run.counts["addresses"] = import_addresses(
+        conn, pending, hold_seconds, errors, progress, parsed.addresses.count
+    )
     if not errors:  # links name addresses: only once every address is in
         counts, problems = import_links(conn, run.allowances, run.mappings)
         run.counts.update(counts)
         errors.extend(problems)
     refuse(errors)
     return run.counts
+
+
+def _placed(run: _Import, spooled: Iterable[Any], errors: Problems) -> Iterator[tuple]:
+    """The spooled addresses as (line, block id, fields): an exported one in the block it
+    was listed in (none if that block was refused), a NetBox one in the deepest block of
+    its VRF that holds it."""
+    for line, owner, entry in spooled:
+        if owner >= 0:
+            if owner in run.made:
+                yield line, run.made[owner], entry
+            continue
+        try:
+            block_id = _netbox_block(run.conn, entry)
+            fields = {
+                "address": entry["address"].split("/")[0],
+                "hostname": entry["hostname"],
+                "tenant": entry["tenant"],
+            }
+        except MALFORMED as error:
+            errors.append(problem(line, "netbox_address", error))
+            continue
+        yield line, block_id, fields
+
+
+def _order(entity: Entity) -> tuple:
+    return (ORDER.get(entity[1], 9), _block_depth(entity), entity[0])
 
 
 def _block_depth(entity: Entity) -> tuple[int, int]:
@@ -146,17 +183,18 @@ def _mac_range(run: _Import, line: int, item: dict) -> None:
     run.counts["mac_ranges"] += 1
 
 
-def _block(run: _Import, line: int, item: dict) -> None:
-    """A block (or NetBox prefix) with its routes; its addresses wait until every
-    interface they may name exists."""
+def _block(run: _Import, line: int, item: dict) -> int:
+    """A block (or NetBox prefix) with its routes (its id); its addresses wait until
+    every interface they may name exists."""
     key, block_id = _create_block(run.conn, item, run.block_ids)
     run.block_ids[key] = block_id
     run.counts["blocks"] += 1
     for route in item.get("routes") or []:
         routes.add(run.conn, str(block_id), route["destination"], gateway=route["gateway"])
         run.counts["routes"] += 1
-    for entry in item.get("addresses") or []:
-        run.addresses.append((entry.pop("_line", line), block_id, entry))
+    if item.get("addresses") is not None:  # a list streams past: anything else is wrong
+        raise InvalidInput(f"addresses must be a list, not {type(item['addresses']).__name__}")
+    return block_id
 
 
 def _create_block(conn: Connection, item: dict, known: dict[tuple, int]) -> tuple[tuple, int]:
@@ -210,24 +248,13 @@ def _interface(run: _Import, line: int, item: dict) -> None:
     )
     run.counts["interfaces"] += 1
     for entry in item.get("allowed_ips") or []:
-        allowance = (entry.pop("_line", line), interface_id, item["vif_id"], item["network"], entry)
+        allowance = (entry.get("_line", line), interface_id, item["vif_id"], item["network"], entry)
         run.allowances.append(allowance)
 
 
 def _nat_mapping(run: _Import, line: int, item: dict) -> None:
     """A NAT mapping, left for after the addresses it names."""
     run.mappings.append((line, item))
-
-
-def _netbox_address(run: _Import, line: int, item: dict) -> None:
-    """A NetBox address, left for last like an exported block's addresses."""
-    block_id = _netbox_block(run.conn, item)
-    fields = {
-        "address": item["address"].split("/")[0],
-        "hostname": item["hostname"],
-        "tenant": item["tenant"],
-    }
-    run.addresses.append((line, block_id, fields))
 
 
 def _netbox_block(conn: Connection, item: dict) -> int:
@@ -246,12 +273,11 @@ def _netbox_block(conn: Connection, item: dict) -> int:
     return rows[0].id
 
 
-_IMPORTERS: dict[str, Callable[[_Import, int, dict], None]] = {
+_IMPORTERS: dict[str, Callable[[_Import, int, dict], int | None]] = {
     "policy": _policy,
     "mac_range": _mac_range,
     "block": _block,
     "netbox_prefix": _block,
     "interface": _interface,
-    "netbox_address": _netbox_address,
     "nat_mapping": _nat_mapping,
 }

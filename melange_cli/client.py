@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 import socket
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from itertools import count
 from typing import Any
 
@@ -31,24 +31,26 @@ def _connect(sock: socket.socket, path: str) -> None:
             time.sleep(0.01)
 
 
-def _send(sock: socket.socket, data: bytes) -> None:
+def _send(sock: socket.socket, data: bytes) -> bool:
     """Write the request, but stop as soon as melanged answers: a refusal (turned away
     at accept, or a request over 1 MiB) is sent while we are still writing, and the
     daemon closes the connection after it. Whatever happens to the write, the answer
-    waiting to be read is what the caller gets, never a broken pipe."""
+    waiting to be read is what the caller gets, never a broken pipe. False when it
+    stopped so (an answer is waiting)."""
     import select
 
     view = memoryview(data)
     while view:
         readable, writable, _ = select.select([sock], [sock], [], TIMEOUT)
         if readable:
-            return  # an answer before the whole request: a refusal, read next
+            return False  # an answer before the whole request: a refusal, read next
         if not writable:
             raise StoreUnavailable("melanged stopped reading the request") from None
         try:
             view = view[sock.send(view[:65536]) :]
         except (BrokenPipeError, ConnectionResetError):
-            return  # closed after its answer: the reason is waiting to be read
+            return False  # closed after its answer: the reason is waiting to be read
+    return True
 
 
 def call(path: str, operation: str, params: dict[str, Any]) -> Any:
@@ -91,6 +93,40 @@ def stream(
             else:
                 _answer(path, response)  # a failure after the first chunk: raised
                 raise StoreUnavailable(f"melanged at {path} sent an unknown stream line")
+
+
+UPLOAD_CHUNK = 64 << 10  # characters of the document in one chunk line (well under 1 MiB)
+# An upload's answer comes when the import is done: a million addresses take minutes.
+UPLOAD_ANSWER_TIMEOUT = 3600.0
+
+
+def upload(path: str, operation: str, params: dict[str, Any], pieces: Iterable[str]) -> Any:
+    """Run `operation` with its document uploaded as it is read (docs/protocol.md,
+    "Streamed uploads"): the request line, chunk lines, the end line, then the one
+    answer line. An answer that comes before the end (a refusal, a problem in the
+    document) stops the writing and is what the caller gets."""
+    request = {"version": PROTOCOL_VERSION, "id": next(_ids), "op": operation,
+               "params": params, "upload": True}  # fmt: skip
+    sock, lines = _open(path, request)
+    with sock, lines:
+        count = 0
+        sending = True
+        try:
+            for piece in pieces:
+                for start in range(0, len(piece), UPLOAD_CHUNK):
+                    line = json.dumps({"chunk": piece[start : start + UPLOAD_CHUNK]})
+                    sending = _send(sock, line.encode() + b"\n")
+                    count += 1
+                    if not sending:
+                        break
+                if not sending:
+                    break
+            if sending:
+                _send(sock, json.dumps({"end": {"chunks": count}}).encode() + b"\n")
+            sock.settimeout(UPLOAD_ANSWER_TIMEOUT)
+        except OSError as error:
+            raise StoreUnavailable(f"lost melanged at {path}: {error}") from None
+        return _answer(path, _read(path, lines))
 
 
 STREAMING = object()  # _answer's value for the first line of a streamed result

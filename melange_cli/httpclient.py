@@ -17,7 +17,7 @@ import http.client
 import json
 import re
 import ssl
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Iterator
 from typing import Any
 from urllib.parse import quote, urlencode, urlsplit
 
@@ -38,6 +38,7 @@ BadResponse = http.client.HTTPException  # not HTTP, or an answer that ended mid
 Closed = http.client.RemoteDisconnected  # the server closed before its answer began
 
 TIMEOUT = 300.0  # a long import or export may take minutes; the socket client waits as long
+UPLOAD_TIMEOUT = 3600.0  # a streamed import's answer: a million addresses take minutes
 CONNECT_TIMEOUT = 10.0  # a host that drops packets is exit 6 in seconds, not minutes
 PAGE_SIZE = 1000  # the largest page the API serves: fewest round trips for a long list
 ERROR_BODY_LIMIT = 64 * 1024  # a refusal is one short object; never read a proxy's novel
@@ -74,6 +75,43 @@ class Remote:
         else:
             response = self._request(route.method, path, json.dumps(rest).encode())
         return self._result(response, route)
+
+    def upload(self, operation: str, params: dict[str, Any], pieces: Iterable[str]) -> Any:
+        """Run `operation` with its document as the body, sent chunked as it is read
+        (melanged.http.upload); the other parameters in the query string. An answer
+        given before the whole body was sent (a refusal) is read, never a broken pipe."""
+        route = route_of(operation)
+        given = {key: value for key, value in params.items() if value is not None}
+        target = self.prefix + fill_path(route, given) + query_string(given)
+        headers = {**self.headers, "Content-Type": "text/plain; charset=utf-8"}
+
+        def body() -> Iterator[bytes]:
+            if self.connection is not None and self.connection.sock is not None:
+                self.connection.sock.settimeout(UPLOAD_TIMEOUT)  # the answer: when it is done
+            for piece in pieces:
+                if piece:
+                    yield piece.encode()
+
+        self.close()  # a body that cannot be sent twice goes on a connection of its own
+        try:
+            response = self._send(route.method, target, body(), headers)
+        except (Closed, ConnectionResetError, BrokenPipeError):
+            response = self._early_answer()
+        if response.status >= 300:
+            raise self._refusal(response)
+        return self._result(response, route)
+
+    def _early_answer(self) -> Response:
+        """The answer melanged sent while the body was still going (then it closed)."""
+        try:
+            assert self.connection is not None
+            self.last = self.connection.getresponse()
+            return self.last
+        except (AssertionError, OSError, http.client.HTTPException):
+            self.close()
+            raise StoreUnavailable(
+                f"melanged at {self.url} closed the connection during the upload"
+            ) from None
 
     def close(self) -> None:
         if self.connection is not None:
@@ -197,7 +235,8 @@ class Remote:
             raise self._refusal(response)
         return response
 
-    def _send(self, method: str, target: str, body: bytes | None, headers: dict[str, str]):
+    def _send(self, method: str, target: str, body: bytes | Iterable[bytes] | None,
+              headers: dict[str, str]):  # fmt: skip
         """One request and its response's head; connection failures become exit 6."""
         if self.last is not None and (self.last.will_close or not self.last.isclosed()):
             self.close()  # the server ends the connection, or an unread body is in the way

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+
 import click
 
 from melange_cli import output
@@ -44,41 +47,76 @@ def export(app: App, fmt, network):
 def import_(app: App, file, format_):
     """Import a melange export (JSON or CSV) or NetBox CSV; all of it or nothing."""
     fmt = app.output_format()
-    if not output.wants_progress(fmt):
-        text = _read(file, None)
-        result = app.call("import", text=text, format=format_, source=file)
-        output.emit(fmt, result, IMPORTED)
-        return
-    phases = ("reading (characters)", "creating (entities)", "writing (addresses)")
-    with output.phased_bar(f"importing {file}", phases) as advance:
-        text = _read(file, advance)
-        result = app.call("import", progress=advance, text=text, format=format_, source=file)
+    with _bar(fmt, file) as advance:
+        # the file read a piece at a time as the import takes it: directly, uploaded
+        # through melanged's socket (a streamed request) or its HTTP API (a streamed body)
+        chunks = _chunks(file, advance)
+        params = {"format": format_, "source": file}
+        remote = None if app.socket else app.remote()
+        if app.socket:
+            from melange_cli import client
+
+            result = client.upload(app.socket, "import", params, chunks)
+        elif remote is not None:
+            result = remote.upload("import", params, chunks)
+        else:
+            result = app.call("import", progress=advance, chunks=chunks, **params)
     output.emit(fmt, result, IMPORTED)
+
+
+@contextmanager
+def _bar(fmt: str, file: str) -> Iterator[Callable[[int, int], None] | None]:
+    """The import's progress bar on a terminal (bytes read, then entities made, then
+    addresses written: through melanged, its reading only), else no callback."""
+    if not output.wants_progress(fmt):
+        yield None
+        return
+    phases = ("reading (bytes)", "creating (entities)", "writing (addresses)")
+    with output.phased_bar(f"importing {file}", phases) as advance:
+        yield advance
 
 
 READ_CHUNK = 1 << 20
 
 
-def _read(file: str, progress) -> str:
-    """The file's text, read a MiB at a time, `progress(characters read, total)` after
-    each (the total is the size in bytes, which a UTF-8 file's characters never exceed;
-    a bar that ends a little short of full says the file was not all ASCII)."""
+def _chunks(file: str, progress) -> Iterator[str]:
+    """The file's text, a MiB at a time, `progress(bytes read, size)` after each (the
+    size of standard input is known at its end only). The file is opened here, before
+    anything is sent: one that cannot be read is exit 2 whatever the channel."""
     import os
 
     from melange.errors import InvalidInput
 
     try:
         size = os.path.getsize(file) if file != "-" else 0
-        parts: list[str] = []
-        read = 0
-        with click.open_file(file, encoding="utf-8") as handle:
+        handle = click.open_file(file, "rb")
+    except OSError as error:
+        raise InvalidInput(f"cannot read {file}: {error}") from None
+    return _pieces(file, handle, size, progress)
+
+
+def _pieces(file: str, handle, size: int, progress) -> Iterator[str]:
+    import codecs
+
+    from melange.errors import InvalidInput
+
+    try:
+        with handle:
+            decoder = codecs.getincrementaldecoder("utf-8")()
+            read = 0
             while chunk := handle.read(READ_CHUNK):
-                parts.append(chunk)
                 read += len(chunk)
                 if progress is not None and size:
-                    progress(read, size)
-        if progress is not None:  # standard input's size is known at its end only
-            progress(read, max(size, read))
+                    progress(read, max(size, read))
+                yield decoder.decode(chunk)
+            yield decoder.decode(b"", final=True)
+            if progress is not None:
+                progress(read, max(size, read))
     except (OSError, UnicodeDecodeError) as error:
         raise InvalidInput(f"cannot read {file}: {error}") from None
-    return "".join(parts)
+
+
+def _read(file: str, progress) -> str:
+    """The file's whole text, read as `_chunks` reads it (for a caller that wants it
+    whole: a small file)."""
+    return "".join(_chunks(file, progress))

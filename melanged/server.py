@@ -1,6 +1,7 @@
 """melanged's Unix socket: every melange command, for peers the kernel identifies.
 
-Protocol (docs/protocol.md): one JSON object per line each way. The request
+Protocol (docs/protocol.md): one JSON object per line each way (a large result
+streams as several lines, an import's file is uploaded as several). The request
 is validated (size, JSON, version, operation, parameter names and types)
 before anything touches the store; who the peer is comes from SO_PEERCRED and
 SO_PEERGROUPS, never from the request, and is settled at accept, before a byte
@@ -25,6 +26,7 @@ import struct
 import threading
 import time
 from collections import Counter
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -198,6 +200,25 @@ class Streamed:
     request_id: object
 
 
+@dataclass(frozen=True)
+class Upload:
+    """A checked request whose document follows it in chunk lines (docs/protocol.md,
+    "Streamed uploads"): run by the handler, which reads the lines as the import takes
+    them."""
+
+    name: str
+    params: dict
+    request_id: object
+
+
+# The operations that take a document, and its parameter, which an upload fills.
+UPLOADED = {"import": "text"}
+
+
+class TooLarge(Exception):
+    """A line over MAX_REQUEST: refused with invalid_input, the connection closed."""
+
+
 class PeerGone(Exception):
     """A streamed result's reader went away (not an OSError: nothing on the way maps it)."""
 
@@ -219,17 +240,27 @@ class _Handler(socketserver.BaseRequestHandler):
             if isinstance(response, Streamed):
                 if not self._stream(server, response):
                     return
+            elif isinstance(response, Upload):
+                if not self._upload(server, response):
+                    return
             else:
                 self._send(response)
 
     def _read_line(self, deadline: float) -> bytes | None:
         """One request line, whole within the deadline (a byte now and then does not
         extend it); None when the peer is gone, too slow or over the size limit."""
+        try:
+            return self._next_line(deadline)
+        except TooLarge:
+            self._send(error_response(InvalidInput("request larger than 1 MiB")))
+            return None
+
+    def _next_line(self, deadline: float) -> bytes | None:
+        """_read_line's line; TooLarge past MAX_REQUEST."""
         conn: socket.socket = self.request
         while b"\n" not in self.pending:
             if len(self.pending) > MAX_REQUEST:
-                self._send(error_response(InvalidInput("request larger than 1 MiB")))
-                return None
+                raise TooLarge()
             remaining = deadline - time.monotonic()
             if remaining <= 0:
                 return None
@@ -243,9 +274,47 @@ class _Handler(socketserver.BaseRequestHandler):
             self.pending += chunk
         line, self.pending = self.pending.split(b"\n", 1)
         if len(line) > MAX_REQUEST:
-            self._send(error_response(InvalidInput("request larger than 1 MiB")))
-            return None
+            raise TooLarge()
         return line
+
+    def _upload(self, server: SocketServer, upload: Upload) -> bool:
+        """A streamed upload (docs/protocol.md): the chunk lines handed to the operation
+        as it reads them, each within REQUEST_DEADLINE, then one answer line. False (the
+        connection is closed) when the answer comes before the end line: the rest of the
+        upload is never read, and the client, reading the answer, stops writing."""
+        ended = False
+
+        def pieces() -> Iterator[str]:
+            nonlocal ended
+            count = 0
+            while True:
+                try:
+                    line = self._next_line(time.monotonic() + REQUEST_DEADLINE)
+                except TooLarge:
+                    raise InvalidInput("an upload line is larger than 1 MiB") from None
+                if line is None:
+                    raise InvalidInput("the upload stopped before its end line (nothing done)")
+                piece = _upload_line(line, count)
+                if piece is None:
+                    ended = True
+                    return
+                count += 1
+                yield piece
+
+        params = {**upload.params, "chunks": pieces()}
+        try:
+            result = operations.run(server.store, upload.name, params, actor=self.peer.user,
+                                    via="socket")  # fmt: skip
+            response = {"version": PROTOCOL_VERSION, "id": upload.request_id, "ok": True,
+                        "result": result}  # fmt: skip
+        except MelangeError as error:
+            response = error_response(error, upload.request_id)
+        except Exception as error:  # noqa: BLE001  (a bug: reported, the daemon goes on)
+            log.exception("internal error serving an upload of %s", self.peer.user)
+            failure = MelangeError(f"internal error: {type(error).__name__}")
+            response = error_response(failure, upload.request_id)
+        self._send(response)
+        return ended
 
     def _stream(self, server: SocketServer, streamed: Streamed) -> bool:
         """A streamed result (docs/protocol.md): a head line, chunk lines of up to CHUNK
@@ -378,7 +447,7 @@ class SocketServer(socketserver.ThreadingMixIn, socketserver.UnixStreamServer):
             if not self.by_uid[peer.uid]:
                 del self.by_uid[peer.uid]
 
-    def answer(self, peer: Peer, line: bytes) -> dict | Streamed:
+    def answer(self, peer: Peer, line: bytes) -> dict | Streamed | Upload:
         request_id = None
         try:
             try:
@@ -396,6 +465,10 @@ class SocketServer(socketserver.ThreadingMixIn, socketserver.UnixStreamServer):
                     f"(it needs {_needed(name)}; see {ROLE_KEYS})"
                 )
             check_host_local(peer, name, params)
+            if request.get("upload") is True:
+                if name not in UPLOADED or UPLOADED[name] in params:
+                    raise InvalidInput(f"{name} takes no upload (or its document twice)")
+                return Upload(name, params, request_id)
             if request.get("stream") is True and name in streaming.STREAMED:
                 return Streamed(name, params, request_id)
             result = GROUP.run(self.store, name, params, actor=peer.user, via="socket")
@@ -412,6 +485,21 @@ class SocketServer(socketserver.ThreadingMixIn, socketserver.UnixStreamServer):
         self.shutdown()
         self.server_close()
         self.path.unlink(missing_ok=True)
+
+
+def _upload_line(line: bytes, count: int) -> str | None:
+    """The text of one upload line, or None for its end line (which counts the chunks,
+    so a client that lost some is told from a whole one)."""
+    try:
+        value = json.loads(line)
+    except (ValueError, UnicodeDecodeError, RecursionError):
+        raise InvalidInput("an upload line is not valid JSON") from None
+    if isinstance(value, dict) and isinstance(value.get("chunk"), str) and len(value) == 1:
+        return value["chunk"]
+    end = value.get("end") if isinstance(value, dict) else None
+    if isinstance(end, dict) and end.get("chunks") == count and len(value) == 1:
+        return None
+    raise InvalidInput("an upload line is neither {\"chunk\": text} nor its end line")
 
 
 def _needed(name: str) -> str:

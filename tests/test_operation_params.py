@@ -233,6 +233,7 @@ def test_every_command_sends_what_its_operation_declares(monkeypatch, tmp_path):
         result = click.testing.CliRunner().invoke(cli, argv, catch_exceptions=False)
         assert result.exit_code == 99, (words, result.exit_code, result.stderr)
     declared = {name: operations.parameters(name) for name in operations.OPERATIONS}
+    declared["import"] = declared["import"] - {"text"}  # the CLI streams its file (chunks)
     assert sent == declared
 
 

@@ -22,6 +22,7 @@ from pathlib import Path
 import pytest
 
 from melange import operations
+from melange.errors import InvalidInput
 from melange.store import Store
 from tests.support import ROOT
 from tests.support.http_daemon import HttpDaemon
@@ -81,22 +82,82 @@ def big(tmp_path_factory) -> str:
     return url
 
 
-def test_an_import_over_one_mib_through_the_socket_is_refused_not_a_broken_pipe(tmp_path):
+def test_an_import_over_one_mib_goes_through_the_socket_streamed(tmp_path):
+    """The CLI uploads a large file in chunk lines; one request line over 1 MiB (the
+    file as `text`) is still refused with invalid_input, never a broken pipe."""
+    from melange_cli import client
+
     url = f"sqlite:///{tmp_path}/m.db"
     store = Store(url)
     store.ensure_schema()
     operations.run(store, "block.create", {"cidr": "10.0.0.0/16", "name": "b", "network": "n"})
     operations.run(store, "block.allocate", {"block": "b", "count": 12_000})
     exported = melange("--db", url, "export").stdout
+    store.close()
     assert len(exported) > 2_000_000
     (tmp_path / "export.json").write_text(exported)
-    with SocketDaemon(url, tmp_path / "d") as daemon:
+    with SocketDaemon(f"sqlite:///{tmp_path}/new.db", tmp_path / "d") as daemon:
         for _ in range(3):
-            done = melange("--socket", str(daemon.socket), "import", str(tmp_path / "export.json"))
-            assert (done.returncode, done.stderr) == (2, "Error: request larger than 1 MiB\n")
-            assert done.stdout == ""
+            with pytest.raises(InvalidInput, match="request larger than 1 MiB"):
+                client.call(str(daemon.socket), "import", {"text": exported})
+        done = melange("--socket", str(daemon.socket), "import", str(tmp_path / "export.json"))
+        assert done.returncode == 0, done.stderr
         assert melange("--socket", str(daemon.socket), "export").stdout == exported
-    store.close()
+
+
+def _upload(path: Path, lines: list[bytes], close_early: bool = False) -> dict | None:
+    """Send an upload's lines as they are; the answer line (None: the daemon closed)."""
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
+        sock.settimeout(60)
+        sock.connect(str(path))
+        for line in lines:
+            try:
+                sock.sendall(line)
+            except (BrokenPipeError, ConnectionResetError):
+                break
+        if close_early:
+            try:
+                sock.shutdown(socket.SHUT_WR)
+            except OSError:
+                pass  # closed by the daemon already: its answer is waiting
+        with sock.makefile("rb") as stream:
+            answer = stream.readline()
+            return json.loads(answer) if answer else None
+
+
+def test_a_socket_upload_is_a_request_chunks_and_an_end(tmp_path):
+    """docs/protocol.md, "Streamed uploads": each way of getting it wrong is one
+    invalid_input answer and nothing imported; the right one imports."""
+    url = f"sqlite:///{tmp_path}/u.db"
+    Store(url).ensure_schema()
+    text = ('{"format": "melange-export", "version": 1, "blocks": [{"addresses": '
+            '[{"address": "10.1.0.5"}], "cidr": "10.1.0.0/24", "network": "u"}]}\n')  # fmt: skip
+    head = {"version": 1, "id": 4, "op": "import", "params": {"format": "melange"},
+            "upload": True}  # fmt: skip
+
+    def lines(*parts: object) -> list[bytes]:
+        return [json.dumps(part).encode() + b"\n" for part in parts]
+
+    pieces = [{"chunk": text[:50]}, {"chunk": text[50:]}]
+    with SocketDaemon(url, tmp_path / "d") as daemon:
+        wrong = {
+            "end count": lines(head, *pieces, {"end": {"chunks": 3}}),
+            "not a chunk": lines(head, pieces[0], {"chunk": 5}),
+            "no end": lines(head, *pieces),
+            "twice": lines({**head, "params": {"text": text}}, *pieces),
+            "other op": lines({**head, "op": "block.list", "params": {}}),
+            "line over 1 MiB": lines(head, {"chunk": "x" * (1 << 20)}),
+        }
+        for case, sent in wrong.items():
+            answer = _upload(daemon.socket, sent, close_early=True)
+            assert answer is not None, case
+            assert (answer["ok"], answer["error"]["code"], answer["error"]["exit_code"]) == (
+                False, "invalid_input", 2), (case, answer)  # fmt: skip
+            assert answer["id"] == 4, case
+        assert melange("--socket", str(daemon.socket), "ip", "list").stdout == ""
+        answer = _upload(daemon.socket, lines(head, *pieces, {"end": {"chunks": 2}}))
+        assert answer is not None and answer["ok"] and answer["result"]["addresses"] == 1
+        assert melange("--socket", str(daemon.socket), "ip", "list").stdout.startswith("10.1.0.5")
 
 
 def _raw(path: Path, request: dict) -> list[dict]:

@@ -38,7 +38,7 @@ from melange.operations import OPERATIONS, Operation
 from melange.store import Store
 from melange.transfer_stream import ndjson_lines
 from melanged.batching import GROUP
-from melanged.http import auth, inputs, openapi, problems, ui
+from melanged.http import auth, inputs, openapi, problems, ui, upload
 from melanged.http.listen import Limits
 
 log = logging.getLogger("melanged.http")
@@ -149,6 +149,9 @@ def endpoint(service: Service, name: str) -> Endpoint:
         client = request.client.host if request.client else ""
         header = request.headers.get("authorization")
         identity = await service.in_pool(admit, store, name, header, client) if large else None
+        if large and upload.streamed(request):  # the body is the file, read as it comes
+            return answer(operation, request, await upload.run(request, store, identity,
+                                                                limits), None)  # fmt: skip
         body = b""
         if http.method in openapi.BODY_METHODS:
             body = await inputs.body_of(request, body_limit, limits.body_timeout)
