@@ -19,6 +19,7 @@ leader has committed (or failed) and set its outcome.
 from __future__ import annotations
 
 import threading
+from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -27,19 +28,31 @@ from melange.errors import MelangeError
 from melange.operations import Request
 from melange.store import Store
 
-# Writes that join a lane. Releases only on SQLite: on a server an address's block is
-# known only once it is read, and a batch of several blocks would lock them in any order.
+# Writes that join a lane: allocations, and releases (on a server all releases of a
+# store share one lane; the batch locks their blocks in one order, operations.run_batch).
 BATCHED = frozenset({"block.allocate", "ip.release"})
-SERVER_BATCHED = frozenset({"block.allocate"})
+SERVER_BATCHED = frozenset({"block.allocate", "ip.release"})
 
 
 @dataclass
 class Stats:
-    """What the lanes did: transactions run, requests served, the largest batch."""
+    """What the lanes did: transactions run, requests served, the largest batch, and how
+    many transactions had each number of requests."""
 
     transactions: int = 0
     requests: int = 0
     largest: int = 0
+    sizes: Counter[int] = field(default_factory=Counter)
+
+    def count(self, size: int) -> None:
+        self.transactions += 1
+        self.requests += size
+        self.largest = max(self.largest, size)
+        self.sizes[size] += 1
+
+    def snapshot(self) -> dict[str, Any]:
+        return {"transactions": self.transactions, "requests": self.requests,
+                "largest": self.largest, "sizes": dict(self.sizes)}  # fmt: skip
 
     def batched(self) -> int:
         """Requests that shared a transaction with another."""
@@ -78,14 +91,18 @@ class _Lane:
 
 def lane_of(store: Store, name: str, params: dict[str, Any]) -> tuple | None:
     """Which lane a request joins, or None to run it on its own: every batched write
-    of an SQLite store shares one; on a server, allocations from one block do (as the
-    caller named it: two spellings of one block make two lanes, never a wrong one)."""
+    of an SQLite store shares one. On a server, allocations from one block do (as the
+    caller named it: two spellings of one block make two lanes, never a wrong one), and
+    releases share one lane of their own: an address's block is known only once it is
+    read, so their batch reads them first and locks the blocks in order."""
     if store.backend == "sqlite":
         return (store, "") if name in BATCHED else None
+    if name not in SERVER_BATCHED:
+        return None
+    if name == "ip.release":
+        return (store, "release", "")
     block = params.get("block")
-    if name in SERVER_BATCHED and isinstance(block, str):
-        return (store, block)
-    return None
+    return (store, "block", block) if isinstance(block, str) else None
 
 
 class GroupCommit:
@@ -100,6 +117,11 @@ class GroupCommit:
         """Requests queued behind a running transaction, in every lane."""
         with self._lock:
             return sum(len(lane.waiting) for lane in self._lanes.values())
+
+    def running(self) -> int:
+        """Lanes whose leader is running a transaction."""
+        with self._lock:
+            return len(self._lanes)
 
     def run(self, store: Store, name: str, params: dict[str, Any], *, actor: str,
             via: str) -> Any:  # fmt: skip
@@ -133,9 +155,7 @@ class GroupCommit:
                 if not entry.answered:
                     entry.answer(MelangeError("internal error: the batch was interrupted"))
             with self._lock:
-                self.stats.transactions += 1
-                self.stats.requests += len(batch)
-                self.stats.largest = max(self.stats.largest, len(batch))
+                self.stats.count(len(batch))
                 if lane.waiting:
                     lane.waiting[0].wake.set()  # not answered: it leads
                 else:
