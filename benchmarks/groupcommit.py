@@ -7,9 +7,13 @@ through its socket in a loop, one connection per request as `melange --socket` m
 it, each with a MAC of its own. All clients of a run start together; the
 allocations that end in a fixed window after a warm-up are counted. Layouts: one
 shared /16 for every client, or a /16 per client. "off" is the same melanged with
-its lanes emptied (melanged.batching: nothing joins a batch), every request its
-own transaction as before group commit; both modes run in the same run,
-interleaved, on fresh blocks, and the median of the repeats is reported.
+its lanes emptied (melanged.batching: nothing joins a batch, so its socket front hands
+every request to a handler thread), every request its own transaction as before group
+commit; both modes run in the same run, interleaved, on fresh blocks, and the median
+of the repeats is reported. Each run is started once melanged watches the store (its
+start-up imports done). In the window, melanged's CPU time (all its threads, from
+/proc) and the clients' (each its own process time) per allocation, the machine's
+idle share, and the transactions by number of requests (melanged's lane counters).
 """
 
 from __future__ import annotations
@@ -49,8 +53,6 @@ def stats(*_):
         json.dump(b.GROUP.stats.snapshot(), out)
     os.replace(os.environ["MELANGE_BENCH_STATS"] + ".part", os.environ["MELANGE_BENCH_STATS"])
 signal.signal(signal.SIGUSR1, stats)
-if os.environ.get("SWITCH"):
-    sys.setswitchinterval(float(os.environ["SWITCH"]))
 from melanged.main import main
 sys.argv[0] = "melanged"
 sys.exit(main())
@@ -181,7 +183,13 @@ def _melanged(url: str, workdir: Path, mode: str):
     at = daemon.argv.index("-m")
     daemon.argv[at:at + 2] = ["-c", MELANGED.format(off=mode == "off")]
     daemon.env["MELANGE_BENCH_STATS"] = str(workdir / "lanes.json")
-    return daemon.start()
+    daemon.start()
+    deadline = time.monotonic() + 60
+    while "watching" not in daemon.log.read_text():  # started: its imports done, first render
+        if time.monotonic() > deadline:
+            raise RuntimeError("melanged did not start watching the store")
+        time.sleep(0.05)
+    return daemon
 
 
 def _backends() -> list[str]:

@@ -14,12 +14,21 @@ wait in the lane; when it has committed, the first of them leads the next
 transaction, taking every request waiting by then. Nobody is answered before
 the commit that holds their result: a follower's thread sleeps until its
 leader has committed (or failed) and set its outcome.
+
+A request can also be submitted with a function to call with its outcome
+(`submit`: the socket's front, melanged.front, whose one thread reads every
+connection and must never wait): nobody's thread waits for it, so when such a
+request is next in line, a runner thread kept for that leads the lane instead.
 """
 
 from __future__ import annotations
 
+import functools
+import logging
+import queue
 import threading
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -27,6 +36,8 @@ from melange import operations
 from melange.errors import MelangeError
 from melange.operations import Request
 from melange.store import Store
+
+log = logging.getLogger("melanged.batching")
 
 # Writes that join a lane: allocations, and releases (on a server all releases of a
 # store share one lane; the batch locks their blocks in one order, operations.run_batch).
@@ -61,9 +72,11 @@ class Stats:
 
 @dataclass
 class _Entry:
-    """One waiting request; `wake` is set when it is answered or must lead."""
+    """One waiting request; `wake` is set when it is answered or must lead. A submitted
+    one has `done` instead, called with its outcome, and no thread waiting."""
 
     request: Request
+    done: Callable[[Any], None] | None = None
     wake: threading.Event = field(default_factory=threading.Event)
     answered: bool = False
     result: Any = None
@@ -75,6 +88,11 @@ class _Entry:
         else:
             self.result = outcome
         self.answered = True
+        if self.done is not None:
+            try:
+                self.done(outcome)
+            except Exception:  # noqa: BLE001  (one caller's hand-off never stops a batch)
+                log.exception("answering a batched request failed")
         self.wake.set()
 
     def outcome(self) -> Any:
@@ -111,6 +129,7 @@ class GroupCommit:
     def __init__(self) -> None:
         self._lock = threading.Lock()
         self._lanes: dict[tuple, _Lane] = {}
+        self._runners = _Runners()
         self.stats = Stats()
 
     def waiting(self) -> int:
@@ -137,17 +156,45 @@ class GroupCommit:
             lane.busy = True
         if not leading:
             entry.wake.wait()  # answered, or made the next leader
-        if not entry.answered:
-            self._lead(store, key, lane)
+        if not entry.answered and self._lead(store, key, lane):
+            self._runners.lead(lambda: self._lead_all(store, key, lane))
         return entry.outcome()
 
-    def _lead(self, store: Store, key: tuple, lane: _Lane) -> None:
-        """Run every request waiting in the lane in one transaction, answer each, and
-        hand the lane to the first request that arrived meanwhile (if any)."""
+    def submit(self, store: Store, name: str, params: dict[str, Any], *, actor: str,
+               via: str, done: Callable[[Any], None]) -> None:  # fmt: skip
+        """As `run`, but nobody waits: `done` is called with the request's result or
+        exception, from the runner thread that ran its transaction, once that has
+        committed. Only for a request that has a lane (`lane_of`)."""
+        key = lane_of(store, name, params)
+        if key is None:
+            raise ValueError(f"{name} has no lane to join")
+        entry = _Entry(Request(name, params, actor, via), done=done)
+        with self._lock:
+            lane = self._lanes.setdefault(key, _Lane())
+            lane.waiting.append(entry)
+            idle = not lane.busy
+            lane.busy = True
+        if idle:
+            self._runners.lead(functools.partial(self._lead_all, store, key, lane))
+
+    def _lead_all(self, store: Store, key: tuple, lane: _Lane) -> None:
+        """A runner's turn: lead the lane until it is empty or a waiting thread leads."""
+        while self._lead(store, key, lane):
+            pass
+
+    def _lead(self, store: Store, key: tuple, lane: _Lane) -> bool:
+        """Run every request waiting in the lane in one transaction and answer each; then
+        hand the lane to the first request that arrived meanwhile, if a thread waits for
+        it. True when the next one was submitted (no thread waits): the caller leads on,
+        or has a runner do it."""
         with self._lock:
             batch, lane.waiting = lane.waiting, []
+        submitted_next = counted = False
         try:
             outcomes = _outcomes(store, batch)
+            with self._lock:  # counted before anyone hears of it
+                self.stats.count(len(batch))
+                counted = True
             for entry, outcome in zip(batch, outcomes, strict=True):
                 entry.answer(outcome)
         finally:
@@ -155,12 +202,44 @@ class GroupCommit:
                 if not entry.answered:
                     entry.answer(MelangeError("internal error: the batch was interrupted"))
             with self._lock:
-                self.stats.count(len(batch))
-                if lane.waiting:
-                    lane.waiting[0].wake.set()  # not answered: it leads
-                else:
+                if not counted:
+                    self.stats.count(len(batch))
+                if not lane.waiting:
                     lane.busy = False
                     del self._lanes[key]
+                elif lane.waiting[0].done is None:
+                    lane.waiting[0].wake.set()  # not answered: it leads
+                else:
+                    submitted_next = True
+        return submitted_next
+
+
+class _Runners:
+    """Threads that lead lanes for submitted requests, kept between turns (starting a
+    thread costs about as much as a batched request's whole transaction work)."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._work: queue.SimpleQueue[Callable[[], None]] = queue.SimpleQueue()
+        self._idle = 0
+
+    def lead(self, work: Callable[[], None]) -> None:
+        with self._lock:
+            self._work.put(work)
+            if self._idle:
+                self._idle -= 1
+                return
+        threading.Thread(target=self._serve, name="group-commit", daemon=True).start()
+
+    def _serve(self) -> None:
+        while True:
+            work = self._work.get()
+            try:
+                work()
+            except Exception:  # noqa: BLE001  (a runner outlives any one turn)
+                log.exception("a group commit runner failed")
+            with self._lock:
+                self._idle += 1
 
 
 def _outcomes(store: Store, batch: list[_Entry]) -> list[Any]:

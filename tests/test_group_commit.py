@@ -8,7 +8,9 @@ batches run. Every backend: SQLite files, MariaDB, PostgreSQL.
 
 from __future__ import annotations
 
+import json
 import signal
+import socket
 import sqlite3
 import threading
 import time
@@ -180,8 +182,10 @@ def _send_all(path: Path, requests: list[dict], queued: int, operation: str = "b
             outcomes[index] = error
 
     threads = [threading.Thread(target=send, args=(i,)) for i in range(len(requests))]
+    _wait_for(lambda: GROUP.running() == 0, "the lanes of earlier requests to end")
     threads[0].start()
-    _wait_for(lambda: GROUP.running() >= 1, "the first request to lead its lane")
+    _wait_for(lambda: GROUP.running() >= 1 and GROUP.waiting() == 0,
+              "the first request to be taken by its lane's leader")  # fmt: skip
     for thread in threads[1:]:
         thread.start()
     _wait_for(lambda: GROUP.waiting() >= queued, f"{queued} requests queued")
@@ -362,6 +366,37 @@ def test_a_batch_aborted_by_lock_contention_is_run_again_whole(
     assert {r["mac"]: o[0]["address"] for r, o in zip(requests, outcomes, strict=True)} == stored
     assert len(set(stored.values())) == len(requests)
     assert _audit_rows(store_url) == len(requests)
+
+
+def _line(op: str, params: dict, request_id: int) -> bytes:
+    return json.dumps({"version": 1, "id": request_id, "op": op, "params": params}).encode() + b"\n"
+
+
+def test_one_connection_is_served_in_turn_whichever_way_its_requests_go(
+    socket_server: Path,
+) -> None:
+    """melanged's front answers batched writes itself and hands everything else to a
+    handler thread: on one connection, a write, a read, a write again, then two requests
+    sent in one go, each answered in order with its own id."""
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
+        sock.settimeout(60)
+        sock.connect(str(socket_server))
+        replies = sock.makefile("rb")
+        sock.sendall(_line("block.allocate", {"block": "g", "mac": _mac(8, 0)}, 1))
+        first = json.loads(replies.readline())
+        sock.sendall(_line("block.show", {"block": "g"}, 2))
+        shown = json.loads(replies.readline())
+        sock.sendall(_line("block.allocate", {"block": "g", "mac": _mac(8, 1)}, 3))
+        second = json.loads(replies.readline())
+        sock.sendall(_line("block.allocate", {"block": "g", "mac": _mac(8, 2)}, 4)
+                     + _line("ip.show", {"address": "10.77.0.1"}, 5))  # fmt: skip
+        third, show = json.loads(replies.readline()), json.loads(replies.readline())
+    assert [r["id"] for r in (first, shown, second, third, show)] == [1, 2, 3, 4, 5]
+    assert first["ok"] and second["ok"] and third["ok"], (first, second, third)
+    assert shown["result"]["utilization"]["used"] == 1
+    assert show["result"]["mac"] == _mac(8, 0)
+    assert {r["result"][0]["address"] for r in (first, second, third)} == {
+        "10.77.0.1", "10.77.0.2", "10.77.0.3"}  # fmt: skip
 
 
 def test_a_single_request_runs_at_once(store_url: str, socket_server: Path) -> None:
