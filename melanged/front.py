@@ -39,6 +39,7 @@ if TYPE_CHECKING:
 log = logging.getLogger("melanged.socket")
 LINE_LIMIT = 65536  # a longer first line goes to the usual handler (its own limits apply)
 SWEEP = 1.0  # seconds between checks of the request deadlines
+_LISTEN = object()  # the selector's mark of the listening socket
 
 
 @dataclass(eq=False)
@@ -78,6 +79,31 @@ class Front:
         if not self._call(lambda: self._watch(conn)):
             self._release(conn)  # stopped
 
+    def listen(self) -> None:
+        """Accept the server's connections from now on, in this thread (the server checks
+        each peer and hands it to `adopt`)."""
+        listening = self.server.socket
+        listening.setblocking(False)
+
+        def register() -> None:
+            self._selector.register(listening, selectors.EVENT_READ, _LISTEN)
+
+        self._call(register)
+
+    def stop_listening(self) -> None:
+        """Accept nothing more; returns once the front has stopped accepting."""
+        stopped = threading.Event()
+
+        def unregister() -> None:
+            try:
+                self._selector.unregister(self.server.socket)
+            except (KeyError, ValueError):
+                pass
+            stopped.set()
+
+        if self._call(unregister):
+            stopped.wait(timeout=30)
+
     def stop(self) -> None:
         """Stop reading; connections still here are closed (their peers see it as a lost
         melanged, as when a handler thread ends with the daemon)."""
@@ -105,6 +131,8 @@ class Front:
             for key, _mask in self._selector.select(timeout=SWEEP):
                 if key.data is None:
                     self._run_inbox()
+                elif key.data is _LISTEN:
+                    self.server.accept_one()  # accept, check the peer, adopt (or refuse)
                 else:
                     self._readable(key.data)
             now = time.monotonic()

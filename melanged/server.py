@@ -329,6 +329,7 @@ class SocketServer(socketserver.ThreadingMixIn, socketserver.UnixStreamServer):
         os.chmod(self.path, 0o660)
         from melanged.front import Front
 
+        self._serving = threading.Event()
         self.front = Front(self)  # reads the connections; hands most to handler threads
 
     def process_request(self, request: Request, client_address: object) -> None:
@@ -437,6 +438,24 @@ class SocketServer(socketserver.ThreadingMixIn, socketserver.UnixStreamServer):
             return error_response(
                 MelangeError(f"internal error: {type(error).__name__}"), request_id
             )
+
+    def serve_forever(self, poll_interval: float = 0.5) -> None:
+        """The front accepts the connections itself (melanged.front: no thread between
+        accept and the first read); this waits until `shutdown`."""
+        self._serving.clear()
+        self.front.listen()
+        self._serving.wait()
+
+    def accept_one(self) -> None:
+        """Accept a waiting connection (from the front's thread): checked, then adopted by
+        the front or turned away (process_request)."""
+        # socketserver's own step of serve_forever (not in typeshed's stubs)
+        self._handle_request_noblock()  # type: ignore[attr-defined]
+
+    def shutdown(self) -> None:
+        """No connection is accepted after this returns."""
+        self.front.stop_listening()
+        self._serving.set()
 
     def close(self) -> None:
         self.shutdown()
