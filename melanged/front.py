@@ -5,11 +5,12 @@ Why: with a thread per connection, sixteen clients allocating at once kept
 seventeen threads busy in melanged, each taking the GIL for a few microseconds
 of socket and JSON work between the batch leader's statements; the leader
 waited for the GIL after every statement, and starting a thread per connection
-cost about as much as a batched allocation. Here one thread waits on every
-connection at once (selectors): it reads a request line, checks it as the
-socket server does, and submits an allocation or a release to its lane
-(melanged.batching.GroupCommit.submit); the lane's runner answers it after the
-commit, and this thread writes the answer. Anything else (reads, streams,
+cost about as much as a batched allocation. Here one thread accepts the
+connections (the server checks each peer, as before) and waits on all of them
+at once (selectors): it reads a request line, checks it as the socket server
+does, and submits an allocation or a release to its lane
+(melanged.batching.GroupCommit.submit); the lane's runner writes the answer
+right after the commit. Anything else (reads, streams,
 admin work, a request split over several lines, a peer slow to read its
 answer) is handed, with the bytes read so far, to a thread running the socket
 server's usual handler, which serves the connection from then on exactly as
