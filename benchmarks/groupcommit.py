@@ -7,9 +7,13 @@ through its socket in a loop, one connection per request as `melange --socket` m
 it, each with a MAC of its own. All clients of a run start together; the
 allocations that end in a fixed window after a warm-up are counted. Layouts: one
 shared /16 for every client, or a /16 per client. "off" is the same melanged with
-its lanes emptied (melanged.batching: nothing joins a batch), every request its
-own transaction as before group commit; both modes run in the same run,
-interleaved, on fresh blocks, and the median of the repeats is reported.
+its lanes emptied (melanged.batching: nothing joins a batch, so its socket front hands
+every request to a handler thread), every request its own transaction as before group
+commit; both modes run in the same run, interleaved, on fresh blocks, and the median
+of the repeats is reported. Each run is started once melanged watches the store (its
+start-up imports done). In the window, melanged's CPU time (all its threads, from
+/proc) and the clients' (each its own process time) per allocation, the machine's
+idle share, and the transactions by number of requests (melanged's lane counters).
 """
 
 from __future__ import annotations
@@ -37,10 +41,22 @@ ROOT = Path(__file__).resolve().parent.parent
 CLIENTS = 16
 START_DELAY = 0.1
 MODES = ("on", "off")
-# melanged with no lane: what it did before group commit (the benchmark's contrast only).
-OFF = ("import melanged.batching as b; b.BATCHED = b.SERVER_BATCHED = frozenset(); "
-       "import sys; from melanged.main import main; sys.argv[0] = 'melanged'; "
-       "sys.exit(main())")
+# melanged as shipped ("on") or with no lane ("off": what it did before group commit, the
+# benchmark's contrast only); SIGUSR1 writes its lanes' counters to MELANGE_BENCH_STATS.
+MELANGED = """
+import json, os, signal, sys
+import melanged.batching as b
+if {off}:
+    b.BATCHED = b.SERVER_BATCHED = frozenset()
+def stats(*_):
+    with open(os.environ["MELANGE_BENCH_STATS"] + ".part", "w") as out:
+        json.dump(b.GROUP.stats.snapshot(), out)
+    os.replace(os.environ["MELANGE_BENCH_STATS"] + ".part", os.environ["MELANGE_BENCH_STATS"])
+signal.signal(signal.SIGUSR1, stats)
+from melanged.main import main
+sys.argv[0] = "melanged"
+sys.exit(main())
+"""
 
 
 def _timing(quick: bool) -> tuple[float, float, int]:
@@ -67,12 +83,15 @@ class _Clients:
         for proc in self.procs:
             proc.wait(timeout=30)
 
-    def run(self, socket: str, blocks: list[str], warmup: float, window: float) -> dict:
-        """One client per entry of `blocks`, started together: rate and latencies."""
+    def run(self, daemon, blocks: list[str], warmup: float, window: float) -> dict:
+        """One client per entry of `blocks`, started together: rate, latencies, and the CPU
+        time melanged and the clients spent in the window, per allocation."""
         start_at = time.monotonic() + START_DELAY
         procs = self.procs[: len(blocks)]
+        before = _lane_stats(daemon)
+        cpu = _CpuWindow(daemon.proc.pid, start_at + warmup, start_at + warmup + window)
         for proc, block in zip(procs, blocks, strict=True):
-            command = {"socket": socket, "block": block, "start_at": start_at,
+            command = {"socket": str(daemon.socket), "block": block, "start_at": start_at,
                        "warmup": warmup, "window": window}  # fmt: skip
             proc.stdin.write(json.dumps(command) + "\n")
             proc.stdin.flush()
@@ -82,15 +101,73 @@ class _Clients:
             if not line:
                 raise RuntimeError(f"a benchmark client died (exit status {proc.wait()})")
             replies.append(json.loads(line))
+        cpu.join()
+        after = _lane_stats(daemon)
         latencies = sorted(us for r in replies for us in r["latencies_us"])
-        done = len(latencies)
+        done = len(latencies) or 1
+        sizes = {int(k): v - before["sizes"].get(k, 0) for k, v in after["sizes"].items()}
+        transactions = after["transactions"] - before["transactions"]
         return {
-            "rate": done / window,
+            "rate": len(latencies) / window,
             "p50_ms": _percentile(latencies, 0.50) / 1000,
             "p99_ms": _percentile(latencies, 0.99) / 1000,
             "errors": sum(r["errors"] for r in replies),
             "error_sample": next((r["sample"] for r in replies if r["sample"]), None),
+            "server_cpu_ms": cpu.server * 1000 / done,
+            "client_cpu_ms": sum(r["cpu_s"] for r in replies) * 1000 / done,
+            "idle": cpu.idle,
+            "batch": (after["requests"] - before["requests"]) / max(1, transactions),
+            "sizes": {k: v for k, v in sorted(sizes.items()) if v},
         }
+
+
+class _CpuWindow:
+    """melanged's CPU seconds (all its threads, /proc/PID/stat) and the machine's idle
+    fraction (/proc/stat) between two monotonic times, sampled by a thread of its own."""
+
+    def __init__(self, pid: int, start: float, end: float) -> None:
+        import threading
+
+        self.server = 0.0
+        self.idle = float("nan")
+        self._thread = threading.Thread(target=self._sample, args=(pid, start, end))
+        self._thread.start()
+
+    def _sample(self, pid: int, start: float, end: float) -> None:
+        time.sleep(max(0.0, start - time.monotonic()))
+        server0, machine0 = _process_cpu(pid), _machine()
+        time.sleep(max(0.0, end - time.monotonic()))
+        server1, machine1 = _process_cpu(pid), _machine()
+        self.server = server1 - server0
+        total = sum(machine1) - sum(machine0)
+        self.idle = (machine1[3] - machine0[3]) / total if total else float("nan")
+
+    def join(self) -> None:
+        self._thread.join()
+
+
+def _process_cpu(pid: int) -> float:
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def _machine() -> list[int]:
+    return [int(v) for v in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
+
+
+def _lane_stats(daemon) -> dict:
+    """melanged's lane counters (the MELANGED wrapper writes them on SIGUSR1)."""
+    import signal
+
+    path = Path(daemon.env["MELANGE_BENCH_STATS"])
+    path.unlink(missing_ok=True)
+    daemon.proc.send_signal(signal.SIGUSR1)
+    deadline = time.monotonic() + 10
+    while not path.exists():
+        if time.monotonic() > deadline:
+            raise RuntimeError("melanged wrote no lane counters")
+        time.sleep(0.005)
+    return json.loads(path.read_text())
 
 
 def _percentile(ordered: list[int], fraction: float) -> float:
@@ -103,10 +180,22 @@ def _melanged(url: str, workdir: Path, mode: str):
     from tests.support.socket_daemon import SocketDaemon
 
     daemon = SocketDaemon(url, workdir)
-    if mode == "off":
-        at = daemon.argv.index("-m")
-        daemon.argv[at:at + 2] = ["-c", OFF]
-    return daemon.start()
+    at = daemon.argv.index("-m")
+    daemon.argv[at:at + 2] = ["-c", MELANGED.format(off=mode == "off")]
+    daemon.env["MELANGE_BENCH_STATS"] = str(workdir / "lanes.json")
+    daemon.start()
+    deadline = time.monotonic() + 60
+    while "watching" not in daemon.log.read_text():  # started: its imports done, first render
+        if time.monotonic() > deadline:
+            raise RuntimeError("melanged did not start watching the store")
+        time.sleep(0.05)
+    return daemon
+
+
+def _backends() -> list[str]:
+    """MELANGE_BENCH_GC_BACKENDS (comma-separated) or every backend."""
+    chosen = os.environ.get("MELANGE_BENCH_GC_BACKENDS")
+    return [b for b in BACKENDS if not chosen or b in chosen.split(",")]
 
 
 def _measure(clients: _Clients, backend: str, quick: bool) -> dict:
@@ -135,8 +224,10 @@ def _measure(clients: _Clients, backend: str, quick: bool) -> dict:
                     for layout, n in (("shared", 1), ("shared", CLIENTS), ("own", CLIENTS)):
                         shared = layout == "shared"
                         blocks = [fresh()] * n if shared else [fresh() for _ in range(n)]
-                        result = clients.run(str(daemon.socket), blocks, warmup, window)
+                        result = clients.run(daemon, blocks, warmup, window)
                         samples.setdefault((mode, layout, n), []).append(result)
+                        print(f"[bench]     {backend} {mode} {layout} {n}: "
+                              f"{json.dumps(result)}", file=sys.stderr, flush=True)
                 finally:
                     daemon.stop()
         store.close()
@@ -167,12 +258,34 @@ def _rows(backend: str, samples: dict) -> tuple[list[list[object]], list[str]]:
     return rows, notes
 
 
+def _cpu_rows(backend: str, samples: dict) -> list[list[object]]:
+    """Where the time goes: CPU per allocation in melanged and in the clients, the
+    machine's idle share, and the requests per transaction."""
+    rows = []
+    for (mode, layout, n), runs in samples.items():
+        sizes: dict[int, int] = {}
+        for s in runs:
+            for size, times in s["sizes"].items():
+                sizes[size] = sizes.get(size, 0) + times
+        spread = ", ".join(f"{size}: {times}" for size, times in sorted(sizes.items())[:8])
+        rows.append([
+            BACKEND_LABELS[backend], mode, f"{n} {'on one /16' if layout == 'shared' else 'own'}",
+            f"{median([s['rate'] for s in runs]):.0f}",
+            f"{median([s['server_cpu_ms'] for s in runs]):.2f}",
+            f"{median([s['client_cpu_ms'] for s in runs]):.2f}",
+            f"{100 * median([s['idle'] for s in runs]):.0f} %",
+            f"{median([s['batch'] for s in runs]):.1f}", spread or "-",
+        ])  # fmt: skip
+    return rows
+
+
 def run(quick: bool) -> str:
     rows: list[list[object]] = []
+    cpu_rows: list[list[object]] = []
     notes: list[str] = []
     clients = _Clients(CLIENTS)
     try:
-        for backend in BACKENDS:
+        for backend in _backends():
             print(f"[bench]   groupcommit: {backend}", file=sys.stderr, flush=True)
             try:
                 samples = _measure(clients, backend, quick)
@@ -180,6 +293,7 @@ def run(quick: bool) -> str:
                 notes.append(f"{BACKEND_LABELS[backend]} skipped: {error}")
                 continue
             more_rows, more_notes = _rows(backend, samples)
+            cpu_rows += _cpu_rows(backend, samples)
             rows += more_rows
             notes += more_notes
     finally:
@@ -191,7 +305,12 @@ def run(quick: bool) -> str:
     method = (__doc__ or "").split("\n\n", 1)[1].replace("\n", " ").strip() + (
         f" Warm-up {warmup} s, window {window} s, {repeats} repeat(s)."
     )
-    body = table(header, rows) + ("\n\n" + "\n".join(f"- {n}" for n in notes) if notes else "")
+    cpu_header = ["backend", "group commit", "clients", "allocs/s", "melanged CPU ms / alloc",
+                  "clients' CPU ms / alloc", "machine idle", "requests / transaction",
+                  "transactions by size (size: count)"]  # fmt: skip
+    body = (table(header, rows) + "\n\nWhere the time goes (CPU in the window):\n\n"
+            + table(cpu_header, cpu_rows)
+            + ("\n\n" + "\n".join(f"- {n}" for n in notes) if notes else ""))
     return section("Group commit through melanged", method, body)
 
 
@@ -212,7 +331,10 @@ def _worker() -> int:
         errors, sample = 0, None
         time.sleep(max(0.0, start_at - time.monotonic()))
         now = time.monotonic()
+        cpu_from = None
         while now < until:
+            if cpu_from is None and now >= measure_from:
+                cpu_from = time.process_time()
             serial += 1
             began = now
             params = {"block": command["block"], "mac": mac((worker << 24) | serial)}
@@ -225,8 +347,9 @@ def _worker() -> int:
             now = time.monotonic()
             if began is not None and measure_from <= now < until:
                 latencies.append(round((now - began) * 1e6))
-        print(json.dumps({"latencies_us": latencies, "errors": errors, "sample": sample}),
-              flush=True)  # fmt: skip
+        cpu = time.process_time() - cpu_from if cpu_from is not None else 0.0
+        print(json.dumps({"latencies_us": latencies, "errors": errors, "sample": sample,
+                          "cpu_s": cpu}), flush=True)  # fmt: skip
     return 0
 
 

@@ -361,6 +361,7 @@ def run_batch(store: Store, requests: list[Request]) -> list[Any]:
         nonlocal attempts
         attempts += 1
         careful = attempts > 1  # a retry: each request's writes confirmed before the next
+        _lock_in_order(store, conn, [request for _, request, _, _ in calls])
         return {index: _savepoint(store, conn, request, params, call, careful)
                 for index, request, params, call in calls}  # fmt: skip
 
@@ -369,6 +370,30 @@ def run_batch(store: Store, requests: list[Request]) -> list[Any]:
     for index, outcome in outcomes_by_index.items():
         outcomes[index] = outcome
     return outcomes
+
+
+def _lock_in_order(store: Store, conn: Any, requests: list[Request]) -> None:
+    """On a server, lock the blocks a batch of releases will lock, in one order (by id),
+    before any of them runs: each request locks its address's block when it runs, and
+    two batches locking the same blocks in the orders their requests came in could
+    deadlock. A request whose block cannot be found locks nothing here; it fails on
+    its own when it runs. SQLite has one writer: nothing to order there."""
+    if store.backend == "sqlite" or not any(r.name == "ip.release" for r in requests):
+        return
+    from melange.addresses import find
+    from melange.locking import lock_block
+
+    blocks = set()
+    for request in requests:
+        if request.name == "ip.release":
+            params = request.params
+            try:
+                blocks.add(find(conn, params["address"], params.get("block")).block_id)
+            except (MelangeError, KeyError):
+                continue
+    if len(blocks) > 1:
+        for block_id in sorted(blocks):
+            lock_block(conn, block_id)
 
 
 def _savepoint(store: Store, conn: Any, request: Request, params: dict[str, Any],

@@ -14,11 +14,21 @@ wait in the lane; when it has committed, the first of them leads the next
 transaction, taking every request waiting by then. Nobody is answered before
 the commit that holds their result: a follower's thread sleeps until its
 leader has committed (or failed) and set its outcome.
+
+A request can also be submitted with a function to call with its outcome
+(`submit`: the socket's front, melanged.front, whose one thread reads every
+connection and must never wait): nobody's thread waits for it, so when such a
+request is next in line, a runner thread kept for that leads the lane instead.
 """
 
 from __future__ import annotations
 
+import functools
+import logging
+import queue
 import threading
+from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -27,19 +37,33 @@ from melange.errors import MelangeError
 from melange.operations import Request
 from melange.store import Store
 
-# Writes that join a lane. Releases only on SQLite: on a server an address's block is
-# known only once it is read, and a batch of several blocks would lock them in any order.
+log = logging.getLogger("melanged.batching")
+
+# Writes that join a lane: allocations, and releases (on a server all releases of a
+# store share one lane; the batch locks their blocks in one order, operations.run_batch).
 BATCHED = frozenset({"block.allocate", "ip.release"})
-SERVER_BATCHED = frozenset({"block.allocate"})
+SERVER_BATCHED = frozenset({"block.allocate", "ip.release"})
 
 
 @dataclass
 class Stats:
-    """What the lanes did: transactions run, requests served, the largest batch."""
+    """What the lanes did: transactions run, requests served, the largest batch, and how
+    many transactions had each number of requests."""
 
     transactions: int = 0
     requests: int = 0
     largest: int = 0
+    sizes: Counter[int] = field(default_factory=Counter)
+
+    def count(self, size: int) -> None:
+        self.transactions += 1
+        self.requests += size
+        self.largest = max(self.largest, size)
+        self.sizes[size] += 1
+
+    def snapshot(self) -> dict[str, Any]:
+        return {"transactions": self.transactions, "requests": self.requests,
+                "largest": self.largest, "sizes": dict(self.sizes)}  # fmt: skip
 
     def batched(self) -> int:
         """Requests that shared a transaction with another."""
@@ -48,9 +72,11 @@ class Stats:
 
 @dataclass
 class _Entry:
-    """One waiting request; `wake` is set when it is answered or must lead."""
+    """One waiting request; `wake` is set when it is answered or must lead. A submitted
+    one has `done` instead, called with its outcome, and no thread waiting."""
 
     request: Request
+    done: Callable[[Any], None] | None = None
     wake: threading.Event = field(default_factory=threading.Event)
     answered: bool = False
     result: Any = None
@@ -62,6 +88,11 @@ class _Entry:
         else:
             self.result = outcome
         self.answered = True
+        if self.done is not None:
+            try:
+                self.done(outcome)
+            except Exception:  # noqa: BLE001  (one caller's hand-off never stops a batch)
+                log.exception("answering a batched request failed")
         self.wake.set()
 
     def outcome(self) -> Any:
@@ -78,14 +109,18 @@ class _Lane:
 
 def lane_of(store: Store, name: str, params: dict[str, Any]) -> tuple | None:
     """Which lane a request joins, or None to run it on its own: every batched write
-    of an SQLite store shares one; on a server, allocations from one block do (as the
-    caller named it: two spellings of one block make two lanes, never a wrong one)."""
+    of an SQLite store shares one. On a server, allocations from one block do (as the
+    caller named it: two spellings of one block make two lanes, never a wrong one), and
+    releases share one lane of their own: an address's block is known only once it is
+    read, so their batch reads them first and locks the blocks in order."""
     if store.backend == "sqlite":
         return (store, "") if name in BATCHED else None
+    if name not in SERVER_BATCHED:
+        return None
+    if name == "ip.release":
+        return (store, "release", "")
     block = params.get("block")
-    if name in SERVER_BATCHED and isinstance(block, str):
-        return (store, block)
-    return None
+    return (store, "block", block) if isinstance(block, str) else None
 
 
 class GroupCommit:
@@ -94,12 +129,18 @@ class GroupCommit:
     def __init__(self) -> None:
         self._lock = threading.Lock()
         self._lanes: dict[tuple, _Lane] = {}
+        self._runners = _Runners()
         self.stats = Stats()
 
     def waiting(self) -> int:
         """Requests queued behind a running transaction, in every lane."""
         with self._lock:
             return sum(len(lane.waiting) for lane in self._lanes.values())
+
+    def running(self) -> int:
+        """Lanes whose leader is running a transaction."""
+        with self._lock:
+            return len(self._lanes)
 
     def run(self, store: Store, name: str, params: dict[str, Any], *, actor: str,
             via: str) -> Any:  # fmt: skip
@@ -115,17 +156,45 @@ class GroupCommit:
             lane.busy = True
         if not leading:
             entry.wake.wait()  # answered, or made the next leader
-        if not entry.answered:
-            self._lead(store, key, lane)
+        if not entry.answered and self._lead(store, key, lane):
+            self._runners.lead(lambda: self._lead_all(store, key, lane))
         return entry.outcome()
 
-    def _lead(self, store: Store, key: tuple, lane: _Lane) -> None:
-        """Run every request waiting in the lane in one transaction, answer each, and
-        hand the lane to the first request that arrived meanwhile (if any)."""
+    def submit(self, store: Store, name: str, params: dict[str, Any], *, actor: str,
+               via: str, done: Callable[[Any], None]) -> None:  # fmt: skip
+        """As `run`, but nobody waits: `done` is called with the request's result or
+        exception, from the runner thread that ran its transaction, once that has
+        committed. Only for a request that has a lane (`lane_of`)."""
+        key = lane_of(store, name, params)
+        if key is None:
+            raise ValueError(f"{name} has no lane to join")
+        entry = _Entry(Request(name, params, actor, via), done=done)
+        with self._lock:
+            lane = self._lanes.setdefault(key, _Lane())
+            lane.waiting.append(entry)
+            idle = not lane.busy
+            lane.busy = True
+        if idle:
+            self._runners.lead(functools.partial(self._lead_all, store, key, lane))
+
+    def _lead_all(self, store: Store, key: tuple, lane: _Lane) -> None:
+        """A runner's turn: lead the lane until it is empty or a waiting thread leads."""
+        while self._lead(store, key, lane):
+            pass
+
+    def _lead(self, store: Store, key: tuple, lane: _Lane) -> bool:
+        """Run every request waiting in the lane in one transaction and answer each; then
+        hand the lane to the first request that arrived meanwhile, if a thread waits for
+        it. True when the next one was submitted (no thread waits): the caller leads on,
+        or has a runner do it."""
         with self._lock:
             batch, lane.waiting = lane.waiting, []
+        submitted_next = counted = False
         try:
             outcomes = _outcomes(store, batch)
+            with self._lock:  # counted before anyone hears of it
+                self.stats.count(len(batch))
+                counted = True
             for entry, outcome in zip(batch, outcomes, strict=True):
                 entry.answer(outcome)
         finally:
@@ -133,14 +202,44 @@ class GroupCommit:
                 if not entry.answered:
                     entry.answer(MelangeError("internal error: the batch was interrupted"))
             with self._lock:
-                self.stats.transactions += 1
-                self.stats.requests += len(batch)
-                self.stats.largest = max(self.stats.largest, len(batch))
-                if lane.waiting:
-                    lane.waiting[0].wake.set()  # not answered: it leads
-                else:
+                if not counted:
+                    self.stats.count(len(batch))
+                if not lane.waiting:
                     lane.busy = False
                     del self._lanes[key]
+                elif lane.waiting[0].done is None:
+                    lane.waiting[0].wake.set()  # not answered: it leads
+                else:
+                    submitted_next = True
+        return submitted_next
+
+
+class _Runners:
+    """Threads that lead lanes for submitted requests, kept between turns (starting a
+    thread costs about as much as a batched request's whole transaction work)."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._work: queue.SimpleQueue[Callable[[], None]] = queue.SimpleQueue()
+        self._idle = 0
+
+    def lead(self, work: Callable[[], None]) -> None:
+        with self._lock:
+            self._work.put(work)
+            if self._idle:
+                self._idle -= 1
+                return
+        threading.Thread(target=self._serve, name="group-commit", daemon=True).start()
+
+    def _serve(self) -> None:
+        while True:
+            work = self._work.get()
+            try:
+                work()
+            except Exception:  # noqa: BLE001  (a runner outlives any one turn)
+                log.exception("a group commit runner failed")
+            with self._lock:
+                self._idle += 1
 
 
 def _outcomes(store: Store, batch: list[_Entry]) -> list[Any]:

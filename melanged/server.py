@@ -227,8 +227,11 @@ class _Handler(socketserver.BaseRequestHandler):
     """One admitted connection: requests read against a deadline, answered in turn."""
 
     def setup(self) -> None:
-        self.peer: Peer = self.client_address  # set by SocketServer.process_request
-        self.pending = b""
+        # Set by SocketServer.serve_in_thread: the peer, what the front already read of the
+        # connection, and the rest of an answer it could not finish writing.
+        self.peer, self.pending, unsent = self.client_address
+        if unsent:
+            self._send_raw(unsent)
 
     def handle(self) -> None:
         server: SocketServer = self.server  # type: ignore[assignment]
@@ -363,9 +366,12 @@ class _Handler(socketserver.BaseRequestHandler):
             raise PeerGone() from None
 
     def _send(self, response: dict) -> None:
+        self._send_raw(json.dumps(response, default=str).encode() + b"\n")
+
+    def _send_raw(self, data: bytes) -> None:
         try:
             self.request.settimeout(SEND_TIMEOUT)
-            self.request.sendall(json.dumps(response, default=str).encode() + b"\n")
+            self.request.sendall(data)
         except OSError:
             pass
 
@@ -390,6 +396,10 @@ class SocketServer(socketserver.ThreadingMixIn, socketserver.UnixStreamServer):
         super().__init__(str(self.path), _Handler)
         os.chown(self.path, -1, gid)
         os.chmod(self.path, 0o660)
+        from melanged.front import Front
+
+        self._serving = threading.Event()
+        self.front = Front(self)  # reads the connections; hands most to handler threads
 
     def process_request(self, request: Request, client_address: object) -> None:
         """At accept, before reading a byte: who is it, and is there a slot for them?
@@ -414,9 +424,20 @@ class SocketServer(socketserver.ThreadingMixIn, socketserver.UnixStreamServer):
             self.shutdown_request(request)
             return
         try:
-            super().process_request(request, peer)
+            self.front.adopt(request, peer)
         except BaseException:
-            self._leave(peer)  # no thread: the slot is free again
+            self._leave(peer)  # not adopted: the slot is free again
+            raise
+
+    def serve_in_thread(self, request: socket.socket, peer: Peer, pending: bytes,
+                        unsent: bytes = b"") -> None:  # fmt: skip
+        """Serve the connection from a thread of its own (the usual handler), from what the
+        front read of it; its slot is freed when the handler ends."""
+        try:
+            super().process_request(request, (peer, pending, unsent))
+        except BaseException:
+            self.shutdown_request(request)
+            self._leave(peer)
             raise
 
     def _admit(self, peer: Peer, role: str) -> bool:
@@ -432,11 +453,15 @@ class SocketServer(socketserver.ThreadingMixIn, socketserver.UnixStreamServer):
             self.by_uid[peer.uid] += 1
         return True
 
-    def process_request_thread(self, request: Request, peer: Peer) -> None:
+    def process_request_thread(self, request: Request, address: tuple) -> None:
         try:
-            super().process_request_thread(request, peer)
+            super().process_request_thread(request, address)
         finally:
-            self._leave(peer)
+            self._leave(address[0])
+
+    def leave(self, peer: Peer) -> None:
+        """A connection of `peer` has ended (the front's, or a handler thread's)."""
+        self._leave(peer)
 
     def _leave(self, peer: Peer) -> None:
         if peer.privileged:
@@ -446,6 +471,18 @@ class SocketServer(socketserver.ThreadingMixIn, socketserver.UnixStreamServer):
             self.by_uid[peer.uid] -= 1
             if not self.by_uid[peer.uid]:
                 del self.by_uid[peer.uid]
+
+    def checked(self, peer: Peer, request: object) -> tuple[str, dict]:
+        """A decoded request checked for this peer before anything runs: (operation,
+        params), or the MelangeError that refuses it."""
+        name, params = validate(request)
+        if not self.access.may(peer, name):
+            raise PermissionDenied(
+                f"user {peer.user} may not run {name} through melanged "
+                f"(it needs {_needed(name)}; see {ROLE_KEYS})"
+            )
+        check_host_local(peer, name, params)
+        return name, params
 
     def answer(self, peer: Peer, line: bytes) -> dict | Streamed | Upload:
         request_id = None
@@ -458,13 +495,7 @@ class SocketServer(socketserver.ThreadingMixIn, socketserver.UnixStreamServer):
                 raise InvalidInput("the request is nested too deeply") from None
             if isinstance(request, dict):
                 request_id = request.get("id")
-            name, params = validate(request)
-            if not self.access.may(peer, name):
-                raise PermissionDenied(
-                    f"user {peer.user} may not run {name} through melanged "
-                    f"(it needs {_needed(name)}; see {ROLE_KEYS})"
-                )
-            check_host_local(peer, name, params)
+            name, params = self.checked(peer, request)
             if request.get("upload") is True:
                 if name not in UPLOADED or UPLOADED[name] in params:
                     raise InvalidInput(f"{name} takes no upload (or its document twice)")
@@ -481,8 +512,27 @@ class SocketServer(socketserver.ThreadingMixIn, socketserver.UnixStreamServer):
                 MelangeError(f"internal error: {type(error).__name__}"), request_id
             )
 
+    def serve_forever(self, poll_interval: float = 0.5) -> None:
+        """The front accepts the connections itself (melanged.front: no thread between
+        accept and the first read); this waits until `shutdown`."""
+        self._serving.clear()
+        self.front.listen()
+        self._serving.wait()
+
+    def accept_one(self) -> None:
+        """Accept a waiting connection (from the front's thread): checked, then adopted by
+        the front or turned away (process_request)."""
+        # socketserver's own step of serve_forever (not in typeshed's stubs)
+        self._handle_request_noblock()  # type: ignore[attr-defined]
+
+    def shutdown(self) -> None:
+        """No connection is accepted after this returns."""
+        self.front.stop_listening()
+        self._serving.set()
+
     def close(self) -> None:
         self.shutdown()
+        self.front.stop()
         self.server_close()
         self.path.unlink(missing_ok=True)
 

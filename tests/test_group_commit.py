@@ -8,7 +8,9 @@ batches run. Every backend: SQLite files, MariaDB, PostgreSQL.
 
 from __future__ import annotations
 
+import json
 import signal
+import socket
 import sqlite3
 import threading
 import time
@@ -50,12 +52,12 @@ def _macs_of(url: str) -> dict[str, str]:
     return by_mac
 
 
-def _audit_rows(url: str) -> int:
-    """Audit rows of allocations in the store."""
+def _audit_rows(url: str, command: str = "block.allocate") -> int:
+    """Audit rows of `command` in the store."""
     engine = create_engine(url, poolclass=NullPool)
     with engine.connect() as conn:
         count = conn.execute(select(func.count()).select_from(audit_log)
-                             .where(audit_log.c.command == "block.allocate")).scalar()  # fmt: skip
+                             .where(audit_log.c.command == command)).scalar()  # fmt: skip
     engine.dispose()
     return int(count or 0)
 
@@ -142,9 +144,10 @@ def test_concurrent_http_allocations_are_batched_without_duplicates(
 
 
 @contextmanager
-def _lane_held(store_url: str, block: str) -> Iterator[None]:
-    """Hold what a leader needs first (SQLite's write lock; a server's block row), so
-    the requests sent meanwhile queue behind it and form the next batch."""
+def _lane_held(store_url: str, *blocks: str) -> Iterator[None]:
+    """Hold what a leader needs first (SQLite's write lock; on a server the rows of the
+    blocks named), so the requests sent meanwhile queue behind it and form the next
+    batch."""
     if store_url.startswith("sqlite:"):
         holder = sqlite3.connect(store_url.removeprefix("sqlite:///"), isolation_level=None)
         holder.execute("BEGIN IMMEDIATE")
@@ -157,33 +160,43 @@ def _lane_held(store_url: str, block: str) -> Iterator[None]:
     engine = create_engine(store_url, poolclass=NullPool)
     with engine.connect() as conn:
         conn.begin()
-        conn.execute(text("SELECT id FROM blocks WHERE name = :n FOR UPDATE"), {"n": block})
+        for block in blocks:
+            conn.execute(text("SELECT id FROM blocks WHERE name = :n FOR UPDATE"), {"n": block})
         yield
         conn.rollback()
     engine.dispose()
 
 
-def _send_all(path: Path, requests: list[dict],
-              queued: int) -> tuple[list[threading.Thread], list[Any]]:  # fmt: skip
-    """Each request from a thread of its own; returns once `queued` wait in a lane (the
-    caller then lets the leader go): the threads, and where each one's outcome (result
-    or MelangeError) will be, by index."""
+def _send_all(path: Path, requests: list[dict], queued: int, operation: str = "block.allocate"
+              ) -> tuple[list[threading.Thread], list[Any]]:  # fmt: skip
+    """Each request from a thread of its own, the first alone until it leads its lane
+    (held up by the caller), the others then; returns once `queued` of them wait in a
+    lane (the caller then lets the leader go): the threads, and where each one's
+    outcome (result or MelangeError) will be, by index."""
     outcomes: list[Any] = [None] * len(requests)
 
     def send(index: int) -> None:
         try:
-            outcomes[index] = client.call(str(path), "block.allocate", requests[index])
+            outcomes[index] = client.call(str(path), operation, requests[index])
         except MelangeError as error:
             outcomes[index] = error
 
     threads = [threading.Thread(target=send, args=(i,)) for i in range(len(requests))]
-    for thread in threads:
+    _wait_for(lambda: GROUP.running() == 0, "the lanes of earlier requests to end")
+    threads[0].start()
+    _wait_for(lambda: GROUP.running() >= 1 and GROUP.waiting() == 0,
+              "the first request to be taken by its lane's leader")  # fmt: skip
+    for thread in threads[1:]:
         thread.start()
-    deadline = time.monotonic() + 30
-    while GROUP.waiting() < queued:
-        assert time.monotonic() < deadline, f"only {GROUP.waiting()} requests queued"
-        time.sleep(0.01)
+    _wait_for(lambda: GROUP.waiting() >= queued, f"{queued} requests queued")
     return threads, outcomes
+
+
+def _wait_for(condition: Callable[[], bool], what: str) -> None:
+    deadline = time.monotonic() + 30
+    while not condition():
+        assert time.monotonic() < deadline, f"waited 30 s for {what}"
+        time.sleep(0.01)
 
 
 def test_a_failing_request_in_a_batch_fails_alone(store_url: str, socket_server: Path) -> None:
@@ -210,6 +223,180 @@ def test_a_failing_request_in_a_batch_fails_alone(store_url: str, socket_server:
         assert stored[requests[index]["mac"]] == result[0]["address"]
     assert _mac(2, 0) not in stored  # the failed request left nothing behind
     assert len(active(store_url)) == 1 + len(good)
+
+
+def test_releases_are_batched_each_with_its_own_outcome(
+    store_url: str, socket_server: Path
+) -> None:
+    """Releases through melanged share a transaction too, on a server across blocks (their
+    blocks locked in one order); a release that fails (an address never allocated, one
+    released twice in the batch) fails alone with its own exit code."""
+    path = str(socket_server)
+    client.call(path, "block.create", {"cidr": "10.78.0.0/24", "name": "r"})
+    for address in ("10.77.0.1", "10.77.0.2", "10.77.0.3"):
+        client.call(path, "block.allocate", {"block": "g", "address": address})
+    for address in ("10.78.0.1", "10.78.0.2", "10.78.0.3"):
+        client.call(path, "block.allocate", {"block": "r", "address": address})
+    requests = [{"address": "10.77.0.1"}, {"address": "10.78.0.1"},
+                {"address": "10.77.0.2", "block": "g"}, {"address": "10.78.0.2"},
+                {"address": "10.77.0.9"},  # never allocated: exit 3
+                {"address": "10.78.0.3"}, {"address": "10.78.0.3"}]  # fmt: skip
+    before = _counters()
+    with _lane_held(store_url, "g", "r"):
+        threads, outcomes = _send_all(socket_server, requests, len(requests) - 1, "ip.release")
+    for thread in threads:
+        thread.join(timeout=60)
+    assert GROUP.stats.transactions - before[0] == 2  # the leader alone, then the rest
+    assert GROUP.stats.largest >= len(requests) - 1
+    for index in (0, 1, 2, 3):
+        assert isinstance(outcomes[index], dict), outcomes[index]
+        assert outcomes[index]["address"] == requests[index]["address"]
+        assert outcomes[index]["state"] == "held"
+    missing = outcomes[4]
+    assert isinstance(missing, MelangeError) and missing.exit_code == 3, missing
+    twice = sorted((outcomes[5], outcomes[6]), key=lambda o: isinstance(o, MelangeError))
+    assert isinstance(twice[0], dict) and twice[0]["state"] == "held", twice
+    assert isinstance(twice[1], MelangeError) and twice[1].exit_code == 4, twice
+    assert "already released" in twice[1].message
+    assert [address for _, address, _ in active(store_url)] == ["10.77.0.3"]
+    assert _audit_rows(store_url, "ip.release") == 5
+
+
+@contextmanager
+def _poisoned(store_url: str, mac: str, *,
+              deadlock_once: bool = False) -> Iterator[Callable[[], int]]:  # fmt: skip
+    """A trigger in the store that refuses the insert of an address with `mac`: always,
+    as a constraint (unique violation), or with `deadlock_once` only the first time, as
+    lock contention (a serialization failure, a deadlock) that a new attempt gets past.
+    The database itself raises it, mid-batch, like a real conflict. Yields a function
+    telling how often the trigger met that MAC (on the servers: a sequence counts)."""
+    value = int(mac.replace(":", ""), 16)
+    engine = create_engine(store_url, poolclass=NullPool)
+    times = 1 if deadlock_once else 1 << 30
+    if engine.dialect.name == "sqlite":
+        assert not deadlock_once, "SQLite has one writer: no deadlock to raise"
+        setup = [f"CREATE TRIGGER poison BEFORE INSERT ON ip_addresses WHEN NEW.mac = {value} "
+                 "BEGIN SELECT RAISE(ABORT, 'poisoned'); END"]
+        teardown = ["DROP TRIGGER poison"]
+    elif engine.dialect.name == "postgresql":
+        code = "40001" if deadlock_once else "23505"
+        setup = ["CREATE SEQUENCE poison_seq",
+                 "CREATE FUNCTION poison() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN "
+                 f"IF NEW.mac = {value} THEN IF nextval('poison_seq') <= {times} THEN "
+                 f"RAISE EXCEPTION 'poisoned' USING ERRCODE = '{code}'; END IF; END IF; "
+                 "RETURN NEW; END $$",
+                 "CREATE TRIGGER poison BEFORE INSERT ON ip_addresses "
+                 "FOR EACH ROW EXECUTE FUNCTION poison()"]
+        teardown = ["DROP TRIGGER poison ON ip_addresses", "DROP FUNCTION poison()",
+                    "DROP SEQUENCE poison_seq"]
+    else:
+        state, errno = ("40001", 1213) if deadlock_once else ("23000", 1062)
+        setup = ["CREATE SEQUENCE poison_seq",
+                 "CREATE TRIGGER poison BEFORE INSERT ON ip_addresses FOR EACH ROW BEGIN "
+                 f"IF NEW.mac = {value} THEN IF NEXTVAL(poison_seq) <= {times} THEN "
+                 f"SIGNAL SQLSTATE '{state}' SET MYSQL_ERRNO = {errno}, "
+                 "MESSAGE_TEXT = 'poisoned'; END IF; END IF; END"]
+        teardown = ["DROP TRIGGER poison", "DROP SEQUENCE poison_seq"]
+    with engine.begin() as conn:
+        for statement in setup:
+            conn.execute(text(statement))
+
+    def met() -> int:
+        nextval = "nextval('poison_seq')" if engine.dialect.name == "postgresql" else (
+            "NEXTVAL(poison_seq)")
+        with engine.begin() as conn:
+            return int(conn.execute(text(f"SELECT {nextval}")).scalar() or 0) - 1
+
+    try:
+        yield met
+    finally:
+        with engine.begin() as conn:
+            for statement in teardown:
+                conn.execute(text(statement))
+        engine.dispose()
+
+
+def _batch_of(store_url: str, socket_server: Path, requests: list[dict]) -> list[Any]:
+    """The requests sent at once behind a held lane, so that all but the first form one
+    batch; each one's outcome (result or MelangeError)."""
+    before = _counters()
+    with _lane_held(store_url, "g"):
+        threads, outcomes = _send_all(socket_server, requests, queued=len(requests) - 1)
+    for thread in threads:
+        thread.join(timeout=120)
+    assert GROUP.stats.transactions - before[0] == 2  # the leader alone, then the rest
+    return outcomes
+
+
+def test_a_batch_the_store_refuses_is_run_again_carefully(
+    store_url: str, socket_server: Path
+) -> None:
+    """A request the database refuses (a constraint raised by the store, which on a server
+    surfaces only with a later request's statement, failing the batch as a whole): the
+    batch runs again carefully, each request confirmed before the next, so the refused
+    one fails alone with exit 4 and every other one gets its address."""
+    requests = [{"block": "g", "mac": _mac(6, n)} for n in range(6)]
+    poison = requests[3]["mac"]
+    with _poisoned(store_url, poison):
+        outcomes = _batch_of(store_url, socket_server, requests)
+    refused = outcomes[3]
+    assert isinstance(refused, MelangeError) and refused.exit_code == 4, refused
+    assert "poisoned" in refused.message
+    stored = _macs_of(store_url)
+    for index in (0, 1, 2, 4, 5):
+        assert isinstance(outcomes[index], list), outcomes[index]
+        assert stored[requests[index]["mac"]] == outcomes[index][0]["address"]
+    assert poison not in stored
+    assert len(stored) == 5 and _audit_rows(store_url) == 5
+
+
+@pytest.mark.servers_only
+def test_a_batch_aborted_by_lock_contention_is_run_again_whole(
+    store_url: str, socket_server: Path
+) -> None:
+    """A deadlock or serialization failure mid-batch aborts the whole transaction; the
+    batch runs again (carefully) and every request is answered once, with one address
+    and one audit row each: nothing of the aborted attempt is left or counted twice."""
+    requests = [{"block": "g", "mac": _mac(7, n)} for n in range(6)]
+    with _poisoned(store_url, requests[2]["mac"], deadlock_once=True) as met:
+        outcomes = _batch_of(store_url, socket_server, requests)
+        assert met() == 2  # refused once (the whole batch aborted), then let through
+    assert all(isinstance(outcome, list) for outcome in outcomes), outcomes
+    stored = _macs_of(store_url)
+    assert {r["mac"]: o[0]["address"] for r, o in zip(requests, outcomes, strict=True)} == stored
+    assert len(set(stored.values())) == len(requests)
+    assert _audit_rows(store_url) == len(requests)
+
+
+def _line(op: str, params: dict, request_id: int) -> bytes:
+    return json.dumps({"version": 1, "id": request_id, "op": op, "params": params}).encode() + b"\n"
+
+
+def test_one_connection_is_served_in_turn_whichever_way_its_requests_go(
+    socket_server: Path,
+) -> None:
+    """melanged's front answers batched writes itself and hands everything else to a
+    handler thread: on one connection, a write, a read, a write again, then two requests
+    sent in one go, each answered in order with its own id."""
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
+        sock.settimeout(60)
+        sock.connect(str(socket_server))
+        replies = sock.makefile("rb")
+        sock.sendall(_line("block.allocate", {"block": "g", "mac": _mac(8, 0)}, 1))
+        first = json.loads(replies.readline())
+        sock.sendall(_line("block.show", {"block": "g"}, 2))
+        shown = json.loads(replies.readline())
+        sock.sendall(_line("block.allocate", {"block": "g", "mac": _mac(8, 1)}, 3))
+        second = json.loads(replies.readline())
+        sock.sendall(_line("block.allocate", {"block": "g", "mac": _mac(8, 2)}, 4)
+                     + _line("ip.show", {"address": "10.77.0.1"}, 5))  # fmt: skip
+        third, show = json.loads(replies.readline()), json.loads(replies.readline())
+    assert [r["id"] for r in (first, shown, second, third, show)] == [1, 2, 3, 4, 5]
+    assert first["ok"] and second["ok"] and third["ok"], (first, second, third)
+    assert shown["result"]["utilization"]["used"] == 1
+    assert show["result"]["mac"] == _mac(8, 0)
+    assert {r["result"][0]["address"] for r in (first, second, third)} == {
+        "10.77.0.1", "10.77.0.2", "10.77.0.3"}  # fmt: skip
 
 
 def test_a_single_request_runs_at_once(store_url: str, socket_server: Path) -> None:

@@ -1,0 +1,312 @@
+"""melanged's socket front: one thread reads every connection; group-committed writes are
+answered from their lane, without a thread of their own.
+
+Why: with a thread per connection, sixteen clients allocating at once kept
+seventeen threads busy in melanged, each taking the GIL for a few microseconds
+of socket and JSON work between the batch leader's statements; the leader
+waited for the GIL after every statement, and starting a thread per connection
+cost about as much as a batched allocation. Here one thread accepts the
+connections (the server checks each peer, as before) and waits on all of them
+at once (selectors): it reads a request line, checks it as the socket server
+does, and submits an allocation or a release to its lane
+(melanged.batching.GroupCommit.submit); the lane's runner writes the answer
+right after the commit. Anything else (reads, streams,
+admin work, a request split over several lines, a peer slow to read its
+answer) is handed, with the bytes read so far, to a thread running the socket
+server's usual handler, which serves the connection from then on exactly as
+before.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import selectors
+import socket
+import threading
+import time
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, Literal
+
+from melange.errors import MelangeError
+from melanged import batching
+
+if TYPE_CHECKING:
+    from melanged.server import Peer, SocketServer
+
+log = logging.getLogger("melanged.socket")
+LINE_LIMIT = 65536  # a longer first line goes to the usual handler (its own limits apply)
+SWEEP = 1.0  # seconds between checks of the request deadlines
+_LISTEN = object()  # the selector's mark of the listening socket
+
+
+@dataclass(eq=False)
+class _Connection:
+    sock: socket.socket
+    peer: Peer
+    deadline: float
+    pending: bytes = b""
+    busy: bool = field(default=False)  # a request of it is in a lane
+
+
+class Front:
+    """The connections of one socket server, read by one thread (see the module doc)."""
+
+    def __init__(self, server: SocketServer) -> None:
+        from melanged.server import REQUEST_DEADLINE
+
+        self.server = server
+        self.deadline = REQUEST_DEADLINE
+        self._selector = selectors.DefaultSelector()
+        self._wake_r, self._wake_w = os.pipe()
+        os.set_blocking(self._wake_r, False)
+        os.set_blocking(self._wake_w, False)
+        self._selector.register(self._wake_r, selectors.EVENT_READ, None)
+        self._lock = threading.Lock()
+        self._inbox: deque[Callable[[], None]] = deque()
+        self._woken = False
+        self._stopping = False
+        self._closed = False
+        self._connections: set[_Connection] = set()
+        self._thread = threading.Thread(target=self._loop, name="socket-front", daemon=True)
+        self._thread.start()
+
+    def adopt(self, sock: socket.socket, peer: Peer) -> None:
+        """A connection admitted by the server: read its requests from now on."""
+        conn = _Connection(sock, peer, 0.0)
+        if not self._call(lambda: self._watch(conn)):
+            self._release(conn)  # stopped
+
+    def listen(self) -> None:
+        """Accept the server's connections from now on, in this thread (the server checks
+        each peer and hands it to `adopt`)."""
+        listening = self.server.socket
+        listening.setblocking(False)
+
+        def register() -> None:
+            self._selector.register(listening, selectors.EVENT_READ, _LISTEN)
+
+        self._call(register)
+
+    def stop_listening(self) -> None:
+        """Accept nothing more; returns once the front has stopped accepting."""
+        stopped = threading.Event()
+
+        def unregister() -> None:
+            try:
+                self._selector.unregister(self.server.socket)
+            except (KeyError, ValueError):
+                pass
+            stopped.set()
+
+        if self._call(unregister):
+            stopped.wait(timeout=30)
+
+    def stop(self) -> None:
+        """Stop reading; connections still here are closed (their peers see it as a lost
+        melanged, as when a handler thread ends with the daemon)."""
+        self._call(self._shut)
+        self._thread.join(timeout=10)
+
+    def _call(self, work: Callable[[], None]) -> bool:
+        """Run `work` in the front's thread: now if this is it, else as soon as it wakes.
+        False when the front has stopped (its connections are closed already)."""
+        if threading.get_ident() == self._thread.ident:
+            work()
+            return True
+        with self._lock:
+            if self._closed:
+                return False
+            self._inbox.append(work)
+            if not self._woken:
+                self._woken = True
+                os.write(self._wake_w, b"x")  # under the lock: never after it is closed
+        return True
+
+    def _loop(self) -> None:
+        next_sweep = time.monotonic() + SWEEP
+        while not self._stopping:
+            for key, _mask in self._selector.select(timeout=SWEEP):
+                if key.data is None:
+                    self._run_inbox()
+                elif key.data is _LISTEN:
+                    self.server.accept_one()  # accept, check the peer, adopt (or refuse)
+                else:
+                    self._readable(key.data)
+            now = time.monotonic()
+            if now >= next_sweep:
+                next_sweep = now + SWEEP
+                for conn in [c for c in self._connections if not c.busy and c.deadline < now]:
+                    self._close(conn)  # no whole request within the deadline
+        with self._lock:
+            self._closed = True
+            os.close(self._wake_r)
+            os.close(self._wake_w)
+        self._selector.close()
+
+    def _run_inbox(self) -> None:
+        try:
+            os.read(self._wake_r, 4096)
+        except BlockingIOError:
+            pass
+        with self._lock:
+            work, self._inbox = self._inbox, deque()
+            self._woken = False
+        for item in work:
+            try:
+                item()
+            except Exception:  # noqa: BLE001  (one connection never stops the front)
+                log.exception("socket front: unexpected error")
+
+    def _shut(self) -> None:
+        self._stopping = True
+        for conn in list(self._connections):
+            self._close(conn)
+
+    def _watch(self, conn: _Connection) -> None:
+        if self._stopping:
+            self._release(conn)
+            return
+        conn.sock.setblocking(False)
+        conn.deadline = time.monotonic() + self.deadline
+        conn.busy = False
+        self._connections.add(conn)
+        self._selector.register(conn.sock, selectors.EVENT_READ, conn)
+        self._readable(conn)  # often there already: the peer wrote as it connected
+
+    def _forget(self, conn: _Connection) -> None:
+        self._connections.discard(conn)
+        try:
+            self._selector.unregister(conn.sock)
+        except (KeyError, ValueError):
+            pass
+
+    def _close(self, conn: _Connection) -> None:
+        self._forget(conn)
+        self._release(conn)
+
+    def _release(self, conn: _Connection) -> None:
+        """The connection is done: closed, its slot free (as after a handler thread)."""
+        self.server.shutdown_request(conn.sock)
+        self.server.leave(conn.peer)
+
+    def _hand_off(self, conn: _Connection) -> None:
+        """To a thread running the server's usual handler, with the bytes read so far."""
+        self._forget(conn)
+        conn.sock.setblocking(True)
+        self.server.serve_in_thread(conn.sock, conn.peer, conn.pending)
+
+    def _readable(self, conn: _Connection) -> None:
+        try:
+            chunk = conn.sock.recv(65536)
+        except (BlockingIOError, InterruptedError):
+            return
+        except OSError:
+            chunk = b""
+        if not chunk:
+            self._close(conn)  # the peer is gone
+            return
+        conn.pending += chunk
+        end = conn.pending.find(b"\n")
+        if end < 0:
+            if len(conn.pending) > LINE_LIMIT:
+                self._hand_off(conn)
+            return
+        if end != len(conn.pending) - 1:  # more than one request at once: in turn, there
+            self._hand_off(conn)
+            return
+        submitted = self._submit(conn, conn.pending[:end])
+        if submitted is None:
+            self._hand_off(conn)
+            return
+        conn.pending = b""
+        if isinstance(submitted, dict):  # refused before it ran: answered at once
+            self._respond(conn, submitted)
+            return
+        conn.busy = True
+        self._forget(conn)  # nothing more is read until it is answered
+        self._connections.add(conn)
+
+    def _submit(self, conn: _Connection, line: bytes) -> dict | Literal[True] | None:
+        """Submit a group-committed write to its lane (True), answer a request refused by
+        the server's checks (its error response), or None: not for the front."""
+        from melanged.server import error_response
+
+        try:
+            request = json.loads(line)
+        except (ValueError, UnicodeDecodeError, RecursionError):
+            return None
+        if not isinstance(request, dict) or request.get("stream") is True:
+            return None
+        if request.get("op") not in batching.BATCHED | batching.SERVER_BATCHED:
+            return None
+        request_id = request.get("id")
+        server = self.server
+        try:
+            name, params = server.checked(conn.peer, request)
+        except MelangeError as error:
+            return error_response(error, request_id)
+        if batching.lane_of(server.store, name, params) is None:
+            return None
+
+        def done(outcome: Any) -> None:  # in the lane's runner, after the commit
+            data = _encoded(_response(conn, request_id, outcome))
+            try:
+                sent = conn.sock.send(data)
+            except (BlockingIOError, InterruptedError):
+                sent = 0
+            except OSError:
+                sent = -1  # the peer is gone (or the front stopped and closed it)
+            self._call(lambda: self._answered(conn, data, sent))
+
+        # The lane's runner thread runs the batch (never this one: a batch waiting for
+        # SQLite's lock, held by another process, would stop every other connection).
+        batching.GROUP.submit(server.store, name, params, actor=conn.peer.user,
+                              via="socket", done=done)  # fmt: skip
+        return True
+
+    def _answered(self, conn: _Connection, data: bytes, sent: int) -> None:
+        """After the runner wrote the answer: read the next request, or finish the write
+        in a handler thread (a peer slow to read), or close (a peer gone)."""
+        if self._stopping:
+            return  # closed by _shut
+        self._connections.discard(conn)
+        if sent < 0:
+            self._release(conn)
+        elif sent == len(data):
+            self._watch(conn)
+        else:
+            conn.sock.setblocking(True)
+            self.server.serve_in_thread(conn.sock, conn.peer, b"", unsent=data[sent:])
+
+    def _respond(self, conn: _Connection, response: dict) -> None:
+        """Answer at once (a request refused before it ran) and read the next one."""
+        data = _encoded(response)
+        try:
+            sent = conn.sock.send(data)
+        except (BlockingIOError, InterruptedError):
+            sent = 0
+        except OSError:
+            sent = -1
+        self._forget(conn)
+        self._connections.add(conn)
+        self._answered(conn, data, sent)
+
+
+def _response(conn: _Connection, request_id: object, outcome: Any) -> dict:
+    from melanged.server import PROTOCOL_VERSION, error_response
+
+    if isinstance(outcome, MelangeError):
+        return error_response(outcome, request_id)
+    if isinstance(outcome, BaseException):
+        log.error("internal error serving %s", conn.peer.user, exc_info=outcome)
+        failure = MelangeError(f"internal error: {type(outcome).__name__}")
+        return error_response(failure, request_id)
+    return {"version": PROTOCOL_VERSION, "id": request_id, "ok": True, "result": outcome}
+
+
+def _encoded(response: dict) -> bytes:
+    return json.dumps(response, default=str).encode() + b"\n"
