@@ -748,7 +748,7 @@ def update_block(
     change the DNS names of its addresses and of those below it (melange.dns)."""
     _refuse_both(gateway, no_gateway, "--gateway")
     _refuse_both(domain, no_domain, "--domain")
-    domain_value = validate_domain(domain) if domain else None
+    domain_value = validate_domain(domain) if domain is not None else None
     _refuse_both(policy, no_policy, "--policy")
     _refuse_both(dns, no_dns, "--dns")
     row = lock_block(conn, resolve(conn, block).id)
@@ -760,7 +760,7 @@ def update_block(
     if tenant is not None:
         values["tenant"] = validate_name(tenant, "tenant")
     below = subnets.descendants(conn, row.id)
-    if (domain or no_domain) and domain_value != row.domain:
+    if (domain is not None or no_domain) and domain_value != row.domain:
         values["domain"] = domain_value
     if gateway or no_gateway or policy or no_policy or "domain" in values:
         # Subnets' exclusions change with their ancestors': lock them before looking at
@@ -774,11 +774,11 @@ def update_block(
     _write_changes(conn, row.id, values, dns_values)
     fresh = resolve(conn, str(row.id))
     if "domain" in values:
-        from melange import dns
+        from melange import dns as names  # `dns` is this function's servers
 
-        dns.rename_blocks(conn, [fresh, *below])
-        for block in below:
-            touch(conn, block.id)
+        names.rename_blocks(conn, [fresh, *below])
+        for lower in below:
+            touch(conn, lower.id)
     if {"gateway", "policy_id"} & values.keys():
         # Subnets inherit both, and never hand out an ancestor's: their exclusions
         # changed too, and those that shrank must get their addresses back.

@@ -56,6 +56,9 @@ class Target:
     hostsdir: Path | None = None
     release_interface: str | None = None
     leasefile: Path | None = None
+    # DNS names, where the backend serves them (dnsmasq: --hostsdir, --addn-hosts)
+    dns_hostsdir: Path | None = None
+    addn_hosts: Path | None = None
 
 
 @dataclass
@@ -71,6 +74,9 @@ class SyncResult:
     added: int = 0
     removed: int = 0
     released: list[str] = field(default_factory=list)
+    dns_changed: bool = False
+    dns_folded: bool = False
+    dns_names: int = 0
 
     def as_dict(self) -> dict:
         return dict(self.__dict__)

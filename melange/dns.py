@@ -69,8 +69,7 @@ def qualified(hostname: str | None, domain: str | None) -> str | None:
         name = f"{hostname}.{domain}"
     if len(name) > MAX_NAME:
         raise InvalidInput(
-            f"{hostname}.{domain} is {len(name)} characters long; a DNS name has at most "
-            f"{MAX_NAME}"
+            f"{hostname}.{domain} is {len(name)} characters long; a DNS name has at most {MAX_NAME}"
         )
     return name
 
@@ -108,7 +107,7 @@ def rename_blocks(conn: Connection, changed: Sequence) -> None:
 
     IP = ip_addresses.c
     ids = [block.id for block in changed]
-    rows = []
+    rows: list = []
     for start in range(0, len(ids), subnets.PAGE):
         rows += conn.execute(
             select(IP.id, IP.block_id, IP.hostname).where(
@@ -137,9 +136,7 @@ def rename_blocks(conn: Connection, changed: Sequence) -> None:
         seen[name] = row_id
         check_free(conn, name, row_id)
     update_one = (
-        update(ip_addresses)
-        .where(IP.id == bindparam("row_id"))
-        .values(dns_name=bindparam("name"))
+        update(ip_addresses).where(IP.id == bindparam("row_id")).values(dns_name=bindparam("name"))
     )
     values = [{"row_id": row_id, "name": name} for row_id, name in named if name is not None]
     if values:
@@ -148,6 +145,4 @@ def rename_blocks(conn: Connection, changed: Sequence) -> None:
 
 def domains_of(rows: Iterable, by_id: dict) -> dict[int, str | None]:
     """The domain in effect for each of `rows`, among blocks already read (`by_id`)."""
-    return {
-        row.id: subnets.nearest(row, subnets.chain_in(row, by_id), "domain")[0] for row in rows
-    }
+    return {row.id: subnets.nearest(row, subnets.chain_in(row, by_id), "domain")[0] for row in rows}

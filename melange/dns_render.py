@@ -108,7 +108,7 @@ def config_lines(
         and domains[row.id] is not None
         and (network is None or row.network == network)
     ]
-    for domain in sorted({domains[row.id] for row in served}):
+    for domain in sorted({str(domains[row.id]) for row in served}):
         yield f"local=/{domain}/\n"
     for row in served:
         yield f"domain={domains[row.id]},{row.cidr}\n"

@@ -216,7 +216,7 @@ OPERATIONS: dict[str, Operation] = {
                        GET("/v1/dhcp/opts", media=TEXT)),
     "dhcp.config": _read("dhcp:config_text", "The DHCP server configuration lines.",
                          GET("/v1/dhcp/config", media=TEXT)),
-    "dns.hosts": _read("dns_render:hosts_text", "The DNS hosts file (names of allocated addresses).",
+    "dns.hosts": _read("dns_render:hosts_text", "The names of allocated addresses (hosts file).",
                        GET("/v1/dns/hosts", media=TEXT)),
     "dns.config": _read("dns_render:config_text", "The dnsmasq lines a deployment's DNS needs.",
                         GET("/v1/dns/config", media=TEXT)),

@@ -31,5 +31,5 @@ def hosts(app: App, network):
 @output_option
 @pass_app
 def config(app: App, network):
-    """Print the dnsmasq lines a deployment's DNS needs (local=, domain=, addn-hosts=, hostsdir=)."""
+    """Print the dnsmasq lines a deployment's DNS needs (local=, domain=, addn-hosts=…)."""
     output.emit_text(app.output_format(), app.call("dns.config", network=network))

@@ -43,9 +43,12 @@ class DaemonSettings:
     tls_cert: Path | None = None
     tls_key: Path | None = None
     insecure_http: bool = False  # plain HTTP beyond loopback, said explicitly
+    dns_hostsdir: Path | None = None  # dnsmasq --hostsdir: one small file a DNS name
+    addn_hosts: Path | None = None  # dnsmasq --addn-hosts: the DNS names, folded
 
 
-PATHS = {"hostsfile", "optsfile", "hostsdir", "dnsmasq_pidfile", "socket", "pidfile", "log_file"}
+PATHS = {"hostsfile", "optsfile", "hostsdir", "dnsmasq_pidfile", "socket", "pidfile", "log_file",
+         "dns_hostsdir", "addn_hosts"}  # fmt: skip
 FLOATS = {"poll_interval", "wait_min", "wait_max"}
 # Files that are read, never written: no check of who controls their directory.
 READ_PATHS = {"tls_cert", "tls_key"}
@@ -126,7 +129,7 @@ def check_places(settings: DaemonSettings) -> None:
     for name in sorted(PATHS):
         path = getattr(settings, name)
         if path is not None:
-            check_directory(path if name == "hostsdir" else path.parent)
-    for path in (settings.hostsfile, settings.optsfile):
+            check_directory(path if name in ("hostsdir", "dns_hostsdir") else path.parent)
+    for path in (settings.hostsfile, settings.optsfile, settings.addn_hosts):
         if path is not None:
             refuse_special(path)

@@ -13,6 +13,7 @@ declare -A PROVIDES=(
     [sqlite3]=/usr/bin/sqlite3
     [galera-4]=/usr/lib/galera/libgalera_smm.so
     [rsync]=/usr/bin/rsync
+    [bind9-dnsutils]=/usr/bin/dig
 )
 
 installed() {
@@ -21,7 +22,7 @@ installed() {
 }
 
 missing=()
-for pkg in dnsmasq-base dnsmasq-utils udhcpc iproute2 sqlite3 galera-4 rsync; do
+for pkg in dnsmasq-base dnsmasq-utils udhcpc iproute2 sqlite3 galera-4 rsync bind9-dnsutils; do
     installed "$pkg" || missing+=("$pkg")
 done
 

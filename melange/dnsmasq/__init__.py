@@ -21,7 +21,7 @@ from pathlib import Path
 from sqlalchemy import Connection
 
 from melange.dhcp_backend import Lease, SyncResult, Target
-from melange.dnsmasq import files, process, render
+from melange.dnsmasq import files, names, process, render
 from melange.errors import InvalidInput, NotFound
 from melange.filesync import write_if_changed
 from melange.store import Store
@@ -46,6 +46,9 @@ class Dnsmasq:
         self.known: set[str] | None = None  # lines dnsmasq has (file + hosts dir)
         self._removed: set[str] = set()
         self._sequence = 0
+        self.names: names.DnsFiles | None = None  # DNS names (melange.dnsmasq.names)
+        if target.dns_hostsdir is not None or target.addn_hosts is not None:
+            self.names = names.DnsFiles(target.dns_hostsdir, target.addn_hosts)
 
     @property
     def hostsfile(self) -> Path:
@@ -84,14 +87,36 @@ class Dnsmasq:
         needs_reload = (
             force_reload or result.opts_changed or (result.hosts_changed and not result.added_only)
         )
+        plan = self._plan_names(store, result, needs_reload)
+        needs_reload = needs_reload or (plan is not None and plan.fold)
         if needs_reload:
             result.server_running, result.reloaded = self._reload()
         elif target.pidfile is not None:
             result.server_running = process.pid(target.pidfile) is not None
+        if plan is not None and plan.fold and self.names is not None:
+            if result.reloaded:
+                process.after_reload(target.pidfile)
+            self.names.after_fold(result.reloaded)
         if self._removed and result.reloaded and target.release_interface:
             result.released = self._release_removed(target.release_interface)
         self._removed = set()
         return result
+
+    def _plan_names(
+        self, store: Store, result: SyncResult, reloading: bool
+    ) -> names.Plan | None:
+        """The DNS names' files brought in step: small files now, or a fold whose small
+        files go once the reload that reads it is over (melange.dnsmasq.names)."""
+        if self.names is None:
+            return None
+        wanted = store.read(lambda conn: names.rendered(conn, self.target.network))
+        pidfile = self.target.pidfile
+        can_reload = pidfile is not None and process.pid(pidfile) is not None
+        plan = self.names.plan(wanted, reloading=reloading, can_reload=can_reload)
+        self.names.apply(plan, wanted)
+        result.dns_changed, result.dns_folded = plan.changed, plan.fold
+        result.dns_names = plan.names
+        return plan
 
     def _stream(self, conn: Connection) -> SyncResult:
         """The hosts file straight from the query to disk: memory stays flat at any size."""

@@ -23,9 +23,7 @@ depends_on = None
 def upgrade() -> None:
     op.add_column("blocks", sa.Column("domain", sa.String(253), nullable=True))
     op.add_column("ip_addresses", sa.Column("dns_name", sa.String(253), nullable=True))
-    op.create_index(
-        op.f("ix_ip_addresses_dns_name"), "ip_addresses", ["dns_name"], unique=True
-    )
+    op.create_index(op.f("ix_ip_addresses_dns_name"), "ip_addresses", ["dns_name"], unique=True)
 
 
 def _batch(table: str):
