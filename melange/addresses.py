@@ -79,6 +79,7 @@ def _statements() -> dict:
             state="held",
             active_mac=None,
             dns_name=None,
+            dns_version=None,
             released_at=bindparam("released_at"),
             held_until=bindparam("held_until"),
         ),
@@ -110,7 +111,7 @@ def _prepared(key: str) -> Prepared:
 
 _INSERT_COLUMNS = (
     "block_id", "address", "mac", "active_mac", "hostname", "interface_id", "tenant", "state",
-    "allocated_at", "released_at", "held_until", "dns_name",
+    "allocated_at", "released_at", "held_until", "dns_name", "dns_version",
 )  # fmt: skip
 _BY_ACTIVE_MAC = _prepared("by_active_mac")
 _EXPIRED = _prepared("expired")
@@ -215,9 +216,9 @@ def allocate(
         if existing is not None:
             asked = _Asked(request.address, request.hostname, interface_id, request.tenant)
             return [_allocated_again(conn, existing, row, asked)]
-    name = dns.name_for(conn, row, request.hostname)
+    named = dns.name_for(conn, row, request.hostname)
     chosen = _choose(conn, row, request)
-    rows = _insert(conn, row, chosen, request, interface_id, progress, name)
+    rows = _insert(conn, row, chosen, request, interface_id, progress, named)
     block_ops.touch(conn, row.id, allocated=len(rows))
     audit.note(row.id, chosen)
     return _new_records(rows, row, interface)
@@ -258,12 +259,13 @@ def _insert(
     request: _Request,
     interface_id: int | None,
     progress: Callable[[int, int], None] | None,
-    name: str | None = None,
+    named: dict | None = None,
 ) -> list[dict]:
     """Insert the chosen addresses as allocated with one prepared statement, run on the
     driver: once for one address, with the driver's `executemany` in batches of
-    INSERT_BATCH for many (reporting `progress` after each); the rows. `name` is the
-    DNS name of a single named address (melange.dns)."""
+    INSERT_BATCH for many (reporting `progress` after each); the rows. `named` holds
+    the DNS name columns of a single named address (melange.dns)."""
+    dns_columns = named or {"dns_name": None, "dns_version": None}
     now = utcnow()
     rows = [
         {
@@ -278,7 +280,7 @@ def _insert(
             "allocated_at": now,
             "released_at": None,
             "held_until": None,
-            "dns_name": name,
+            **dns_columns,
         }
         for value in chosen
     ]
@@ -327,14 +329,12 @@ def _allocated_again(conn: Connection, existing, block, asked: _Asked) -> dict:
     from melange.models import ip_addresses
 
     IP = ip_addresses.c
-    name = dns.name_for(conn, block, asked.hostname, existing.id)
+    named = dns.name_for(conn, block, asked.hostname, existing.id)
     conn.execute(
-        update(ip_addresses)
-        .where(IP.id == existing.id)
-        .values(hostname=asked.hostname, dns_name=name)
+        update(ip_addresses).where(IP.id == existing.id).values(hostname=asked.hostname, **named)
     )
     block_ops.touch(conn, block.id)
-    return {**record, "hostname": asked.hostname, "dns_name": name}
+    return {**record, "hostname": asked.hostname, "dns_name": named["dns_name"]}
 
 
 def _check_capacity(conn: Connection, block, count: int) -> None:
@@ -494,7 +494,7 @@ def update_address(
             values["active_mac"] = values["mac"]
     if "hostname" in values and row.state == "allocated":
         owner = block_ops.resolve(conn, str(row.block_id))
-        values["dns_name"] = dns.name_for(conn, owner, values["hostname"], row.id)
+        values.update(dns.name_for(conn, owner, values["hostname"], row.id))
     if values:
         conn.execute(update(ip_addresses).where(IP.id == row.id).values(**values))
         block_ops.touch(conn, row.block_id)
@@ -568,13 +568,16 @@ def restore(conn: Connection, address: str, *, block: str | None = None) -> dict
             raise Conflict(
                 f"cannot restore {text}: MAC {format_mac(row.mac)} holds another address now"
             )
-    name = dns.name_for(conn, block_ops.resolve(conn, str(row.block_id)), row.hostname, row.id)
+    named = dns.name_for(conn, block_ops.resolve(conn, str(row.block_id)), row.hostname, row.id)
     conn.execute(
         update(ip_addresses)
         .where(IP.id == row.id)
         .values(
-            state="allocated", active_mac=row.mac, released_at=None, held_until=None,
-            dns_name=name,
+            state="allocated",
+            active_mac=row.mac,
+            released_at=None,
+            held_until=None,
+            **named,
         )
     )
     block_ops.touch(conn, row.block_id, allocated=1)

@@ -44,7 +44,7 @@ def _holder_statement():
     return (
         select(IP.id, IP.address, blocks.c.version, blocks.c.cidr)
         .join(blocks, blocks.c.id == IP.block_id)
-        .where(IP.dns_name == bindparam("name"))
+        .where(IP.dns_name == bindparam("name"), IP.dns_version == bindparam("version"))
     )
 
 
@@ -74,25 +74,26 @@ def qualified(hostname: str | None, domain: str | None) -> str | None:
     return name
 
 
-def check_free(conn: Connection, name: str | None, owner_id: int | None = None) -> None:
-    """Conflict (4) when another live address has the DNS name `name`."""
+def check_free(
+    conn: Connection, name: str | None, version: int, owner_id: int | None = None
+) -> None:
+    """Conflict (4) when another live address of family `version` has the DNS name `name`."""
     if name is None:
         return
-    holder = _HOLDER.first(conn, name=name)
+    holder = _HOLDER.first(conn, name=name, version=version)
     if holder is not None and holder.id != owner_id:
         address = ip_text(holder.address, holder.version)
         raise Conflict(f"the name {name} is in use by {address} (block {holder.cidr})")
 
 
-def name_for(
-    conn: Connection, block, hostname: str | None, owner_id: int | None = None
-) -> str | None:
-    """The DNS name an address of `block` with `hostname` gets, checked free."""
-    if hostname is None:
-        return None
-    name = qualified(hostname, effective_domain(conn, block))
-    check_free(conn, name, owner_id)
-    return name
+def name_for(conn: Connection, block, hostname: str | None, owner_id: int | None = None) -> dict:
+    """The `dns_name` and `dns_version` columns of an address of `block` with
+    `hostname`, the name checked free in the block's family."""
+    name = None
+    if hostname is not None:
+        name = qualified(hostname, effective_domain(conn, block))
+        check_free(conn, name, block.version, owner_id)
+    return {"dns_name": name, "dns_version": block.version if name is not None else None}
 
 
 def rename_blocks(conn: Connection, changed: Sequence) -> None:
@@ -103,14 +104,16 @@ def rename_blocks(conn: Connection, changed: Sequence) -> None:
     caller's transaction, with the domain change, rolls back)."""
     from sqlalchemy import bindparam, select, update
 
-    from melange.models import ip_addresses
+    from melange.models import blocks, ip_addresses
 
     IP = ip_addresses.c
     ids = [block.id for block in changed]
     rows: list = []
     for start in range(0, len(ids), subnets.PAGE):
         rows += conn.execute(
-            select(IP.id, IP.block_id, IP.hostname).where(
+            select(IP.id, IP.block_id, IP.hostname, blocks.c.version)
+            .join(blocks, blocks.c.id == IP.block_id)
+            .where(
                 IP.block_id.in_(ids[start : start + subnets.PAGE]),
                 IP.state == "allocated",
                 IP.hostname.is_not(None),
@@ -124,21 +127,27 @@ def rename_blocks(conn: Connection, changed: Sequence) -> None:
         conn.execute(
             update(ip_addresses)
             .where(IP.id.in_(row_ids[start : start + subnets.PAGE]))
-            .values(dns_name=None)
+            .values(dns_name=None, dns_version=None)
         )
-    named = [(row.id, qualified(row.hostname, domains[row.block_id])) for row in rows]
-    seen: dict[str, int] = {}
-    for row_id, name in named:
+    named = [(row, qualified(row.hostname, domains[row.block_id])) for row in rows]
+    seen: set[tuple[str, int]] = set()
+    for row, name in named:
         if name is None:
             continue
-        if name in seen:
+        if (name, row.version) in seen:
             raise Conflict(f"two addresses would be named {name} in the new domain")
-        seen[name] = row_id
-        check_free(conn, name, row_id)
+        seen.add((name, row.version))
+        check_free(conn, name, row.version, row.id)
     update_one = (
-        update(ip_addresses).where(IP.id == bindparam("row_id")).values(dns_name=bindparam("name"))
+        update(ip_addresses)
+        .where(IP.id == bindparam("row_id"))
+        .values(dns_name=bindparam("name"), dns_version=bindparam("family"))
     )
-    values = [{"row_id": row_id, "name": name} for row_id, name in named if name is not None]
+    values = [
+        {"row_id": row.id, "name": name, "family": row.version}
+        for row, name in named
+        if name is not None
+    ]
     if values:
         conn.execute(update_one, values)
 

@@ -167,9 +167,11 @@ ip_addresses = Table(
     # (schema 0007): every reader agrees on it, whatever its own config says.
     Column("held_until", DateTime),
     # The name DNS answers for the address (hostname within the block's domain,
-    # lower case), set only while allocated and the block has a domain (schema
-    # 0009): the unique index makes a name one address's, on every backend.
+    # lower case) and its family, set only while allocated and the block has a
+    # domain (schema 0009): the unique index makes a name one address's of each
+    # family (one A, one AAAA: a dual-stack machine), on every backend.
     Column("dns_name", String(253)),
+    Column("dns_version", SmallInteger),
     UniqueConstraint("block_id", "address"),
     UniqueConstraint("block_id", "active_mac"),
     CheckConstraint("state IN ('allocated', 'held')", name="state"),
@@ -191,7 +193,7 @@ ip_addresses = Table(
     Index(None, "mac"),
     Index(None, "interface_id"),
     Index(None, "address"),
-    Index(None, "dns_name", unique=True),
+    Index(None, "dns_name", "dns_version", unique=True),
     sqlite_autoincrement=True,
 )
 

@@ -12,9 +12,10 @@ STATEMENTS: dict[str, tuple] = {'addresses.by_active_mac': ('SELECT ip_addresses
                              'ip_addresses.mac, ip_addresses.active_mac, ip_addresses.hostname, '
                              'ip_addresses.interface_id, ip_addresses.tenant, ip_addresses.state, '
                              'ip_addresses.allocated_at, ip_addresses.released_at, '
-                             'ip_addresses.held_until, ip_addresses.dns_name, blocks.version AS '
-                             'block_version, blocks.name AS block_name, blocks.cidr AS block_cidr, '
-                             'blocks.network AS block_network, interfaces.vif_id \n'
+                             'ip_addresses.held_until, ip_addresses.dns_name, '
+                             'ip_addresses.dns_version, blocks.version AS block_version, '
+                             'blocks.name AS block_name, blocks.cidr AS block_cidr, blocks.network '
+                             'AS block_network, interfaces.vif_id \n'
                              'FROM ip_addresses JOIN blocks ON blocks.id = ip_addresses.block_id '
                              'LEFT OUTER JOIN interfaces ON interfaces.id = '
                              'ip_addresses.interface_id \n'
@@ -35,6 +36,7 @@ STATEMENTS: dict[str, tuple] = {'addresses.by_active_mac': ('SELECT ip_addresses
                               'released_at',
                               'held_until',
                               'dns_name',
+                              'dns_version',
                               'block_version',
                               'block_name',
                               'block_cidr',
@@ -45,9 +47,9 @@ STATEMENTS: dict[str, tuple] = {'addresses.by_active_mac': ('SELECT ip_addresses
                      'ip_addresses.mac, ip_addresses.active_mac, ip_addresses.hostname, '
                      'ip_addresses.interface_id, ip_addresses.tenant, ip_addresses.state, '
                      'ip_addresses.allocated_at, ip_addresses.released_at, '
-                     'ip_addresses.held_until, ip_addresses.dns_name, blocks.version AS '
-                     'block_version, blocks.name AS block_name, blocks.cidr AS block_cidr, '
-                     'blocks.network AS block_network, interfaces.vif_id \n'
+                     'ip_addresses.held_until, ip_addresses.dns_name, ip_addresses.dns_version, '
+                     'blocks.version AS block_version, blocks.name AS block_name, blocks.cidr AS '
+                     'block_cidr, blocks.network AS block_network, interfaces.vif_id \n'
                      'FROM ip_addresses JOIN blocks ON blocks.id = ip_addresses.block_id LEFT '
                      'OUTER JOIN interfaces ON interfaces.id = ip_addresses.interface_id \n'
                      'WHERE ip_addresses.id = ?',
@@ -67,6 +69,7 @@ STATEMENTS: dict[str, tuple] = {'addresses.by_active_mac': ('SELECT ip_addresses
                       'released_at',
                       'held_until',
                       'dns_name',
+                      'dns_version',
                       'block_version',
                       'block_name',
                       'block_cidr',
@@ -92,9 +95,9 @@ STATEMENTS: dict[str, tuple] = {'addresses.by_active_mac': ('SELECT ip_addresses
                     'ip_addresses.mac, ip_addresses.active_mac, ip_addresses.hostname, '
                     'ip_addresses.interface_id, ip_addresses.tenant, ip_addresses.state, '
                     'ip_addresses.allocated_at, ip_addresses.released_at, ip_addresses.held_until, '
-                    'ip_addresses.dns_name, blocks.version AS block_version, blocks.name AS '
-                    'block_name, blocks.cidr AS block_cidr, blocks.network AS block_network, '
-                    'interfaces.vif_id \n'
+                    'ip_addresses.dns_name, ip_addresses.dns_version, blocks.version AS '
+                    'block_version, blocks.name AS block_name, blocks.cidr AS block_cidr, '
+                    'blocks.network AS block_network, interfaces.vif_id \n'
                     'FROM ip_addresses JOIN blocks ON blocks.id = ip_addresses.block_id LEFT OUTER '
                     'JOIN interfaces ON interfaces.id = ip_addresses.interface_id \n'
                     'WHERE ip_addresses.address = ? AND blocks.version = ? AND (ip_addresses.state '
@@ -115,6 +118,7 @@ STATEMENTS: dict[str, tuple] = {'addresses.by_active_mac': ('SELECT ip_addresses
                      'released_at',
                      'held_until',
                      'dns_name',
+                     'dns_version',
                      'block_version',
                      'block_name',
                      'block_cidr',
@@ -125,9 +129,10 @@ STATEMENTS: dict[str, tuple] = {'addresses.by_active_mac': ('SELECT ip_addresses
                              'ip_addresses.mac, ip_addresses.active_mac, ip_addresses.hostname, '
                              'ip_addresses.interface_id, ip_addresses.tenant, ip_addresses.state, '
                              'ip_addresses.allocated_at, ip_addresses.released_at, '
-                             'ip_addresses.held_until, ip_addresses.dns_name, blocks.version AS '
-                             'block_version, blocks.name AS block_name, blocks.cidr AS block_cidr, '
-                             'blocks.network AS block_network, interfaces.vif_id \n'
+                             'ip_addresses.held_until, ip_addresses.dns_name, '
+                             'ip_addresses.dns_version, blocks.version AS block_version, '
+                             'blocks.name AS block_name, blocks.cidr AS block_cidr, blocks.network '
+                             'AS block_network, interfaces.vif_id \n'
                              'FROM ip_addresses JOIN blocks ON blocks.id = ip_addresses.block_id '
                              'LEFT OUTER JOIN interfaces ON interfaces.id = '
                              'ip_addresses.interface_id \n'
@@ -150,6 +155,7 @@ STATEMENTS: dict[str, tuple] = {'addresses.by_active_mac': ('SELECT ip_addresses
                               'released_at',
                               'held_until',
                               'dns_name',
+                              'dns_version',
                               'block_version',
                               'block_name',
                               'block_cidr',
@@ -157,15 +163,24 @@ STATEMENTS: dict[str, tuple] = {'addresses.by_active_mac': ('SELECT ip_addresses
                               'vif_id'),
                              ((2, 'address'), (9, 'datetime'), (10, 'datetime'), (11, 'datetime'))),
  'addresses.hold': ('UPDATE ip_addresses SET active_mac=?, state=?, released_at=?, held_until=?, '
-                    'dns_name=? WHERE ip_addresses.id = ?',
-                    ('_default_0', '_default_1', 'released_at', 'held_until', '_default_4', 'id'),
-                    {'_default_0': None, '_default_1': 'held', '_default_4': None},
+                    'dns_name=?, dns_version=? WHERE ip_addresses.id = ?',
+                    ('_default_0',
+                     '_default_1',
+                     'released_at',
+                     'held_until',
+                     '_default_4',
+                     '_default_5',
+                     'id'),
+                    {'_default_0': None,
+                     '_default_1': 'held',
+                     '_default_4': None,
+                     '_default_5': None},
                     ((2, 'datetime'), (3, 'datetime')),
                     (),
                     ()),
  'addresses.insert_one': ('INSERT INTO ip_addresses (block_id, address, mac, active_mac, hostname, '
                           'interface_id, tenant, state, allocated_at, released_at, held_until, '
-                          'dns_name) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)',
+                          'dns_name, dns_version) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)',
                           ('block_id',
                            'address',
                            'mac',
@@ -177,7 +192,8 @@ STATEMENTS: dict[str, tuple] = {'addresses.by_active_mac': ('SELECT ip_addresses
                            'allocated_at',
                            'released_at',
                            'held_until',
-                           'dns_name'),
+                           'dns_name',
+                           'dns_version'),
                           {},
                           ((1, 'address'), (8, 'datetime'), (9, 'datetime'), (10, 'datetime')),
                           (),
@@ -429,8 +445,8 @@ STATEMENTS: dict[str, tuple] = {'addresses.by_active_mac': ('SELECT ip_addresses
                   ()),
  'dns.holder': ('SELECT ip_addresses.id, ip_addresses.address, blocks.version, blocks.cidr \n'
                 'FROM ip_addresses JOIN blocks ON blocks.id = ip_addresses.block_id \n'
-                'WHERE ip_addresses.dns_name = ?',
-                ('name',),
+                'WHERE ip_addresses.dns_name = ? AND ip_addresses.dns_version = ?',
+                ('name', 'version'),
                 {},
                 (),
                 ('id', 'address', 'version', 'cidr'),

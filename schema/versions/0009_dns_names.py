@@ -7,7 +7,8 @@ Revises: 0008
   inherits its nearest ancestor's).
 - `ip_addresses.dns_name`: the name DNS answers for an allocated address (its
   hostname inside its block's domain), NULL while held or without a domain;
-  a unique index makes each name one address's. Existing hostnames get no
+  `dns_version` its family; a unique index makes each name one address's of
+  each family (an A and an AAAA). Existing hostnames get no
   name: no block had a domain before this revision.
 """
 
@@ -23,7 +24,13 @@ depends_on = None
 def upgrade() -> None:
     op.add_column("blocks", sa.Column("domain", sa.String(253), nullable=True))
     op.add_column("ip_addresses", sa.Column("dns_name", sa.String(253), nullable=True))
-    op.create_index(op.f("ix_ip_addresses_dns_name"), "ip_addresses", ["dns_name"], unique=True)
+    op.add_column("ip_addresses", sa.Column("dns_version", sa.SmallInteger(), nullable=True))
+    op.create_index(
+        op.f("ix_ip_addresses_dns_name_dns_version"),
+        "ip_addresses",
+        ["dns_name", "dns_version"],
+        unique=True,
+    )
 
 
 def _batch(table: str):
@@ -37,8 +44,9 @@ def _batch(table: str):
 
 
 def downgrade() -> None:
-    op.drop_index(op.f("ix_ip_addresses_dns_name"), table_name="ip_addresses")
+    op.drop_index(op.f("ix_ip_addresses_dns_name_dns_version"), table_name="ip_addresses")
     with _batch("ip_addresses") as batch:
+        batch.drop_column("dns_version")
         batch.drop_column("dns_name")
     with _batch("blocks") as batch:
         batch.drop_column("domain")
