@@ -24,7 +24,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Sequence
 from typing import TYPE_CHECKING
 
-from melange import subnets
+from melange import holds, subnets
 from melange.errors import Conflict, InvalidInput
 from melange.prepared import Prepared
 from melange.records import ip_text
@@ -115,7 +115,7 @@ def rename_blocks(conn: Connection, changed: Sequence) -> None:
             .join(blocks, blocks.c.id == IP.block_id)
             .where(
                 IP.block_id.in_(ids[start : start + subnets.PAGE]),
-                IP.state == "allocated",
+                holds.allocated(IP),
                 IP.hostname.is_not(None),
             )
         ).all()

@@ -22,6 +22,7 @@ from collections.abc import Callable, Iterator
 
 from sqlalchemy import Connection, LargeBinary, Select, select, type_coerce
 
+from melange import holds
 from melange.dns import domains_of
 from melange.models import blocks, ip_addresses
 from melange.names import require_network
@@ -37,7 +38,7 @@ def _names_query(network: str | None) -> Select:
     query = (
         select(IP.dns_name, type_coerce(IP.address, LargeBinary), blocks.c.version)
         .join(blocks, blocks.c.id == IP.block_id)
-        .where(IP.dns_name.is_not(None), IP.state == "allocated")
+        .where(IP.dns_name.is_not(None), holds.allocated(IP))
         .order_by(IP.dns_name, blocks.c.version, IP.address)
     )
     if network is not None:
