@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import re
 import signal
 import subprocess
@@ -205,3 +206,29 @@ def test_dns_config_is_accepted_by_dnsmasq(tmp_path):
                           capture_output=True, text=True)  # fmt: skip
     assert proc.returncode == 0, proc.stderr
     assert conf.read_text().count("local=/a.example/") == 1
+
+
+def test_reconcile_finds_and_repairs_dns_drift(tmp_path):
+    """Names the files lack and records the store does not have: found (8), repaired."""
+    run = _melange(f"sqlite:///{tmp_path / 's.db'}", tmp_path)
+    run.ok("block", "create", "10.0.0.0/24", "--name", "a", "--domain", "lab.example")
+    ip = run.ok("block", "allocate", "a", "--hostname", "vm1").strip()
+    hostsdir, addn = tmp_path / "dns.d", tmp_path / "dns.hosts"
+    hostsdir.mkdir()
+    (hostsdir / "ghost.lab.example").write_text("10.0.0.99 ghost.lab.example\n")
+    files = ("--dns-hostsdir", str(hostsdir), "--addn-hosts", str(addn))
+    result = run("reconcile", *files, output="json")
+    assert result.exit_code == 8, result.stderr
+    found = {(f["kind"], f.get("name"), f.get("address")) for f in _findings(result.stdout)}
+    assert ("dns_missing", "vm1.lab.example", ip) in found
+    assert ("dns_extra", "ghost.lab.example", "10.0.0.99") in found
+    fixed = run("reconcile", *files, "--fix", output="json")
+    assert fixed.exit_code == 0, fixed.stdout + fixed.stderr
+    assert addn.read_text() == f"{ip} vm1.lab.example\n"
+    assert list(hostsdir.iterdir()) == []
+    assert run("reconcile", *files).exit_code == 0
+
+
+def _findings(stdout: str) -> list[dict]:
+    document = json.loads(stdout)
+    return document["findings"] if isinstance(document, dict) else document

@@ -102,9 +102,7 @@ class Dnsmasq:
         self._removed = set()
         return result
 
-    def _plan_names(
-        self, store: Store, result: SyncResult, reloading: bool
-    ) -> names.Plan | None:
+    def _plan_names(self, store: Store, result: SyncResult, reloading: bool) -> names.Plan | None:
         """The DNS names' files brought in step: small files now, or a fold whose small
         files go once the reload that reads it is over (melange.dnsmasq.names)."""
         if self.names is None:
@@ -117,6 +115,34 @@ class Dnsmasq:
         result.dns_changed, result.dns_folded = plan.changed, plan.fold
         result.dns_names = plan.names
         return plan
+
+    # -- DNS names (reconcile; melange.reconcile.names)
+
+    def dns_served(self) -> names.Names | None:
+        """The names dnsmasq reads from the DNS files; None without DNS files."""
+        return None if self.names is None else self.names.served()
+
+    def dns_rendered(self, conn: Connection) -> names.Names:
+        return names.rendered(conn, self.target.network)
+
+    def dns_repair(self, store: Store) -> bool:
+        """The DNS files rewritten from the store, whatever they hold: folded and
+        reloaded when there is an addn-hosts file, else the small files redone."""
+        if self.names is None:
+            return False
+        self.names = names.DnsFiles(self.target.dns_hostsdir, self.target.addn_hosts)
+        wanted = store.read(lambda conn: names.rendered(conn, self.target.network))
+        fold = self.target.addn_hosts is not None
+        plan = self.names.plan(wanted, reloading=fold, can_reload=fold)
+        if fold:
+            plan = names.Plan(fold=True, names=len(wanted))
+        self.names.apply(plan, wanted)
+        if plan.fold:
+            _, reloaded = self._reload()
+            if reloaded:
+                process.after_reload(self.target.pidfile)
+            self.names.after_fold(reloaded)
+        return plan.changed
 
     def _stream(self, conn: Connection) -> SyncResult:
         """The hosts file straight from the query to disk: memory stays flat at any size."""

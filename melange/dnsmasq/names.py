@@ -168,10 +168,17 @@ class DnsFiles:
 
     def after_fold(self, reloaded: bool) -> None:
         """The small files, now in the folded file dnsmasq has read, removed. Without a
-        reload they stay: dnsmasq reads the folded file only at its next start or reload."""
+        reload those the store still wants stay (dnsmasq reads the folded file only at its
+        next start or reload), and any other goes: its records are wrong now."""
         if not reloaded:
             log.warning("DNS names folded into %s; dnsmasq reads it at its next reload",
                         self.addn_hosts)  # fmt: skip
+            folded = self.folded or {}
+            for name, lines in list(self.small.items()):
+                if not lines <= folded.get(name, frozenset()):
+                    if self.hostsdir is not None:
+                        (self.hostsdir / name).unlink(missing_ok=True)
+                    del self.small[name]
             return
         for path in files.dir_files(self.hostsdir):
             path.unlink(missing_ok=True)
