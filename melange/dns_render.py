@@ -18,7 +18,7 @@ file a name).
 from __future__ import annotations
 
 import socket
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 
 from sqlalchemy import Connection, LargeBinary, Select, select, type_coerce
 
@@ -26,6 +26,7 @@ from melange import holds
 from melange.dns import domains_of
 from melange.models import blocks, ip_addresses
 from melange.names import require_network
+from melange.prepared import translated_error
 
 STREAM_BATCH = 8192
 DEFAULT_ADDN_HOSTS = "/var/lib/melange/dns.hosts"
@@ -59,11 +60,59 @@ def name_lines(conn: Connection, network: str | None = None) -> Iterator[tuple[s
 
 
 def _name_lines(conn: Connection, network: str | None) -> Iterator[tuple[str, str]]:
-    query = _names_query(network).execution_options(stream_results=True, yield_per=STREAM_BATCH)
-    with conn.execute(query) as result:
-        for partition in result.partitions():
-            for name, raw, version in partition:
-                yield name, host_line(name, bytes(raw), version)
+    for rows in _batches(conn, _names_query(network)):
+        for name, raw, version in rows:
+            yield name, host_line(name, bytes(raw), version)
+
+
+def _batches(conn: Connection, query: Select) -> Iterator[Sequence[tuple]]:
+    """The rows a batch at a time. SQLite: plain tuples off the driver's cursor (a
+    render's rows through SQLAlchemy cost ten times their formatting), errors wrapped
+    as SQLAlchemy's; the servers: a server-side cursor (stream_results)."""
+    if conn.dialect.name != "sqlite":
+        streamed = query.execution_options(stream_results=True, yield_per=STREAM_BATCH)
+        with conn.execute(streamed) as result:
+            yield from result.partitions()
+        return
+    if not conn.in_transaction():
+        conn.begin()
+    compiled = query.compile(dialect=conn.dialect).construct_expanded_state()
+    statement, params = compiled.statement, compiled.positional_parameters
+    dbapi = conn.connection.dbapi_connection
+    assert dbapi is not None  # checked out, in a transaction
+    cursor = dbapi.cursor()
+    try:
+        cursor.execute(statement, params)
+        while batch := cursor.fetchmany(STREAM_BATCH):
+            yield batch
+    except conn.dialect.loaded_dbapi.Error as error:
+        raise translated_error(conn, statement, params, error) from error
+    finally:
+        cursor.close()
+
+
+def _rows_query(network: str | None) -> Select:
+    return _names_query(network).add_columns(ip_addresses.c.block_id)
+
+
+def name_rows(conn: Connection, network: str | None) -> Iterator[tuple[str, str, int, int]]:
+    """(name, line without its newline, block id, address) of every named address."""
+    for rows in _batches(conn, _rows_query(network)):
+        for name, raw, version, block_id in rows:
+            data = bytes(raw)
+            line = host_line(name, data, version)[:-1]
+            yield name, line, block_id, int.from_bytes(data, "big")
+
+
+def name_at(
+    conn: Connection, network: str | None, block_id: int, address: int
+) -> list[tuple[str, str]]:
+    """(name, line without its newline) of one address, when it has a name."""
+    query = _names_query(network).where(
+        ip_addresses.c.block_id == block_id, ip_addresses.c.address == address
+    )
+    return [(name, host_line(name, bytes(raw), version)[:-1])
+            for name, raw, version in conn.execute(query)]  # fmt: skip
 
 
 def _chunks(conn: Connection, network: str | None) -> Iterator[bytes]:

@@ -139,37 +139,43 @@ def test_dnsmasq_answers_names_at_once(store, netns_pair, tmp_path):
     flags = ("--dns-hostsdir", str(hostsdir), "--addn-hosts", str(addn))
     daemon = Melanged(store, server, tmp_path, extra=flags).start()
     try:
-        daemon.wait_log("DNS: 0 names folded")  # the addn-hosts file, written at start
+        daemon.wait_log("DNS: 0 names folded", timeout=120)  # the addn-hosts file, written at start
         started = len(daemon.log())
         v4 = run.ok("block", "allocate", "lan", "--hostname", "vm1").strip()
         v6 = run.ok("block", "allocate", "lan6", "--hostname", "vm1").strip()
         dmz = run.ok("block", "allocate", "dmz", "--hostname", "web").strip()
-        wait_until(lambda: _dig(server, "vm1.lab.example") == [v4], what="A")
+        wait_until(lambda: _dig(server, "vm1.lab.example") == [v4], what="A", timeout=60)
         assert _dig(server, "AAAA", "vm1.lab.example") == [v6]
         assert _dig(server, "-x", v4) == ["vm1.lab.example."]
         assert _dig(server, "-x", v6) == ["vm1.lab.example."]
-        wait_until(lambda: _dig(server, "web.dmz.example") == [dmz], what="other domain")
+        wait_until(
+            lambda: _dig(server, "web.dmz.example") == [dmz], what="other domain", timeout=60
+        )
         assert _status(server, "web.lab.example") == "NXDOMAIN"
         assert sorted(p.name for p in hostsdir.iterdir()) == ["vm1.lab.example", "web.dmz.example"]
         # A rename, then a release (held: no name), each by a small file alone.
         run.ok("ip", "update", v4, "--hostname", "vm2")
-        wait_until(lambda: _dig(server, "vm2.lab.example") == [v4], what="rename")
+        wait_until(lambda: _dig(server, "vm2.lab.example") == [v4], what="rename", timeout=60)
         assert _dig(server, "A", "vm1.lab.example") == []
         assert _dig(server, "AAAA", "vm1.lab.example") == [v6]
         run.ok("ip", "release", dmz)
-        wait_until(lambda: _status(server, "web.dmz.example") == "NXDOMAIN", what="release")
+        wait_until(
+            lambda: _status(server, "web.dmz.example") == "NXDOMAIN", what="release", timeout=60
+        )
         assert "folded" not in daemon.log()[started:]
         # A DHCP reservation: a reload melanged sends anyway, and the names are folded.
         run.ok("block", "allocate", "lan", "--mac", "02:00:00:00:00:07", "--hostname", "db")
-        daemon.wait_log("folded into the addn-hosts file")
-        wait_until(lambda: not list(hostsdir.iterdir()), what="small files removed")
+        daemon.wait_log("folded into the addn-hosts file", timeout=120)
+        wait_until(lambda: not list(hostsdir.iterdir()), what="small files removed", timeout=60)
         assert dns_files.parse(addn.read_text()).keys() == {"vm1.lab.example", "vm2.lab.example",
                                                             "db.lab.example"}  # fmt: skip
         assert _dig(server, "vm2.lab.example") == [v4]
         assert _dig(server, "db.lab.example") != []
         # A folded name released: only a reload takes it away.
         run.ok("ip", "release", v4)
-        wait_until(lambda: _status(server, "vm2.lab.example") == "NXDOMAIN", what="folded gone")
+        wait_until(
+            lambda: _status(server, "vm2.lab.example") == "NXDOMAIN", what="folded gone", timeout=60
+        )
         assert _dig(server, "AAAA", "vm1.lab.example") == [v6]
         # SIGKILL in the middle of a burst: the files stay whole.
         for i in range(6):
@@ -177,12 +183,18 @@ def test_dnsmasq_answers_names_at_once(store, netns_pair, tmp_path):
         daemon.kill(signal.SIGKILL)
         _files_whole(hostsdir, addn)
         daemon = Melanged(store, server, tmp_path, extra=flags).start()
-        wait_until(lambda: _dig(server, "burst5.dmz.example") != [], what="after restart")
+        wait_until(
+            lambda: _dig(server, "burst5.dmz.example") != [], what="after restart", timeout=120
+        )
         assert _dig(server, "AAAA", "vm1.lab.example") == [v6]
         _files_whole(hostsdir, addn)
         wanted = dns_files.parse(run.ok("dns", "hosts"))
         served = dns_files.DnsFiles(hostsdir, addn).served()
-        wait_until(lambda: dns_files.DnsFiles(hostsdir, addn).served() == wanted, what="in step")
+        wait_until(
+            lambda: dns_files.DnsFiles(hostsdir, addn).served() == wanted,
+            what="in step",
+            timeout=60,
+        )
         assert served.keys() <= wanted.keys()
         assert server.alive()
     finally:

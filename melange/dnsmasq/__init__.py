@@ -47,6 +47,7 @@ class Dnsmasq:
         self._removed: set[str] = set()
         self._sequence = 0
         self.names: names.DnsFiles | None = None  # DNS names (melange.dnsmasq.names)
+        self.store_names = names.StoreNames(target.network)
         if target.dns_hostsdir is not None or target.addn_hosts is not None:
             self.names = names.DnsFiles(target.dns_hostsdir, target.addn_hosts)
 
@@ -107,10 +108,11 @@ class Dnsmasq:
         files go once the reload that reads it is over (melange.dnsmasq.names)."""
         if self.names is None:
             return None
-        wanted = store.read(lambda conn: names.rendered(conn, self.target.network))
+        wanted = store.read(self.store_names.read)
         pidfile = self.target.pidfile
         can_reload = pidfile is not None and process.pid(pidfile) is not None
-        plan = self.names.plan(wanted, reloading=reloading, can_reload=can_reload)
+        plan = self.names.plan(wanted, reloading=reloading, can_reload=can_reload,
+                               changed=self.store_names.changed)  # fmt: skip
         self.names.apply(plan, wanted)
         result.dns_changed, result.dns_folded = plan.changed, plan.fold
         result.dns_names = plan.names

@@ -36,6 +36,7 @@ from melange.localfiles import read_text
 
 log = logging.getLogger("melange.dnsmasq")
 FOLD_AT = 2000  # small files before a fold (see docs/performance.md, "DNS")
+INCREMENTAL_AT = 1000  # audit rows in one pass beyond which every name is read again
 
 Names = dict[str, frozenset[str]]  # DNS name -> its hosts lines ("ADDRESS NAME")
 
@@ -56,6 +57,76 @@ def rendered(conn: Connection, network: str | None) -> Names:
     for name, line in dns_render.name_lines(conn, network):
         found.setdefault(name, set()).add(line.rstrip("\n"))
     return {name: frozenset(lines) for name, lines in found.items()}
+
+
+class StoreNames:
+    """The store's names for one network, read whole once and then, on SQLite, only
+    where the audit trail says an address changed.
+
+    Every change to an address writes its audit row in the change's own
+    transaction, the address in the row when it was the only one; SQLite
+    commits writers one at a time, so audit ids grow in commit order and
+    "rows after the last id seen" is exactly what changed since. Anything else
+    (a block changed, several addresses at once, no audit row at all, or a
+    server backend, whose ids need not follow commit order) reads every name
+    again. `changed` says which names the last read may have changed (None:
+    any)."""
+
+    def __init__(self, network: str | None) -> None:
+        self.network = network
+        self.wanted: dict[str, frozenset[str]] = {}
+        self.by_address: dict[tuple[int, int], tuple[str, str]] = {}
+        self.audit_id: int | None = None
+        self.changed: set[str] | None = None
+
+    def read(self, conn: Connection) -> Names:
+        from sqlalchemy import func, select
+
+        from melange.models import audit_log
+
+        top = conn.execute(select(func.max(audit_log.c.id))).scalar() or 0
+        last, self.audit_id = self.audit_id, top
+        if last is None or conn.dialect.name != "sqlite":
+            return self._whole(conn)
+        touched = conn.execute(
+            select(audit_log.c.block_id, audit_log.c.address).where(audit_log.c.id > last)
+        ).all()
+        if (
+            not touched
+            or len(touched) > INCREMENTAL_AT
+            or any(block_id is None or address is None for block_id, address in touched)
+        ):
+            return self._whole(conn)
+        self.changed = set()
+        for block_id, address in set(touched):
+            self._refresh(conn, block_id, address)
+        return dict(self.wanted)
+
+    def _whole(self, conn: Connection) -> Names:
+        found: dict[str, set[str]] = {}
+        self.by_address = {}
+        for name, line, block_id, address in dns_render.name_rows(conn, self.network):
+            found.setdefault(name, set()).add(line)
+            self.by_address[block_id, address] = (name, line)
+        self.wanted = {name: frozenset(lines) for name, lines in found.items()}
+        self.changed = None
+        return dict(self.wanted)
+
+    def _refresh(self, conn: Connection, block_id: int, address: int) -> None:
+        assert self.changed is not None
+        old = self.by_address.pop((block_id, address), None)
+        if old is not None:
+            name, line = old
+            self.changed.add(name)
+            left = self.wanted.get(name, frozenset()) - {line}
+            if left:
+                self.wanted[name] = left
+            else:
+                self.wanted.pop(name, None)
+        for name, line in dns_render.name_at(conn, self.network, block_id, address):
+            self.changed.add(name)
+            self.wanted[name] = self.wanted.get(name, frozenset()) | {line}
+            self.by_address[block_id, address] = (name, line)
 
 
 def _line_key(line: str) -> tuple[int, bytes]:
@@ -117,33 +188,37 @@ class DnsFiles:
                                          for line in lines)  # fmt: skip
         return small
 
-    def plan(self, wanted: Names, *, reloading: bool, can_reload: bool) -> Plan:
-        """Compare what the store wants with what the files hold."""
+    def plan(
+        self, wanted: Names, *, reloading: bool, can_reload: bool, changed: set[str] | None = None
+    ) -> Plan:
+        """Compare what the store wants with what the files hold: for the names in
+        `changed` only, when the caller knows the others are as they were."""
         if self.folded is None:
             self.folded, self.small = self._read_folded(), self._read_small()
+            changed = None
         folded = self.folded
+        if changed is None:
+            changed = set(wanted) | set(folded) | set(self.small)
+        empty: frozenset[str] = frozenset()
         plan = Plan(names=len(wanted))
         if self.addn_hosts is not None:
             missing_file = not self.addn_hosts.exists()
-            must_remove = any(lines - wanted.get(name, frozenset())
-                              for name, lines in folded.items())  # fmt: skip
+            must_remove = any(folded.get(n, empty) - wanted.get(n, empty) for n in changed)
+            differs = any(folded.get(n, empty) != wanted.get(n, empty) for n in changed)
             if self.hostsdir is None or missing_file or (must_remove and can_reload):
                 plan.fold = True
-            elif reloading and (self.small or folded != wanted):
+            elif reloading and (self.small or differs):
                 plan.fold = True
         if plan.fold:
             return plan
-        for name, lines in wanted.items():
-            extra = lines - folded.get(name, frozenset())
+        for name in sorted(changed):
+            extra = wanted.get(name, empty) - folded.get(name, empty)
             if extra and self.small.get(name) != extra:
                 plan.write[name] = extra
-        plan.delete = sorted(
-            name
-            for name in self.small
-            if not wanted.get(name, frozenset()) - folded.get(name, frozenset())
-        )
-        if self.addn_hosts is not None and can_reload and \
-                len(self.small) + len(plan.write) - len(plan.delete) > FOLD_AT:  # fmt: skip
+            elif not extra and name in self.small:
+                plan.delete.append(name)
+        growing = len(self.small) + len(plan.write) - len(plan.delete) > FOLD_AT
+        if self.addn_hosts is not None and can_reload and growing:
             return Plan(fold=True, names=len(wanted))
         return plan
 
