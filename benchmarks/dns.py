@@ -203,6 +203,7 @@ def _measure(work: Path, count: int, samples: int) -> dict:
         daemon.wait(30)
         result.update(added=added, released=released, baseline=_baseline(work, resolver,
                       server.pid, samples))  # fmt: skip
+        result["bound"] = _bound(work, resolver, server.pid)
         stream.stop.set()
         stream.join(5)
         result["longest_gap"] = stream.longest
@@ -236,6 +237,35 @@ def _baseline(work: Path, resolver: Resolver, dnsmasq_pid: int, samples: int) ->
     return {"times": times, "cpu": median(cpu)}
 
 
+def _bound(work: Path, resolver: Resolver, dnsmasq_pid: int) -> dict:
+    """dnsmasq's CPU for one new small file and for a SIGHUP, with FOLD_AT small files
+    in the hosts dir besides the folded names (the bound melanged folds at)."""
+    from melange.dnsmasq.names import FOLD_AT
+    from melange.filesync import write_if_changed
+
+    hostsdir = work / "dns.d"
+    for i in range(FOLD_AT):
+        write_if_changed(
+            hostsdir / f"k{i}.{DOMAIN}", [f"10.82.{i // 250}.{i % 250 + 1} k{i}.{DOMAIN}\n"]
+        )
+    resolver.wait(f"k{FOLD_AT - 1}.{DOMAIN}", answered=True)
+    time.sleep(0.5)
+    before = _cpu(dnsmasq_pid)
+    write_if_changed(hostsdir / f"last.{DOMAIN}", [f"10.83.0.1 last.{DOMAIN}\n"])
+    new_file = resolver.wait(f"last.{DOMAIN}", answered=True)
+    time.sleep(0.3)
+    one_file_cpu = _cpu(dnsmasq_pid) - before
+    del new_file
+    cpu = []
+    for _ in range(3):
+        before = _cpu(dnsmasq_pid)
+        os.kill(dnsmasq_pid, signal.SIGHUP)
+        time.sleep(0.5)
+        resolver.wait(f"k0.{DOMAIN}", answered=True)
+        cpu.append(_cpu(dnsmasq_pid) - before)
+    return {"files": FOLD_AT, "one_file_cpu": one_file_cpu, "sighup_cpu": median(cpu)}
+
+
 def run(quick: bool) -> str:
     if os.geteuid() != 0 or shutil.which("dnsmasq", path="/usr/sbin:/usr/bin:/sbin") is None:
         return section("DNS", "", "skipped: needs root and dnsmasq")
@@ -256,6 +286,10 @@ def run(quick: bool) -> str:
          verdict(r["longest_gap"] * 1000, 100, at_most=True)),
         ("melanged CPU per allocation (its pass)", ms(r["melanged_cpu"]), ""),
         ("dnsmasq CPU per SIGHUP (baseline)", ms(r["baseline"]["cpu"]), ""),
+        (f"dnsmasq CPU per SIGHUP, {r['bound']['files']:,} small files besides",
+         ms(r["bound"]["sighup_cpu"]), ""),
+        (f"dnsmasq CPU for one new small file, {r['bound']['files']:,} there already",
+         ms(r["bound"]["one_file_cpu"]), ""),
     ]  # fmt: skip
     method = (
         f"{sizes['names']:,} names in dnsmasq, {sizes['samples']} samples each; "
