@@ -219,7 +219,11 @@ def _measure(work: Path, count: int, samples: int) -> dict:
         for proc in (daemon, server):
             if proc.poll() is None:
                 proc.terminate()
-                proc.wait(30)
+                try:
+                    proc.wait(60)
+                except subprocess.TimeoutExpired:
+                    proc.kill()
+                    proc.wait()
         store.close()
     return result
 

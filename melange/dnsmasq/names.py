@@ -30,7 +30,7 @@ from pathlib import Path
 from sqlalchemy import Connection
 
 from melange import dns_render
-from melange.dnsmasq import files
+from melange.dnsmasq.files import dir_files
 from melange.filesync import write_if_changed
 from melange.localfiles import read_text
 
@@ -183,7 +183,7 @@ class DnsFiles:
 
     def _read_small(self) -> Names:
         small: dict[str, frozenset[str]] = {}
-        for path in files.dir_files(self.hostsdir):
+        for path in dir_files(self.hostsdir):
             small[path.name] = frozenset(line for lines in parse(read_text(path)).values()
                                          for line in lines)  # fmt: skip
         return small
@@ -255,6 +255,6 @@ class DnsFiles:
                         (self.hostsdir / name).unlink(missing_ok=True)
                     del self.small[name]
             return
-        for path in files.dir_files(self.hostsdir):
+        for path in dir_files(self.hostsdir):
             path.unlink(missing_ok=True)
         self.small = {}
