@@ -250,8 +250,10 @@ def _baseline(work: Path, resolver: Resolver, dnsmasq_pid: int, samples: int) ->
 def _bound(work: Path, resolver: Resolver, dnsmasq_pid: int) -> dict:
     """dnsmasq's CPU for one new small file and for a SIGHUP, with FOLD_AT small files
     in the hosts dir besides the folded names (the bound melanged folds at)."""
-    from melange.dnsmasq.names import FOLD_AT
+    from melange import dhcp_backend
     from melange.filesync import write_if_changed
+
+    FOLD_AT = getattr(dhcp_backend.load_class("dnsmasq"), "fold_at")  # noqa: N806, B009
 
     hostsdir = work / "dns.d"
     for i in range(FOLD_AT):

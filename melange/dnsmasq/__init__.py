@@ -40,6 +40,7 @@ class Dnsmasq:
     opts_text = staticmethod(render.opts_text)
     config_text = staticmethod(render.config_text)
     check_routes = staticmethod(render.check_routes)
+    fold_at = names.FOLD_AT  # small DNS files before a fold (melange.dnsmasq.names)
 
     def __init__(self, target: Target) -> None:
         self.target = target
