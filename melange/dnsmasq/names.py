@@ -14,7 +14,8 @@ dnsmasq would skip) written or deleted; the set is folded into the
 addn-hosts file, and the small files removed, only (1) at a SIGHUP that is
 sent anyway (a DHCP reload), (2) when a name must lose a record the folded
 file holds (only a reload takes one away), or (3) when the small files pass
-`FOLD_AT`. A fold writes the whole file first, reloads, waits for dnsmasq to
+`FOLD_AT`, or (4) when one pass would add more than `FOLD_BURST` (a bulk
+allocation). A fold writes the whole file first, reloads, waits for dnsmasq to
 have read it, and only then deletes the small files: no name stops
 resolving on the way.
 """
@@ -35,7 +36,10 @@ from melange.filesync import write_if_changed
 from melange.localfiles import read_text
 
 log = logging.getLogger("melange.dnsmasq")
-FOLD_AT = 2000  # small files before a fold (see docs/performance.md, "DNS")
+FOLD_AT = 1000  # small files before a fold (see docs/performance.md, "DNS")
+# New small files in one pass beyond which a fold is cheaper for dnsmasq: each new
+# file costs it a pass over its whole cache, a reload one read of every name.
+FOLD_BURST = 8
 INCREMENTAL_AT = 1000  # audit rows in one pass beyond which every name is read again
 
 Names = dict[str, frozenset[str]]  # DNS name -> its hosts lines ("ADDRESS NAME")
@@ -218,7 +222,8 @@ class DnsFiles:
             elif not extra and name in self.small:
                 plan.delete.append(name)
         growing = len(self.small) + len(plan.write) - len(plan.delete) > FOLD_AT
-        if self.addn_hosts is not None and can_reload and growing:
+        burst = len(plan.write) > FOLD_BURST
+        if self.addn_hosts is not None and can_reload and (growing or burst):
             return Plan(fold=True, names=len(wanted))
         return plan
 
