@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING
 
 import netaddr
 
-from melange import audit, generators, holds, natlinks
+from melange import audit, dns, generators, holds, natlinks
 from melange import blocks as block_ops
 from melange.clock import utcnow
 from melange.errors import Conflict, Exhausted, InvalidInput, NotFound
@@ -78,6 +78,8 @@ def _statements() -> dict:
         .values(
             state="held",
             active_mac=None,
+            dns_name=None,
+            dns_version=None,
             released_at=bindparam("released_at"),
             held_until=bindparam("held_until"),
         ),
@@ -109,7 +111,7 @@ def _prepared(key: str) -> Prepared:
 
 _INSERT_COLUMNS = (
     "block_id", "address", "mac", "active_mac", "hostname", "interface_id", "tenant", "state",
-    "allocated_at", "released_at", "held_until",
+    "allocated_at", "released_at", "held_until", "dns_name", "dns_version",
 )  # fmt: skip
 _BY_ACTIVE_MAC = _prepared("by_active_mac")
 _EXPIRED = _prepared("expired")
@@ -214,8 +216,9 @@ def allocate(
         if existing is not None:
             asked = _Asked(request.address, request.hostname, interface_id, request.tenant)
             return [_allocated_again(conn, existing, row, asked)]
+    named = dns.name_for(conn, row, request.hostname)
     chosen = _choose(conn, row, request)
-    rows = _insert(conn, row, chosen, request, interface_id, progress)
+    rows = _insert(conn, row, chosen, request, interface_id, progress, named)
     block_ops.touch(conn, row.id, allocated=len(rows))
     audit.note(row.id, chosen)
     return _new_records(rows, row, interface)
@@ -256,10 +259,13 @@ def _insert(
     request: _Request,
     interface_id: int | None,
     progress: Callable[[int, int], None] | None,
+    named: dict | None = None,
 ) -> list[dict]:
     """Insert the chosen addresses as allocated with one prepared statement, run on the
     driver: once for one address, with the driver's `executemany` in batches of
-    INSERT_BATCH for many (reporting `progress` after each); the rows."""
+    INSERT_BATCH for many (reporting `progress` after each); the rows. `named` holds
+    the DNS name columns of a single named address (melange.dns)."""
+    dns_columns = named or {"dns_name": None, "dns_version": None}
     now = utcnow()
     rows = [
         {
@@ -274,6 +280,7 @@ def _insert(
             "allocated_at": now,
             "released_at": None,
             "held_until": None,
+            **dns_columns,
         }
         for value in chosen
     ]
@@ -322,9 +329,12 @@ def _allocated_again(conn: Connection, existing, block, asked: _Asked) -> dict:
     from melange.models import ip_addresses
 
     IP = ip_addresses.c
-    conn.execute(update(ip_addresses).where(IP.id == existing.id).values(hostname=asked.hostname))
+    named = dns.name_for(conn, block, asked.hostname, existing.id)
+    conn.execute(
+        update(ip_addresses).where(IP.id == existing.id).values(hostname=asked.hostname, **named)
+    )
     block_ops.touch(conn, block.id)
-    return {**record, "hostname": asked.hostname}
+    return {**record, "hostname": asked.hostname, "dns_name": named["dns_name"]}
 
 
 def _check_capacity(conn: Connection, block, count: int) -> None:
@@ -348,6 +358,7 @@ def _new_records(rows: list[dict], block, vif: str | None) -> list[dict]:
         "network": block.network,
         "mac": format_mac(first["mac"]),
         "hostname": first["hostname"],
+        "dns_name": first["dns_name"],
         "interface": vif,
         "tenant": first["tenant"],
         "state": "allocated",
@@ -481,6 +492,9 @@ def update_address(
                     f"MAC {format_mac(values['mac'])} already holds another address in this block"
                 )
             values["active_mac"] = values["mac"]
+    if "hostname" in values and row.state == "allocated":
+        owner = block_ops.resolve(conn, str(row.block_id))
+        values.update(dns.name_for(conn, owner, values["hostname"], row.id))
     if values:
         conn.execute(update(ip_addresses).where(IP.id == row.id).values(**values))
         block_ops.touch(conn, row.block_id)
@@ -554,10 +568,17 @@ def restore(conn: Connection, address: str, *, block: str | None = None) -> dict
             raise Conflict(
                 f"cannot restore {text}: MAC {format_mac(row.mac)} holds another address now"
             )
+    named = dns.name_for(conn, block_ops.resolve(conn, str(row.block_id)), row.hostname, row.id)
     conn.execute(
         update(ip_addresses)
         .where(IP.id == row.id)
-        .values(state="allocated", active_mac=row.mac, released_at=None, held_until=None)
+        .values(
+            state="allocated",
+            active_mac=row.mac,
+            released_at=None,
+            held_until=None,
+            **named,
+        )
     )
     block_ops.touch(conn, row.block_id, allocated=1)
     return _reread(conn, row.id)

@@ -23,6 +23,7 @@ from melange.validate import (
     parse_cidr,
     parse_ip,
     validate_block_name,
+    validate_domain,
     validate_name,
     validate_network,
 )
@@ -379,10 +380,12 @@ def create(
     policy: str | None = None,
     parent: str | None = None,
     generator: str | None = None,
+    domain: str | None = None,
 ) -> dict:
     """Create a block (a subnet when `parent` is given); all checks before any write."""
     net = parse_cidr(cidr)
     _check_fields(name, network, tenant, type)
+    domain = validate_domain(domain) if domain is not None else None
     gateway_value = _check_gateway(net, gateway) if gateway else None
     dns_values = _parse_dns(dns)
     parent_row = lock_block(conn, resolve(conn, parent).id) if parent is not None else None
@@ -404,6 +407,7 @@ def create(
         policy_id=policy_id,
         parent_id=parent_row.id if parent_row is not None else None,
         generator=generator_name,
+        domain=domain,
     )
     _set_dns(conn, block_id, dns_values)
     return record(conn, resolve(conn, str(block_id)))
@@ -527,6 +531,7 @@ def records(conn: Connection, rows) -> list[dict]:
             "parent_id": row.parent_id,
             "parent": parent_cidrs.get(row.parent_id),
             "generator": row.generator,
+            "domain": row.domain,
             "created_at": iso(row.created_at),
             "updated_at": iso(row.updated_at),
         }
@@ -699,6 +704,8 @@ def effective(conn: Connection, row) -> dict:
     note("dns", source)
     policy_id, source = subnets.nearest(row, chain, "policy_id")
     note("policy", source)
+    domain, source = subnets.nearest(row, chain, "domain")
+    note("domain", source)
     policy = None
     if policy_id is not None:
         policy = conn.execute(select(policies.c.name).where(policies.c.id == policy_id)).scalar()
@@ -716,6 +723,7 @@ def effective(conn: Connection, row) -> dict:
         "gateway": ip_text(gateway, row.version),
         "dns": [ip_text(address, version) for address, version in dns],
         "policy": policy,
+        "domain": domain,
         "routes": sorted(route_list, key=lambda entry: entry["destination"]),
         "inherited": inherited,
     }
@@ -733,9 +741,14 @@ def update_block(
     policy: str | None = None,
     no_policy: bool = False,
     tenant: str | None = None,
+    domain: str | None = None,
+    no_domain: bool = False,
 ) -> dict:
-    """Change a block; a gateway or policy change recomputes its free space."""
+    """Change a block; a gateway or policy change recomputes its free space, a domain
+    change the DNS names of its addresses and of those below it (melange.dns)."""
     _refuse_both(gateway, no_gateway, "--gateway")
+    _refuse_both(domain, no_domain, "--domain")
+    domain_value = validate_domain(domain) if domain is not None else None
     _refuse_both(policy, no_policy, "--policy")
     _refuse_both(dns, no_dns, "--dns")
     row = lock_block(conn, resolve(conn, block).id)
@@ -747,7 +760,9 @@ def update_block(
     if tenant is not None:
         values["tenant"] = validate_name(tenant, "tenant")
     below = subnets.descendants(conn, row.id)
-    if gateway or no_gateway or policy or no_policy:
+    if (domain is not None or no_domain) and domain_value != row.domain:
+        values["domain"] = domain_value
+    if gateway or no_gateway or policy or no_policy or "domain" in values:
         # Subnets' exclusions change with their ancestors': lock them before looking at
         # their addresses, so no allocation in them can take the new gateway meanwhile.
         below = [lock_block(conn, block.id) for block in below]
@@ -758,6 +773,12 @@ def update_block(
     dns_values = _parse_dns(dns) if dns else ([] if no_dns else None)
     _write_changes(conn, row.id, values, dns_values)
     fresh = resolve(conn, str(row.id))
+    if "domain" in values:
+        from melange import dns as names  # `dns` is this function's servers
+
+        names.rename_blocks(conn, [fresh, *below])
+        for lower in below:
+            touch(conn, lower.id)
     if {"gateway", "policy_id"} & values.keys():
         # Subnets inherit both, and never hand out an ancestor's: their exclusions
         # changed too, and those that shrank must get their addresses back.

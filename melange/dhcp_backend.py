@@ -59,6 +59,9 @@ class Target:
     # What one backend alone reads (Kea's host database, say), by name without the
     # backend's prefix: melanged passes its `<backend>_*` settings here.
     options: Mapping[str, Any] = field(default_factory=dict)
+    # DNS names, where the backend serves them (dnsmasq: --hostsdir, --addn-hosts)
+    dns_hostsdir: Path | None = None
+    addn_hosts: Path | None = None
 
 
 @dataclass
@@ -74,6 +77,9 @@ class SyncResult:
     added: int = 0
     removed: int = 0
     released: list[str] = field(default_factory=list)
+    dns_changed: bool = False
+    dns_folded: bool = False
+    dns_names: int = 0
 
     def as_dict(self) -> dict:
         return dict(self.__dict__)

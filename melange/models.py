@@ -104,6 +104,9 @@ blocks = Table(
     Column("policy_id", ForeignKey("policies.id", ondelete="RESTRICT")),
     Column("parent_id", ForeignKey("blocks.id", ondelete="RESTRICT")),
     Column("generator", String(64), nullable=False),
+    # The DNS domain of the block's names (schema 0009); a subnet without one
+    # inherits its nearest ancestor's (melange.dns).
+    Column("domain", String(253)),
     # Addresses in state 'allocated', kept in step under the block's lock, so
     # utilisation of a /8 costs what it costs for a /24.
     Column("allocated_count", BigInteger, nullable=False, server_default="0"),
@@ -163,6 +166,12 @@ ip_addresses = Table(
     # When a hold ends, fixed at release from the releasing client's hold time
     # (schema 0007): every reader agrees on it, whatever its own config says.
     Column("held_until", DateTime),
+    # The name DNS answers for the address (hostname within the block's domain,
+    # lower case) and its family, set only while allocated and the block has a
+    # domain (schema 0009): the unique index makes a name one address's of each
+    # family (one A, one AAAA: a dual-stack machine), on every backend.
+    Column("dns_name", String(253)),
+    Column("dns_version", SmallInteger),
     UniqueConstraint("block_id", "address"),
     UniqueConstraint("block_id", "active_mac"),
     CheckConstraint("state IN ('allocated', 'held')", name="state"),
@@ -184,6 +193,7 @@ ip_addresses = Table(
     Index(None, "mac"),
     Index(None, "interface_id"),
     Index(None, "address"),
+    Index(None, "dns_name", "dns_version", unique=True),
     sqlite_autoincrement=True,
 )
 

@@ -49,6 +49,7 @@ def address_record(row) -> dict:
         "network": row.block_network,
         "mac": format_mac(row.mac),
         "hostname": row.hostname,
+        "dns_name": row.dns_name,
         "interface": row.vif_id,
         "tenant": row.tenant,
         "state": row.state,

@@ -7,12 +7,13 @@ result columns, result conversions).
 
 # fmt: off
 # ruff: noqa: E501
-SCHEMA_HEAD = '0008'
+SCHEMA_HEAD = '0009'
 STATEMENTS: dict[str, tuple] = {'addresses.by_active_mac': ('SELECT ip_addresses.id, ip_addresses.block_id, ip_addresses.address, '
                              'ip_addresses.mac, ip_addresses.active_mac, ip_addresses.hostname, '
                              'ip_addresses.interface_id, ip_addresses.tenant, ip_addresses.state, '
                              'ip_addresses.allocated_at, ip_addresses.released_at, '
-                             'ip_addresses.held_until, blocks.version AS block_version, '
+                             'ip_addresses.held_until, ip_addresses.dns_name, '
+                             'ip_addresses.dns_version, blocks.version AS block_version, '
                              'blocks.name AS block_name, blocks.cidr AS block_cidr, blocks.network '
                              'AS block_network, interfaces.vif_id \n'
                              'FROM ip_addresses JOIN blocks ON blocks.id = ip_addresses.block_id '
@@ -34,6 +35,8 @@ STATEMENTS: dict[str, tuple] = {'addresses.by_active_mac': ('SELECT ip_addresses
                               'allocated_at',
                               'released_at',
                               'held_until',
+                              'dns_name',
+                              'dns_version',
                               'block_version',
                               'block_name',
                               'block_cidr',
@@ -44,9 +47,9 @@ STATEMENTS: dict[str, tuple] = {'addresses.by_active_mac': ('SELECT ip_addresses
                      'ip_addresses.mac, ip_addresses.active_mac, ip_addresses.hostname, '
                      'ip_addresses.interface_id, ip_addresses.tenant, ip_addresses.state, '
                      'ip_addresses.allocated_at, ip_addresses.released_at, '
-                     'ip_addresses.held_until, blocks.version AS block_version, blocks.name AS '
-                     'block_name, blocks.cidr AS block_cidr, blocks.network AS block_network, '
-                     'interfaces.vif_id \n'
+                     'ip_addresses.held_until, ip_addresses.dns_name, ip_addresses.dns_version, '
+                     'blocks.version AS block_version, blocks.name AS block_name, blocks.cidr AS '
+                     'block_cidr, blocks.network AS block_network, interfaces.vif_id \n'
                      'FROM ip_addresses JOIN blocks ON blocks.id = ip_addresses.block_id LEFT '
                      'OUTER JOIN interfaces ON interfaces.id = ip_addresses.interface_id \n'
                      'WHERE ip_addresses.id = ?',
@@ -65,6 +68,8 @@ STATEMENTS: dict[str, tuple] = {'addresses.by_active_mac': ('SELECT ip_addresses
                       'allocated_at',
                       'released_at',
                       'held_until',
+                      'dns_name',
+                      'dns_version',
                       'block_version',
                       'block_name',
                       'block_cidr',
@@ -90,8 +95,9 @@ STATEMENTS: dict[str, tuple] = {'addresses.by_active_mac': ('SELECT ip_addresses
                     'ip_addresses.mac, ip_addresses.active_mac, ip_addresses.hostname, '
                     'ip_addresses.interface_id, ip_addresses.tenant, ip_addresses.state, '
                     'ip_addresses.allocated_at, ip_addresses.released_at, ip_addresses.held_until, '
-                    'blocks.version AS block_version, blocks.name AS block_name, blocks.cidr AS '
-                    'block_cidr, blocks.network AS block_network, interfaces.vif_id \n'
+                    'ip_addresses.dns_name, ip_addresses.dns_version, blocks.version AS '
+                    'block_version, blocks.name AS block_name, blocks.cidr AS block_cidr, '
+                    'blocks.network AS block_network, interfaces.vif_id \n'
                     'FROM ip_addresses JOIN blocks ON blocks.id = ip_addresses.block_id LEFT OUTER '
                     'JOIN interfaces ON interfaces.id = ip_addresses.interface_id \n'
                     'WHERE ip_addresses.address = ? AND blocks.version = ? AND (ip_addresses.state '
@@ -111,6 +117,8 @@ STATEMENTS: dict[str, tuple] = {'addresses.by_active_mac': ('SELECT ip_addresses
                      'allocated_at',
                      'released_at',
                      'held_until',
+                     'dns_name',
+                     'dns_version',
                      'block_version',
                      'block_name',
                      'block_cidr',
@@ -121,7 +129,8 @@ STATEMENTS: dict[str, tuple] = {'addresses.by_active_mac': ('SELECT ip_addresses
                              'ip_addresses.mac, ip_addresses.active_mac, ip_addresses.hostname, '
                              'ip_addresses.interface_id, ip_addresses.tenant, ip_addresses.state, '
                              'ip_addresses.allocated_at, ip_addresses.released_at, '
-                             'ip_addresses.held_until, blocks.version AS block_version, '
+                             'ip_addresses.held_until, ip_addresses.dns_name, '
+                             'ip_addresses.dns_version, blocks.version AS block_version, '
                              'blocks.name AS block_name, blocks.cidr AS block_cidr, blocks.network '
                              'AS block_network, interfaces.vif_id \n'
                              'FROM ip_addresses JOIN blocks ON blocks.id = ip_addresses.block_id '
@@ -145,22 +154,33 @@ STATEMENTS: dict[str, tuple] = {'addresses.by_active_mac': ('SELECT ip_addresses
                               'allocated_at',
                               'released_at',
                               'held_until',
+                              'dns_name',
+                              'dns_version',
                               'block_version',
                               'block_name',
                               'block_cidr',
                               'block_network',
                               'vif_id'),
                              ((2, 'address'), (9, 'datetime'), (10, 'datetime'), (11, 'datetime'))),
- 'addresses.hold': ('UPDATE ip_addresses SET active_mac=?, state=?, released_at=?, held_until=? '
-                    'WHERE ip_addresses.id = ?',
-                    ('_default_0', '_default_1', 'released_at', 'held_until', 'id'),
-                    {'_default_0': None, '_default_1': 'held'},
+ 'addresses.hold': ('UPDATE ip_addresses SET active_mac=?, state=?, released_at=?, held_until=?, '
+                    'dns_name=?, dns_version=? WHERE ip_addresses.id = ?',
+                    ('_default_0',
+                     '_default_1',
+                     'released_at',
+                     'held_until',
+                     '_default_4',
+                     '_default_5',
+                     'id'),
+                    {'_default_0': None,
+                     '_default_1': 'held',
+                     '_default_4': None,
+                     '_default_5': None},
                     ((2, 'datetime'), (3, 'datetime')),
                     (),
                     ()),
  'addresses.insert_one': ('INSERT INTO ip_addresses (block_id, address, mac, active_mac, hostname, '
-                          'interface_id, tenant, state, allocated_at, released_at, held_until) '
-                          'VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)',
+                          'interface_id, tenant, state, allocated_at, released_at, held_until, '
+                          'dns_name, dns_version) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)',
                           ('block_id',
                            'address',
                            'mac',
@@ -171,7 +191,9 @@ STATEMENTS: dict[str, tuple] = {'addresses.by_active_mac': ('SELECT ip_addresses
                            'state',
                            'allocated_at',
                            'released_at',
-                           'held_until'),
+                           'held_until',
+                           'dns_name',
+                           'dns_version'),
                           {},
                           ((1, 'address'), (8, 'datetime'), (9, 'datetime'), (10, 'datetime')),
                           (),
@@ -196,8 +218,9 @@ STATEMENTS: dict[str, tuple] = {'addresses.by_active_mac': ('SELECT ip_addresses
  'blocks.lookup.cidr': ('SELECT blocks.id, blocks.cidr, blocks.version, blocks.first_addr, '
                         'blocks.last_addr, blocks.prefixlen, blocks.name, blocks.network, '
                         'blocks.tenant, blocks.type, blocks.gateway, blocks.policy_id, '
-                        'blocks.parent_id, blocks.generator, blocks.allocated_count, '
-                        'blocks.generation, blocks.created_at, blocks.updated_at \n'
+                        'blocks.parent_id, blocks.generator, blocks.domain, '
+                        'blocks.allocated_count, blocks.generation, blocks.created_at, '
+                        'blocks.updated_at \n'
                         'FROM blocks \n'
                         'WHERE blocks.cidr = ?',
                         ('ref',),
@@ -217,6 +240,7 @@ STATEMENTS: dict[str, tuple] = {'addresses.by_active_mac': ('SELECT ip_addresses
                          'policy_id',
                          'parent_id',
                          'generator',
+                         'domain',
                          'allocated_count',
                          'generation',
                          'created_at',
@@ -224,14 +248,14 @@ STATEMENTS: dict[str, tuple] = {'addresses.by_active_mac': ('SELECT ip_addresses
                         ((3, 'address'),
                          (4, 'address'),
                          (10, 'address'),
-                         (16, 'datetime'),
-                         (17, 'datetime'))),
+                         (17, 'datetime'),
+                         (18, 'datetime'))),
  'blocks.lookup.cidr.locked': ('SELECT blocks.id, blocks.cidr, blocks.version, blocks.first_addr, '
                                'blocks.last_addr, blocks.prefixlen, blocks.name, blocks.network, '
                                'blocks.tenant, blocks.type, blocks.gateway, blocks.policy_id, '
-                               'blocks.parent_id, blocks.generator, blocks.allocated_count, '
-                               'blocks.generation, blocks.created_at, blocks.updated_at, EXISTS '
-                               '(SELECT children.id \n'
+                               'blocks.parent_id, blocks.generator, blocks.domain, '
+                               'blocks.allocated_count, blocks.generation, blocks.created_at, '
+                               'blocks.updated_at, EXISTS (SELECT children.id \n'
                                'FROM blocks AS children \n'
                                'WHERE children.parent_id = blocks.id) AS has_subnets \n'
                                'FROM blocks \n'
@@ -253,6 +277,7 @@ STATEMENTS: dict[str, tuple] = {'addresses.by_active_mac': ('SELECT ip_addresses
                                 'policy_id',
                                 'parent_id',
                                 'generator',
+                                'domain',
                                 'allocated_count',
                                 'generation',
                                 'created_at',
@@ -261,13 +286,13 @@ STATEMENTS: dict[str, tuple] = {'addresses.by_active_mac': ('SELECT ip_addresses
                                ((3, 'address'),
                                 (4, 'address'),
                                 (10, 'address'),
-                                (16, 'datetime'),
                                 (17, 'datetime'),
-                                (18, 'boolean'))),
+                                (18, 'datetime'),
+                                (19, 'boolean'))),
  'blocks.lookup.id': ('SELECT blocks.id, blocks.cidr, blocks.version, blocks.first_addr, '
                       'blocks.last_addr, blocks.prefixlen, blocks.name, blocks.network, '
                       'blocks.tenant, blocks.type, blocks.gateway, blocks.policy_id, '
-                      'blocks.parent_id, blocks.generator, blocks.allocated_count, '
+                      'blocks.parent_id, blocks.generator, blocks.domain, blocks.allocated_count, '
                       'blocks.generation, blocks.created_at, blocks.updated_at \n'
                       'FROM blocks \n'
                       'WHERE blocks.id = ?',
@@ -288,6 +313,7 @@ STATEMENTS: dict[str, tuple] = {'addresses.by_active_mac': ('SELECT ip_addresses
                        'policy_id',
                        'parent_id',
                        'generator',
+                       'domain',
                        'allocated_count',
                        'generation',
                        'created_at',
@@ -295,14 +321,14 @@ STATEMENTS: dict[str, tuple] = {'addresses.by_active_mac': ('SELECT ip_addresses
                       ((3, 'address'),
                        (4, 'address'),
                        (10, 'address'),
-                       (16, 'datetime'),
-                       (17, 'datetime'))),
+                       (17, 'datetime'),
+                       (18, 'datetime'))),
  'blocks.lookup.id.locked': ('SELECT blocks.id, blocks.cidr, blocks.version, blocks.first_addr, '
                              'blocks.last_addr, blocks.prefixlen, blocks.name, blocks.network, '
                              'blocks.tenant, blocks.type, blocks.gateway, blocks.policy_id, '
-                             'blocks.parent_id, blocks.generator, blocks.allocated_count, '
-                             'blocks.generation, blocks.created_at, blocks.updated_at, EXISTS '
-                             '(SELECT children.id \n'
+                             'blocks.parent_id, blocks.generator, blocks.domain, '
+                             'blocks.allocated_count, blocks.generation, blocks.created_at, '
+                             'blocks.updated_at, EXISTS (SELECT children.id \n'
                              'FROM blocks AS children \n'
                              'WHERE children.parent_id = blocks.id) AS has_subnets \n'
                              'FROM blocks \n'
@@ -324,6 +350,7 @@ STATEMENTS: dict[str, tuple] = {'addresses.by_active_mac': ('SELECT ip_addresses
                               'policy_id',
                               'parent_id',
                               'generator',
+                              'domain',
                               'allocated_count',
                               'generation',
                               'created_at',
@@ -332,14 +359,15 @@ STATEMENTS: dict[str, tuple] = {'addresses.by_active_mac': ('SELECT ip_addresses
                              ((3, 'address'),
                               (4, 'address'),
                               (10, 'address'),
-                              (16, 'datetime'),
                               (17, 'datetime'),
-                              (18, 'boolean'))),
+                              (18, 'datetime'),
+                              (19, 'boolean'))),
  'blocks.lookup.name': ('SELECT blocks.id, blocks.cidr, blocks.version, blocks.first_addr, '
                         'blocks.last_addr, blocks.prefixlen, blocks.name, blocks.network, '
                         'blocks.tenant, blocks.type, blocks.gateway, blocks.policy_id, '
-                        'blocks.parent_id, blocks.generator, blocks.allocated_count, '
-                        'blocks.generation, blocks.created_at, blocks.updated_at \n'
+                        'blocks.parent_id, blocks.generator, blocks.domain, '
+                        'blocks.allocated_count, blocks.generation, blocks.created_at, '
+                        'blocks.updated_at \n'
                         'FROM blocks \n'
                         'WHERE blocks.name = ?',
                         ('ref',),
@@ -359,6 +387,7 @@ STATEMENTS: dict[str, tuple] = {'addresses.by_active_mac': ('SELECT ip_addresses
                          'policy_id',
                          'parent_id',
                          'generator',
+                         'domain',
                          'allocated_count',
                          'generation',
                          'created_at',
@@ -366,14 +395,14 @@ STATEMENTS: dict[str, tuple] = {'addresses.by_active_mac': ('SELECT ip_addresses
                         ((3, 'address'),
                          (4, 'address'),
                          (10, 'address'),
-                         (16, 'datetime'),
-                         (17, 'datetime'))),
+                         (17, 'datetime'),
+                         (18, 'datetime'))),
  'blocks.lookup.name.locked': ('SELECT blocks.id, blocks.cidr, blocks.version, blocks.first_addr, '
                                'blocks.last_addr, blocks.prefixlen, blocks.name, blocks.network, '
                                'blocks.tenant, blocks.type, blocks.gateway, blocks.policy_id, '
-                               'blocks.parent_id, blocks.generator, blocks.allocated_count, '
-                               'blocks.generation, blocks.created_at, blocks.updated_at, EXISTS '
-                               '(SELECT children.id \n'
+                               'blocks.parent_id, blocks.generator, blocks.domain, '
+                               'blocks.allocated_count, blocks.generation, blocks.created_at, '
+                               'blocks.updated_at, EXISTS (SELECT children.id \n'
                                'FROM blocks AS children \n'
                                'WHERE children.parent_id = blocks.id) AS has_subnets \n'
                                'FROM blocks \n'
@@ -395,6 +424,7 @@ STATEMENTS: dict[str, tuple] = {'addresses.by_active_mac': ('SELECT ip_addresses
                                 'policy_id',
                                 'parent_id',
                                 'generator',
+                                'domain',
                                 'allocated_count',
                                 'generation',
                                 'created_at',
@@ -403,9 +433,9 @@ STATEMENTS: dict[str, tuple] = {'addresses.by_active_mac': ('SELECT ip_addresses
                                ((3, 'address'),
                                 (4, 'address'),
                                 (10, 'address'),
-                                (16, 'datetime'),
                                 (17, 'datetime'),
-                                (18, 'boolean'))),
+                                (18, 'datetime'),
+                                (19, 'boolean'))),
  'blocks.touch': ('UPDATE blocks SET allocated_count=(blocks.allocated_count + ?), '
                   'generation=(blocks.generation + ?) WHERE blocks.id = ?',
                   ('allocated', '_default_1', 'block_id'),
@@ -413,6 +443,14 @@ STATEMENTS: dict[str, tuple] = {'addresses.by_active_mac': ('SELECT ip_addresses
                   (),
                   (),
                   ()),
+ 'dns.holder': ('SELECT ip_addresses.id, ip_addresses.address, blocks.version, blocks.cidr \n'
+                'FROM ip_addresses JOIN blocks ON blocks.id = ip_addresses.block_id \n'
+                'WHERE ip_addresses.dns_name = ? AND ip_addresses.dns_version = ?',
+                ('name', 'version'),
+                {},
+                (),
+                ('id', 'address', 'version', 'cidr'),
+                ((1, 'address'),)),
  'freespace.add': ('INSERT INTO free_ranges (block_id, first_addr, last_addr) VALUES (?, ?, ?)',
                    ('block_id', 'first', 'last'),
                    {},
@@ -497,7 +535,7 @@ STATEMENTS: dict[str, tuple] = {'addresses.by_active_mac': ('SELECT ip_addresses
  'store.lock_block': ('SELECT blocks.id, blocks.cidr, blocks.version, blocks.first_addr, '
                       'blocks.last_addr, blocks.prefixlen, blocks.name, blocks.network, '
                       'blocks.tenant, blocks.type, blocks.gateway, blocks.policy_id, '
-                      'blocks.parent_id, blocks.generator, blocks.allocated_count, '
+                      'blocks.parent_id, blocks.generator, blocks.domain, blocks.allocated_count, '
                       'blocks.generation, blocks.created_at, blocks.updated_at \n'
                       'FROM blocks \n'
                       'WHERE blocks.id = ?',
@@ -518,6 +556,7 @@ STATEMENTS: dict[str, tuple] = {'addresses.by_active_mac': ('SELECT ip_addresses
                        'policy_id',
                        'parent_id',
                        'generator',
+                       'domain',
                        'allocated_count',
                        'generation',
                        'created_at',
@@ -525,8 +564,8 @@ STATEMENTS: dict[str, tuple] = {'addresses.by_active_mac': ('SELECT ip_addresses
                       ((3, 'address'),
                        (4, 'address'),
                        (10, 'address'),
-                       (16, 'datetime'),
-                       (17, 'datetime'))),
+                       (17, 'datetime'),
+                       (18, 'datetime'))),
  'subnets.ancestors': ('WITH RECURSIVE chain(id, parent_id, depth) AS \n'
                        '(SELECT blocks.id AS id, blocks.parent_id AS parent_id, ? AS depth \n'
                        'FROM blocks \n'
@@ -537,7 +576,7 @@ STATEMENTS: dict[str, tuple] = {'addresses.by_active_mac': ('SELECT ip_addresses
                        ' SELECT blocks.id, blocks.cidr, blocks.version, blocks.first_addr, '
                        'blocks.last_addr, blocks.prefixlen, blocks.name, blocks.network, '
                        'blocks.tenant, blocks.type, blocks.gateway, blocks.policy_id, '
-                       'blocks.parent_id, blocks.generator, blocks.allocated_count, '
+                       'blocks.parent_id, blocks.generator, blocks.domain, blocks.allocated_count, '
                        'blocks.generation, blocks.created_at, blocks.updated_at \n'
                        'FROM blocks JOIN chain ON chain.id = blocks.id ORDER BY chain.depth',
                        ('_default_0', 'parent_id', '_default_2'),
@@ -557,6 +596,7 @@ STATEMENTS: dict[str, tuple] = {'addresses.by_active_mac': ('SELECT ip_addresses
                         'policy_id',
                         'parent_id',
                         'generator',
+                        'domain',
                         'allocated_count',
                         'generation',
                         'created_at',
@@ -564,8 +604,8 @@ STATEMENTS: dict[str, tuple] = {'addresses.by_active_mac': ('SELECT ip_addresses
                        ((3, 'address'),
                         (4, 'address'),
                         (10, 'address'),
-                        (16, 'datetime'),
-                        (17, 'datetime'))),
+                        (17, 'datetime'),
+                        (18, 'datetime'))),
  'subnets.descendants': ('WITH RECURSIVE tree(id) AS \n'
                          '(SELECT blocks.id AS id \n'
                          'FROM blocks \n'
@@ -575,8 +615,9 @@ STATEMENTS: dict[str, tuple] = {'addresses.by_active_mac': ('SELECT ip_addresses
                          ' SELECT blocks.id, blocks.cidr, blocks.version, blocks.first_addr, '
                          'blocks.last_addr, blocks.prefixlen, blocks.name, blocks.network, '
                          'blocks.tenant, blocks.type, blocks.gateway, blocks.policy_id, '
-                         'blocks.parent_id, blocks.generator, blocks.allocated_count, '
-                         'blocks.generation, blocks.created_at, blocks.updated_at \n'
+                         'blocks.parent_id, blocks.generator, blocks.domain, '
+                         'blocks.allocated_count, blocks.generation, blocks.created_at, '
+                         'blocks.updated_at \n'
                          'FROM blocks JOIN tree ON tree.id = blocks.id ORDER BY blocks.first_addr, '
                          'blocks.id',
                          ('block_id',),
@@ -596,6 +637,7 @@ STATEMENTS: dict[str, tuple] = {'addresses.by_active_mac': ('SELECT ip_addresses
                           'policy_id',
                           'parent_id',
                           'generator',
+                          'domain',
                           'allocated_count',
                           'generation',
                           'created_at',
@@ -603,5 +645,5 @@ STATEMENTS: dict[str, tuple] = {'addresses.by_active_mac': ('SELECT ip_addresses
                          ((3, 'address'),
                           (4, 'address'),
                           (10, 'address'),
-                          (16, 'datetime'),
-                          (17, 'datetime')))}
+                          (17, 'datetime'),
+                          (18, 'datetime')))}

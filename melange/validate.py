@@ -13,6 +13,7 @@ import netaddr
 from melange.errors import InvalidInput
 
 MAX_COUNT = 1_000_000
+MAX_DOMAIN = 189  # a 63-character host label, a dot and the domain fit DNS's 253
 _MAC_FORMS = (
     re.compile(r"^[0-9a-fA-F]{2}([:-])[0-9a-fA-F]{2}(\1[0-9a-fA-F]{2}){4}$"),
     re.compile(r"^[0-9a-fA-F]{4}\.[0-9a-fA-F]{4}\.[0-9a-fA-F]{4}$"),
@@ -126,6 +127,27 @@ def validate_hostname(text: str) -> str:
             f"{_printable(text)} is not usable as a hostname (it reads as a number or keyword)"
         )
     return text.lower()
+
+
+def validate_domain(text: str) -> str:
+    """A DNS domain for a block's names: RFC 1123 labels joined by dots (one trailing
+    dot allowed), lower case, whose last label is no number (it would read as an
+    address), short enough to leave room for a host label. Nothing else can reach a
+    hosts file or a `local=/DOMAIN/` line."""
+    if not isinstance(text, str) or not text:
+        raise InvalidInput("the domain is empty")
+    name = text[:-1] if text.endswith(".") else text
+    if len(name) > MAX_DOMAIN:
+        raise InvalidInput(f"domain is {len(name)} characters long; at most {MAX_DOMAIN}")
+    labels = name.split(".")
+    if not all(_LABEL.fullmatch(label) for label in labels):
+        raise InvalidInput(
+            f"{_printable(text)} is not a valid domain "
+            "(letters, digits and hyphens in dot-separated labels of 1-63 characters)"
+        )
+    if is_decimal(labels[-1]):
+        raise InvalidInput(f"{_printable(text)} is not usable as a domain (it ends in a number)")
+    return name.lower()
 
 
 def validate_name(text: str, what: str) -> str:

@@ -24,9 +24,12 @@ def group() -> None:
 @click.option("--policy", metavar="POLICY")
 @click.option("--parent", metavar="BLOCK", help="Create the block as a subnet of BLOCK.")
 @click.option("--generator", metavar="NAME", help="Address generator (lowest-free, eui64, …).")
+@click.option("--domain", metavar="DOMAIN", help="DNS domain of its addresses' names.")
 @output_option
 @pass_app
-def create(app: App, cidr, name, network, tenant, type_, gateway, dns, policy, parent, generator):
+def create(
+    app: App, cidr, name, network, tenant, type_, gateway, dns, policy, parent, generator, domain
+):
     """Create a block."""
     result = app.call(
         "block.create",
@@ -40,6 +43,7 @@ def create(app: App, cidr, name, network, tenant, type_, gateway, dns, policy, p
         policy=policy,
         parent=parent,
         generator=generator,
+        domain=domain,
     )
     output.emit(app.output_format(), result, output.BLOCK)
 
@@ -75,10 +79,15 @@ def show(app: App, block):
 @click.option("--no-dns", is_flag=True, help="Remove all DNS servers.")
 @click.option("--policy", metavar="P")
 @click.option("--no-policy", is_flag=True, help="Remove the policy.")
+@click.option("--domain", metavar="DOMAIN", help="DNS domain of its addresses' names.")
+@click.option("--no-domain", is_flag=True, help="Remove the domain (its names leave DNS).")
 @output_option
 @pass_app
-def update(app: App, block, name, tenant, gateway, no_gateway, dns, no_dns, policy, no_policy):
-    """Change a block's name, gateway, DNS servers or policy."""
+def update(
+    app: App, block, name, tenant, gateway, no_gateway, dns, no_dns, policy, no_policy, domain,
+    no_domain,
+):
+    """Change a block's name, gateway, DNS servers, policy or domain."""
     result = app.call(
         "block.update",
         block=block,
@@ -90,6 +99,8 @@ def update(app: App, block, name, tenant, gateway, no_gateway, dns, no_dns, poli
         no_dns=no_dns,
         policy=policy,
         no_policy=no_policy,
+        domain=domain,
+        no_domain=no_domain,
     )
     output.emit(app.output_format(), result, output.BLOCK)
 
@@ -114,9 +125,10 @@ def delete(app: App, block, force):
 @click.option("--policy", metavar="POLICY", help="Its own policy (else BLOCK's is inherited).")
 @click.option("--tenant", metavar="T")
 @click.option("--generator", metavar="NAME", help="Address generator (lowest-free, eui64, …).")
+@click.option("--domain", metavar="DOMAIN", help="Its own DNS domain (else BLOCK's is inherited).")
 @output_option
 @pass_app
-def subnet(app: App, block, cidr, name, gateway, dns, policy, tenant, generator):
+def subnet(app: App, block, cidr, name, gateway, dns, policy, tenant, generator, domain):
     """Create a subnet CIDR inside BLOCK; it inherits what it is not given (see the guide)."""
     result = app.call(
         "block.create",
@@ -128,6 +140,7 @@ def subnet(app: App, block, cidr, name, gateway, dns, policy, tenant, generator)
         policy=policy,
         tenant=tenant,
         generator=generator,
+        domain=domain,
     )
     output.emit(app.output_format(), result, output.BLOCK)
 

@@ -106,6 +106,7 @@ def _register() -> None:
         blocks,
         db,
         dhcp,
+        dns,
         interfaces,
         ips,
         macranges,
@@ -126,6 +127,7 @@ def _register() -> None:
     cli.add_command(transfer.import_)
     cli.add_command(nat.group)
     cli.add_command(tokens.group)
+    cli.add_command(dns.group)
 
 
 _register()

@@ -39,6 +39,8 @@ FIXED = output.View("Finding", ("kind", "details", "fixed"))
     metavar="DIR",
     help="dnsmasq --dhcp-hostsdir: its files count as part of the hosts file.",
 )
+@click.option("--dns-hostsdir", metavar="DIR", help="dnsmasq --hostsdir of the DNS names.")
+@click.option("--addn-hosts", metavar="FILE", help="dnsmasq --addn-hosts of the DNS names.")
 @click.option(
     "--backend", default="dnsmasq", show_default=True, metavar="NAME",
     help="The DHCP server's backend (dnsmasq, or one installed as a plugin).",
@@ -58,6 +60,8 @@ def reconcile(
     release_interface,
     network,
     hostsdir,
+    dns_hostsdir,
+    addn_hosts,
     backend,
     backend_option,
 ):
@@ -68,6 +72,8 @@ def reconcile(
     --fix repairs counter_mismatch, interface_missing, active_mac_missing, the hosts_* kinds
     (rewrite, SIGHUP) and the lease_* kinds when given an interface to run dhcp_release on;
     address_outside_block, address_excluded and mac_duplicate need an operator.
+    With --dns-hostsdir/--addn-hosts, dns_missing and dns_extra compare the DNS names'
+    files; --fix rewrites them (folded, and a SIGHUP, when there is an addn-hosts file).
     """
     from melange.errors import DriftFound
 
@@ -82,6 +88,8 @@ def reconcile(
         hostsdir=hostsdir,
         backend=backend,
         backend_option=list(backend_option),
+        dns_hostsdir=dns_hostsdir,
+        addn_hosts=addn_hosts,
     )
     records = _records(result)
     _emit(app.output_format(), records, fix)

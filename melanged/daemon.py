@@ -86,7 +86,7 @@ class Daemon:
 
     def _remove_leftovers(self) -> None:
         s = self.settings
-        for path in (s.hostsfile, s.optsfile, s.hostsdir):
+        for path in (s.hostsfile, s.optsfile, s.hostsdir, s.dns_hostsdir, s.addn_hosts):
             if path is not None:
                 for left in remove_leftovers(path):
                     log.info("removed %s, left by an interrupted render", left)
@@ -318,6 +318,8 @@ def _build(settings: DaemonSettings) -> tuple[Store, dhcp_backend.DhcpBackend | 
         hostsdir=settings.hostsdir,
         release_interface=settings.release_interface,
         options=backend_options(settings),
+        dns_hostsdir=settings.dns_hostsdir,
+        addn_hosts=settings.addn_hosts,
     )
     try:
         return store, dhcp_backend.load(settings.backend, target)
@@ -354,6 +356,9 @@ def _log_result(result: dhcp_backend.SyncResult, server: str) -> None:
         )  # fmt: skip
     if result.released:
         log.info("released stale leases: %s", ", ".join(result.released))
+    if result.dns_changed:
+        log.info("DNS: %d names%s", result.dns_names,
+                 " folded into the addn-hosts file" if result.dns_folded else "")  # fmt: skip
 
 
 def _safe(url: str) -> str:

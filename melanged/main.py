@@ -42,6 +42,10 @@ def _configure_logging(log_file) -> logging.Handler:
 @click.option("--optsfile", metavar="PATH", help="dnsmasq --dhcp-optsfile to maintain.")
 @click.option("--hostsdir", metavar="DIR", help="dnsmasq --dhcp-hostsdir for additions.")
 @click.option("--dnsmasq-pidfile", metavar="PATH", help="The dnsmasq to SIGHUP.")
+@click.option("--dns-hostsdir", metavar="DIR",
+              help="dnsmasq --hostsdir: one small file a DNS name (no reload).")
+@click.option("--addn-hosts", metavar="FILE",
+              help="dnsmasq --addn-hosts: the DNS names, folded at a reload.")
 @click.option("--network", metavar="NET", help="Only this network (one dnsmasq per network).")
 @click.option("--release-interface", metavar="IFACE", help="dhcp_release stale leases here.")
 @click.option("--socket", metavar="PATH", help="Serve melange commands on this Unix socket.")

@@ -48,10 +48,13 @@ class DaemonSettings:
     kea_config: Path | None = None  # the Dhcp4 fragment file melanged keeps
     kea_control_socket: Path | None = None  # kea-dhcp4's control socket
     kea_release: bool = False  # lease4-del the leases of removed reservations
+    dns_hostsdir: Path | None = None  # dnsmasq --hostsdir: one small file a DNS name
+    addn_hosts: Path | None = None  # dnsmasq --addn-hosts: the DNS names, folded
+
 
 
 PATHS = {"hostsfile", "optsfile", "hostsdir", "dnsmasq_pidfile", "socket", "pidfile", "log_file",
-         "kea_config"}  # fmt: skip
+         "kea_config", "dns_hostsdir", "addn_hosts"}  # fmt: skip
 FLOATS = {"poll_interval", "wait_min", "wait_max"}
 # Files that are read, never written: no check of who controls their directory.
 READ_PATHS = {"tls_cert", "tls_key", "kea_control_socket"}
@@ -141,7 +144,7 @@ def check_places(settings: DaemonSettings) -> None:
     for name in sorted(PATHS):
         path = getattr(settings, name)
         if path is not None:
-            check_directory(path if name == "hostsdir" else path.parent)
-    for path in (settings.hostsfile, settings.optsfile):
+            check_directory(path if name in ("hostsdir", "dns_hostsdir") else path.parent)
+    for path in (settings.hostsfile, settings.optsfile, settings.addn_hosts):
         if path is not None:
             refuse_special(path)

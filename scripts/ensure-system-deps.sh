@@ -18,6 +18,7 @@ declare -A PROVIDES=(
     [kea-dhcp4-server]=/usr/sbin/kea-dhcp4
     [kea-ctrl-agent]=/usr/sbin/kea-ctrl-agent
     [kea-admin]=/usr/sbin/kea-admin
+    [bind9-dnsutils]=/usr/bin/dig
 )
 
 installed() {
@@ -26,8 +27,8 @@ installed() {
 }
 
 missing=()
-for pkg in dnsmasq-base dnsmasq-utils udhcpc iproute2 sqlite3 galera-4 rsync chromium chromium-driver \
-    kea-dhcp4-server kea-ctrl-agent kea-admin; do
+for pkg in dnsmasq-base dnsmasq-utils udhcpc iproute2 sqlite3 galera-4 rsync bind9-dnsutils \
+    chromium chromium-driver kea-dhcp4-server kea-ctrl-agent kea-admin; do
     installed "$pkg" || missing+=("$pkg")
 done
 

@@ -21,7 +21,7 @@ from pathlib import Path
 from sqlalchemy import Connection
 
 from melange.dhcp_backend import Lease, SyncResult, Target
-from melange.dnsmasq import files, process, render
+from melange.dnsmasq import files, names, process, render
 from melange.errors import InvalidInput, NotFound
 from melange.filesync import write_if_changed
 from melange.store import Store
@@ -40,12 +40,17 @@ class Dnsmasq:
     opts_text = staticmethod(render.opts_text)
     config_text = staticmethod(render.config_text)
     check_routes = staticmethod(render.check_routes)
+    fold_at = names.FOLD_AT  # small DNS files before a fold (melange.dnsmasq.names)
 
     def __init__(self, target: Target) -> None:
         self.target = target
         self.known: set[str] | None = None  # lines dnsmasq has (file + hosts dir)
         self._removed: set[str] = set()
         self._sequence = 0
+        self.names: names.DnsFiles | None = None  # DNS names (melange.dnsmasq.names)
+        self.store_names = names.StoreNames(target.network)
+        if target.dns_hostsdir is not None or target.addn_hosts is not None:
+            self.names = names.DnsFiles(target.dns_hostsdir, target.addn_hosts)
 
     @property
     def hostsfile(self) -> Path:
@@ -84,14 +89,63 @@ class Dnsmasq:
         needs_reload = (
             force_reload or result.opts_changed or (result.hosts_changed and not result.added_only)
         )
+        plan = self._plan_names(store, result, needs_reload)
+        needs_reload = needs_reload or (plan is not None and plan.fold)
         if needs_reload:
             result.server_running, result.reloaded = self._reload()
         elif target.pidfile is not None:
             result.server_running = process.pid(target.pidfile) is not None
+        if plan is not None and plan.fold and self.names is not None:
+            if result.reloaded:
+                process.after_reload(target.pidfile)
+            self.names.after_fold(result.reloaded)
         if self._removed and result.reloaded and target.release_interface:
             result.released = self._release_removed(target.release_interface)
         self._removed = set()
         return result
+
+    def _plan_names(self, store: Store, result: SyncResult, reloading: bool) -> names.Plan | None:
+        """The DNS names' files brought in step: small files now, or a fold whose small
+        files go once the reload that reads it is over (melange.dnsmasq.names)."""
+        if self.names is None:
+            return None
+        wanted = store.read(self.store_names.read)
+        pidfile = self.target.pidfile
+        can_reload = pidfile is not None and process.pid(pidfile) is not None
+        plan = self.names.plan(wanted, reloading=reloading, can_reload=can_reload,
+                               changed=self.store_names.changed)  # fmt: skip
+        self.names.apply(plan, wanted)
+        result.dns_changed, result.dns_folded = plan.changed, plan.fold
+        result.dns_names = plan.names
+        return plan
+
+    # -- DNS names (reconcile; melange.reconcile.names)
+
+    def dns_served(self) -> names.Names | None:
+        """The names dnsmasq reads from the DNS files; None without DNS files."""
+        return None if self.names is None else self.names.served()
+
+    def dns_rendered(self, conn: Connection) -> names.Names:
+        return names.rendered(conn, self.target.network)
+
+    def dns_repair(self, store: Store) -> bool:
+        """The DNS files rewritten from the store, whatever they hold: folded and
+        reloaded when there is an addn-hosts file, else the small files redone."""
+        if self.names is None:
+            return False
+        self.names = names.DnsFiles(self.target.dns_hostsdir, self.target.addn_hosts)
+        wanted = store.read(lambda conn: names.rendered(conn, self.target.network))
+        fold = self.target.addn_hosts is not None
+        plan = self.names.plan(wanted, reloading=fold, can_reload=fold)
+        if fold:
+            plan = names.Plan(fold=True, names=len(wanted))
+        self.names.apply(plan, wanted)
+        if plan.fold:
+            _, reloaded = self._reload()
+            if reloaded:
+                process.after_reload(self.target.pidfile)
+            self.names.after_fold(reloaded)
+        return plan.changed
 
     def _stream(self, conn: Connection) -> SyncResult:
         """The hosts file straight from the query to disk: memory stays flat at any size."""

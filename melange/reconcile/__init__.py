@@ -31,6 +31,7 @@ from melange.names import require_network
 from melange.reconcile.files import hosts_findings
 from melange.reconcile.integrity import store_findings
 from melange.reconcile.leases import lease_findings
+from melange.reconcile.names import dns_findings
 from melange.reconcile.purge import purge_expired_holds
 from melange.reconcile.repair import repair
 from melange.store import Store
@@ -48,6 +49,8 @@ def reconcile(
     hostsdir: str | None = None,
     backend: str = dhcp_backend.DEFAULT,
     backend_option: list[str] | tuple[str, ...] = (),
+    dns_hostsdir: str | None = None,
+    addn_hosts: str | None = None,
 ) -> dict:
     """`melange reconcile`: purge expired holds, find drift and, with `fix`, repair it.
 
@@ -65,6 +68,8 @@ def reconcile(
         release_interface=release_interface,
         leasefile=Path(leasefile) if leasefile else None,
         options=dhcp_backend.parse_options(backend_option),
+        dns_hostsdir=Path(dns_hostsdir) if dns_hostsdir else None,
+        addn_hosts=Path(addn_hosts) if addn_hosts else None,
     )
     server = dhcp_backend.load(backend, target)
     server.check_target(releasing=fix)
@@ -87,6 +92,8 @@ def check(store: Store, backend: DhcpBackend) -> list[dict]:
             found += hosts_findings(conn, backend)
         if target.leasefile is not None:
             found += lease_findings(conn, backend.leases(), target.network)
+        if target.dns_hostsdir is not None or target.addn_hosts is not None:
+            found += dns_findings(conn, backend)
         return found
 
     return store.read(read)

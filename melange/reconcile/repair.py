@@ -22,6 +22,7 @@ from melange.models import blocks, ip_addresses
 from melange.reconcile.findings import HOSTS_KINDS, IP, LEASE_KINDS, STORE_FIXABLE, B
 from melange.reconcile.integrity import counter_findings, duplicate_mac_findings, interface_findings
 from melange.reconcile.leases import lease_findings
+from melange.reconcile.names import DNS_KINDS
 from melange.store import Store, lock_block
 
 
@@ -35,6 +36,8 @@ def repair(store: Store, found: list[dict], backend: DhcpBackend) -> dict:
         synced = rerender_hosts(store, backend)
         actions.update(hosts_rewritten=synced.hosts_changed, added_only=synced.added_only,
                        reloaded=synced.reloaded)  # fmt: skip
+    if kinds & set(DNS_KINDS):
+        actions["dns_rewritten"] = backend.dns_repair(store)  # type: ignore[attr-defined]
     unloaded = synced.hosts_changed and not (synced.reloaded or synced.added_only)
     if (
         target.leasefile is not None
