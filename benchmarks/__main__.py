@@ -16,7 +16,8 @@ import traceback
 from datetime import UTC, datetime
 
 MODULES = ("concurrency", "flatness", "bulk", "bulkcli", "cli", "dhcp", "socket", "reports",
-           "galera", "http", "groupcommit", "startup", "streaming", "webui", "kea", "dns")  # fmt: skip
+           "galera", "http", "groupcommit", "startup", "streaming", "webui", "kea",
+           "dns")  # fmt: skip
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -6,8 +6,6 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING
 
-import netaddr
-
 from melange import audit, dns, generators, holds, natlinks
 from melange import blocks as block_ops
 from melange.clock import utcnow
@@ -21,6 +19,7 @@ from melange.subnets import PAGE
 from melange.validate import (
     MAX_COUNT,
     format_mac,
+    ip_value,
     parse_ip,
     parse_mac,
     validate_count,
@@ -29,6 +28,7 @@ from melange.validate import (
 )
 
 if TYPE_CHECKING:  # SQLAlchemy is imported where a statement is built (melange.lean)
+    import netaddr
     from sqlalchemy import Connection
 
 INSERT_BATCH = 5000
@@ -371,8 +371,9 @@ def _new_records(rows: list[dict], block, vif: str | None) -> list[dict]:
 
 def find(conn: Connection, address: str, block_ref: str | None):
     """The one live row for ADDRESS (in BLOCK); ambiguity is a usage error."""
-    value = parse_ip(address)
-    params = {"address": int(value), "version": value.version, "now": utcnow()}
+    number, version = ip_value(address)
+    value = ip_text(number, version)
+    params = {"address": number, "version": version, "now": utcnow()}
     if block_ref is not None:
         params["block_id"] = block_ops.resolve(conn, block_ref).id
     rows = _FIND[block_ref is not None].all(conn, **params)

@@ -22,7 +22,6 @@ from contextvars import ContextVar
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from melange.clock import utcnow
-from melange.locking import insert_one
 from melange.prepared import Prepared
 
 if TYPE_CHECKING:
@@ -47,7 +46,17 @@ def _insert_statement():
     return insert(audit_log).values({name: bindparam(name) for name in _COLUMNS})
 
 
+def _insert_runs_statement():
+    from sqlalchemy import bindparam, insert
+
+    from melange.models import audit_addresses
+
+    columns = ("audit_id", "block_id", "first_addr", "last_addr")
+    return insert(audit_addresses).values({name: bindparam(name) for name in columns})
+
+
 _INSERT = Prepared(_insert_statement, "audit.insert")
+_INSERT_RUNS = Prepared(_insert_runs_statement, "audit.insert_runs")
 _acting: ContextVar[tuple[str, str] | None] = ContextVar("melange_acting", default=None)
 _noted: ContextVar[list[tuple[int, Iterable[int]]] | None] = ContextVar(
     "melange_noted", default=None
@@ -245,13 +254,9 @@ def record(
     if not per_block:
         _INSERT.send(conn, **row)
         return
-    from sqlalchemy import insert
-
-    from melange.models import audit_addresses, audit_log
-
-    audit_id = insert_one(conn, insert(audit_log).values(row))
-    conn.execute(
-        insert(audit_addresses),
+    audit_id = _INSERT.insert(conn, **row)
+    _INSERT_RUNS.many(
+        conn,
         [
             {"audit_id": audit_id, "block_id": b, "first_addr": first, "last_addr": last}
             for b, spans in sorted(per_block.items())

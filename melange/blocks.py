@@ -6,8 +6,6 @@ import functools
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-import netaddr
-
 from melange import generators, holds, subnets
 from melange.clock import utcnow
 from melange.errors import Conflict, InvalidInput, NotFound
@@ -29,6 +27,7 @@ from melange.validate import (
 )
 
 if TYPE_CHECKING:  # SQLAlchemy is imported where a statement is built (melange.lean)
+    import netaddr
     from sqlalchemy import Connection
 
 TYPES = ("private", "public")
@@ -597,8 +596,27 @@ def usage(size: int, used: int, held: int, unusable: int) -> dict:
     }
 
 
+def _held_in_block_statement():
+    from sqlalchemy import bindparam, func, select
+
+    from melange.models import ip_addresses
+
+    ip = ip_addresses.c
+    return select(func.count()).where(
+        ip.block_id == bindparam("block_id"), holds.held(ip, bindparam("now"))
+    )
+
+
+_HELD_IN_BLOCK = Prepared(_held_in_block_statement, "blocks.held_in_block")
+
+
 def held_counts(conn: Connection, block_ids=None) -> dict[int, int]:
-    """Addresses still on hold, per block: one grouped query (for some blocks, or all)."""
+    """Addresses still on hold, per block: one grouped query (for some blocks, or all); for
+    one block (a leaf's `--count` check) a named statement, which runs lean (melange.lean)."""
+    if block_ids is not None and len(block_ids) == 1:
+        (block_id,) = block_ids
+        held = _HELD_IN_BLOCK.scalar(conn, block_id=block_id, now=utcnow())
+        return {block_id: held} if held else {}
     from sqlalchemy import func, select
 
     from melange.models import ip_addresses
@@ -796,6 +814,7 @@ def _refuse_both(value, clear: bool, option: str) -> None:
 def _unused_gateway(conn: Connection, row, below: list, text: str) -> int:
     """A new gateway for `row`: inside it, and not an address in use (allocated or
     still held) in it or any block below it, which would hand it out twice."""
+    import netaddr
     from sqlalchemy import select
 
     from melange.models import ip_addresses

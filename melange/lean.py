@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import sqlite3
 from collections import namedtuple
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import closing, contextmanager
 from datetime import date, datetime
 from pathlib import Path
@@ -111,6 +111,26 @@ class ShippedForm:
             values[index] = convert(values[index])
         return tuple(values)
 
+    def many_arguments(self, rows: Iterable[dict[str, Any]]) -> list[tuple]:
+        """`arguments` of many parameter sets; a value that is the very object the previous
+        set had (a bulk insert's `now`, its Nones) is converted once, as
+        melange.prepared does it."""
+        last: dict[int, tuple[Any, Any]] = {}
+        converted = []
+        keys, defaults, binds = self.keys, self.defaults, self.binds
+        for params in rows:
+            if defaults:
+                params = {**defaults, **params}
+            values = [params[key] for key in keys]
+            for index, convert in binds:
+                value = values[index]
+                seen = last.get(index)
+                if seen is None or seen[0] is not value:
+                    seen = last[index] = (value, convert(value))
+                values[index] = seen[1]
+            converted.append(tuple(values))
+        return converted
+
     def make_row(self, raw: Sequence[Any]) -> Any:
         if self.row is None:
             raise TypeError("this prepared statement returns no rows")
@@ -132,17 +152,33 @@ class LeanConnection:
         self._statements = statements
         self._forms: dict[str, ShippedForm] = {}
 
-    def execute_shipped(self, name: str | None, params: dict[str, Any]):
-        """(form, cursor) of the statement `name` run with `params` (melange.prepared)."""
+    def _form(self, name: str | None) -> ShippedForm:
         form = self._forms.get(name) if name is not None else None
         if form is None:
             entry = self._statements.get(name) if name is not None else None
             if entry is None:
                 raise NeedsFullPath(f"no shipped statement {name}")
             form = self._forms[name] = ShippedForm(entry)  # type: ignore[index]
+        return form
+
+    def execute_shipped(self, name: str | None, params: dict[str, Any]):
+        """(form, cursor) of the statement `name` run with `params` (melange.prepared)."""
+        form = self._form(name)
         cursor = self._raw.cursor()
         cursor.execute(form.sql, form.arguments(params))
         return form, cursor
+
+    def execute_shipped_many(self, name: str | None, rows: Iterable[dict[str, Any]]) -> None:
+        """The statement `name` once per parameter set, with the driver's `executemany`
+        (melange.prepared's `many`: a bulk allocation's rows)."""
+        form = self._form(name)
+        arguments = form.many_arguments(rows)
+        if arguments:
+            cursor = self._raw.cursor()
+            try:
+                cursor.executemany(form.sql, arguments)
+            finally:
+                cursor.close()
 
     def __getattr__(self, name: str) -> Any:
         # conn.execute(...), conn.dialect, conn.info: SQLAlchemy's, not shipped.

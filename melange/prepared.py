@@ -220,6 +220,20 @@ class Prepared:
         cursor.close()
         return count
 
+    def insert(self, conn: Connection, **params: Any) -> int:
+        """Execute an INSERT of one row; the new row's id (its one-column primary key).
+        Lean, the driver's `lastrowid`; else SQLAlchemy's own, which knows how each
+        dialect returns it."""
+        if getattr(conn, "lean", False):
+            _form, cursor = self._execute(conn, params)
+            key = cursor.lastrowid
+            cursor.close()
+            return key
+        key = conn.execute(cast(Any, self.statement), params).inserted_primary_key
+        if key is None:
+            raise TypeError("insert takes an INSERT of one row")
+        return key[0]
+
     def first(self, conn: Connection, **params: Any):
         """The first row (a named tuple), or None."""
         form, cursor = self._execute(conn, params)
@@ -241,6 +255,9 @@ class Prepared:
         """Execute a write once per parameter set with the driver's own `executemany`:
         for bulk inserts, where SQLAlchemy's parameter handling per row costs more than
         the driver's work. Writes waiting in a pipelined transaction go first."""
+        if getattr(conn, "lean", False):  # melange.lean: the shipped SQL, on the driver
+            cast(Any, conn).execute_shipped_many(self.name, rows)
+            return
         form = self._form(conn.dialect)
         arguments = form.many_arguments(rows)
         if not arguments:

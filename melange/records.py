@@ -6,7 +6,9 @@ JSON output all carry the same thing.
 
 from __future__ import annotations
 
-import socket
+# The C functions socket re-exports: importing socket itself (its enums) cost a direct
+# command more than the rest of this module's imports (melange.lean).
+from _socket import AF_INET, AF_INET6, inet_ntop
 from datetime import datetime
 
 from melange.validate import format_mac
@@ -17,8 +19,8 @@ def ip_text(value: int | None, version: int) -> str | None:
     if value is None:
         return None
     if version == 4:
-        return socket.inet_ntop(socket.AF_INET, value.to_bytes(4, "big"))
-    return socket.inet_ntop(socket.AF_INET6, value.to_bytes(16, "big"))
+        return inet_ntop(AF_INET, value.to_bytes(4, "big"))
+    return inet_ntop(AF_INET6, value.to_bytes(16, "big"))
 
 
 def iso(moment: datetime | None) -> str | None:

@@ -6,6 +6,12 @@ from melange.models exactly as melange.prepared compiles them at run time:
 SQL text, bind parameter order and defaults, result columns, and the kind of
 each type conversion (melange.lean applies them). tests/test_lean_path.py
 regenerates it and compares, so the shipped SQL cannot drift from the models.
+
+After a schema migration (a new head) or a change to a shipped statement or to
+HOT_MODULES, run `PYTHONPATH=. python -m melange.shipped`: it is the one way
+to produce the shipped module. Until then the lean path finds the store at
+another revision than the shipped one and hands every command to the full
+path (correct, only slower), and the test fails.
 """
 
 from __future__ import annotations

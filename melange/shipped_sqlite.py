@@ -215,6 +215,22 @@ STATEMENTS: dict[str, tuple] = {'addresses.by_active_mac': ('SELECT ip_addresses
                   ((0, 'datetime'), (5, 'address')),
                   (),
                   ()),
+ 'audit.insert_runs': ('INSERT INTO audit_addresses (audit_id, block_id, first_addr, last_addr) '
+                       'VALUES (?, ?, ?, ?)',
+                       ('audit_id', 'block_id', 'first_addr', 'last_addr'),
+                       {},
+                       ((2, 'address'), (3, 'address')),
+                       (),
+                       ()),
+ 'blocks.held_in_block': ('SELECT count(*) AS count_1 \n'
+                          'FROM ip_addresses \n'
+                          'WHERE ip_addresses.block_id = ? AND ip_addresses.state = ? AND '
+                          'ip_addresses.held_until > ?',
+                          ('block_id', '_default_1', 'now'),
+                          {'_default_1': 'held'},
+                          ((2, 'datetime'),),
+                          ('count',),
+                          ()),
  'blocks.lookup.cidr': ('SELECT blocks.id, blocks.cidr, blocks.version, blocks.first_addr, '
                         'blocks.last_addr, blocks.prefixlen, blocks.name, blocks.network, '
                         'blocks.tenant, blocks.type, blocks.gateway, blocks.policy_id, '

@@ -18,7 +18,7 @@ from pathlib import Path
 import pytest
 
 from melange import operations, shipped
-from melange.errors import Conflict, NotFound
+from melange.errors import Conflict, Exhausted, NotFound
 from melange.lean import BIND, RESULT, LeanStore, NeedsFullPath, sqlite_path
 from melange.store import Store
 
@@ -63,6 +63,9 @@ STEPS = [
     ("ip.release", {"address": "10.0.0.2", "now": True}),
     ("block.allocate", {"block": "B", "address": "10.0.0.77"}),
     ("block.allocate", {"block": "B"}),
+    ("block.allocate", {"block": "B", "count": 3}),
+    ("block.allocate", {"block": "V6", "count": 40, "tenant": "t1"}),
+    ("block.allocate", {"block": "B", "count": 1}),
 ]
 
 
@@ -77,7 +80,8 @@ def test_the_lean_path_writes_and_answers_exactly_what_the_full_path_does(tmp_pa
     lean.close()
     full.close()
     assert _dump(lean_path) == _dump(full_path)
-    assert len(_dump(lean_path)["audit_log"]) == 2 + 6 + 5
+    assert len(_dump(lean_path)["audit_log"]) == 2 + 9 + 5
+    assert len(_dump(lean_path)["audit_addresses"]) == 2  # the runs of the two --count
 
 
 @pytest.mark.parametrize(
@@ -104,6 +108,26 @@ def test_the_core_refuses_on_the_lean_path_as_on_the_full_one(tmp_path, name, pa
     assert _dump(path) == before
 
 
+def test_a_count_beyond_the_free_addresses_is_refused_alike_with_addresses_held(tmp_path):
+    """--count's capacity check counts the held addresses (a shipped statement) lean."""
+    messages = []
+    for name in ("lean", "full"):
+        path = _store(tmp_path, name)
+        full = Store(f"sqlite:///{path}", clock=FixedClock())
+        operations.run(full, "block.allocate", {"block": "B", "count": 5})
+        operations.run(full, "ip.release", {"address": "10.0.0.3"})
+        full.close()
+        store = LeanStore(path, clock=FixedClock()) if name == "lean" else full
+        before = _dump(path)
+        with pytest.raises(Exhausted) as refused:
+            operations.run(store, "block.allocate", {"block": "B", "count": 250})
+        store.close()
+        assert _dump(path) == before
+        messages.append(str(refused.value))
+    assert messages[0] == messages[1]
+    assert "has 249 free addresses" in messages[0]  # 254 usable, 4 allocated, 1 held
+
+
 def test_what_the_lean_path_cannot_serve_is_rolled_back_and_handed_on(tmp_path):
     path = _store(tmp_path, "s")
     full = Store(f"sqlite:///{path}", clock=FixedClock())
@@ -114,8 +138,8 @@ def test_what_the_lean_path_cannot_serve_is_rolled_back_and_handed_on(tmp_path):
     lean = LeanStore(path, clock=FixedClock())
     with pytest.raises(NeedsFullPath):  # a policy's rules are read by SQLAlchemy
         operations.run(lean, "block.allocate", {"block": "P"})
-    with pytest.raises(NeedsFullPath):  # --count inserts through SQLAlchemy
-        operations.run(lean, "block.allocate", {"block": "B", "count": 3})
+    with pytest.raises(NeedsFullPath):  # a policy's rules are read by SQLAlchemy
+        operations.run(lean, "block.allocate", {"block": "P", "count": 3})
     lean.close()
     assert _dump(path) == before
     with pytest.raises(NeedsFullPath):
@@ -135,14 +159,16 @@ def test_a_store_at_another_schema_revision_goes_to_the_full_path(tmp_path):
 
 
 def _melange(path: Path, *args: str, probe: bool = False) -> subprocess.CompletedProcess:
-    """A direct melange process; with `probe`, its stderr's last line says whether it
-    imported SQLAlchemy."""
+    """A direct melange process; with `probe`, its stderr's last line names the heavy
+    libraries it imported (SQLAlchemy, netaddr, socket's enums), as JSON."""
     code = (
         "import sys\n"
         "from melange_cli.main import cli\n"
         "code = cli.main(sys.argv[1:], standalone_mode=False)\n"
         "if PROBE:\n"
-        "    print(any(m.split('.')[0] == 'sqlalchemy' for m in sys.modules), file=sys.stderr)\n"
+        "    import json\n"
+        "    heavy = {'sqlalchemy', 'netaddr', 'socket'} & {m.split('.')[0] for m in sys.modules}\n"
+        "    print(json.dumps(sorted(heavy)), file=sys.stderr)\n"
         "sys.exit(code)\n"
     ).replace("PROBE", str(probe))
     return subprocess.run(
@@ -155,20 +181,54 @@ def _melange(path: Path, *args: str, probe: bool = False) -> subprocess.Complete
     )
 
 
-def test_a_direct_allocation_and_show_import_no_sqlalchemy(tmp_path):
+def _imported(done: subprocess.CompletedProcess) -> list[str]:
+    assert done.returncode == 0, done.stderr
+    return json.loads(done.stderr.strip().splitlines()[-1])
+
+
+def test_a_direct_allocation_show_and_release_import_no_sqlalchemy_nor_netaddr(tmp_path):
     path = _store(tmp_path, "s")
     allocated = _melange(path, "block", "allocate", "B", "--mac", "00:11:22:33:44:55", probe=True)
-    assert allocated.returncode == 0, allocated.stderr
-    assert allocated.stderr.strip().splitlines()[-1] == "False"
+    assert _imported(allocated) == []
     address = json.loads(allocated.stdout)["address"]
     shown = _melange(path, "ip", "show", address, probe=True)
-    assert shown.returncode == 0, shown.stderr
-    assert shown.stderr.strip().splitlines()[-1] == "False"
+    assert _imported(shown) == []
     assert json.loads(shown.stdout)["mac"] == "00:11:22:33:44:55"
+    released = _melange(path, "ip", "release", address, probe=True)
+    assert _imported(released) == []
+    assert json.loads(released.stdout)["state"] == "held"
     counted = _melange(path, "block", "allocate", "B", "--count", "2", probe=True)
-    assert counted.returncode == 0, counted.stderr  # handed to the full path, which imports it
-    assert counted.stderr.strip().splitlines()[-1] == "True"
+    assert _imported(counted) == []
     assert len(json.loads(counted.stdout)) == 2
+
+
+@pytest.mark.parametrize(
+    "text",
+    ["10.0.0.1", "0.0.0.0", "255.255.255.255", "10.1", "10.0.0.01", "010.0.0.1", "10.0.0.256",
+     "1.2.3.4.5", "10.0.0.1/24", "10.0.0.\x00", "::", "::1", "2001:db8::1", "2001:DB8::A",
+     "::ffff:10.0.0.1", "::ffff:010.0.0.1", "fe80::1%eth0", "2001:db8:::1", "1:2:3:4:5:6:7:8:9",
+     "12345::", "", " 10.0.0.1", "a.b.c.d", "１.2.3.4", "0x1.2.3.4"],
+)  # fmt: skip
+def test_ip_value_accepts_and_refuses_what_netaddr_does(text):
+    """melange.validate.ip_value (no netaddr import) against netaddr with INET_PTON."""
+    import netaddr
+
+    from melange.errors import InvalidInput
+    from melange.records import ip_text
+    from melange.validate import ip_value
+
+    try:
+        expected = netaddr.IPAddress(text, 6 if ":" in text else 4, flags=netaddr.INET_PTON)
+    except (netaddr.AddrFormatError, ValueError, TypeError):
+        expected = None
+    if text != text.strip() or not text:
+        expected = None  # refused before parsing, as ever
+    if expected is None:
+        with pytest.raises(InvalidInput):
+            ip_value(text)
+    else:
+        assert ip_value(text) == (int(expected), expected.version)
+        assert ip_text(*ip_value(text)) == str(expected)
 
 
 def test_the_shipped_statements_are_what_the_models_compile_to():
