@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from sqlalchemy import Connection, Row, delete, insert, select, update
+from sqlalchemy import ColumnElement, Connection, Row, delete, insert, select, update
 
 from melange import addresses, allowed_ips, macranges
 from melange.clock import utcnow
@@ -48,6 +48,12 @@ def records(conn: Connection, rows: Sequence[Row]) -> list[dict]:
 
 def record(conn: Connection, row: Row) -> dict:
     return records(conn, [row])[0]
+
+
+def with_mac(mac: int) -> ColumnElement[bool]:
+    """The condition "the interface has MAC `mac`", for reads that find one by it (the
+    web view's search); the check that a new interface's MAC is free is `_check_new`."""
+    return interfaces.c.mac == mac
 
 
 def _leaf_blocks(conn: Connection, network: str) -> Sequence[Row]:

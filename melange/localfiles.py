@@ -30,7 +30,8 @@ from pathlib import Path
 
 from melange.errors import Conflict, PermissionDenied
 
-PATH_PARAMS = frozenset({"hostsfile", "leasefile", "optsfile", "hostsdir", "dnsmasq_pidfile"})
+PATH_PARAMS = frozenset({"hostsfile", "leasefile", "optsfile", "hostsdir", "dnsmasq_pidfile",
+                         "dns_hostsdir", "addn_hosts"})  # fmt: skip
 HOST_LOCAL_PARAMS = PATH_PARAMS | {"release_interface"}
 HOST_LOCAL_OPERATIONS = frozenset({"dhcp.sync"})  # writes files and signals dnsmasq
 PID_LIMIT = 64

@@ -17,6 +17,7 @@ from sqlalchemy import Connection, func, select
 
 from melange import holds
 from melange.errors import InvalidInput, MelangeError
+from melange.interfaces import with_mac
 from melange.models import blocks, interfaces, ip_addresses
 from melange.params import Bounds
 from melange.records import address_record, label
@@ -89,7 +90,7 @@ def _by_address(conn: Connection, value: int, version: int, limit: int) -> list[
 
 def _by_mac(conn: Connection, mac: int, limit: int) -> list[dict]:
     return (_addresses(conn, ip_addresses.c.mac == mac, limit)
-            + _interfaces(conn, interfaces.c.mac == mac, limit))  # fmt: skip
+            + _interfaces(conn, with_mac(mac), limit))  # fmt: skip
 
 
 def _starts(column: Any, q: str) -> Any:

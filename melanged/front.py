@@ -29,18 +29,42 @@ import time
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Any, Literal, Protocol
 
 from melange.errors import MelangeError
 from melanged import batching
+from melanged.wire import PROTOCOL_VERSION, REQUEST_DEADLINE, Peer, error_response
 
 if TYPE_CHECKING:
-    from melanged.server import Peer, SocketServer
+    from melange.store import Store
 
 log = logging.getLogger("melanged.socket")
 LINE_LIMIT = 65536  # a longer first line goes to the usual handler (its own limits apply)
 SWEEP = 1.0  # seconds between checks of the request deadlines
 _LISTEN = object()  # the selector's mark of the listening socket
+
+
+Socket = socket.socket  # the Protocol below has an attribute of the module's name
+
+
+class Served(Protocol):
+    """What the front needs of the socket server (melanged.server.SocketServer), named
+    here so that the two modules do not import each other."""
+
+    socket: Socket
+    store: Store
+
+    def accept_one(self) -> None: ...
+
+    def checked(self, peer: Peer, request: object) -> tuple[str, dict]: ...
+
+    def leave(self, peer: Peer) -> None: ...
+
+    def serve_in_thread(
+        self, request: Socket, peer: Peer, pending: bytes, unsent: bytes = b""
+    ) -> None: ...
+
+    def shutdown_request(self, request: Any) -> None: ...
 
 
 @dataclass(eq=False)
@@ -55,8 +79,7 @@ class _Connection:
 class Front:
     """The connections of one socket server, read by one thread (see the module doc)."""
 
-    def __init__(self, server: SocketServer) -> None:
-        from melanged.server import REQUEST_DEADLINE
+    def __init__(self, server: Served) -> None:
 
         self.server = server
         self.deadline = REQUEST_DEADLINE
@@ -233,7 +256,6 @@ class Front:
     def _submit(self, conn: _Connection, line: bytes) -> dict | Literal[True] | None:
         """Submit a group-committed write to its lane (True), answer a request refused by
         the server's checks (its error response), or None: not for the front."""
-        from melanged.server import error_response
 
         try:
             request = json.loads(line)
@@ -297,7 +319,6 @@ class Front:
 
 
 def _response(conn: _Connection, request_id: object, outcome: Any) -> dict:
-    from melanged.server import PROTOCOL_VERSION, error_response
 
     if isinstance(outcome, MelangeError):
         return error_response(outcome, request_id)

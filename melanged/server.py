@@ -43,13 +43,12 @@ from melange.localfiles import (
 from melange.operations import Role
 from melange.store import Store
 from melanged.batching import GROUP
+from melanged.wire import PROTOCOL_VERSION, REQUEST_DEADLINE, Peer, error_response
 
 log = logging.getLogger("melanged.socket")
-PROTOCOL_VERSION = 1
 # What socketserver's types say a request is; a stream server's is always the socket.
 Request = socket.socket | tuple[bytes, socket.socket]
 MAX_REQUEST = 1 << 20
-REQUEST_DEADLINE = 10.0  # seconds for a whole request line, however it trickles in
 CHUNK = 1000  # records in one line of a streamed result
 SEND_TIMEOUT = 60.0  # a peer that stops reading its answer loses its slot
 MAX_CLIENTS = 256  # connections served at once (root and melanged's user: beyond this)
@@ -57,20 +56,6 @@ RESERVED = 32  # of those, kept for admins: readers and writers never fill the d
 PER_USER = 64  # connections one user (other than root) may hold at once
 SO_PEERGROUPS = getattr(socket, "SO_PEERGROUPS", 59)  # Linux 4.13+
 ROLE_KEYS = "admin_users, admin_groups, writer_users, writer_groups, reader_groups"
-
-
-@dataclass(frozen=True)
-class Peer:
-    pid: int
-    uid: int
-    gid: int
-    user: str
-    groups: frozenset[str]
-
-    @property
-    def privileged(self) -> bool:
-        """root, or the user melanged runs as: nothing melanged does exceeds their powers."""
-        return self.uid in (0, os.geteuid())
 
 
 @dataclass
@@ -169,15 +154,6 @@ def validate(request: object) -> tuple[str, dict]:
     if not isinstance(name, str) or name not in operations.OPERATIONS:
         raise InvalidInput(f"unknown operation {name!r}")
     return name, operations.validate(name, request.get("params", {}))
-
-
-def error_response(error: MelangeError, request_id=None) -> dict:
-    return {
-        "version": PROTOCOL_VERSION,
-        "id": request_id,
-        "ok": False,
-        "error": {"code": error.code, "message": error.message, "exit_code": error.exit_code},
-    }
 
 
 def busy_response(message: str) -> dict:

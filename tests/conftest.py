@@ -55,8 +55,10 @@ def pytest_generate_tests(metafunc) -> None:
 # Modules with tests of tens of seconds each (a Galera cluster, many processes, real
 # dnsmasq, long model runs), longest first: run before the rest, so that under xdist no
 # worker is still on one of them when the others have run out of work.
-LONG_RUNNING = ["test_galera", "test_concurrency", "test_dhcp_tags", "test_engine_reference",
-                "test_allocation_properties", "test_melanged", "test_reconcile"]  # fmt: skip
+LONG_RUNNING = ["test_galera", "test_kea_mysql", "test_kea_postgresql", "test_webui_browser",
+                "test_import_stream", "test_concurrency", "test_dns", "test_dhcp_tags",
+                "test_engine_reference", "test_allocation_properties", "test_melanged",
+                "test_reconcile", "test_lean_path", "test_group_commit"]  # fmt: skip
 
 
 # Tests that run with nothing beside them under xdist (tests/support/exclusive.py): a

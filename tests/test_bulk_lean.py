@@ -105,7 +105,8 @@ def test_a_driver_error_in_executemany_is_sqlalchemys_and_rolls_back(store_url):
     block = operations.run(store, "block.create", {"cidr": "10.3.0.0/20", "name": "f"})
     row = {"block_id": block["id"], "mac": None, "active_mac": None, "hostname": None,
            "interface_id": None, "tenant": None, "state": "allocated", "allocated_at": NOW,
-           "released_at": None, "held_until": None}  # fmt: skip
+           "released_at": None, "held_until": None, "dns_name": None,
+           "dns_version": None}  # fmt: skip
     rows = [{**row, "address": 0x0A030001 + i} for i in range(10)]
     rows.append({**row, "address": 0x0A030001})  # the first address again
     with pytest.raises(exc.IntegrityError), store.engine.begin() as conn:

@@ -30,11 +30,11 @@ MAC3 = "02:00:00:aa:bb:03"
 # The JSON keys of each kind of record: stable, snake_case (the contract's promise).
 BLOCK_KEYS = {
     "id", "cidr", "name", "network", "tenant", "type", "version", "gateway", "dns",
-    "policy", "parent_id", "parent", "generator", "created_at", "updated_at",
+    "policy", "parent_id", "parent", "generator", "created_at", "updated_at", "domain",
 }  # fmt: skip
 ADDRESS_KEYS = {
     "address", "block_id", "block", "network", "mac", "hostname", "interface", "tenant",
-    "state", "allocated_at", "released_at", "held_until",
+    "state", "allocated_at", "released_at", "held_until", "dns_name",
 }  # fmt: skip
 NAT_LINK_KEYS = {"inside_globals", "inside_locals"}  # `ip show` only
 POLICY_KEYS = {"name", "description", "unusable_ranges", "unusable_octets", "blocks", "created_at"}
