@@ -130,6 +130,26 @@ def router(block, chain: Sequence, lists: dict[int, list]) -> int | None:
     return None
 
 
+def client_routes(block, chain: Sequence, lists: dict[int, list]) -> list[tuple[str, int]]:
+    """Option 121's (destination, gateway) pairs for `block`, whichever DHCP server gets
+    them: its routes and its ancestors' (each destination once, the nearest block's),
+    then the default route exactly once, through the block's router: a client given
+    option 121 ignores option 3 (RFC 3442). Empty when the block has no route but a
+    default one (option 3 says it all)."""
+    default = DEFAULT_ROUTE[block.version]
+    pairs = [
+        (destination, gateway)
+        for destination, (gateway, _) in merged_routes(block, chain, lists).items()
+        if destination != default
+    ]
+    if not pairs:
+        return []
+    gateway = router(block, chain, lists)
+    if gateway is not None:
+        pairs.append((default, gateway))
+    return pairs
+
+
 def _per_block(conn: Connection, block_ids: Iterable[int], key, columns, order) -> dict:
     """Rows of a per-block table for several blocks, grouped by block in `order`: one
     query a page of blocks, whatever their number."""

@@ -195,24 +195,6 @@ def _served(conn: Connection, network: str | None) -> tuple[list, dict]:
     return [row for row in rows if row.id not in parents], {row.id: row for row in rows}
 
 
-def classless_routes(block, chain, route_lists: dict) -> list[tuple[str, int]]:
-    """Option 121's (destination, gateway) pairs for `block`: its routes and its ancestors'
-    (each destination once, the nearest block's), then the default route exactly once,
-    through the block's router: a client given option 121 ignores option 3 (RFC 3442).
-    Empty when the block has no route but a default one (option 3 says it all)."""
-    default = subnets.DEFAULT_ROUTE[block.version]
-    pairs = [
-        (destination, gateway)
-        for destination, (gateway, _) in subnets.merged_routes(block, chain, route_lists).items()
-        if destination != default
-    ]
-    if not pairs:
-        return []
-    router = subnets.router(block, chain, route_lists)
-    if router is not None:
-        pairs.append((default, router))
-    return pairs
-
 
 def classless_line(tag: str, pairs: list[tuple[str, int]]) -> str:
     """The opts-file line of an IPv4 block's classless static routes."""
@@ -259,7 +241,7 @@ def opts_lines(conn: Connection, network: str | None = None) -> Iterator[str]:
         dns = ",".join(ip_text(address, 4) or "" for address, version in servers if version == 4)
         if dns:
             yield f"tag:{tag},option:dns-server,{dns}\n"
-        pairs = classless_routes(block, chain, route_lists)
+        pairs = subnets.client_routes(block, chain, route_lists)
         if pairs:
             yield classless_line(tag, pairs)
 

@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Sequence
 from typing import NamedTuple
 
 import netaddr
@@ -92,23 +91,6 @@ def _served(conn: Connection, network: str | None) -> tuple[list, dict]:
     return served, {row.id: row for row in rows}
 
 
-def route_pairs(block, chain: Sequence, route_lists: dict) -> list[tuple[str, int]]:
-    """Option 121's (destination, gateway) pairs: the block's and its ancestors' routes,
-    then the default route through the router once (RFC 3442: a client given option
-    121 ignores option 3). Empty when there is no route but a default one."""
-    default = subnets.DEFAULT_ROUTE[block.version]
-    pairs = [
-        (destination, gateway)
-        for destination, (gateway, _) in subnets.merged_routes(block, chain, route_lists).items()
-        if destination != default
-    ]
-    if not pairs:
-        return []
-    router = subnets.router(block, chain, route_lists)
-    if router is not None:
-        pairs.append((default, router))
-    return pairs
-
 
 def option_121(pairs: list[tuple[str, int]]) -> bytes:
     """Option 121's payload on the wire (RFC 3442): per route the prefix length, the
@@ -157,7 +139,7 @@ def subnet_entries(conn: Connection, network: str | None = None) -> list[dict]:
         dns = [str(netaddr.IPAddress(a, 4)) for a, version in servers if version == 4]
         if dns:
             options.append({"name": "domain-name-servers", "data": ", ".join(dns)})
-        pairs = route_pairs(block, chain, route_lists)
+        pairs = subnets.client_routes(block, chain, route_lists)
         if pairs:
             options.append({"code": 121, "space": "dhcp4", "csv-format": False,
                             "data": option_121(pairs).hex().upper()})  # fmt: skip
