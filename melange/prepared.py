@@ -197,7 +197,7 @@ class Prepared:
             return form, _send_waiting(conn, waiting, then=(form.sql, arguments))
         cursor = raw_connection(conn).cursor()
         try:
-            cursor.execute(form.sql, arguments)
+            cursor.execute(form.sql, arguments, **_PREPARING.get(conn.dialect.driver, {}))
         except conn.dialect.loaded_dbapi.Error as error:
             cursor.close()
             raise translated_error(conn, form.sql, arguments, error) from error
@@ -330,8 +330,8 @@ def _pipeline(dbapi_connection, statements: list[tuple[str, Any]]):
     try:
         with dbapi_connection.pipeline():
             for sql, arguments in statements[:-1]:
-                writes.execute(sql, arguments)
-            last.execute(*statements[-1])
+                writes.execute(sql, arguments, prepare=True)
+            last.execute(*statements[-1], prepare=True)
     except BaseException:
         last.close()
         raise
@@ -357,6 +357,13 @@ def _multi_statement(dbapi_connection, statements: list[tuple[str, Any]]):
 
 
 _SENDERS = {"psycopg": _pipeline, "pymysql": _multi_statement}
+
+# Every statement run here names whether the driver prepares it. psycopg, left to
+# decide, prepares a statement on its fifth run; when that run is in a pipeline an
+# earlier error aborted, it still takes the statement for prepared, and the next run
+# fails with 'prepared statement "_pg3_N" does not exist'. A statement it is told to
+# prepare is checked against its result on every first run, aborted or not.
+_PREPARING: dict[str, dict[str, Any]] = {"psycopg": {"prepare": True}}
 
 
 def batches(conn: Connection) -> bool:
@@ -485,7 +492,7 @@ def _closing(conn: Connection, sql: str) -> None:
 def _direct(conn: Connection, sql: str) -> None:
     cursor = raw_connection(conn).cursor()
     try:
-        cursor.execute(sql)
+        cursor.execute(sql, **_PREPARING.get(conn.dialect.driver, {}))
     except conn.dialect.loaded_dbapi.Error as error:
         raise translated_error(conn, sql, (), error) from error
     finally:

@@ -13,7 +13,14 @@ import pytest
 from sqlalchemy import Column, Integer, MetaData, Table, bindparam, exc, insert, select, text
 
 from melange.errors import Conflict
-from melange.prepared import Prepared, commit_waiting, pipelined
+from melange.prepared import (
+    Prepared,
+    commit_waiting,
+    pipelined,
+    release_savepoint,
+    rollback_to_savepoint,
+    savepoint,
+)
 from melange.store import Store
 
 PROBE = Table(
@@ -133,3 +140,38 @@ def test_writes_waiting_when_the_transaction_fails_are_dropped(store):
     # The next transaction (on the connection the store kept) commits only its own write.
     store.run(lambda conn: _PUT.send(conn, id=2, v=2), write=True)
     assert _rows(store) == [(2, 2)]
+
+
+def _savepoint_cycles(store: Store, refused_at: set[int], cycles: int) -> list[str]:
+    """`cycles` requests as a batch runs them carefully (melange.operations._savepoint):
+    a savepoint, a sent write, the release that sends it; a write refused (a duplicate
+    key at the cycles in `refused_at`) is rolled back to its savepoint. On a fresh
+    connection, so that the driver's count of each statement starts at zero."""
+    store.engine.dispose()
+    outcomes = []
+    with store.engine.connect() as conn, conn.begin(), pipelined(conn):
+        for cycle in range(cycles):
+            savepoint(conn, "probe")
+            try:  # refused here on SQLite (nothing waits), at the release on a server
+                _PUT.send(conn, id=0 if cycle in refused_at else cycle + 1, v=cycle)
+                release_savepoint(conn, "probe")
+                outcomes.append("stored")
+            except exc.IntegrityError:
+                rollback_to_savepoint(conn, "probe")
+                release_savepoint(conn, "probe")
+                outcomes.append("refused")
+        conn.rollback()
+    return outcomes
+
+
+def test_a_refusal_at_any_point_of_a_run_of_savepoints_leaves_the_connection_usable(store):
+    """psycopg prepares a statement on its fifth run; when that run was in a pipeline an
+    earlier write aborted, it still counted the statement as prepared, and the next
+    release of the savepoint failed with 'prepared statement "_pg3_1" does not exist'
+    (seen in a batch that ran again carefully). Every statement run on the driver names
+    whether to prepare it, so a refusal anywhere in the run leaves each later one whole."""
+    store.run(lambda conn: _PUT.send(conn, id=0, v=0), write=True)
+    for refused in range(1, 12):
+        outcomes = _savepoint_cycles(store, {0, refused}, cycles=14)
+        expected = ["refused" if n in (0, refused) else "stored" for n in range(14)]
+        assert outcomes == expected, refused
