@@ -3,8 +3,10 @@
 An exported address keeps its state and times, so it is inserted directly (in
 batches) rather than allocated; it still meets the rules `block allocate
 --address` applies (inside the block, not excluded by the network, broadcast,
-gateway or policies, not in a block with subnets, one active address per MAC),
-and each block it lands in is then touched and has its free space rebuilt.
+gateway or policies, not in a block with subnets, one active address per MAC,
+one address per DNS name), and each block it lands in is then touched and has
+its free space rebuilt. An allocated address with a hostname in a block with a
+domain gets its DNS name as an allocation would give it (melange.dns).
 """
 
 from __future__ import annotations
@@ -17,7 +19,7 @@ from typing import Any
 
 from sqlalchemy import Connection, func, insert, select
 
-from melange import audit, holds
+from melange import audit, dns, holds
 from melange import blocks as block_ops
 from melange.clock import utcnow
 from melange.errors import Conflict, InvalidInput
@@ -81,6 +83,7 @@ class _Checker:
     parents: set[int]
     vifs: dict[str, int]
     exclusions: dict[int, Exclusions] = field(default_factory=dict)
+    domains: dict[int, str | None] = field(default_factory=dict)
     seen: set[tuple[int, int]] = field(default_factory=set)
     active_macs: set[tuple[int, int]] = field(default_factory=set)
 
@@ -110,6 +113,7 @@ class _Checker:
         if vif is not None and (not isinstance(vif, str) or vif not in self.vifs):
             raise InvalidInput(f"unknown interface {vif!r}")
         allocated, released, held_until = self._times(entry, state)
+        name = self._name(block, hostname) if state == "allocated" else None
         self.seen.add((block_id, value))
         return {  # the batch's own repeats are caught here, earlier batches' in the store
             "block_id": block_id,
@@ -123,7 +127,15 @@ class _Checker:
             "allocated_at": allocated,
             "released_at": released,
             "held_until": held_until,
+            "dns_name": name,
+            "dns_version": block.version if name is not None else None,
         }
+
+    def _name(self, block, hostname: str | None) -> str | None:
+        """The DNS name an allocated address with `hostname` has in `block`, if any."""
+        if block.id not in self.domains:
+            self.domains.update(dns.domains_of([block], self.blocks))
+        return dns.qualified(hostname, self.domains[block.id])
 
     def _place(self, block, block_id: int, text: str) -> int:
         """The address, if the block may hand it out and the file lists it once there."""
@@ -190,6 +202,8 @@ class _Batch:
     allocated: dict[int, int] = field(default_factory=dict)
     runs: dict[int, Runs] = field(default_factory=dict)
     before: int | None = None
+    names: set[tuple[str, int]] = field(default_factory=set)  # this batch's DNS names
+    holders: dict[tuple[str, int], str] = field(default_factory=dict)  # the store's
 
     def add(self, line: int, row: dict) -> None:
         self.rows.append((line, row))
@@ -210,6 +224,7 @@ class _Batch:
                 self.allocated[block_id] = self.allocated.get(block_id, 0) + 1
         self.written += len(rows)
         self.rows = []
+        self.names.clear()
         self.checker.seen.clear()
         self.checker.active_macs.clear()
 
@@ -217,6 +232,7 @@ class _Batch:
         """The batch's rows but those whose address or active MAC the store has in
         their block, each of those a problem of its line."""
         by_block: dict[int, list[tuple[int, dict]]] = {}
+        self.holders = self._holders([row for _, row in self.rows])
         for line, row in self.rows:
             by_block.setdefault(row["block_id"], []).append((line, row))
         kept: list[dict] = []
@@ -225,6 +241,8 @@ class _Batch:
             taken = self._taken(block_id, [row["address"] for _, row in rows])
             macs = self._active_macs(block_id, [r["active_mac"] for _, r in rows])
             for line, row in rows:
+                if not self._name_free(line, row, block):
+                    continue
                 found = taken.get(row["address"])
                 if found is not None and found > (self.before or 0):
                     text = ip_text(row["address"], block.version)
@@ -242,6 +260,39 @@ class _Batch:
                 else:
                     kept.append(row)
         return kept
+
+    def _name_free(self, line: int, row: dict, block) -> bool:
+        """Whether the row's DNS name (if it has one) is no other address's, in the store
+        (earlier batches included) or earlier in this batch; if not, a problem of its line."""
+        name = row["dns_name"]
+        if name is None:
+            return True
+        key = (name, row["dns_version"])
+        if key in self.names:
+            self.errors.append(f"line {line}: the name {name} is listed twice")
+            return False
+        self.names.add(key)
+        holder = self.holders.get(key)
+        if holder is not None:
+            self.errors.append(f"line {line}: the name {name} is in use by {holder}")
+            return False
+        return True
+
+    def _holders(self, rows: list[dict]) -> dict[tuple[str, int], str]:
+        """Which of the rows' DNS names the store has already: (name, family) -> the
+        address that has it (and its block), a few hundred names per query."""
+        ip, b = ip_addresses.c, blocks.c
+        wanted = sorted({row["dns_name"] for row in rows if row["dns_name"] is not None})
+        found: dict[tuple[str, int], str] = {}
+        for start in range(0, len(wanted), LOOKUP):
+            query = (
+                select(ip.dns_name, ip.dns_version, ip.address, b.cidr)
+                .join(blocks, b.id == ip.block_id)
+                .where(ip.dns_name.in_(wanted[start : start + LOOKUP]))
+            )
+            for name, version, address, cidr in self.conn.execute(query):
+                found[(name, version)] = f"{ip_text(address, version)} (block {cidr})"
+        return found
 
     def _taken(self, block_id: int, values: list[int]) -> dict[int, int]:
         """Those of `values` the block has (address -> row id): one range read."""

@@ -134,7 +134,7 @@ def _blocks(conn: Connection, policy_names: dict[int, str], network: str | None)
     addresses = _addresses(conn, network)
     row = next(addresses, None)
     for block in block_rows:
-        yield {"block": {
+        item = {
             "network": block.network,
             "cidr": block.cidr,
             "name": block.name,
@@ -149,7 +149,10 @@ def _blocks(conn: Connection, policy_names: dict[int, str], network: str | None)
                 {"destination": dest, "gateway": ip_text(via, block.version)}
                 for dest, via in route_lists.get(block.id, [])
             ],
-        }}  # fmt: skip
+        }  # fmt: skip
+        if block.domain is not None:  # only then: a store without domains exports as before
+            item["domain"] = block.domain
+        yield {"block": item}
         while row is not None and row.block_id == block.id:
             yield {"address": _address(row, block.version)}
             row = next(addresses, None)

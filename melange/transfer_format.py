@@ -19,6 +19,9 @@ SECTIONS = ("policies", "mac_ranges", "blocks", "interfaces", "nat_mappings")
 # Sections written only when they hold something: a store without NAT mappings exports
 # exactly what an earlier melange wrote, and a file without them still imports.
 OPTIONAL = frozenset({"nat_mappings"})
+# The column of a block's DNS domain: in the header only when a block has one, so that
+# a store without domains exports exactly what an earlier melange wrote.
+DOMAIN_FIELDS = ["domain"]
 # A NAT mapping's columns (at the end of a CSV's header, only when there are mappings):
 # each side as (network, CIDR) of its block, and the address.
 NAT_FIELDS = [
@@ -171,11 +174,13 @@ class CsvWriter:
                        for _ in range(3)]  # fmt: skip
         self.block: dict = {}
         self.nat = False
+        self.domains = False
 
     def __call__(self, entity: dict) -> None:
         ((kind, item),) = entity.items()
         if kind == "block":
             self.block = item
+            self.domains = self.domains or item.get("domain") is not None
         spill = {"address": 1, "nat_mapping": 2}.get(kind, 0)
         self.nat = self.nat or kind == "nat_mapping"
         for row in _rows(kind, item, self.block):
@@ -183,7 +188,8 @@ class CsvWriter:
 
     def finish(self) -> None:
         buffer = io.StringIO()
-        fields = CSV_FIELDS + (NAT_FIELDS if self.nat else [])
+        fields = CSV_FIELDS + (DOMAIN_FIELDS if self.domains else []) + (
+            NAT_FIELDS if self.nat else [])
         writer = csv.DictWriter(buffer, fieldnames=fields, lineterminator="\n")
         writer.writeheader()
         for spill in self.spills:

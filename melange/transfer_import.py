@@ -218,6 +218,7 @@ def _create_block(conn: Connection, item: dict, known: dict[tuple, int]) -> tupl
         policy=item.get("policy"),
         parent=parent,
         generator=item.get("generator"),
+        domain=item.get("domain"),
     )
     return (item.get("network"), created["cidr"]), created["id"]
 

@@ -24,7 +24,7 @@ Entity = tuple[int, str, dict]
 Fields = dict[str, str | None]  # one CSV row: an empty cell is None
 
 BLOCK_FIELDS = ("network", "cidr", "name", "tenant", "type", "gateway", "policy", "parent",
-                "generator")  # fmt: skip
+                "generator", "domain")  # fmt: skip
 ADDRESS_FIELDS = ("address", "mac", "hostname", "interface", "tenant", "state", "allocated_at",
                   "released_at", "held_until")  # fmt: skip
 INTERFACE_FIELDS = ("vif_id", "network", "device", "tenant", "mac")

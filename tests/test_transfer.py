@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from melange.transfer_format import export_json
 from tests.support.cli import Melange
 from tests.support.sql import dump_store
 
@@ -241,3 +242,54 @@ def test_a_golden_export_imports_and_exports_byte_for_byte(melange, tmp_path):
     from_csv = Melange(tmp_path / "from-csv.db", melange.env)
     from_csv.ok("import", str(GOLDEN / "export.csv"))
     assert from_csv.ok("export") == golden_json
+
+
+def test_dns_domains_and_names_survive_a_round_trip(melange, tmp_path):
+    """A block's domain is exported (only when it has one) and imported, and the imported
+    addresses have the DNS names an allocation would give them: the same DNS hosts file,
+    the same name clash refused after the import as before it."""
+    melange.ok("block", "create", "10.7.0.0/16", "--name", "d", "--network", "n1",
+               "--domain", "lab.example")  # fmt: skip
+    melange.ok("block", "subnet", "d", "10.7.1.0/24", "--name", "d1")  # inherits lab.example
+    melange.ok("block", "create", "10.8.0.0/24", "--name", "e", "--network", "n2",
+               "--domain", "other.example")  # fmt: skip
+    melange.ok("block", "allocate", "d1", "--mac", "02:00:00:00:07:01", "--hostname", "vm1")
+    melange.ok("block", "allocate", "e", "--mac", "02:00:00:00:08:01", "--hostname", "vm1")
+    hosts = melange.ok("dns", "hosts")
+    assert "vm1.lab.example" in hosts and "vm1.other.example" in hosts
+    exported = melange.ok("export")
+    assert '"domain": "lab.example"' in exported and exported.count('"domain"') == 2
+    for name, text in (("json", exported), ("csv", melange.ok("export", "-o", "csv"))):
+        path = tmp_path / f"export.{name}"
+        path.write_text(text)
+        fresh = Melange(tmp_path / f"fresh-{name}.db", melange.env)
+        fresh.ok("import", str(path))
+        assert fresh.ok("export") == exported, name
+        assert fresh.ok("dns", "hosts") == hosts, name
+        clash = fresh("block", "allocate", "d1", "--mac", "02:00:00:00:07:02",
+                      "--hostname", "vm1")  # fmt: skip
+        assert clash.exit_code == 4 and "vm1.lab.example" in clash.stderr, name
+
+
+def test_an_import_naming_one_dns_name_twice_changes_nothing(melange, tmp_path):
+    """Addresses of a file whose hostnames make one DNS name (two of them in the domain
+    the file gives their block, or one that a stored address has): refused with their
+    line, and nothing of the file is stored."""
+    melange.ok("block", "create", "10.9.0.0/24", "--name", "taken", "--domain", "lab.example")
+    melange.ok("block", "allocate", "taken", "--mac", "02:00:00:00:09:01", "--hostname", "db")
+    addresses = [
+        {"address": "10.10.0.5", "hostname": "web", "mac": "02:00:00:00:10:05"},
+        {"address": "10.10.0.6", "hostname": "WEB.lab.example", "mac": "02:00:00:00:10:06"},
+        {"address": "10.10.0.7", "hostname": "db", "mac": "02:00:00:00:10:07"},
+    ]
+    block = {"network": "n9", "cidr": "10.10.0.0/24", "domain": "lab.example", "routes": [],
+             "addresses": addresses}  # fmt: skip
+    path = tmp_path / "twice.json"
+    path.write_text(export_json({"blocks": [block]}))
+    before = dump_store(melange.db)
+    result = melange("import", str(path))
+    assert result.exit_code == 2, result.stderr  # an import's problems, as any bad line's
+    assert result.stderr.count("\n") == 1 and result.stderr.startswith("Error: ")
+    assert "web.lab.example is listed twice" in result.stderr
+    assert "db.lab.example is in use by 10.9.0.1" in result.stderr
+    assert dump_store(melange.db) == before
