@@ -8,6 +8,8 @@ import subprocess
 from collections import Counter
 from pathlib import Path
 
+import pytest
+
 from tests.support.cli import assert_error
 from tests.support.melanged_harness import Melanged, cli, reloads, wait_until
 from tests.support.realparts import Dnsmasq, find_dnsmasq, udhcpc_lease
@@ -157,6 +159,7 @@ def _routes_of(lease: dict) -> list[str]:
     return (lease.get("staticroutes") or "").split()
 
 
+@pytest.mark.one_store
 def test_real_dnsmasq_serves_the_most_routes_accepted_and_no_more(melange, netns_pair, tmp_path):
     melange.ok("block", "create", "10.77.0.0/24", "--name", "lan", "--network", "net1",
                "--gateway", "10.77.0.1")  # fmt: skip
@@ -189,6 +192,7 @@ def test_real_dnsmasq_serves_the_most_routes_accepted_and_no_more(melange, netns
     assert _dnsmasq_complaints(netns_pair, tmp_path / "long-over", over, config) != []
 
 
+@pytest.mark.one_store
 def test_real_dnsmasq_gives_each_blocks_clients_their_own_router_and_routes(
     melange, netns_pair, tmp_path
 ):
