@@ -266,12 +266,24 @@ def record(
 
 
 def record_refusal(
-    store: Store, *, actor: str, via: str, command: str, client: str, error: MelangeError
+    store: Store,
+    *,
+    actor: str,
+    via: str,
+    command: str,
+    client: str,
+    error: MelangeError,
+    suppressed: int = 0,
 ) -> None:
     """A request turned away before it ran (no valid token, a role too small): one row in
     a transaction of its own, since the refused operation writes nothing. The outcome
-    names the refusal, so the trail never reads as if the change had been made."""
-    result = {"refused": error.code, "reason": error.message[:200], "client": client}
+    names the refusal, so the trail never reads as if the change had been made, and
+    says how many of the client's refusals before it were not written (`suppressed`,
+    when the transport bounds a flood of them)."""
+    result: dict[str, Any] = {"refused": error.code, "reason": error.message[:200],
+                              "client": client}  # fmt: skip
+    if suppressed:
+        result["suppressed"] = suppressed
 
     def write(conn: Connection) -> None:
         record(conn, actor=actor, via=via, command=command, params={"client": client},

@@ -1,9 +1,11 @@
 """Who a request is: its bearer token (melange.tokens), and whether its role may run
-the operation (the declaration's `allows`). Every refusal is audited."""
+the operation (the declaration's `allows`). Every refusal is audited, within the
+bounds melanged.http.refusals sets on a flood of them."""
 
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING, TypeVar
 
@@ -13,6 +15,7 @@ from melange import audit
 from melange.clock import using
 from melange.errors import MelangeError, PermissionDenied, Unauthenticated
 from melange.operations import OPERATIONS
+from melanged.http.refusals import RefusalBudget
 
 if TYPE_CHECKING:
     from sqlalchemy import Connection
@@ -23,6 +26,7 @@ if TYPE_CHECKING:
 log = logging.getLogger("melanged.http")
 ANONYMOUS = "anonymous"
 VIA = "http"
+REFUSALS = RefusalBudget()  # melanged's, for every request it refuses
 T = TypeVar("T")
 
 
@@ -84,10 +88,14 @@ def authorize(identity: Identity, name: str) -> None:
 
 
 def audit_refusal(store: Store, actor: str, name: str, client: str, error: MelangeError) -> None:
-    """Record a refusal in the audit trail; a store that cannot take it is logged only
-    (the client is refused all the same)."""
+    """Record a refusal in the audit trail, unless the client's refusals are past their
+    bounds (then it is counted, for the client's next row); a store that cannot take
+    it is logged only. The client is refused all the same."""
+    suppressed = REFUSALS.take(client, time.monotonic())
+    if suppressed is None:
+        return
     try:
         audit.record_refusal(store, actor=actor, via=VIA, command=name, client=client,
-                             error=error)  # fmt: skip
+                             error=error, suppressed=suppressed)  # fmt: skip
     except MelangeError as failure:
         log.warning("cannot audit a refused %s from %s: %s", name, client, failure.message)
