@@ -23,9 +23,12 @@ from typing import TypeVar
 from sqlalchemy import (
     Connection,
     Engine,
+    column,
     create_engine,
     event,
     exc,
+    select,
+    table,
     text,
 )
 from sqlalchemy.engine import make_url
@@ -36,6 +39,7 @@ from melange.lean import SQLITE_BUSY_TIMEOUT_MS, configure_sqlite
 from melange.locking import insert_one, lock_block, lock_named  # noqa: F401  (their old home)
 from melange.migrations import SCHEMA_HEAD, initialise
 from melange.prepared import (
+    Prepared,
     allow_batches,
     commit_waiting,
     pipelined,
@@ -217,7 +221,7 @@ class Store:
         url: str,
         *,
         release_hold: int = 48 * 3600,
-        schema_ttl: float | None = None,
+        recheck_schema: bool = False,
         named: bool = False,
         clock: Clock = SYSTEM,
     ) -> None:
@@ -225,16 +229,17 @@ class Store:
         self.clock = clock  # the time its transactions read (melange.clock)
         self.named = named  # see require_existing
         self.release_hold = release_hold
-        # A command checks the schema once; a daemon (schema_ttl set) re-checks,
-        # so an upgrade made by a newer melange elsewhere is noticed.
-        self.schema_ttl = schema_ttl
+        # A command checks the schema once; a daemon re-reads the revision inside
+        # every transaction, so an upgrade made by a newer melange elsewhere is
+        # noticed before it writes (one indexed read, on the transaction's own
+        # connection: a transaction of its own per request cost a tenth of one).
+        self.recheck_schema = recheck_schema
         self._engine: Engine | None = None
         self._idle: Connection | None = None
         self._idle_pid = 0
         self._idle_since = 0.0
         self._idle_lock = threading.Lock()
         self._checked = False
-        self._checked_at = 0.0
 
     @functools.cached_property
     def backend(self) -> str:
@@ -403,11 +408,8 @@ class Store:
 
     def ensure_schema(self) -> None:
         """Create an empty store's schema; refuse (exit 6) an old or unknown one."""
-        if self._checked and (
-            self.schema_ttl is None or time.monotonic() - self._checked_at < self.schema_ttl
-        ):
+        if self._checked:
             return
-        self._checked = False
         revision = self.current_revision()
         if revision is None:
             initialise(self)
@@ -415,7 +417,6 @@ class Store:
         if revision != SCHEMA_HEAD:
             raise SchemaOutdated(schema_message(revision))
         self._checked = True
-        self._checked_at = time.monotonic()
 
     def current_revision(self) -> str | None:
         """The store's Alembic revision, None for an empty store."""
@@ -451,6 +452,8 @@ class Store:
                     conn.begin(),
                     pipelined(conn),
                 ):
+                    if self.recheck_schema:
+                        _same_revision(conn)
                     result = fn(conn)
                     committing = True
                     commit_waiting(conn)
@@ -527,6 +530,16 @@ def _has_tables(conn: Connection) -> bool:
 
     conn.rollback()
     return bool(inspect(conn).get_table_names())
+
+
+_REVISION = Prepared(select(column("version_num")).select_from(table("alembic_version")))
+
+
+def _same_revision(conn: Connection) -> None:
+    """SchemaOutdated (6) when the store is no longer at the revision this code knows."""
+    revision = _REVISION.scalar(conn)
+    if revision != SCHEMA_HEAD:
+        raise SchemaOutdated(schema_message(revision))
 
 
 def schema_message(revision: str | None) -> str:

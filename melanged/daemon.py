@@ -28,7 +28,6 @@ if TYPE_CHECKING:
     from melanged.server import Access
 
 log = logging.getLogger("melanged")
-SCHEMA_TTL = 0.0  # every pass and request: one indexed read
 BACKOFF_START = 0.5
 BACKOFF_MAX = 30.0
 
@@ -307,7 +306,7 @@ class Daemon:
 def _build(settings: DaemonSettings) -> tuple[Store, dhcp_backend.DhcpBackend | None]:
     """The store and the DHCP backend `settings` name (both checked before any is used);
     no backend without a hostsfile (melanged serving the HTTP API alone)."""
-    store = Store(settings.db_url, release_hold=settings.release_hold, schema_ttl=SCHEMA_TTL)
+    store = Store(settings.db_url, release_hold=settings.release_hold, recheck_schema=True)
     if settings.hostsfile is None:
         return store, None
     target = dhcp_backend.Target(

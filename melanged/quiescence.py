@@ -1,9 +1,13 @@
 """Coalescing bursts of changes into few renders (consul-template's `wait`, leading edge).
 
-A change after a quiet spell renders at once, so a lone allocation reaches
-DHCP in milliseconds. Changes that keep coming are gathered: the next render
-waits until nothing changed for `min_wait`, but never longer than `max_wait`
-after the first change it gathers.
+A change that comes `min_wait` or more after the last render renders at once,
+so a lone allocation reaches DHCP and DNS in milliseconds even when lone
+changes follow each other every few hundred milliseconds. Changes that keep
+coming sooner are gathered: the next render waits until nothing changed for
+`min_wait`, but never longer than `max_wait` after the first change it
+gathers. So renders (and the reloads they may cost the DHCP server) are never
+closer than `min_wait` apart but for the last of a burst, and no change waits
+more than `max_wait` (plus a poll).
 """
 
 from __future__ import annotations
@@ -28,8 +32,8 @@ class Quiescence:
         """Whether the gathered changes should be rendered now."""
         if self.first_pending is None or self.last_change is None:
             return False
-        if self.first_pending - self.last_render > self.max_wait:
-            return True  # leading edge: the first change after a quiet spell
+        if self.first_pending - self.last_render >= self.min_wait:
+            return True  # leading edge: the first change once a render is min_wait old
         quiet = now - self.last_change >= self.min_wait
         return quiet or now - self.first_pending >= self.max_wait
 

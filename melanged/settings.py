@@ -36,7 +36,7 @@ class DaemonSettings:
     writer_users: str = ""
     writer_groups: str = ""
     socket_group: str | None = None
-    poll_interval: float = 0.05
+    poll_interval: float = 0.02
     wait_min: float = 0.2
     wait_max: float = 2.0
     http: str | None = None  # HOST:PORT of the HTTP API (melanged.http)

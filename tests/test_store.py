@@ -266,3 +266,28 @@ def test_options_set_in_one_transaction_do_not_reach_the_next(store_url):
         assert record["cidr"] == "10.7.0.0/24"
     finally:
         store.close()
+
+
+def test_a_daemons_store_notices_an_upgrade_made_elsewhere_before_it_writes(store_url):
+    """melanged's store re-reads the schema revision in every transaction (not in one of
+    its own): once a newer melange has moved the store on, the next request is refused
+    (exit 6) and writes nothing, while the revision check of a command is made once."""
+    from melange.errors import SchemaOutdated
+    from tests.support.sql import execute_sql
+
+    daemon = Store(store_url, recheck_schema=True)
+    command = Store(store_url)
+    operations.run(daemon, "block.create", {"cidr": "10.60.0.0/24", "name": "up"})
+    operations.run(command, "block.show", {"block": "up"})
+    execute_sql(store_url, "UPDATE alembic_version SET version_num = 'f00dfeed'")
+    try:
+        with pytest.raises(SchemaOutdated) as refused:
+            operations.run(daemon, "block.allocate", {"block": "up"})
+        assert refused.value.exit_code == 6 and "f00dfeed" in refused.value.message
+        assert execute_sql(store_url, "SELECT count(*) FROM ip_addresses") == [(0,)]
+        # A command's store checked the schema when it opened; it does not look again.
+        assert operations.run(command, "block.show", {"block": "up"})["name"] == "up"
+    finally:
+        execute_sql(store_url, f"UPDATE alembic_version SET version_num = '{SCHEMA_HEAD}'")
+        daemon.close()
+        command.close()

@@ -76,8 +76,14 @@ class Dnsmasq:
     # -- one pass
 
     def sync(self, store: Store, *, force_reload: bool = False) -> SyncResult:
-        """Render, write what changed, reload only when a removal or change needs it."""
+        """Render, write what changed, reload only when a removal or change needs it.
+
+        DNS names first: a new name's small file is the cheapest change of the pass and
+        the one a client waits for (the DHCP render reads every host). When the DHCP
+        part then needs a reload anyway, the small files are folded into it."""
         target = self.target
+        wanted = self._wanted_names(store)
+        plan = self._plan_names(wanted, force_reload)
         if target.hostsdir is None and not target.release_interface:
             result = store.read(self._stream)
         else:
@@ -89,7 +95,13 @@ class Dnsmasq:
         needs_reload = (
             force_reload or result.opts_changed or (result.hosts_changed and not result.added_only)
         )
-        plan = self._plan_names(store, result, needs_reload)
+        if plan is not None:
+            result.dns_changed = plan.changed
+            if needs_reload and not plan.fold:
+                plan = self._plan_names(wanted, True)  # a fold, if small files are waiting
+                assert plan is not None
+                result.dns_changed = result.dns_changed or plan.changed
+            result.dns_folded, result.dns_names = plan.fold, plan.names
         needs_reload = needs_reload or (plan is not None and plan.fold)
         if needs_reload:
             result.server_running, result.reloaded = self._reload()
@@ -104,19 +116,20 @@ class Dnsmasq:
         self._removed = set()
         return result
 
-    def _plan_names(self, store: Store, result: SyncResult, reloading: bool) -> names.Plan | None:
+    def _wanted_names(self, store: Store) -> names.Names | None:
+        """The names the store wants dnsmasq to answer; None without DNS files."""
+        return None if self.names is None else store.read(self.store_names.read)
+
+    def _plan_names(self, wanted: names.Names | None, reloading: bool) -> names.Plan | None:
         """The DNS names' files brought in step: small files now, or a fold whose small
         files go once the reload that reads it is over (melange.dnsmasq.names)."""
-        if self.names is None:
+        if self.names is None or wanted is None:
             return None
-        wanted = store.read(self.store_names.read)
         pidfile = self.target.pidfile
         can_reload = pidfile is not None and process.pid(pidfile) is not None
         plan = self.names.plan(wanted, reloading=reloading, can_reload=can_reload,
                                changed=self.store_names.changed)  # fmt: skip
         self.names.apply(plan, wanted)
-        result.dns_changed, result.dns_folded = plan.changed, plan.fold
-        result.dns_names = plan.names
         return plan
 
     # -- DNS names (reconcile; melange.reconcile.names)
