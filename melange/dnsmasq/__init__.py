@@ -127,7 +127,11 @@ class Dnsmasq:
             return None
         pidfile = self.target.pidfile
         can_reload = pidfile is not None and process.pid(pidfile) is not None
-        plan = self.names.plan(wanted, reloading=reloading, can_reload=can_reload,
+        # The first pass of this process folds, as a pass that reloads anyway: every
+        # name as a small file would cost dnsmasq a pass over its cache each when it
+        # (re)starts, and a dnsmasq that is not running reads the folded file then.
+        first = self.names.folded is None
+        plan = self.names.plan(wanted, reloading=reloading or first, can_reload=can_reload,
                                changed=self.store_names.changed)  # fmt: skip
         self.names.apply(plan, wanted)
         return plan

@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import logging
 import socket
+import time
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -31,6 +32,7 @@ from pathlib import Path
 from sqlalchemy import Connection
 
 from melange import dns_render
+from melange.auditfeed import AuditFeed
 from melange.dnsmasq.files import dir_files
 from melange.filesync import write_if_changed
 from melange.localfiles import read_text
@@ -40,7 +42,6 @@ FOLD_AT = 1000  # small files before a fold (see docs/performance.md, "DNS")
 # New small files in one pass beyond which a fold is cheaper for dnsmasq: each new
 # file costs it a pass over its whole cache, a reload one read of every name.
 FOLD_BURST = 8
-INCREMENTAL_AT = 1000  # audit rows in one pass beyond which every name is read again
 
 Names = dict[str, frozenset[str]]  # DNS name -> its hosts lines ("ADDRESS NAME")
 
@@ -64,42 +65,23 @@ def rendered(conn: Connection, network: str | None) -> Names:
 
 
 class StoreNames:
-    """The store's names for one network, read whole once and then, on SQLite, only
-    where the audit trail says an address changed.
+    """The store's names for one network, read whole once and then only where the
+    audit trail says an address changed (melange.auditfeed, on every backend).
 
-    Every change to an address writes its audit row in the change's own
-    transaction, the address in the row when it was the only one; SQLite
-    commits writers one at a time, so audit ids grow in commit order and
-    "rows after the last id seen" is exactly what changed since. Anything else
-    (a block changed, several addresses at once, no audit row at all, or a
-    server backend, whose ids need not follow commit order) reads every name
-    again. `changed` says which names the last read may have changed (None:
-    any)."""
+    Anything the feed cannot vouch for (a block changed, several addresses at once,
+    no audit row at all, an id that went missing) reads every name again.
+    `changed` says which names the last read may have changed (None: any)."""
 
     def __init__(self, network: str | None) -> None:
         self.network = network
         self.wanted: dict[str, frozenset[str]] = {}
         self.by_address: dict[tuple[int, int], tuple[str, str]] = {}
-        self.audit_id: int | None = None
+        self.feed = AuditFeed()
         self.changed: set[str] | None = None
 
     def read(self, conn: Connection) -> Names:
-        from sqlalchemy import func, select
-
-        from melange.models import audit_log
-
-        top = conn.execute(select(func.max(audit_log.c.id))).scalar() or 0
-        last, self.audit_id = self.audit_id, top
-        if last is None or conn.dialect.name != "sqlite":
-            return self._whole(conn)
-        touched = conn.execute(
-            select(audit_log.c.block_id, audit_log.c.address).where(audit_log.c.id > last)
-        ).all()
-        if (
-            not touched
-            or len(touched) > INCREMENTAL_AT
-            or any(block_id is None or address is None for block_id, address in touched)
-        ):
+        touched = self.feed.since(conn, time.monotonic())
+        if not touched:
             return self._whole(conn)
         self.changed = set()
         for block_id, address in set(touched):
