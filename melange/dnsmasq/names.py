@@ -80,13 +80,19 @@ class StoreNames:
         self.changed: set[str] | None = None
 
     def read(self, conn: Connection) -> Names:
-        touched = self.feed.since(conn, time.monotonic())
-        if not touched:
-            return self._whole(conn)
-        self.changed = set()
-        for block_id, address in set(touched):
-            self._refresh(conn, block_id, address)
-        return dict(self.wanted)
+        """The names, in the caller's transaction. Should it fail half-way, the next
+        read is whole: the feed has moved on."""
+        try:
+            touched = self.feed.since(conn, time.monotonic())
+            if not touched:
+                return self._whole(conn)
+            self.changed = set()
+            for block_id, address in set(touched):
+                self._refresh(conn, block_id, address)
+            return dict(self.wanted)
+        except BaseException:
+            self.feed = AuditFeed()
+            raise
 
     def _whole(self, conn: Connection) -> Names:
         found: dict[str, set[str]] = {}

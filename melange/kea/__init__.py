@@ -30,6 +30,7 @@ from melange.dhcp_backend import Lease, SyncResult, Target
 from melange.errors import InvalidInput, StoreUnavailable
 from melange.filesync import write_if_changed
 from melange.kea import control, hostdb, render
+from melange.kea.wanted import WantedReservations
 from melange.store import Store
 
 log = logging.getLogger("melange.kea")
@@ -63,6 +64,7 @@ class Kea:
         if self.release_leases and self.socket is None:
             raise InvalidInput("kea_release needs Kea's control socket (kea_control_socket)")
         self.known: set[render.Reservation] | None = None
+        self.wanted = WantedReservations(target.network)
         self.checked = False
         self.reload_due = False  # the fragment changed and Kea has not read it yet
         self.transactions = 0  # committed by the last pass (for the log and the benchmarks)
@@ -95,11 +97,19 @@ class Kea:
             self.reload_due = self.socket is not None
         if self.reload_due:
             result.reloaded = self._reload()
-        want = store.read(lambda conn: render.reservations(conn, self.target.network))
+        store.read(self.wanted.read)
+        want = list(self.wanted.by_address.values())
+        keys = self.wanted.changed
         try:
-            if self.known is None:
-                self.known = self.db.owned()
-            changes = hostdb.difference(self.known, want)
+            if self.known is None or keys is None:  # Kea's rows read again: all of them
+                if self.known is None:
+                    self.known = self.db.owned()
+                changes = hostdb.difference(self.known, want)
+            else:  # only the keys the store's changes touched
+                changes = hostdb.difference(
+                    {r for r in self.known if (r.subnet_id, r.mac) in keys},
+                    [r for r in want if (r.subnet_id, r.mac) in keys],
+                )
             started = time.monotonic()
             transactions = self.transactions = self.db.apply(changes)
         except BaseException:

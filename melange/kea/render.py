@@ -46,19 +46,29 @@ def subnet_id(network: str, cidr: str) -> int:
 
 
 def reservations(conn: Connection, network: str | None = None) -> list[Reservation]:
-    """Every allocated IPv4 address with a MAC, as Kea's host database should hold it.
+    """Every allocated IPv4 address with a MAC, as Kea's host database should hold it."""
+    return list(reservations_by_address(conn, network).values())
 
-    Read on every pass (50,000 rows is a normal size), so the address comes as the
-    store's raw 16 bytes and the subnet id by block, not through a type per row."""
+
+def reservations_by_address(
+    conn: Connection, network: str | None = None, where: tuple[int, int] | None = None
+) -> dict[tuple[int, int], Reservation]:
+    """The reservations by (block id, address): every one, or the one at `where`.
+
+    Read whole on a pass that cannot tell what changed (50,000 rows is a normal size),
+    so the address comes as the store's raw 16 bytes and the subnet id by block, not
+    through a type per row."""
     require_network(conn, network)
     ip = ip_addresses.c
     served = select(blocks.c.id, blocks.c.network, blocks.c.cidr).where(
         blocks.c.version == 4, blocks.c.network.is_not(None))
     if network is not None:
         served = served.where(blocks.c.network == network)
+    if where is not None:
+        served = served.where(blocks.c.id == where[0])
     ids = {block_id: subnet_id(net, cidr) for block_id, net, cidr in conn.execute(served)}
     if not ids:
-        return []
+        return {}
     query = (
         select(ip.block_id, ip.mac, type_coerce(ip.address, LargeBinary), ip.hostname)
         .join(blocks, blocks.c.id == ip.block_id)
@@ -68,10 +78,16 @@ def reservations(conn: Connection, network: str | None = None) -> list[Reservati
     )
     if network is not None:
         query = query.where(blocks.c.network == network)
+    if where is not None:
+        query = query.where(ip.block_id == where[0], ip.address == where[1])
     new = tuple.__new__
     big = int.from_bytes
-    return [new(Reservation, (ids[block_id], mac, big(raw[12:], "big"), hostname or None))
-            for block_id, mac, raw, hostname in conn.execute(query).all()]  # fmt: skip
+    found: dict[tuple[int, int], Reservation] = {}
+    for block_id, mac, raw, hostname in conn.execute(query).all():
+        address = big(raw, "big")
+        found[block_id, address] = new(Reservation, (ids[block_id], mac, big(raw[12:], "big"),
+                                                     hostname or None))  # fmt: skip
+    return found
 
 
 def _served(conn: Connection, network: str | None) -> tuple[list, dict]:
