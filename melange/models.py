@@ -56,7 +56,10 @@ class Address(TypeDecorator):
 
 
 def _name(length: int = 255) -> String:
-    return String(length)
+    """A name a user types, compared exactly on every backend: MySQL and MariaDB compare
+    strings ignoring case by default, so there `web` and `WEB` were one block, and
+    `token revoke OPS` revoked the token `ops` (schema 0010 makes these columns binary)."""
+    return String(length).with_variant(mysql.VARCHAR(length, binary=True), "mysql", "mariadb")
 
 
 policies = Table(
@@ -97,7 +100,7 @@ blocks = Table(
     Column("last_addr", Address, nullable=False),
     Column("prefixlen", SmallInteger, nullable=False),
     Column("name", _name(), unique=True),
-    Column("network", String(63)),
+    Column("network", _name(63)),
     Column("tenant", _name()),
     Column("type", String(8), nullable=False),
     Column("gateway", Address),
@@ -139,7 +142,7 @@ interfaces = Table(
     metadata,
     Column("id", Integer, primary_key=True),
     Column("vif_id", _name(), nullable=False, unique=True),
-    Column("network", String(63), nullable=False),
+    Column("network", _name(63), nullable=False),
     Column("device", _name()),
     Column("tenant", _name()),
     Column("mac", BigInteger, nullable=False, unique=True),
@@ -157,7 +160,7 @@ ip_addresses = Table(
     # Equal to mac while allocated, NULL while held: a portable partial unique
     # index ("one active address per MAC and block") that MySQL can enforce too.
     Column("active_mac", BigInteger),
-    Column("hostname", String(253)),
+    Column("hostname", _name(253)),
     Column("interface_id", ForeignKey("interfaces.id", ondelete="SET NULL")),
     Column("tenant", _name()),
     Column("state", String(9), nullable=False),
@@ -256,8 +259,8 @@ api_tokens = Table(
     "api_tokens",
     metadata,
     Column("id", Integer, primary_key=True),
-    Column("name", String(64), nullable=False, unique=True),
-    Column("key_id", String(16), nullable=False, unique=True),
+    Column("name", _name(64), nullable=False, unique=True),
+    Column("key_id", _name(16), nullable=False, unique=True),
     Column("role", String(8), nullable=False),
     Column("salt", String(32), nullable=False),
     Column("digest", String(64), nullable=False),

@@ -7,7 +7,7 @@ result columns, result conversions).
 
 # fmt: off
 # ruff: noqa: E501
-SCHEMA_HEAD = '0009'
+SCHEMA_HEAD = '0010'
 STATEMENTS: dict[str, tuple] = {'addresses.by_active_mac': ('SELECT ip_addresses.id, ip_addresses.block_id, ip_addresses.address, '
                              'ip_addresses.mac, ip_addresses.active_mac, ip_addresses.hostname, '
                              'ip_addresses.interface_id, ip_addresses.tenant, ip_addresses.state, '
