@@ -4,18 +4,12 @@ from __future__ import annotations
 
 from melange import migrations, operations
 from melange.store import Store
-from tests.support.backends import fresh_database
+from tests.support.backends import unmigrated_store
 from tests.support.sql import execute_sql
 
 
 def test_0009_upgrades_and_downgrades_with_data(backend, tmp_path):
-    database = None
-    if backend == "sqlite":
-        url = f"sqlite:///{tmp_path / 'old.db'}"
-    else:
-        database = fresh_database(backend)
-        url = database.url
-    try:
+    with unmigrated_store(backend, tmp_path) as url:
         migrations.upgrade(Store(url), "0008")
         migrations.upgrade(Store(url))
         store = Store(url)
@@ -39,6 +33,3 @@ def test_0009_upgrades_and_downgrades_with_data(backend, tmp_path):
         operations.run(store, "block.update", {"block": "a", "domain": "lab.example"})
         assert operations.run(store, "dns.hosts", {}) == "10.0.0.1 vm1.lab.example\n"
         store.close()
-    finally:
-        if database is not None:
-            database.drop()

@@ -9,7 +9,7 @@ import pytest
 from melange import migrations, operations
 from melange.errors import NotFound
 from melange.store import Store
-from tests.support.backends import fresh_database
+from tests.support.backends import unmigrated_store
 from tests.support.cli import assert_error
 
 
@@ -28,17 +28,9 @@ def test_names_differing_only_in_case_are_two_names(melange):
 
 
 def test_0010_upgrades_and_downgrades_with_data(backend, tmp_path):
-    database = None
-    if backend == "sqlite":
-        url = f"sqlite:///{tmp_path / 'old.db'}"
-    else:
-        database = fresh_database(backend)
-        url = database.url
-    try:
+    with unmigrated_store(backend, tmp_path) as url:
         migrations.upgrade(Store(url), "0009")
         store = Store(url)
-        # Written by the 0009 code: the models' columns are the same on SQLite and
-        # PostgreSQL, and on MariaDB a plain VARCHAR holds the same text.
         migrations.upgrade(store)
         operations.run(store, "block.create", {"cidr": "10.0.0.0/24", "name": "web"})
         store.close()
@@ -51,6 +43,3 @@ def test_0010_upgrades_and_downgrades_with_data(backend, tmp_path):
             operations.run(store, "block.show", {"block": "WEB"})
         operations.run(store, "block.create", {"cidr": "10.1.0.0/24", "name": "WEB"})
         store.close()
-    finally:
-        if database is not None:
-            database.drop()

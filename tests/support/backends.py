@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import os
 import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 from sqlalchemy import create_engine, delete, text, update
@@ -135,3 +137,17 @@ def fresh_database(backend: str) -> ServerDatabase:
     database = ServerDatabase(backend)
     database.create(migrate=False)
     return database
+
+
+@contextmanager
+def unmigrated_store(backend: str, tmp_path: Path) -> Iterator[str]:
+    """The URL of an empty, unmigrated store of the test's own (for migration tests): an
+    SQLite file, or a server database dropped afterwards."""
+    if backend == "sqlite":
+        yield f"sqlite:///{tmp_path / 'unmigrated.db'}"
+        return
+    database = fresh_database(backend)
+    try:
+        yield database.url
+    finally:
+        database.drop()
