@@ -121,6 +121,8 @@ class AuditFeed:
         top = conn.execute(select(func.max(a.id))).scalar() or 0
         if self.high is not None and top > self.high:
             present = set(conn.execute(select(a.id).where(a.id > self.high)).scalars())
+            if self.floor_unknown and present:
+                self.high, self.floor_unknown = min(present) - 1, False
             for missing in range(self.high + 1, top + 1):
                 if missing not in present:
                     self.gaps[missing] = now

@@ -7,10 +7,10 @@ from __future__ import annotations
 from datetime import datetime
 
 import pytest
-from sqlalchemy import create_engine, insert
+from sqlalchemy import create_engine, delete, insert
 from sqlalchemy.pool import NullPool
 
-from melange.auditfeed import GAP_TTL, AuditFeed
+from melange.auditfeed import CHANGES_AT, GAP_TTL, AuditFeed
 from melange.models import audit_log
 from melange.store import Store
 
@@ -99,3 +99,20 @@ def test_a_change_in_flight_when_the_feed_starts_is_seen(engine):
         assert _since(engine, feed, 0.0) is None  # start: a whole read
         transaction.commit()
     assert _since(engine, feed, 1.0) == [(3, 300)]
+
+
+def test_a_burst_into_an_empty_trail_leaves_no_gaps_below_it(engine):
+    """An empty trail at the start says nothing of where a server's counter resumes; a
+    burst too big to follow (a whole read) then sets the floor, and no id below it is
+    looked for (it would never come, and its expiry would cost another whole read)."""
+    _write(engine, *[_row(1, n) for n in range(3)])
+    with engine.begin() as conn:  # an emptied trail: the counter goes on from 3
+        conn.execute(delete(audit_log))
+    feed = AuditFeed()
+    assert _since(engine, feed, 0.0) is None
+    _write(engine, *[_row(1, n) for n in range(CHANGES_AT + 5)])
+    assert _since(engine, feed, 1.0) is None
+    assert feed.gaps == {}
+    _write(engine, _row(1, 5000))
+    assert _since(engine, feed, 2.0) == [(1, 5000)]
+    assert _since(engine, feed, 2.0 + GAP_TTL) == []
