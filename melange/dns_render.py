@@ -60,12 +60,12 @@ def name_lines(conn: Connection, network: str | None = None) -> Iterator[tuple[s
 
 
 def _name_lines(conn: Connection, network: str | None) -> Iterator[tuple[str, str]]:
-    for rows in _batches(conn, _names_query(network)):
+    for rows in batches(conn, _names_query(network)):
         for name, raw, version in rows:
             yield name, host_line(name, bytes(raw), version)
 
 
-def _batches(conn: Connection, query: Select) -> Iterator[Sequence[tuple]]:
+def batches(conn: Connection, query: Select) -> Iterator[Sequence[tuple]]:
     """The rows a batch at a time. SQLite: plain tuples off the driver's cursor (a
     render's rows through SQLAlchemy cost ten times their formatting), errors wrapped
     as SQLAlchemy's; the servers: a server-side cursor (stream_results)."""
@@ -97,7 +97,7 @@ def _rows_query(network: str | None) -> Select:
 
 def name_rows(conn: Connection, network: str | None) -> Iterator[tuple[str, str, int, int]]:
     """(name, line without its newline, block id, address) of every named address."""
-    for rows in _batches(conn, _rows_query(network)):
+    for rows in batches(conn, _rows_query(network)):
         for name, raw, version, block_id in rows:
             data = bytes(raw)
             line = host_line(name, data, version)[:-1]

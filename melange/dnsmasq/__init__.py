@@ -22,6 +22,7 @@ from sqlalchemy import Connection
 
 from melange.dhcp_backend import Lease, SyncResult, Target
 from melange.dnsmasq import files, names, process, render
+from melange.dnsmasq.wanted import WantedHosts
 from melange.errors import InvalidInput, NotFound
 from melange.filesync import write_if_changed
 from melange.store import Store
@@ -49,6 +50,7 @@ class Dnsmasq:
         self._sequence = 0
         self.names: names.DnsFiles | None = None  # DNS names (melange.dnsmasq.names)
         self.store_names = names.StoreNames(target.network)
+        self.wanted = WantedHosts(target.network)
         if target.dns_hostsdir is not None or target.addn_hosts is not None:
             self.names = names.DnsFiles(target.dns_hostsdir, target.addn_hosts)
 
@@ -171,21 +173,33 @@ class Dnsmasq:
         return SyncResult(hosts_changed=changed, lines=counted.count)
 
     def _diff(self, store: Store) -> SyncResult:
-        """Compare line sets: additions can go to the hosts dir, removals can be released."""
+        """Compare line sets: additions can go to the hosts dir, removals can be released.
+        The store's lines are followed through the audit trail (melange.dnsmasq.wanted):
+        a pass after one allocation looks at that address only, at any size."""
         hostsdir = self.target.hostsdir
-        if self.known is None:
-            self.known = set(files.host_lines([self.hostsfile, *files.dir_files(hostsdir)]))
-        lines = set(store.read(self.rendered))
-        added, removed = lines - self.known, self.known - lines
-        result = SyncResult(lines=len(lines), added=len(added), removed=len(removed))
-        if added or removed or not self.hostsfile.exists():
-            result.hosts_changed = True
-            if hostsdir is not None and not removed and self.hostsfile.exists():
-                self._add_to_dir(hostsdir, sorted(added, key=files.sort_key))
-                result.added_only = True
-            else:
-                self._rewrite(sorted(lines, key=files.sort_key))
-        self.known = lines
+        store.read(self.wanted.read)
+        delta = self.wanted.delta
+        if self.known is None or delta is None:
+            if self.known is None:
+                self.known = set(files.host_lines([self.hostsfile, *files.dir_files(hostsdir)]))
+            lines = self.wanted.lines
+            added, removed = lines - self.known, self.known - lines
+        else:
+            added, removed = delta[0] - self.known, delta[1] & self.known
+        result = SyncResult(lines=len(self.wanted.count), added=len(added), removed=len(removed))
+        try:
+            if added or removed or not self.hostsfile.exists():
+                result.hosts_changed = True
+                if hostsdir is not None and not removed and self.hostsfile.exists():
+                    self._add_to_dir(hostsdir, sorted(added, key=files.sort_key))
+                    result.added_only = True
+                else:
+                    self._rewrite(sorted(self.wanted.count, key=files.sort_key))
+        except BaseException:
+            self.known = None  # the files read again next pass, against every line
+            raise
+        self.known -= removed
+        self.known |= added
         self._removed = removed
         return result
 

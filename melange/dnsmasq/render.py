@@ -27,7 +27,7 @@ from typing import cast
 import netaddr
 from sqlalchemy import Connection, LargeBinary, Select, func, select, type_coerce
 
-from melange import holds, subnets
+from melange import dns_render, holds, subnets
 from melange.errors import Conflict
 from melange.models import blocks, ip_addresses
 from melange.names import require_network
@@ -145,6 +145,35 @@ def _format(rows: Sequence[HostRow], version: int) -> list[str]:
         else line(mac, raw, hostname, 4)
         for mac, raw, hostname in rows
     ]
+
+
+Key = tuple[int, int]  # (block id, address as an integer): one address of the store
+
+
+def keyed_lines(conn: Connection, network: str | None = None) -> Iterator[tuple[Key, str]]:
+    """Every hosts line (without its newline) with the address it is for, in no set
+    order: for a reader that keeps them by address (melange.dnsmasq.wanted)."""
+    require_network(conn, network)
+    for rows in dns_render.batches(conn, _keyed_query(network)):
+        for mac, raw, hostname, version, block_id in rows:
+            data = bytes(raw)
+            yield (block_id, int.from_bytes(data, "big")), host_line(mac, data, hostname,
+                                                                     version)[:-1]  # fmt: skip
+
+
+def keyed_line_at(conn: Connection, network: str | None, key: Key) -> str | None:
+    """The hosts line of one address (without its newline), None when it has none."""
+    ip = ip_addresses.c
+    query = _keyed_query(network).where(ip.block_id == key[0], ip.address == key[1])
+    row = conn.execute(query).first()
+    if row is None:
+        return None
+    mac, raw, hostname, version, _ = row
+    return host_line(mac, bytes(raw), hostname, version)[:-1]
+
+
+def _keyed_query(network: str | None) -> Select:
+    return _hosts_query(network, None).add_columns(ip_addresses.c.block_id)
 
 
 def _line_batches(conn: Connection, network: str | None) -> Iterator[list[str]]:

@@ -13,7 +13,7 @@ import time
 from typing import TYPE_CHECKING
 
 from melange.auditfeed import AuditFeed
-from melange.kea import render
+from melange.kea.render import Reservation, reservations_by_address
 
 if TYPE_CHECKING:
     from sqlalchemy import Connection
@@ -24,7 +24,7 @@ Key = tuple[int, int]  # Kea's: (subnet id, MAC)
 class WantedReservations:
     def __init__(self, network: str | None) -> None:
         self.network = network
-        self.by_address: dict[tuple[int, int], render.Reservation] = {}
+        self.by_address: dict[tuple[int, int], Reservation] = {}
         self.feed = AuditFeed()
         self.changed: set[Key] | None = None
 
@@ -34,13 +34,13 @@ class WantedReservations:
         try:
             touched = self.feed.since(conn, time.monotonic())
             if not touched:
-                self.by_address = render.reservations_by_address(conn, self.network)
+                self.by_address = reservations_by_address(conn, self.network)
                 self.changed = None
                 return
             changed: set[Key] = set()
             for where in set(touched):
                 old = self.by_address.pop(where, None)
-                new = render.reservations_by_address(conn, self.network, where).get(where)
+                new = reservations_by_address(conn, self.network, where).get(where)
                 for reservation in (old, new):
                     if reservation is not None:
                         changed.add((reservation.subnet_id, reservation.mac))
