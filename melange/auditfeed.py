@@ -18,6 +18,7 @@ read everything again (None): at least every `WHOLE_EVERY` seconds.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
@@ -83,6 +84,29 @@ class AuditFeed:
             self._whole(conn, now)
             return None
         return [(block_id, address) for _, block_id, address in rows]
+
+    def follow(
+        self,
+        conn: Connection,
+        now: float,
+        whole: Callable[[], object],
+        each: Callable[[int, int], object],
+    ) -> bool:
+        """Bring a reader's copy in step: `whole()` when everything must be read again,
+        else `each(block_id, address)` for every address changed since the last call;
+        whether it went address by address. Should either fail half-way, the next call
+        reads whole: the feed has moved on, so it starts again."""
+        try:
+            touched = self.since(conn, now)
+            if not touched:
+                whole()
+                return False
+            for block_id, address in set(touched):
+                each(block_id, address)
+            return True
+        except BaseException:
+            self.high, self.floor_unknown, self.gaps = None, False, {}
+            raise
 
     def _rows(self, conn: Connection) -> list[tuple] | None:
         """The audit rows above the highest seen, and those of the gaps that appeared;

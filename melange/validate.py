@@ -126,18 +126,23 @@ def parse_mac_cidr(text: str) -> tuple[int, int, str]:
     return first, last, f"{format_mac(first)}/{prefix}"
 
 
+def _labels(text: str, what: str, limit: int, allowed: str) -> list[str]:
+    """The dot-separated RFC 1123 labels of a non-empty name of at most `limit`
+    characters; InvalidInput saying which rule `text`, a `what`, breaks."""
+    if len(text) > limit:
+        raise InvalidInput(f"{what} is {len(text)} characters long; at most {limit} are allowed")
+    labels = text.split(".")
+    if not all(_LABEL.fullmatch(label) for label in labels):
+        raise InvalidInput(f"{_printable(text)} is not a valid {what} ({allowed})")
+    return labels
+
+
 def validate_hostname(text: str) -> str:
     """An RFC 1123 host name that dnsmasq cannot read as anything else."""
     if not isinstance(text, str) or not text:
         raise InvalidInput("the hostname is empty")
-    if len(text) > 253:
-        raise InvalidInput(f"hostname is {len(text)} characters long; at most 253 are allowed")
-    labels = text.split(".")
-    if not all(_LABEL.fullmatch(label) for label in labels):
-        raise InvalidInput(
-            f"{_printable(text)} is not a valid hostname "
-            "(letters, digits, hyphens and dots only, labels of 1-63 characters)"
-        )
+    labels = _labels(text, "hostname", 253,
+                     "letters, digits, hyphens and dots only, labels of 1-63 characters")
     if is_decimal(labels[-1]) or _DNSMASQ_WORDS.fullmatch(text):
         raise InvalidInput(
             f"{_printable(text)} is not usable as a hostname (it reads as a number or keyword)"
@@ -153,14 +158,8 @@ def validate_domain(text: str) -> str:
     if not isinstance(text, str) or not text:
         raise InvalidInput("the domain is empty")
     name = text[:-1] if text.endswith(".") else text
-    if len(name) > MAX_DOMAIN:
-        raise InvalidInput(f"domain is {len(name)} characters long; at most {MAX_DOMAIN}")
-    labels = name.split(".")
-    if not all(_LABEL.fullmatch(label) for label in labels):
-        raise InvalidInput(
-            f"{_printable(text)} is not a valid domain "
-            "(letters, digits and hyphens in dot-separated labels of 1-63 characters)"
-        )
+    labels = _labels(name, "domain", MAX_DOMAIN,
+                     "letters, digits and hyphens in dot-separated labels of 1-63 characters")
     if is_decimal(labels[-1]):
         raise InvalidInput(f"{_printable(text)} is not usable as a domain (it ends in a number)")
     return name.lower()

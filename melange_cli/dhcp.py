@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from functools import partial
+
 import click
 
 from melange_cli import output
@@ -19,13 +21,7 @@ def group() -> None:
 @pass_app
 def hosts(app: App, network):
     """Print dnsmasq --dhcp-hostsfile content."""
-    fmt = app.output_format()
-    if fmt == "json":
-        output.emit_text(fmt, app.call("dhcp.hosts", network=network))
-    else:
-        # Chunks of UTF-8 bytes (one str through melanged's socket): click.echo writes
-        # bytes straight to the binary stdout, a write per ~250 kB.
-        app.call("dhcp.hosts", network=network, sink=lambda chunk: click.echo(chunk, nl=False))
+    output.emit_rendered(app.output_format(), partial(app.call, "dhcp.hosts", network=network))
 
 
 @group.command("opts")

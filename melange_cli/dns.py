@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from functools import partial
+
 import click
 
 from melange_cli import output
@@ -19,11 +21,7 @@ def group() -> None:
 @pass_app
 def hosts(app: App, network):
     """Print the names as a hosts file (dnsmasq --addn-hosts / --hostsdir content)."""
-    fmt = app.output_format()
-    if fmt == "json":
-        output.emit_text(fmt, app.call("dns.hosts", network=network))
-    else:
-        app.call("dns.hosts", network=network, sink=lambda chunk: click.echo(chunk, nl=False))
+    output.emit_rendered(app.output_format(), partial(app.call, "dns.hosts", network=network))
 
 
 @group.command("config")

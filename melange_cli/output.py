@@ -139,6 +139,17 @@ def emit_text(fmt: str, text: str) -> None:
         click.echo(text, nl=False)
 
 
+def emit_rendered(fmt: str, call: Callable[..., Any]) -> None:
+    """A file that grows with the store (a hosts file), from `call` (an operation's call
+    that takes a `sink`): in JSON a whole array of lines; else written as it is rendered,
+    in chunks of UTF-8 bytes (one str through melanged's socket), which click.echo writes
+    straight to the binary stdout, a write per ~250 kB."""
+    if fmt == "json":
+        emit_text(fmt, call())
+    else:
+        call(sink=lambda chunk: click.echo(chunk, nl=False))
+
+
 PROGRESS_FROM = 10_000
 
 

@@ -116,3 +116,27 @@ def test_a_burst_into_an_empty_trail_leaves_no_gaps_below_it(engine):
     _write(engine, _row(1, 5000))
     assert _since(engine, feed, 2.0) == [(1, 5000)]
     assert _since(engine, feed, 2.0 + GAP_TTL) == []
+
+
+def test_a_reader_that_fails_half_way_reads_whole_next_time(engine):
+    """The feed has moved past the changes a failing reader did not take in: follow
+    starts again, so the next call reads everything."""
+    feed = AuditFeed()
+    calls: list = []
+
+    def follow(now: float, fail: bool = False) -> bool:
+        def each(block_id: int, address: int) -> None:
+            if fail:
+                raise RuntimeError("the store went away")
+            calls.append((block_id, address))
+
+        with engine.connect() as conn, conn.begin():
+            return feed.follow(conn, now, lambda: calls.append("whole"), each)
+
+    assert follow(0.0) is False and calls == ["whole"]
+    _write(engine, _row(1, 10))
+    with pytest.raises(RuntimeError):
+        follow(1.0, fail=True)
+    assert follow(2.0) is False and calls[-1] == "whole"
+    _write(engine, _row(1, 11))
+    assert follow(3.0) is True and calls[-1] == (1, 11)

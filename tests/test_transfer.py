@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from pathlib import Path
 
 from melange.transfer_format import export_json
@@ -32,17 +33,23 @@ def _populate(melange) -> None:
     melange.ok("ip", "release", "10.0.1.4", "--block", "a1")
 
 
+def _imported(melange, tmp_path: Path) -> Iterator[tuple[str, Melange]]:
+    """The store exported as JSON and as CSV, each imported into a fresh store."""
+    for name, args in (("json", ()), ("csv", ("-o", "csv"))):
+        path = tmp_path / f"export.{name}"
+        path.write_text(melange.ok("export", *args))
+        fresh = Melange(tmp_path / f"fresh-{name}.db", melange.env)
+        fresh.ok("import", str(path))
+        yield name, fresh
+
+
 def test_json_and_csv_round_trip_losslessly(melange, tmp_path):
     _populate(melange)
     exported = melange.ok("export")
     expected_next = melange.ok("block", "allocate", "a1")
     melange.ok("ip", "release", expected_next.strip(), "--block", "a1", "--now")
     assert melange.ok("export") == exported
-    for name, text in (("json", exported), ("csv", melange.ok("export", "-o", "csv"))):
-        path = tmp_path / f"export.{name}"
-        path.write_text(text)
-        fresh = Melange(tmp_path / f"fresh-{name}.db", melange.env)
-        fresh.ok("import", str(path))
+    for name, fresh in _imported(melange, tmp_path):
         assert fresh.ok("export") == exported, name
         assert fresh.ok("nat", "list") == melange.ok("nat", "list")
         assert fresh.ok("interface", "allowed-ips", "vif1") == melange.ok(
@@ -259,11 +266,7 @@ def test_dns_domains_and_names_survive_a_round_trip(melange, tmp_path):
     assert "vm1.lab.example" in hosts and "vm1.other.example" in hosts
     exported = melange.ok("export")
     assert '"domain": "lab.example"' in exported and exported.count('"domain"') == 2
-    for name, text in (("json", exported), ("csv", melange.ok("export", "-o", "csv"))):
-        path = tmp_path / f"export.{name}"
-        path.write_text(text)
-        fresh = Melange(tmp_path / f"fresh-{name}.db", melange.env)
-        fresh.ok("import", str(path))
+    for name, fresh in _imported(melange, tmp_path):
         assert fresh.ok("export") == exported, name
         assert fresh.ok("dns", "hosts") == hosts, name
         clash = fresh("block", "allocate", "d1", "--mac", "02:00:00:00:07:02",

@@ -27,6 +27,7 @@ import socket
 import time
 from collections.abc import Iterable
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 
 from sqlalchemy import Connection
@@ -80,21 +81,13 @@ class StoreNames:
         self.changed: set[str] | None = None
 
     def read(self, conn: Connection) -> Names:
-        """The names, in the caller's transaction. Should it fail half-way, the next
-        read is whole: the feed has moved on."""
-        try:
-            touched = self.feed.since(conn, time.monotonic())
-            if not touched:
-                return self._whole(conn)
-            self.changed = set()
-            for block_id, address in set(touched):
-                self._refresh(conn, block_id, address)
-            return dict(self.wanted)
-        except BaseException:
-            self.feed = AuditFeed()
-            raise
+        """The names, in the caller's transaction."""
+        self.changed = set()
+        self.feed.follow(conn, time.monotonic(), partial(self._whole, conn),
+                         partial(self._refresh, conn))  # fmt: skip
+        return dict(self.wanted)
 
-    def _whole(self, conn: Connection) -> Names:
+    def _whole(self, conn: Connection) -> None:
         found: dict[str, set[str]] = {}
         self.by_address = {}
         for name, line, block_id, address in dns_render.name_rows(conn, self.network):
@@ -102,7 +95,6 @@ class StoreNames:
             self.by_address[block_id, address] = (name, line)
         self.wanted = {name: frozenset(lines) for name, lines in found.items()}
         self.changed = None
-        return dict(self.wanted)
 
     def _refresh(self, conn: Connection, block_id: int, address: int) -> None:
         assert self.changed is not None

@@ -35,35 +35,31 @@ class WantedHosts:
         return set(self.count)
 
     def read(self, conn: Connection) -> None:
-        """Bring the lines in step with the store, in the caller's transaction. Should it
-        fail half-way, the next read is whole: the feed has moved on."""
-        try:
-            touched = self.feed.since(conn, time.monotonic())
-            if not touched:
-                self.by_address = dict(keyed_lines(conn, self.network))
-                self.count = Counter(self.by_address.values())
-                self.delta = None
+        """Bring the lines in step with the store, in the caller's transaction."""
+        added: set[str] = set()
+        removed: set[str] = set()
+
+        def whole() -> None:
+            self.by_address = dict(keyed_lines(conn, self.network))
+            self.count = Counter(self.by_address.values())
+
+        def each(block_id: int, address: int) -> None:
+            key = (block_id, address)
+            old = self.by_address.pop(key, None)
+            new = keyed_line_at(conn, self.network, key)
+            if new is not None:
+                self.by_address[key] = new
+            if old == new:
                 return
-            added: set[str] = set()
-            removed: set[str] = set()
-            for key in set(touched):
-                old = self.by_address.pop(key, None)
-                new = keyed_line_at(conn, self.network, key)
-                if old == new:
-                    if new is not None:
-                        self.by_address[key] = new
-                    continue
-                if old is not None:
-                    self.count[old] -= 1
-                    if not self.count[old]:
-                        del self.count[old]
-                        removed.add(old)
-                if new is not None:
-                    self.by_address[key] = new
-                    self.count[new] += 1
-                    if self.count[new] == 1:
-                        added.add(new)
-            self.delta = (added - removed, removed - added)
-        except BaseException:
-            self.feed = AuditFeed()
-            raise
+            if old is not None:
+                self.count[old] -= 1
+                if not self.count[old]:
+                    del self.count[old]
+                    removed.add(old)
+            if new is not None:
+                self.count[new] += 1
+                if self.count[new] == 1:
+                    added.add(new)
+
+        followed = self.feed.follow(conn, time.monotonic(), whole, each)
+        self.delta = (added - removed, removed - added) if followed else None

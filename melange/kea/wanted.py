@@ -29,24 +29,21 @@ class WantedReservations:
         self.changed: set[Key] | None = None
 
     def read(self, conn: Connection) -> None:
-        """Bring `by_address` in step with the store, in the caller's transaction. Should
-        it fail half-way, the next read is whole: the feed has moved on."""
-        try:
-            touched = self.feed.since(conn, time.monotonic())
-            if not touched:
-                self.by_address = reservations_by_address(conn, self.network)
-                self.changed = None
-                return
-            changed: set[Key] = set()
-            for where in set(touched):
-                old = self.by_address.pop(where, None)
-                new = reservations_by_address(conn, self.network, where).get(where)
-                for reservation in (old, new):
-                    if reservation is not None:
-                        changed.add((reservation.subnet_id, reservation.mac))
-                if new is not None:
-                    self.by_address[where] = new
-            self.changed = changed
-        except BaseException:
-            self.feed = AuditFeed()
-            raise
+        """Bring `by_address` in step with the store, in the caller's transaction."""
+        changed: set[Key] = set()
+
+        def whole() -> None:
+            self.by_address = reservations_by_address(conn, self.network)
+
+        def each(block_id: int, address: int) -> None:
+            where = (block_id, address)
+            old = self.by_address.pop(where, None)
+            new = reservations_by_address(conn, self.network, where).get(where)
+            for reservation in (old, new):
+                if reservation is not None:
+                    changed.add((reservation.subnet_id, reservation.mac))
+            if new is not None:
+                self.by_address[where] = new
+
+        followed = self.feed.follow(conn, time.monotonic(), whole, each)
+        self.changed = changed if followed else None

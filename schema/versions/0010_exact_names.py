@@ -44,17 +44,17 @@ def _mysql() -> bool:
 
 
 def upgrade() -> None:
-    if not _mysql():
-        return
-    for table, column, length, nullable in COLUMNS:
-        op.alter_column(table, column, existing_type=sa.String(length),
-                        type_=mysql.VARCHAR(length, binary=True),
-                        existing_nullable=nullable)  # fmt: skip
+    _alter(binary=True)
 
 
 def downgrade() -> None:
+    _alter(binary=False)
+
+
+def _alter(*, binary: bool) -> None:
     if not _mysql():
         return
     for table, column, length, nullable in COLUMNS:
-        op.alter_column(table, column, existing_type=mysql.VARCHAR(length, binary=True),
-                        type_=sa.String(length), existing_nullable=nullable)  # fmt: skip
+        plain, exact = sa.String(length), mysql.VARCHAR(length, binary=True)
+        op.alter_column(table, column, existing_type=plain if binary else exact,
+                        type_=exact if binary else plain, existing_nullable=nullable)  # fmt: skip
