@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from functools import partial
-
 import click
 
 from melange_cli import output
@@ -21,7 +19,8 @@ def group() -> None:
 @pass_app
 def hosts(app: App, network):
     """Print dnsmasq --dhcp-hostsfile content."""
-    output.emit_rendered(app.output_format(), partial(app.call, "dhcp.hosts", network=network))
+    output.emit_rendered(app.output_format(),
+                         lambda **sink: app.call("dhcp.hosts", network=network, **sink))
 
 
 @group.command("opts")

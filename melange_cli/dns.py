@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from functools import partial
-
 import click
 
 from melange_cli import output
@@ -21,7 +19,8 @@ def group() -> None:
 @pass_app
 def hosts(app: App, network):
     """Print the names as a hosts file (dnsmasq --addn-hosts / --hostsdir content)."""
-    output.emit_rendered(app.output_format(), partial(app.call, "dns.hosts", network=network))
+    output.emit_rendered(app.output_format(),
+                         lambda **sink: app.call("dns.hosts", network=network, **sink))
 
 
 @group.command("config")
