@@ -131,6 +131,9 @@ class GroupCommit:
         self._lanes: dict[tuple, _Lane] = {}
         self._runners = _Runners()
         self.stats = Stats()
+        # Told after each write this melanged commits (melanged.wakeup: the watcher
+        # looks at the store at once instead of at its next poll).
+        self.committed: Callable[[], None] = _nothing
 
     def waiting(self) -> int:
         """Requests queued behind a running transaction, in every lane."""
@@ -147,7 +150,10 @@ class GroupCommit:
         """operations.run, gathered with the concurrent requests of the same lane."""
         key = lane_of(store, name, params)
         if key is None:
-            return operations.run(store, name, params, actor=actor, via=via)
+            result = operations.run(store, name, params, actor=actor, via=via)
+            if operations.OPERATIONS[name].write:
+                self.committed()
+            return result
         entry = _Entry(Request(name, params, actor, via))
         with self._lock:
             lane = self._lanes.setdefault(key, _Lane())
@@ -192,6 +198,8 @@ class GroupCommit:
         submitted_next = counted = False
         try:
             outcomes = _outcomes(store, batch)
+            if not all(isinstance(outcome, Exception) for outcome in outcomes):
+                self.committed()
             with self._lock:  # counted before anyone hears of it
                 self.stats.count(len(batch))
                 counted = True
@@ -266,6 +274,10 @@ def _copy(error: Exception) -> Exception:
         return copy.copy(error)
     except Exception:  # noqa: BLE001  (an exception that cannot be copied: shared)
         return error
+
+
+def _nothing() -> None:
+    pass
 
 
 GROUP = GroupCommit()  # melanged's one set of lanes (socket and HTTP)

@@ -17,10 +17,13 @@ from typing import TYPE_CHECKING
 from melange import dhcp_backend
 from melange.errors import Conflict, MelangeError, NotFound, StoreUnavailable
 from melange.filesync import remove_leftovers
+from melange.lean import sqlite_path
 from melange.localfiles import open_regular, prepare_directory
 from melange.store import Store
+from melanged import batching
 from melanged.quiescence import Quiescence
 from melanged.settings import DaemonSettings, backend_options
+from melanged.wakeup import Wakeup
 from melanged.watcher import fingerprint
 
 if TYPE_CHECKING:
@@ -81,6 +84,7 @@ class Daemon:
     def _setup(self) -> None:
         self.store, self.backend = _build(self.settings)
         self.quiet = Quiescence(self.settings.wait_min, self.settings.wait_max)
+        self.wakeup = _wakeup(self.settings)
         self._remove_leftovers()
 
     def _remove_leftovers(self) -> None:
@@ -175,6 +179,7 @@ class Daemon:
 
     def _record(self, signum: int, _frame) -> None:
         self.signals.append(signum)
+        self.wakeup.poke()  # taken at once, not after the watcher's wait
 
     def install_signal_handlers(self) -> None:
         for signum in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
@@ -192,6 +197,7 @@ class Daemon:
         finally:
             self.close_http()
             self.close_socket()
+            self.wakeup.close()
 
     def _serve_only(self) -> int:
         """No DHCP work (no hostsfile): serve until SIGTERM, re-read the config on SIGHUP."""
@@ -252,7 +258,7 @@ class Daemon:
                     force = False
                     _log_result(result, self.backend.name)
                 backoff = BACKOFF_START
-                time.sleep(self.settings.poll_interval)
+                self.wakeup.wait(self._next_look(time.monotonic()))
             except Exception as error:  # noqa: BLE001  (a daemon outlives any one pass)
                 message = error.message if isinstance(error, MelangeError) else repr(error)
                 if not isinstance(error, MelangeError):
@@ -264,6 +270,13 @@ class Daemon:
                 self.quiet.changed(time.monotonic())
                 _sleep_unless_signalled(self, backoff)
                 backoff = min(BACKOFF_MAX, backoff * 2)
+
+    def _next_look(self, now: float) -> float:
+        """Seconds until the watcher must look at the store again, unless woken: the
+        poll, or sooner when gathered changes fall due (melanged.quiescence)."""
+        due = self.quiet.due_at()
+        wait = self.settings.poll_interval
+        return wait if due is None else max(0.0, min(wait, due - now))
 
     def _reconfigure(self) -> None:
         """SIGHUP: the configuration again, for every part: the store, the backend, and
@@ -277,9 +290,11 @@ class Daemon:
         except MelangeError as error:
             log.error("keeping the old configuration: %s", error.message)
             return
-        before, old_store = self.settings, self.store
+        before, old_store, old_wakeup = self.settings, self.store, self.wakeup
         self.settings, self.store, self.backend = settings, store, backend
         self.quiet = Quiescence(settings.wait_min, settings.wait_max)
+        self.wakeup = _wakeup(settings)
+        old_wakeup.close()
         self._remove_leftovers()
         self._refresh_socket(before)
         self._refresh_http(before)
@@ -325,6 +340,14 @@ def _build(settings: DaemonSettings) -> tuple[Store, dhcp_backend.DhcpBackend | 
     except BaseException:
         store.close()
         raise
+
+
+def _wakeup(settings: DaemonSettings) -> Wakeup:
+    """What ends the watcher's wait between polls (melanged.wakeup): commits to the
+    store's SQLite file, and the writes this melanged commits for its clients."""
+    wakeup = Wakeup(sqlite_path(settings.db_url))
+    batching.GROUP.committed = wakeup.poke
+    return wakeup
 
 
 def _trouble(error: Exception) -> str:

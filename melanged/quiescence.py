@@ -30,12 +30,19 @@ class Quiescence:
 
     def due(self, now: float) -> bool:
         """Whether the gathered changes should be rendered now."""
+        at = self.due_at()
+        return at is not None and now >= at
+
+    def due_at(self) -> float | None:
+        """When the gathered changes fall due, or None when none are pending: the first
+        change once a render is min_wait old (leading edge); otherwise min_wait of quiet,
+        or max_wait after the first change gathered, whichever comes first. Also how
+        long the watcher may wait for a wake-up before it must look again."""
         if self.first_pending is None or self.last_change is None:
-            return False
+            return None
         if self.first_pending - self.last_render >= self.min_wait:
-            return True  # leading edge: the first change once a render is min_wait old
-        quiet = now - self.last_change >= self.min_wait
-        return quiet or now - self.first_pending >= self.max_wait
+            return self.first_pending
+        return min(self.last_change + self.min_wait, self.first_pending + self.max_wait)
 
     def rendered(self, now: float) -> None:
         self.first_pending = None

@@ -75,3 +75,25 @@ def test_every_change_is_rendered_in_time_and_renders_stay_apart(changes, min_wa
     # Renders closer than min_wait: only a leading edge followed by the end of a burst.
     close = [b for a, b in zip(times, times[1:], strict=False) if b - a < min_wait - 1e-9]
     assert len(close) <= len(times) // 2 + 1
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(st.floats(min_value=0.0, max_value=3.0), min_size=1, max_size=20),
+       st.floats(min_value=-1.0, max_value=3.0), st.floats(min_value=0.05, max_value=0.5),
+       st.floats(min_value=0.5, max_value=3.0))  # fmt: skip
+def test_due_at_is_when_due_turns_true(changes, rendered_at, min_wait, max_wait):
+    """The watcher sleeps until `due_at` unless woken: so `due` must be false before it
+    (no look is missed that was needed) and true from it on (no look wasted)."""
+    quiet = Quiescence(min_wait, max_wait)
+    assert quiet.due_at() is None
+    changes = sorted(round(c, 3) for c in changes)
+    quiet.rendered(round(rendered_at, 3))
+    for change in changes:
+        quiet.changed(change)
+    at = quiet.due_at()
+    assert at is not None
+    last = changes[-1]
+    if at > last:
+        assert not quiet.due(at - 1e-6)
+    assert quiet.due(max(at, last))
+    assert quiet.due(max(at, last) + 10.0)

@@ -118,11 +118,11 @@ class Dnsmasq:
         self._removed = set()
         return result
 
-    def _wanted_names(self, store: Store) -> names.Names | None:
+    def _wanted_names(self, store: Store) -> names.Wanted | None:
         """The names the store wants dnsmasq to answer; None without DNS files."""
         return None if self.names is None else store.read(self.store_names.read)
 
-    def _plan_names(self, wanted: names.Names | None, reloading: bool) -> names.Plan | None:
+    def _plan_names(self, wanted: names.Wanted | None, reloading: bool) -> names.Plan | None:
         """The DNS names' files brought in step: small files now, or a fold whose small
         files go once the reload that reads it is over (melange.dnsmasq.names)."""
         if self.names is None or wanted is None:
