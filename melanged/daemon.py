@@ -33,6 +33,7 @@ if TYPE_CHECKING:
 log = logging.getLogger("melanged")
 BACKOFF_START = 0.5
 BACKOFF_MAX = 30.0
+WAKE_GAP = 0.02  # seconds between two looks at the store that commits woke (melanged.wakeup)
 
 
 class PidFile:
@@ -258,7 +259,7 @@ class Daemon:
                     force = False
                     _log_result(result, self.backend.name)
                 backoff = BACKOFF_START
-                self.wakeup.wait(self._next_look(time.monotonic()))
+                self.wakeup.wait(self._next_look(time.monotonic()), gap=WAKE_GAP)
             except Exception as error:  # noqa: BLE001  (a daemon outlives any one pass)
                 message = error.message if isinstance(error, MelangeError) else repr(error)
                 if not isinstance(error, MelangeError):

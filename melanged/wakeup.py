@@ -23,6 +23,7 @@ from __future__ import annotations
 import logging
 import os
 import select
+import time
 from pathlib import Path
 from typing import Any
 
@@ -47,6 +48,7 @@ class Wakeup:
         self._read_end, self._write_end = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
         self._inotify: Any = None  # an inotify_simple.INotify while watching
         self._names: frozenset[str] = frozenset()
+        self._last = float("-inf")  # when a wake-up last ended a wait
         if sqlite_file is not None and INotify is not None:
             self._watch(sqlite_file)
 
@@ -85,8 +87,28 @@ class Wakeup:
         except OSError:
             pass  # the pipe is full: a wake-up is pending anyway
 
-    def wait(self, timeout: float) -> bool:
-        """Wait up to `timeout` seconds; True if a commit or a poke ended the wait."""
+    def wait(self, timeout: float, *, gap: float = 0.0) -> bool:
+        """Wait up to `timeout` seconds; True if a commit or a poke ended the wait.
+
+        A wake-up less than `gap` seconds after the last one that ended a wait ends
+        this one only `gap` after that (or at the timeout, if sooner). So a lone
+        commit is looked at at once, and a stream of them costs one look per `gap`
+        besides the polls, not one per commit: each look is a query, on the GIL that
+        melanged's socket and HTTP servers share with the watcher."""
+        deadline = time.monotonic() + timeout
+        if not self._woken(timeout):
+            return False
+        now = time.monotonic()
+        due = self._last + gap
+        if due > now:
+            time.sleep(min(due, deadline) - now)
+            if due > deadline:
+                return False
+        self._last = time.monotonic()
+        return True
+
+    def _woken(self, timeout: float) -> bool:
+        """Whether a poke or a commit came within `timeout` seconds (both drained)."""
         if self._read_end < 0:
             raise ValueError("wait on a closed Wakeup")
         fds = [self._read_end]

@@ -87,6 +87,23 @@ def test_a_poke_from_another_thread_ends_the_wait_and_pokes_merge(tmp_path):
         wakeup.wait(0)
 
 
+def test_a_wake_up_soon_after_the_last_waits_for_the_poll():
+    """A stream of commits is looked at once per gap: a wake-up within `gap` of the one
+    that last ended a wait ends this one `gap` after that one, or at its timeout."""
+    wakeup = Wakeup()
+    wakeup.poke()
+    assert wakeup.wait(LONG, gap=LONG) is True  # the first: at once
+    wakeup.poke()
+    assert wakeup.wait(0.1, gap=LONG) is False  # too soon: the timeout comes first
+    wakeup.poke()
+    first = time.monotonic()
+    assert wakeup.wait(LONG, gap=0.0) is True  # no gap: every wake-up counts
+    wakeup.poke()
+    assert wakeup.wait(LONG, gap=0.3) is True  # ended 0.3 s after the last one
+    assert time.monotonic() - first >= 0.3
+    wakeup.close()
+
+
 def test_the_group_commit_tells_of_writes_only(store_url):
     """Every write committed through melanged's lanes (batched or not) is told once;
     a read and a refused write are not."""
