@@ -7,6 +7,7 @@ the protocol's and the loop's, and must hold on both."""
 
 from __future__ import annotations
 
+import json
 import socket
 import ssl
 import threading
@@ -189,6 +190,27 @@ def test_a_client_trickling_its_body_gets_408(strict):
         assert read_status(sock) == 408
         assert time.monotonic() - started < 5
     answers(strict)
+
+
+@pytest.mark.parametrize("request_bytes", [
+    b"GARBAGE\r\n\r\n",
+    b"GET /v1/health HTTP/1.1\r\nHost: x\r\nBad Header\r\n\r\n",
+    b"POST /v1/blocks HTTP/1.1\r\nHost: x\r\nContent-Length: abc\r\n\r\n",
+])  # fmt: skip
+def test_a_request_the_parser_refuses_is_a_problem_document(api, request_bytes):
+    """uvicorn's own 400 was plain text; every refusal of the API is a problem."""
+    with raw(api) as sock:
+        sock.sendall(request_bytes)
+        data = b""
+        while chunk := sock.recv(65536):  # the server closes after its answer
+            data += chunk
+    head_part, _, body = data.partition(b"\r\n\r\n")
+    assert head_part.startswith(b"HTTP/1.1 400 "), data[:200]
+    assert b"content-type: application/problem+json" in head_part.lower()
+    problem = json.loads(body)
+    assert (problem["status"], problem["code"], problem["exit_code"]) == (400, "invalid_input", 2)
+    assert problem["detail"].startswith("malformed HTTP request")
+    answers(api)
 
 
 def test_too_many_headers_are_refused(api):

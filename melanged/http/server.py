@@ -23,6 +23,7 @@ and for llhttp, which has none, a bound on a request's headers.
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 import socket
 import ssl
@@ -43,6 +44,7 @@ except ImportError:  # pragma: no cover  (both are dependencies)
 
 from melange.errors import InvalidInput, MelangeError
 from melange.store import Store
+from melanged.http import problems
 from melanged.http.app import Service, build
 from melanged.http.listen import Limits, Listen
 
@@ -101,6 +103,18 @@ class Guard:
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         self._waiting_since = time.monotonic()
         self._check = self.loop.call_later(CHECK_EVERY, self._watch)
+
+    def send_400_response(self, msg: str) -> None:
+        """A request the parser refuses (a malformed request line or header), answered
+        as every other refusal of the API is, a problem document, not uvicorn's plain
+        text; then the connection is closed, as uvicorn closes it."""
+        detail = f"malformed HTTP request: {msg}".rstrip(".")
+        body = json.dumps(problems.document(400, "invalid_input", 2, detail)).encode()
+        self.transport.write(b"HTTP/1.1 400 Bad Request\r\n"
+                             b"content-type: " + problems.PROBLEM.encode() + b"\r\n"
+                             b"content-length: " + str(len(body)).encode() + b"\r\n"
+                             b"connection: close\r\n\r\n" + body)  # fmt: skip
+        self.transport.close()
 
     def on_response_complete(self) -> None:
         self._waiting_since = time.monotonic()
