@@ -223,7 +223,7 @@ OPERATIONS: dict[str, Operation] = {
     "dhcp.sync": Operation("dhcpsync:sync", "admin", "Write the DHCP files and reload dnsmasq.",
                            None, whole_store=True),
     "report.utilization": _read("reports:utilization", "Utilisation of every block.",
-                                GET("/v1/reports/utilization")),
+                                GET("/v1/reports/utilization", paged=True)),
     "history": _read("reports:history", "The audit trail, newest first.",
                      GET("/v1/history", paged=True)),
     "reconcile": _admin("reconcile:reconcile", "Compare the store with DHCP's files.", None,

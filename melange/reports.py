@@ -18,7 +18,7 @@ from melange.clock import utcnow
 from melange.errors import InvalidInput, NotFound
 from melange.models import audit_addresses, audit_log, blocks
 from melange.names import require_network
-from melange.paging import Page
+from melange.paging import BadCursor, Page
 from melange.params import Bounds
 from melange.records import ip_text, iso
 from melange.validate import is_duration, parse_duration, parse_ip
@@ -31,35 +31,56 @@ def utilization(
     *,
     network: str | None = None,
     above: float | None = None,
+    page: Page | None = None,
 ) -> list[dict]:
     """Used, held, free and unusable per block. A parent (a block with subnets) is
     listed too, with `kind: parent`: its counts are those of all the blocks below it,
-    the space no subnet covers counted as free."""
+    the space no subnet covers counted as free.
+
+    `page`: `limit` rows of the report after the cursor's block (by network, family,
+    address, id), the `above` filter applied first. Every block of the network is
+    still read (a parent's counts are its subnets'); only the answer is a page."""
     if above is not None and not 0 <= above <= 100:
         raise InvalidInput(f"--above is a percentage from 0 to 100, not {above}")
     require_network(conn, network)
-    query = select(blocks).order_by(blocks.c.network, blocks.c.version, blocks.c.first_addr)
+    query = select(blocks)
     if network is not None:
         query = query.where(blocks.c.network == network)
-    rows = conn.execute(query).all()
+    rows = sorted(conn.execute(query).all(), key=_report_key)
     tree = block_ops.Tree.of(rows)
     held = block_ops.held_counts(conn)
     rules = block_ops.policy_rules(conn, [row.policy_id for row in rows])
-    report = []
+    after = _report_cursor(page.after) if page is not None and page.after is not None else None
+    shown = []
     for row in rows:
+        if after is not None and _report_key(row) <= after:
+            continue
         counts = tree.usage(row, rules, held)
         if above is not None and counts["percent_used"] <= above:
             continue
-        report.append(
-            {
-                "block_id": row.id,
-                "cidr": row.cidr,
-                "name": row.name,
-                "network": row.network,
-                **counts,
-            }  # fmt: skip
-        )
-    return report
+        shown.append((_report_key(row), {"block_id": row.id, "cidr": row.cidr, "name": row.name,
+                                         "network": row.network, **counts}))  # fmt: skip
+        if page is not None and len(shown) > page.limit:
+            break
+    if page is not None:
+        shown = page.rows(shown, lambda pair: pair[0])
+    return [record for _, record in shown]
+
+
+def _report_key(row) -> tuple[str, int, int, int]:
+    """The report's order: by network (none first), family, address, id."""
+    return (row.network or "", row.version, row.first_addr, row.id)
+
+
+def _report_cursor(key: tuple) -> tuple[str, int, int, int]:
+    """A report cursor's key, checked: what `_report_key` made, or BadCursor."""
+    kinds = (str, int, int, int)
+    if len(key) != len(kinds) or not all(
+        isinstance(value, kind) and not isinstance(value, bool)
+        for value, kind in zip(key, kinds, strict=True)
+    ):
+        raise BadCursor()
+    return key
 
 
 def _since(text: str) -> datetime:

@@ -11,7 +11,8 @@ import pytest
 from melange import operations, paging
 from melange.store import Store
 
-LISTS = ["block.list", "ip.list", "policy.list", "mac_range.list", "interface.list"]
+LISTS = ["block.list", "ip.list", "policy.list", "mac_range.list", "interface.list",
+         "report.utilization"]
 
 
 def walk(store: Store, name: str, params: dict, limit: int) -> list:
@@ -57,7 +58,8 @@ def test_walking_every_page_equals_the_unpaged_list(store, limit):
         assert walk(store, name, {}, limit) == operations.run(store, name, {}), (name, limit)
     filtered = [("ip.list", {"block": "b0"}), ("ip.list", {"released": True}),
                 ("ip.list", {"network": "net"}), ("block.list", {"network": "net"}),
-                ("interface.list", {"device": "d"})]  # fmt: skip
+                ("interface.list", {"device": "d"}), ("report.utilization", {"network": "net"}),
+                ("report.utilization", {"above": 1.0})]  # fmt: skip
     for name, params in filtered:
         assert walk(store, name, params, limit) == operations.run(store, name, params)
 
@@ -81,7 +83,8 @@ def test_a_page_past_the_end_is_empty(store):
     [("ip.list", (4, 1)), ("ip.list", ("4", 1, 1)), ("ip.list", (4, -1, 1)),
      ("ip.list", (4, 2**128, 1)), ("ip.list", (2**20, 1, 1)), ("block.list", (4, 1, 2**40)),
      ("policy.list", (1,)), ("policy.list", ("a\x00",)), ("mac_range.list", (2**64,)),
-     ("history", ("x",)), ("interface.list", (True,))],
+     ("history", ("x",)), ("interface.list", (True,)), ("report.utilization", ("", 4, 1)),
+     ("report.utilization", (None, 4, 1, 1)), ("report.utilization", ("", True, 1, 1))],
 )  # fmt: skip
 def test_a_cursor_that_does_not_fit_is_refused_before_the_driver(store, name, after):
     with pytest.raises(paging.BadCursor):
