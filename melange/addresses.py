@@ -386,6 +386,12 @@ def find(conn: Connection, address: str, block_ref: str | None):
     return rows[0]
 
 
+def in_use(conn: Connection, address: str) -> bool:
+    """Whether ADDRESS is in use in some block: allocated, or held (what `find` finds)."""
+    number, version = ip_value(address)
+    return bool(_FIND[False].all(conn, address=number, version=version, now=utcnow()))
+
+
 def find_locked(conn: Connection, address: str, block_ref: str | None):
     """`find`, then lock the address's block and read the row again as of the lock."""
     row = find(conn, address, block_ref)

@@ -110,7 +110,9 @@ def list_mappings(
     conn: Connection, *, address: str | None = None, block: str | None = None
 ) -> list[dict]:
     """The mappings shown (both addresses allocated), by inside global then inside local;
-    with `address`, those it is either side of; with `block`, those with a side in it."""
+    with `address`, those it is either side of (NotFound when no block has it allocated
+    or held: a mistyped address is not an empty answer); with `block`, those with a side
+    in it."""
     query = natlinks.shown()
     G, L = natlinks.G.c, natlinks.L.c  # noqa: N806  (the aliases' columns, as elsewhere)
     if address is not None:
@@ -124,4 +126,7 @@ def list_mappings(
     if block is not None:
         block_id = block_ops.resolve(conn, block).id
         query = query.where(or_(G.block_id == block_id, L.block_id == block_id))
-    return [natlinks.record(row) for row in conn.execute(query)]
+    found = [natlinks.record(row) for row in conn.execute(query)]
+    if not found and address is not None and not addresses.in_use(conn, address):
+        raise NotFound(f"{ip_text(int(value), value.version)} is not allocated")
+    return found
