@@ -187,3 +187,14 @@ def test_an_export_streams_whole(api):
         return {key: value for key, value in document.items() if value != []}
 
     assert filled(from_ndjson(lines)) == filled(operations.run(api.store, "export", {}))
+
+
+def test_the_document_describes_the_streamed_import():
+    """POST /v1/import takes the file itself as the body (melanged.http.upload): its
+    media types and its query parameters are in the document, beside the JSON form."""
+    entry = openapi.document()["paths"]["/v1/import"]["post"]
+    media = entry["requestBody"]["content"]
+    assert {"application/json", "text/plain", "text/csv", "application/x-ndjson"} <= set(media)
+    assert media["text/csv"]["schema"] == {"type": "string"}
+    query = {p["name"] for p in entry["parameters"] if p["in"] == "query"}
+    assert query == {"format", "source"}

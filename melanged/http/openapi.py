@@ -145,7 +145,25 @@ def operation_object(name: str, operation: Operation) -> dict[str, Any]:
     body = _request_body(operation, in_path) if http.method in BODY_METHODS else None
     if body is not None:
         entry["requestBody"] = body
+    if name == STREAMED_IMPORT:
+        _add_streamed_body(entry, declared_params)
     return entry
+
+
+STREAMED_IMPORT = "import"  # its body may be the file itself (melanged.http.upload)
+STREAMED_MEDIA = ("text/plain", "text/csv", "application/x-ndjson")
+
+
+def _add_streamed_body(entry: dict[str, Any], declared_params: dict[str, Any]) -> None:
+    """The import's other form: the file as the body, of any media type but JSON, read
+    as it arrives; its `format` and `source` then come in the query string (with a JSON
+    body they are members of it, and a query string is refused)."""
+    for media in STREAMED_MEDIA:
+        entry["requestBody"]["content"][media] = {"schema": {"type": "string"}}
+    for key in ("format", "source"):
+        parameter = _parameter("query", declared_params[key])
+        parameter["description"] = f"The import's {key}, when the body is the file itself."
+        entry["parameters"].append(parameter)
 
 
 def document() -> dict[str, Any]:
