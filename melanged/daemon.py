@@ -132,6 +132,7 @@ class Daemon:
             return None
         if getattr(self, "http", None) is None:
             self.http: HttpServer = HttpServer(listen(self.settings), self.store,
+                                               limits=self.settings.http_limits,
                                                on_failure=self._http_failed)  # fmt: skip
         return self.http
 
@@ -160,9 +161,10 @@ class Daemon:
         server = getattr(self, "http", None)
         try:
             if server is not None and s.http == before.http:
-                server.reload(listen(s), self.store)
+                server.reload(listen(s), self.store, s.http_limits)
                 return
-            replacement = (HttpServer(listen(s), self.store, on_failure=self._http_failed)
+            replacement = (HttpServer(listen(s), self.store, limits=s.http_limits,
+                                      on_failure=self._http_failed)
                            if s.http is not None else None)  # fmt: skip
         except MelangeError as error:
             log.error("cannot serve HTTP on %s: %s", s.http, error.message)

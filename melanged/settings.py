@@ -2,16 +2,15 @@
 
 from __future__ import annotations
 
+import math
 import os
-from dataclasses import dataclass, fields
+from dataclasses import dataclass, field, fields
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import Any
 
 from melange.config import db_url_from, load_settings
 from melange.errors import InvalidInput
-
-if TYPE_CHECKING:
-    from melanged.http.listen import Listen
+from melanged.http.listen import Limits, Listen
 
 DEFAULT_HOSTSFILE = "/var/lib/melange/dnsmasq.hosts"
 
@@ -43,6 +42,8 @@ class DaemonSettings:
     tls_cert: Path | None = None
     tls_key: Path | None = None
     insecure_http: bool = False  # plain HTTP beyond loopback, said explicitly
+    # What one client may take of the HTTP server: keys http_<field of Limits>.
+    http_limits: Limits = field(default_factory=Limits)
     # The kea backend's (melange.kea): passed to it as target options, prefix dropped.
     kea_host_db: str | None = None  # URL of Kea's host database
     kea_config: Path | None = None  # the Dhcp4 fragment file melanged keeps
@@ -66,8 +67,8 @@ def resolve(flags: dict, config: str | None) -> DaemonSettings:
     """Merge the flags (None when not given) over [melanged] over the defaults."""
     base = load_settings(flags.get("db"), config)
     section = base.section("melanged")
-    known = {f.name for f in fields(DaemonSettings)}
-    unknown = set(section) - known - {"db"}
+    known = {f.name for f in fields(DaemonSettings)} - {"http_limits"}
+    unknown = set(section) - known - {"db"} - set(LIMIT_KEYS)
     if unknown:
         raise InvalidInput(f"unknown key(s) in [melanged]: {', '.join(sorted(unknown))}")
     values: dict = {}
@@ -103,11 +104,36 @@ def resolve(flags: dict, config: str | None) -> DaemonSettings:
 
     parse_store_url(db_url)  # a malformed URL stops melanged at start, in one line
     values.setdefault("hostsfile", None)
+    values["http_limits"] = http_limits(section)
     settings = DaemonSettings(db_url=db_url, release_hold=base.release_hold, **values)
     check_places(settings)
     if settings.http is not None:
         listen(settings)  # a bad address, or plain HTTP beyond loopback: refused at start
     return settings
+
+
+LIMIT_KEYS = {f"http_{f.name}": f for f in fields(Limits)}
+
+
+def http_limits(section) -> Limits:
+    """The HTTP server's limits: each `http_<limit>` key of [melanged] over its default
+    (melanged.http.listen.Limits); a limit is a positive number (whole for counts,
+    sizes and the keep-alive timeout, which uvicorn takes in whole seconds)."""
+    given: dict[str, Any] = {}
+    for key, limit in LIMIT_KEYS.items():
+        raw = section.get(key)
+        if raw is None or raw == "":
+            continue
+        whole = limit.type == "int"
+        try:
+            value = int(raw) if whole else float(raw)
+        except ValueError:
+            value = 0
+        if not (value > 0 and (whole or math.isfinite(value))):
+            kind = "a whole number" if whole else "a number of seconds"
+            raise InvalidInput(f"{key} must be {kind} above 0, not {raw!r:.40}")
+        given[limit.name] = value
+    return Limits(**given)
 
 
 def backend_options(settings: DaemonSettings) -> dict:
@@ -119,8 +145,6 @@ def backend_options(settings: DaemonSettings) -> dict:
 
 def listen(settings: DaemonSettings) -> Listen:
     """Where the HTTP API is to be served, checked (melanged.http.listen)."""
-    from melanged.http.listen import Listen
-
     assert settings.http is not None
     return Listen.parse(settings.http, settings.tls_cert, settings.tls_key,
                         insecure=settings.insecure_http)  # fmt: skip

@@ -258,3 +258,49 @@ def test_insecure_http_from_the_config_file(tmp_path, value, status):
     else:
         with pytest.raises(InvalidInput, match="insecure_http|plain HTTP"):
             resolve(flags, str(config))
+
+
+@pytest.mark.parametrize(("line", "words"), [
+    ("http_max_body = 0", "http_max_body must be a whole number above 0"),
+    ("http_max_body = 1.5", "http_max_body must be a whole number"),
+    ("http_body_timeout = -1", "http_body_timeout must be a number of seconds above 0"),
+    ("http_body_timeout = nan", "http_body_timeout must be a number of seconds"),
+    ("http_max_bodyy = 5", "unknown key(s) in [melanged]: http_max_bodyy"),
+])  # fmt: skip
+def test_bad_http_limits_in_the_config_file_are_refused(tmp_path, line, words):
+    config = tmp_path / "melange.conf"
+    config.write_text(f"[melanged]\nhttp = 127.0.0.1:9898\n{line}\n")
+    result = run_melanged("--db", sqlite(tmp_path / "s.db"), config=config)
+    assert result.returncode == 2, result.stderr
+    assert words in result.stderr and result.stderr.count("\n") == 1, result.stderr
+
+
+def test_http_limits_from_the_config_file_are_served_and_follow_sighup(tmp_path):
+    """A body over `http_max_body` is 413; a SIGHUP with a larger limit takes it."""
+    db = sqlite(tmp_path / "store.db")
+    tokens = make_tokens(db)
+    port = free_port()
+    config = tmp_path / "melange.conf"
+    config.write_text(f"[melanged]\ndb = {db}\nhttp = 127.0.0.1:{port}\nhttp_max_body = 64\n")
+    daemon = MelangedHttp(tmp_path, [], port=port, config=config)
+    daemon.start()
+    body = {"cidr": "10.9.0.0/24", "name": "a-name-long-enough-to-pass-64-bytes-of-json"}
+    try:
+        daemon.wait_serving()
+        with daemon.client(tokens["admin"]) as client:
+            refused = client.post("/v1/blocks", json=body)
+            assert refused.status_code == 413, refused.text
+            assert refused.json()["code"] == "invalid_input"
+        config.write_text(f"[melanged]\ndb = {db}\nhttp = 127.0.0.1:{port}\n"
+                          "http_max_body = 4096\n")  # fmt: skip
+        mark = len(daemon.log_text())
+        daemon.proc.send_signal(signal.SIGHUP)
+        deadline = time.monotonic() + 10
+        while "SIGHUP" not in daemon.log_text()[mark:] and time.monotonic() < deadline:
+            time.sleep(0.05)
+        daemon.wait_serving()
+        with daemon.client(tokens["admin"]) as client:
+            made = client.post("/v1/blocks", json=body)
+            assert made.status_code == 201, made.text
+    finally:
+        assert daemon.stop() == 0

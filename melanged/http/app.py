@@ -140,12 +140,11 @@ def endpoint(service: Service, name: str) -> Endpoint:
     operation = OPERATIONS[name]
     http = operation.http
     assert http is not None
-    limits = service.limits
     large = name == "import"
-    body_limit = limits.max_import_body if large else limits.max_body
 
     async def serve(request: Request) -> Response:
-        store = service.store
+        store, limits = service.store, service.limits  # as SIGHUP last set them
+        body_limit = limits.max_import_body if large else limits.max_body
         client = request.client.host if request.client else ""
         header = request.headers.get("authorization")
         identity = await service.in_pool(admit, store, name, header, client) if large else None

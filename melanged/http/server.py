@@ -281,9 +281,9 @@ class HttpServer:
         self.service = Service(store, limits)
         self.context = tls_context(listen)
         self.sock = _bind(listen)
-        protocol = type("Guarded", (PROTOCOLS[stack[0]],), {"limits": limits})
+        self.protocol: Any = type("Guarded", (PROTOCOLS[stack[0]],), {"limits": limits})
         config = uvicorn.Config(
-            build(self.service), http=protocol, lifespan="off", log_config=None,
+            build(self.service), http=self.protocol, lifespan="off", log_config=None,
             access_log=False, server_header=False, proxy_headers=False,
             limit_concurrency=limits.max_connections + 1,
             timeout_keep_alive=limits.idle_timeout,
@@ -337,12 +337,20 @@ class HttpServer:
         host = f"[{self.listen.host}]" if ":" in self.listen.host else self.listen.host
         return f"{scheme}://{host}:{self.port}"
 
-    def reload(self, listen: Listen, store: Store) -> None:
-        """SIGHUP with the same address: the new store, and the certificate read again."""
+    def reload(self, listen: Listen, store: Store, limits: Limits | None = None) -> None:
+        """SIGHUP with the same address: the new store, the certificate read again, and
+        the new limits for the connections and requests that come from now on (all but
+        the TLS handshake's deadline, which is the event loop's: it takes a restart)."""
         if self.context is not None and listen.tls_cert is not None:
             load_certificate(self.context, listen)
         self.listen = listen
         self.service.store = store
+        if limits is not None and limits != self.limits:
+            self.limits = self.service.limits = self.protocol.limits = limits
+            config = self.server.config  # uvicorn's protocols read these per connection
+            config.limit_concurrency = limits.max_connections + 1
+            config.timeout_keep_alive = limits.idle_timeout
+            config.h11_max_incomplete_event_size = limits.max_header_bytes
 
     def stop(self) -> None:
         """Stop accepting, let the requests in progress finish (SHUTDOWN_GRACE at most)."""
