@@ -14,7 +14,7 @@ from melange.freespace import FreeSpace
 from melange.locking import lock_block, lock_named
 from melange.names import require_network
 from melange.paging import Page
-from melange.prepared import Prepared
+from melange.prepared import Prepared, is_lean
 from melange.records import block_label, ip_text, iso
 from melange.validate import (
     is_decimal,
@@ -133,11 +133,40 @@ class PolicyRules:
     octets: frozenset[int]
 
 
+def _policy_statement(what: str):
+    """One policy's name, ranges or octets, by its id (named: they run lean)."""
+    from sqlalchemy import bindparam, select
+
+    from melange.models import policies, unusable_octets, unusable_ranges
+
+    if what == "name":
+        return select(policies.c.name).where(policies.c.id == bindparam("id"))
+    if what == "ranges":
+        r = unusable_ranges.c
+        return (select(r.start_offset, r.length).where(r.policy_id == bindparam("id"))
+                .order_by(r.start_offset, r.length))  # fmt: skip
+    o = unusable_octets.c
+    return select(o.octet).where(o.policy_id == bindparam("id")).order_by(o.octet)
+
+
+_POLICY = {what: Prepared(functools.partial(_policy_statement, what), f"blocks.policy_{what}")
+           for what in ("name", "ranges", "octets")}  # fmt: skip
+
+
 def policy_rules(conn: Connection, policy_ids) -> dict[int, PolicyRules]:
-    """The rules of several policies in three queries (reports read thousands of blocks)."""
+    """The rules of several policies in three queries (reports read thousands of blocks);
+    on a lean connection, each with its own named statements."""
     ids = sorted({p for p in policy_ids if p is not None})
-    if not ids:
-        return {}
+    if is_lean(conn):
+        found = {}
+        for i in ids:
+            name = _POLICY["name"].scalar(conn, id=i)
+            if name is not None:
+                spans = _POLICY["ranges"].all(conn, id=i)
+                octet_rows = _POLICY["octets"].all(conn, id=i)
+                found[i] = PolicyRules(name, tuple((r.start_offset, r.length) for r in spans),
+                                       frozenset(o.octet for o in octet_rows))  # fmt: skip
+        return found
     from sqlalchemy import select
 
     from melange.models import policies, unusable_octets, unusable_ranges
@@ -149,11 +178,11 @@ def policy_rules(conn: Connection, policy_ids) -> dict[int, PolicyRules]:
         )
     }
     ranges: dict[int, list[tuple[int, int]]] = {i: [] for i in ids}
+    r = unusable_ranges.c
     for pid, offset, length in conn.execute(
-        select(
-            unusable_ranges.c.policy_id, unusable_ranges.c.start_offset, unusable_ranges.c.length
-        ).where(unusable_ranges.c.policy_id.in_(ids))
-    ):
+        select(r.policy_id, r.start_offset, r.length).where(r.policy_id.in_(ids))
+        .order_by(r.policy_id, r.start_offset, r.length)
+    ):  # fmt: skip
         ranges[pid].append((offset, length))
     octets: dict[int, set[int]] = {i: set() for i in ids}
     for pid, octet in conn.execute(
@@ -508,12 +537,8 @@ def records(conn: Connection, rows) -> list[dict]:
     """Records of several blocks: their policies' names, parents' CIDRs and DNS servers
     are read for all of them at once (three statements a page of blocks, however many
     blocks), so `block list` and export cost no statement per block."""
-    from melange.models import blocks, policies
-
-    B = blocks.c
-
-    policy_names = _column_by_id(conn, policies.c.id, policies.c.name, [r.policy_id for r in rows])
-    parent_cidrs = _column_by_id(conn, B.id, B.cidr, [r.parent_id for r in rows])
+    policy_names = _column_by_id(conn, "policy", [r.policy_id for r in rows])
+    parent_cidrs = _column_by_id(conn, "cidr", [r.parent_id for r in rows])
     dns = subnets.dns_lists(conn, [r.id for r in rows])
     return [
         {
@@ -538,16 +563,41 @@ def records(conn: Connection, rows) -> list[dict]:
     ]
 
 
-def _column_by_id(conn: Connection, key, column, ids) -> dict:
-    """id -> `column` for the rows whose `key` is among `ids` (None ids skipped)."""
+def _column_by_id(conn: Connection, what: str, ids) -> dict:
+    """id -> a policy's name (`policy`) or a block's CIDR (`cidr`) for `ids` (None ids
+    skipped): a page of ids a query; on a lean connection, each by its named statement."""
+    wanted = sorted({i for i in ids if i is not None})
+    one = _POLICY["name"] if what == "policy" else _CIDR_OF
+    if is_lean(conn):
+        found = {i: one.scalar(conn, id=i) for i in wanted}
+        return {i: value for i, value in found.items() if value is not None}
     from sqlalchemy import select
 
-    wanted = sorted({i for i in ids if i is not None})
-    found: dict = {}
+    from melange.models import blocks, policies
+
+    table = policies if what == "policy" else blocks
+    key, column = table.c.id, (table.c.name if what == "policy" else table.c.cidr)
+    found = {}
     for start in range(0, len(wanted), subnets.PAGE):
         page = wanted[start : start + subnets.PAGE]
         found.update(conn.execute(select(key, column).where(key.in_(page))).all())
     return found
+
+
+def _block_column_statement(what: str):
+    from sqlalchemy import bindparam, select
+
+    from melange.models import blocks
+
+    B = blocks.c
+    if what == "cidr":
+        return select(B.cidr).where(B.id == bindparam("id"))
+    return select(B.cidr).where(B.parent_id == bindparam("block_id")).order_by(B.first_addr)
+
+
+_CIDR_OF = Prepared(functools.partial(_block_column_statement, "cidr"), "blocks.cidr_of")
+_SUBNET_CIDRS = Prepared(functools.partial(_block_column_statement, "subnets"),
+                         "blocks.subnet_cidrs")  # fmt: skip
 
 
 def list_blocks(
@@ -612,11 +662,12 @@ _HELD_IN_BLOCK = Prepared(_held_in_block_statement, "blocks.held_in_block")
 
 def held_counts(conn: Connection, block_ids=None) -> dict[int, int]:
     """Addresses still on hold, per block: one grouped query (for some blocks, or all); for
-    one block (a leaf's `--count` check) a named statement, which runs lean (melange.lean)."""
-    if block_ids is not None and len(block_ids) == 1:
-        (block_id,) = block_ids
-        held = _HELD_IN_BLOCK.scalar(conn, block_id=block_id, now=utcnow())
-        return {block_id: held} if held else {}
+    one block (a leaf's `--count` check), or each block on a lean connection (melange.lean),
+    a named statement."""
+    if block_ids is not None and (len(block_ids) == 1 or is_lean(conn)):
+        now = utcnow()
+        counted = {i: _HELD_IN_BLOCK.scalar(conn, block_id=i, now=now) for i in block_ids}
+        return {i: held for i, held in counted.items() if held}
     from sqlalchemy import func, select
 
     from melange.models import ip_addresses
@@ -682,32 +733,17 @@ def show(conn: Connection, block: str) -> dict:
     """A block with its utilisation. For a subnet, `gateway`, `dns`, `policy` and
     `routes` are the values in effect, and `inherited` names the block each inherited
     one comes from (a top-level block inherits nothing: its values are its own)."""
-    from sqlalchemy import select
-
-    from melange.models import blocks
-
-    B = blocks.c
-
     row = resolve(conn, block)
     result = record(conn, row)
     result.update(effective(conn, row))
     result["utilization"] = utilization(conn, row)
-    result["subnets"] = [
-        cidr
-        for (cidr,) in conn.execute(
-            select(B.cidr).where(B.parent_id == row.id).order_by(B.first_addr)
-        )
-    ]
+    result["subnets"] = [r.cidr for r in _SUBNET_CIDRS.all(conn, block_id=row.id)]
     return result
 
 
 def effective(conn: Connection, row) -> dict:
     """The gateway, DNS servers, policy and routes `row` has in effect, and where the
     inherited ones come from."""
-    from sqlalchemy import select
-
-    from melange.models import policies
-
     chain = subnets.ancestors(conn, row)
     levels = [row.id, *(a.id for a in chain)]
     inherited: dict[str, str] = {}
@@ -726,7 +762,7 @@ def effective(conn: Connection, row) -> dict:
     note("domain", source)
     policy = None
     if policy_id is not None:
-        policy = conn.execute(select(policies.c.name).where(policies.c.id == policy_id)).scalar()
+        policy = _POLICY["name"].scalar(conn, id=policy_id)
     route_list = []
     for destination, (via, source) in subnets.merged_routes(
         row, chain, subnets.route_lists(conn, levels)

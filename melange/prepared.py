@@ -145,6 +145,13 @@ class _Form:
 REGISTRY: dict[str, Prepared] = {}
 
 
+def is_lean(conn: Any) -> bool:
+    """Whether `conn` is a lean connection (melange.lean): it runs named statements only,
+    so a caller that would read many ids in one IN (...) reads them one named statement
+    each there instead."""
+    return getattr(conn, "lean", False)
+
+
 class Prepared:
     """A Core statement, compiled on first use for each dialect it meets.
 

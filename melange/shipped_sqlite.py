@@ -222,6 +222,12 @@ STATEMENTS: dict[str, tuple] = {'addresses.by_active_mac': ('SELECT ip_addresses
                        ((2, 'address'), (3, 'address')),
                        (),
                        ()),
+ 'blocks.cidr_of': ('SELECT blocks.cidr \nFROM blocks \nWHERE blocks.id = ?',
+                    ('id',),
+                    {},
+                    (),
+                    ('cidr',),
+                    ()),
  'blocks.held_in_block': ('SELECT count(*) AS count_1 \n'
                           'FROM ip_addresses \n'
                           'WHERE ip_addresses.block_id = ? AND ip_addresses.state = ? AND '
@@ -452,6 +458,37 @@ STATEMENTS: dict[str, tuple] = {'addresses.by_active_mac': ('SELECT ip_addresses
                                 (17, 'datetime'),
                                 (18, 'datetime'),
                                 (19, 'boolean'))),
+ 'blocks.policy_name': ('SELECT policies.name \nFROM policies \nWHERE policies.id = ?',
+                        ('id',),
+                        {},
+                        (),
+                        ('name',),
+                        ()),
+ 'blocks.policy_octets': ('SELECT unusable_octets.octet \n'
+                          'FROM unusable_octets \n'
+                          'WHERE unusable_octets.policy_id = ? ORDER BY unusable_octets.octet',
+                          ('id',),
+                          {},
+                          (),
+                          ('octet',),
+                          ()),
+ 'blocks.policy_ranges': ('SELECT unusable_ranges.start_offset, unusable_ranges.length \n'
+                          'FROM unusable_ranges \n'
+                          'WHERE unusable_ranges.policy_id = ? ORDER BY '
+                          'unusable_ranges.start_offset, unusable_ranges.length',
+                          ('id',),
+                          {},
+                          (),
+                          ('start_offset', 'length'),
+                          ()),
+ 'blocks.subnet_cidrs': ('SELECT blocks.cidr \n'
+                         'FROM blocks \n'
+                         'WHERE blocks.parent_id = ? ORDER BY blocks.first_addr',
+                         ('block_id',),
+                         {},
+                         (),
+                         ('cidr',),
+                         ()),
  'blocks.touch': ('UPDATE blocks SET allocated_count=(blocks.allocated_count + ?), '
                   'generation=(blocks.generation + ?) WHERE blocks.id = ?',
                   ('allocated', '_default_1', 'block_id'),
@@ -662,4 +699,21 @@ STATEMENTS: dict[str, tuple] = {'addresses.by_active_mac': ('SELECT ip_addresses
                           (4, 'address'),
                           (10, 'address'),
                           (17, 'datetime'),
-                          (18, 'datetime')))}
+                          (18, 'datetime'))),
+ 'subnets.dns_of_block': ('SELECT block_dns_servers.address, block_dns_servers.version \n'
+                          'FROM block_dns_servers \n'
+                          'WHERE block_dns_servers.block_id = ? ORDER BY '
+                          'block_dns_servers.position',
+                          ('block_id',),
+                          {},
+                          (),
+                          ('address', 'version'),
+                          ((0, 'address'),)),
+ 'subnets.routes_of_block': ('SELECT routes.destination, routes.gateway \n'
+                             'FROM routes \n'
+                             'WHERE routes.block_id = ? ORDER BY routes.id',
+                             ('block_id',),
+                             {},
+                             (),
+                             ('destination', 'gateway'),
+                             ((1, 'address'),))}

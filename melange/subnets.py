@@ -13,7 +13,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Sequence
 from typing import TYPE_CHECKING, Any
 
-from melange.prepared import Prepared
+from melange.prepared import Prepared, is_lean
 
 if TYPE_CHECKING:
     from sqlalchemy import Connection
@@ -150,13 +150,21 @@ def client_routes(block, chain: Sequence, lists: dict[int, list]) -> list[tuple[
     return pairs
 
 
-def _per_block(conn: Connection, block_ids: Iterable[int], key, columns, order) -> dict:
-    """Rows of a per-block table for several blocks, grouped by block in `order`: one
-    query a page of blocks, whatever their number."""
-    from sqlalchemy import select
-
+def _per_block(conn: Connection, block_ids: Iterable[int], table: str, one: Prepared) -> dict:
+    """Rows of a per-block table for several blocks, grouped by block in its order: one
+    query a page of blocks, whatever their number; on a lean connection, `one` (the
+    rows of one block) for each."""
     ids = sorted(set(block_ids))
     found: dict[int, list[tuple]] = {}
+    if is_lean(conn):
+        for block_id in ids:
+            rows = one.all(conn, block_id=block_id)
+            if rows:
+                found[block_id] = [tuple(row) for row in rows]
+        return found
+    from sqlalchemy import select
+
+    key, columns, order = _PER_BLOCK[table]()
     for start in range(0, len(ids), PAGE):
         page = ids[start : start + PAGE]
         for block_id, *values in conn.execute(
@@ -166,17 +174,40 @@ def _per_block(conn: Connection, block_ids: Iterable[int], key, columns, order) 
     return found
 
 
-def dns_lists(conn: Connection, block_ids: Iterable[int]) -> dict[int, list[tuple[int, int]]]:
-    """(address, version) of the DNS servers of several blocks, in order: one query."""
+def _dns_columns() -> tuple:
     from melange.models import block_dns_servers
 
     d = block_dns_servers.c
-    return _per_block(conn, block_ids, d.block_id, (d.address, d.version), d.position)
+    return d.block_id, (d.address, d.version), d.position
 
 
-def route_lists(conn: Connection, block_ids: Iterable[int]) -> dict[int, list[tuple[str, int]]]:
-    """(destination, gateway) of the routes of several blocks, in the order added: one query."""
+def _route_columns() -> tuple:
     from melange.models import routes
 
     r = routes.c
-    return _per_block(conn, block_ids, r.block_id, (r.destination, r.gateway), r.id)
+    return r.block_id, (r.destination, r.gateway), r.id
+
+
+_PER_BLOCK = {"dns": _dns_columns, "routes": _route_columns}  # key, columns, order
+
+
+def _of_one_block(table: str):
+    """The statement of one block's rows of a per-block table, in its order."""
+    from sqlalchemy import bindparam, select
+
+    key, columns, order = _PER_BLOCK[table]()
+    return select(*columns).where(key == bindparam("block_id")).order_by(order)
+
+
+_DNS_OF = Prepared(lambda: _of_one_block("dns"), "subnets.dns_of_block")
+_ROUTES_OF = Prepared(lambda: _of_one_block("routes"), "subnets.routes_of_block")
+
+
+def dns_lists(conn: Connection, block_ids: Iterable[int]) -> dict[int, list[tuple[int, int]]]:
+    """(address, version) of the DNS servers of several blocks, in order."""
+    return _per_block(conn, block_ids, "dns", _DNS_OF)
+
+
+def route_lists(conn: Connection, block_ids: Iterable[int]) -> dict[int, list[tuple[str, int]]]:
+    """(destination, gateway) of the routes of several blocks, in the order added."""
+    return _per_block(conn, block_ids, "routes", _ROUTES_OF)

@@ -17,7 +17,7 @@ from melange.clock import SYSTEM, Clock
 
 FORMATS = ("table", "json", "plain")
 # Direct commands tried first on the lean path (melange.lean): no SQLAlchemy import.
-LEAN_OPERATIONS = frozenset({"block.allocate", "ip.show", "ip.release"})
+LEAN_OPERATIONS = frozenset({"block.allocate", "ip.show", "ip.release", "block.show"})
 
 
 @dataclass

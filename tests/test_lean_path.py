@@ -84,6 +84,53 @@ def test_the_lean_path_writes_and_answers_exactly_what_the_full_path_does(tmp_pa
     assert len(_dump(lean_path)["audit_addresses"]) == 2  # the runs of the two --count
 
 
+def _hierarchy(path: Path) -> None:
+    """Blocks that use everything `block show` reads: a parent with a policy (ranges and
+    octets), DNS servers, routes and subnets, a subnet of a subnet inheriting them, held
+    addresses, and a parent with ten subnets."""
+    full = Store(f"sqlite:///{path}", clock=FixedClock(), release_hold=3600)
+
+    def run(operation: str, **params):
+        return operations.run(full, operation, params)
+
+    run("policy.create", name="edge")
+    run("policy.add_range", name="edge", offset=0, length=5)
+    run("policy.add_range", name="edge", offset=250, length=3)
+    run("policy.add_octet", name="edge", octet=7)
+    run("block.create", cidr="172.16.0.0/16", name="P", gateway="172.16.0.1",
+        dns=["172.16.0.53", "172.16.0.54"], policy="edge", domain="lab.example")
+    run("route.add", block="P", destination="192.168.0.0/16", gateway="172.16.0.1")
+    run("block.create", cidr="172.16.1.0/24", name="S", parent="P")
+    run("route.add", block="S", destination="192.168.9.0/24", gateway="172.16.1.1")
+    run("block.create", cidr="172.16.1.0/26", name="SS", parent="S", dns=["172.16.1.53"])
+    made = run("block.allocate", block="SS", count=4)
+    run("ip.release", address=made[1]["address"])
+    run("block.create", cidr="172.17.0.0/16", name="WIDE")
+    for n in range(10):
+        run("block.create", cidr=f"172.17.{n}.0/24", name=f"w{n}", parent="WIDE")
+    full.close()
+
+
+def test_block_show_answers_on_the_lean_path_exactly_what_the_full_path_does(tmp_path):
+    path = _store(tmp_path, "s")
+    _hierarchy(path)
+    lean = LeanStore(path, clock=FixedClock(), release_hold=3600)
+    full = Store(f"sqlite:///{path}", clock=FixedClock(), release_hold=3600)
+    try:
+        for ref in ("B", "V6", "P", "S", "SS", "172.16.1.0/26", "w3", "WIDE"):
+            shown = operations.run(lean, "block.show", {"block": ref})
+            assert shown == operations.run(full, "block.show", {"block": ref}), ref
+        inner = operations.run(lean, "block.show", {"block": "SS"})
+        assert inner["inherited"] == {"gateway": "P", "policy": "P", "domain": "P", "routes": "P"}
+        assert [r["destination"] for r in inner["routes"]] == ["192.168.0.0/16", "192.168.9.0/24"]
+        assert inner["dns"] == ["172.16.1.53"] and inner["utilization"]["held"] == 1
+        with pytest.raises(NotFound):
+            operations.run(lean, "block.show", {"block": "nosuch"})
+    finally:
+        lean.close()
+        full.close()
+
+
 @pytest.mark.parametrize(
     ("name", "params", "error"),
     [
@@ -128,18 +175,43 @@ def test_a_count_beyond_the_free_addresses_is_refused_alike_with_addresses_held(
     assert "has 249 free addresses" in messages[0]  # 254 usable, 4 allocated, 1 held
 
 
+def test_allocations_under_a_policy_are_lean_and_the_same_as_on_the_full_path(tmp_path):
+    """A policy's rules are read by named statements (melange.blocks.policy_rules)."""
+    paths = []
+    for name in ("lean", "full"):
+        path = _store(tmp_path, name)
+        full = Store(f"sqlite:///{path}", clock=FixedClock())
+        operations.run(full, "policy.create", {"name": "p"})
+        operations.run(full, "policy.add_range", {"name": "p", "offset": 0, "length": 10})
+        operations.run(full, "policy.add_octet", {"name": "p", "octet": 12})
+        operations.run(full, "block.create", {"cidr": "10.1.0.0/24", "name": "P", "policy": "p"})
+        full.close()
+        paths.append(path)
+    lean = LeanStore(paths[0], clock=FixedClock())
+    full = Store(f"sqlite:///{paths[1]}", clock=FixedClock())
+    for params in ({"block": "P"}, {"block": "P", "count": 3}, {"block": "P"}):
+        assert operations.run(lean, "block.allocate", params) == operations.run(
+            full, "block.allocate", params)  # fmt: skip
+    lean.close()
+    full.close()
+    assert _dump(paths[0]) == _dump(paths[1])
+    addresses = [row[2] for row in _dump(paths[0])["ip_addresses"]]
+    assert len(addresses) == 5 and all(a not in (0, 12) for a in addresses)
+
+
 def test_what_the_lean_path_cannot_serve_is_rolled_back_and_handed_on(tmp_path):
     path = _store(tmp_path, "s")
     full = Store(f"sqlite:///{path}", clock=FixedClock())
-    operations.run(full, "policy.create", {"name": "p"})
-    operations.run(full, "block.create", {"cidr": "10.1.0.0/24", "name": "P", "policy": "p"})
+    operations.run(full, "block.create", {"cidr": "10.1.0.0/24", "name": "N", "network": "n1"})
+    operations.run(full, "interface.create", {"vif": "vif1", "network": "n1",
+                                              "mac": "02:00:00:00:00:01"})  # fmt: skip
     full.close()
     before = _dump(path)
     lean = LeanStore(path, clock=FixedClock())
-    with pytest.raises(NeedsFullPath):  # a policy's rules are read by SQLAlchemy
-        operations.run(lean, "block.allocate", {"block": "P"})
-    with pytest.raises(NeedsFullPath):  # a policy's rules are read by SQLAlchemy
-        operations.run(lean, "block.allocate", {"block": "P", "count": 3})
+    with pytest.raises(NeedsFullPath):  # an interface is looked up by SQLAlchemy
+        operations.run(lean, "block.allocate", {"block": "N", "interface": "vif1"})
+    with pytest.raises(NeedsFullPath):
+        operations.run(lean, "block.allocate", {"block": "N", "interface": "vif1", "count": 3})
     lean.close()
     assert _dump(path) == before
     with pytest.raises(NeedsFullPath):
@@ -200,6 +272,21 @@ def test_a_direct_allocation_show_and_release_import_no_sqlalchemy_nor_netaddr(t
     counted = _melange(path, "block", "allocate", "B", "--count", "2", probe=True)
     assert _imported(counted) == []
     assert len(json.loads(counted.stdout)) == 2
+    shown_block = _melange(path, "block", "show", "B", probe=True)
+    assert _imported(shown_block) == []
+    usage = json.loads(shown_block.stdout)["utilization"]
+    assert (usage["used"], usage["held"]) == (2, 1)
+
+
+def test_a_direct_block_show_of_a_parent_and_a_subnet_imports_no_sqlalchemy(tmp_path):
+    path = _store(tmp_path, "s")
+    _hierarchy(path)
+    shown = _melange(path, "block", "show", "WIDE", probe=True)
+    assert _imported(shown) == []
+    assert json.loads(shown.stdout)["utilization"]["subnets"] == 10
+    inner = _melange(path, "block", "show", "SS", probe=True)
+    assert _imported(inner) == []
+    assert json.loads(inner.stdout)["inherited"]["policy"] == "P"
 
 
 @pytest.mark.parametrize(
