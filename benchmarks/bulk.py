@@ -3,7 +3,8 @@
 The raw baseline is a table shaped like melange's ip_addresses (same columns and
 types, the same primary key, unique constraints, checks, foreign keys and
 indexes; stub parent tables for the foreign keys, enforced), in its own file in
-WAL mode with synchronous=NORMAL, as melange sets up its SQLite stores.
+WAL mode with melange's synchronous setting (melange.lean), as melange sets up its
+SQLite stores.
 Melange and raw samples alternate in one process, and medians are compared.
 """
 
@@ -24,6 +25,7 @@ from benchmarks.common import (
     timed,
     verdict,
 )
+from melange.lean import SQLITE_SYNCHRONOUS
 
 INSERT = (
     "INSERT INTO ip_addresses (block_id, address, mac, active_mac, hostname, interface_id,"
@@ -55,7 +57,7 @@ class _Raw:
         conn = sqlite3.connect(self.path, isolation_level=None)
         conn.execute("PRAGMA busy_timeout = 60000")
         conn.execute("PRAGMA journal_mode = WAL")
-        conn.execute("PRAGMA synchronous = NORMAL")
+        conn.execute(f"PRAGMA synchronous = {SQLITE_SYNCHRONOUS}")
         conn.execute("PRAGMA wal_autocheckpoint = 10000")
         conn.execute("PRAGMA foreign_keys = ON")
         return conn
@@ -247,7 +249,8 @@ def run(quick: bool) -> str:
     ]
     header = ["case", "melange (core API)", "raw sqlite3", "melange / raw", "target"]
     method = (
-        f"SQLite file stores, WAL, synchronous=NORMAL, wal_autocheckpoint=10000 (melange's "
+        f"SQLite file stores, WAL, synchronous={SQLITE_SYNCHRONOUS}, wal_autocheckpoint=10000 "
+        f"(melange's "
         f"pragmas, on both sides). (a) `block.allocate` count={count:,} "
         f"into an empty /16 against one `executemany` of {count:,} rows in one transaction "
         f"(rows built inside the timed part), median of {sizes['bulk_samples']} alternating "
