@@ -53,7 +53,9 @@ class Wakeup:
             self._watch(sqlite_file)
 
     def _watch(self, sqlite_file: Path) -> None:
-        """inotify on the store's directory, for the database file and its -wal."""
+        """inotify on the store's directory, for the database file and its -wal; a link
+        is followed first, since SQLite puts the -wal beside the file it names."""
+        sqlite_file = Path(os.path.realpath(sqlite_file))
         mask = 0
         for name in WATCHED:
             mask |= getattr(flags, name)
@@ -108,20 +110,27 @@ class Wakeup:
         return True
 
     def _woken(self, timeout: float) -> bool:
-        """Whether a poke or a commit came within `timeout` seconds (both drained)."""
+        """Whether a poke or a commit came within `timeout` seconds (both drained). The
+        events of other files of the store's directory (melanged's own hosts files, a
+        lease file) are read and the wait goes on."""
         if self._read_end < 0:
             raise ValueError("wait on a closed Wakeup")
         fds = [self._read_end]
         if self._inotify is not None:
             fds.append(self._inotify.fileno())
-        ready, _, _ = select.select(fds, [], [], timeout)
-        woken = False
-        if self._read_end in ready:
-            _drain(self._read_end)
-            woken = True
-        if self._inotify is not None and self._inotify.fileno() in ready:
-            woken = self._committed() or woken
-        return woken
+        deadline = time.monotonic() + timeout
+        while True:
+            ready, _, _ = select.select(fds, [], [], max(0.0, deadline - time.monotonic()))
+            if not ready:
+                return False
+            woken = False
+            if self._read_end in ready:
+                _drain(self._read_end)
+                woken = True
+            if self._inotify is not None and self._inotify.fileno() in ready:
+                woken = self._committed() or woken
+            if woken:
+                return True
 
     def _committed(self) -> bool:
         """Whether the pending inotify events name the store's files (not another file

@@ -71,6 +71,43 @@ def test_reads_and_other_files_do_not_wake_it(sqlite_store, tmp_path):
     wakeup.close()
 
 
+def test_other_files_of_the_directory_do_not_end_the_wait(sqlite_store, tmp_path):
+    """A file written beside the store while melanged waits (its own hosts files, a
+    lease file) is not a commit: the wait goes on, and a commit after it still ends it."""
+    wakeup = Wakeup(tmp_path / "store.db")
+    wakeup.wait(0)
+
+    def write_then_commit() -> None:
+        for n in range(5):
+            (tmp_path / f"hosts.{n}").write_text("x\n")
+            time.sleep(0.02)
+        operations.run(sqlite_store, "block.allocate", {"block": "lan"})
+
+    writer = _later(write_then_commit, delay=0.05)
+    assert wakeup.wait(LONG) is True
+    writer.join()
+    assert len(operations.run(sqlite_store, "ip.list", {})) == 1
+    wakeup.wait(0)
+    (tmp_path / "lease").write_text("y\n")
+    assert wakeup.wait(0.2) is False
+    wakeup.close()
+
+
+def test_a_store_named_through_a_link_is_watched_where_its_files_are(tmp_path):
+    real = tmp_path / "real"
+    real.mkdir()
+    store = Store(f"sqlite:///{real / 'store.db'}", release_hold=0)
+    operations.run(store, "block.create", {"cidr": "10.5.0.0/24", "name": "lan"})
+    (tmp_path / "link.db").symlink_to(real / "store.db")
+    wakeup = Wakeup(tmp_path / "link.db")
+    wakeup.wait(0)
+    writer = _later(lambda: operations.run(store, "block.allocate", {"block": "lan"}))
+    assert wakeup.wait(LONG) is True
+    writer.join()
+    wakeup.close()
+    store.close()
+
+
 def test_a_poke_from_another_thread_ends_the_wait_and_pokes_merge(tmp_path):
     wakeup = Wakeup()  # no file: pokes only (a server backend)
     assert not wakeup.watching
