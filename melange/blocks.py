@@ -575,8 +575,8 @@ def _column_by_id(conn: Connection, what: str, ids) -> dict:
 
     from melange.models import blocks, policies
 
-    table = policies if what == "policy" else blocks
-    key, column = table.c.id, (table.c.name if what == "policy" else table.c.cidr)
+    key, column = {"policy": (policies.c.id, policies.c.name),
+                   "cidr": (blocks.c.id, blocks.c.cidr)}[what]  # fmt: skip
     found = {}
     for start in range(0, len(wanted), subnets.PAGE):
         page = wanted[start : start + subnets.PAGE]

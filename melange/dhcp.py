@@ -10,17 +10,31 @@ backend renders.
 from __future__ import annotations
 
 from collections.abc import Callable
-
-from sqlalchemy import Connection
+from typing import TYPE_CHECKING
 
 from melange import dhcp_backend
+from melange.prepared import is_lean
+
+if TYPE_CHECKING:
+    from sqlalchemy import Connection
 
 
 def hosts_text(
     conn: Connection, network: str | None = None, sink: Callable[[bytes], object] | None = None
 ) -> str | None:
     """The hosts file as text; or, given `sink`, handed to it in UTF-8 chunks as they
-    are rendered, so a million lines go to stdout at flat memory."""
+    are rendered, so a million lines go to stdout at flat memory. On a lean connection
+    (melange.lean) the default backend's lines come from melange.hostlines, their one
+    home, without loading the backend (which imports the store)."""
+    if is_lean(conn) and dhcp_backend.DEFAULT == "dnsmasq":
+        from melange import hostlines
+
+        batches = hostlines.lean_batches(conn, network)
+        if sink is None:
+            return "".join("".join(lines) for lines in batches)
+        for lines in batches:
+            sink("".join(lines).encode())
+        return None
     return dhcp_backend.renderer().hosts_text(conn, network, sink)
 
 

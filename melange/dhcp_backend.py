@@ -29,11 +29,10 @@ from functools import cache
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
-import netaddr
-
 from melange.errors import InvalidInput
 
 if TYPE_CHECKING:
+    import netaddr
     from sqlalchemy import Connection
 
     from melange.store import Store

@@ -17,23 +17,30 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from melange.errors import NotFound
+from melange.prepared import Prepared
 from melange.validate import validate_name, validate_network
 
 if TYPE_CHECKING:  # imported where a statement is built: melange.lean needs no SQLAlchemy
     from sqlalchemy import Connection
 
 
-def require_network(conn: Connection, network: str | None) -> None:
-    """A network filter: None (no filter), or a valid name some block has (2, 3)."""
-    from sqlalchemy import select
+def _network_statement():
+    from sqlalchemy import bindparam, select
 
     from melange.models import blocks
 
+    return select(blocks.c.id).where(blocks.c.network == bindparam("network")).limit(1)
+
+
+_NETWORK = Prepared(_network_statement, "names.network")  # named: it runs lean
+
+
+def require_network(conn: Connection, network: str | None) -> None:
+    """A network filter: None (no filter), or a valid name some block has (2, 3)."""
     if network is None:
         return
     validate_network(network)
-    found = conn.execute(select(blocks.c.id).where(blocks.c.network == network).limit(1)).first()
-    if found is None:
+    if _NETWORK.first(conn, network=network) is None:
         raise NotFound(f"no network {network!r} (no block has it; see `melange block list`)")
 
 

@@ -28,7 +28,9 @@ HOT_MODULES = (
     "melange.audit",
     "melange.blocks",
     "melange.freespace",
+    "melange.hostlines",
     "melange.locking",
+    "melange.names",
     "melange.natlinks",
     "melange.subnets",
 )

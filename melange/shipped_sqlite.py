@@ -550,6 +550,34 @@ STATEMENTS: dict[str, tuple] = {'addresses.by_active_mac': ('SELECT ip_addresses
                            ((1, 'address'),),
                            ('last_addr',),
                            ((0, 'address'),)),
+ 'hostlines.family': ('SELECT ip_addresses.mac, ip_addresses.address AS address, '
+                      'ip_addresses.hostname \n'
+                      'FROM ip_addresses JOIN blocks ON blocks.id = ip_addresses.block_id \n'
+                      'WHERE ip_addresses.state = ? AND ip_addresses.mac IS NOT NULL AND '
+                      'blocks.version = ? ORDER BY ip_addresses.address, ip_addresses.block_id',
+                      ('_default_0', 'version'),
+                      {'_default_0': 'allocated'},
+                      (),
+                      ('mac', 'address', 'hostname'),
+                      ()),
+ 'hostlines.family.network': ('SELECT ip_addresses.mac, ip_addresses.address AS address, '
+                              'ip_addresses.hostname \n'
+                              'FROM ip_addresses JOIN blocks ON blocks.id = '
+                              'ip_addresses.block_id \n'
+                              'WHERE ip_addresses.state = ? AND ip_addresses.mac IS NOT NULL AND '
+                              'blocks.version = ? AND blocks.network = ? ORDER BY '
+                              'ip_addresses.address, ip_addresses.block_id',
+                              ('_default_0', 'version', 'network'),
+                              {'_default_0': 'allocated'},
+                              (),
+                              ('mac', 'address', 'hostname'),
+                              ()),
+ 'names.network': ('SELECT blocks.id \nFROM blocks \nWHERE blocks.network = ?\n LIMIT ? OFFSET ?',
+                   ('network', '_default_1', '_default_2'),
+                   {'_default_1': 1, '_default_2': 0},
+                   (),
+                   ('id',),
+                   ()),
  'natlinks.of_address': ('SELECT nat_mappings.created_at, inside_global.id AS global_id, '
                          'inside_global.address AS global_address, inside_global.block_id AS '
                          'global_block_id, global_block.version AS global_version, '

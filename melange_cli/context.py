@@ -17,7 +17,8 @@ from melange.clock import SYSTEM, Clock
 
 FORMATS = ("table", "json", "plain")
 # Direct commands tried first on the lean path (melange.lean): no SQLAlchemy import.
-LEAN_OPERATIONS = frozenset({"block.allocate", "ip.show", "ip.release", "block.show"})
+LEAN_OPERATIONS = frozenset({"block.allocate", "ip.show", "ip.release", "block.show",
+                             "dhcp.hosts"})
 
 
 @dataclass

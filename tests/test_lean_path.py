@@ -380,3 +380,48 @@ def test_lean_processes_allocating_at_once_each_get_their_own_address(tmp_path):
     with sqlite3.connect(path) as raw:
         assert raw.execute("SELECT allocated_count FROM blocks WHERE name = 'B'").fetchone() == (8,)
         assert raw.execute("SELECT count(*) FROM ip_addresses").fetchone() == (8,)
+
+
+def test_dhcp_hosts_on_the_lean_path_is_the_full_paths_file_byte_for_byte(tmp_path):
+    """More lines than one batch, both families, hostnames, a held address, another
+    network; whole and streamed to a sink; a network that no block has is refused alike."""
+    from melange import hostlines
+
+    path = _store(tmp_path, "s")
+    full = Store(f"sqlite:///{path}", clock=FixedClock(), release_hold=3600)
+    operations.run(full, "block.create", {"cidr": "10.64.0.0/16", "name": "big", "network": "n1"})
+    operations.run(full, "block.create", {"cidr": "fd00:64::/64", "name": "big6", "network": "n1"})
+    operations.run(full, "mac_range.create", {"cidr": "02:64:00:00:00:00/24"})
+    operations.run(full, "block.allocate", {"block": "big", "count": hostlines.STREAM_BATCH + 50})
+    operations.run(full, "block.allocate", {"block": "big6", "mac": "02:00:00:00:06:01",
+                                            "hostname": "six"})  # fmt: skip
+    operations.run(full, "block.allocate", {"block": "B", "mac": "02:00:00:00:00:0b",
+                                            "hostname": "bee"})  # fmt: skip
+    operations.run(full, "block.allocate", {"block": "big", "mac": "02:00:00:00:00:0c"})
+    operations.run(full, "ip.release", {"address": "10.64.0.9"})
+    lean = LeanStore(path, clock=FixedClock(), release_hold=3600)
+    try:
+        for params in ({}, {"network": "n1"}):
+            whole = operations.run(full, "dhcp.hosts", params)
+            assert operations.run(lean, "dhcp.hosts", params) == whole
+            chunks: list[bytes] = []
+            operations.run(lean, "dhcp.hosts", {**params, "sink": chunks.append})
+            assert b"".join(chunks).decode() == whole and len(chunks) >= 2
+        assert "02:00:00:00:00:0b,10.0.0.1,bee\n" in operations.run(lean, "dhcp.hosts", {})
+        assert "10.0.0.1" not in operations.run(lean, "dhcp.hosts", {"network": "n1"})
+        with pytest.raises(NotFound) as lean_error:
+            operations.run(lean, "dhcp.hosts", {"network": "nosuch"})
+        with pytest.raises(NotFound) as full_error:
+            operations.run(full, "dhcp.hosts", {"network": "nosuch"})
+        assert str(lean_error.value) == str(full_error.value)
+    finally:
+        lean.close()
+        full.close()
+
+
+def test_a_direct_dhcp_hosts_imports_no_sqlalchemy_nor_netaddr(tmp_path):
+    path = _store(tmp_path, "s")
+    _melange(path, "block", "allocate", "B", "--mac", "00:11:22:33:44:55", "--hostname", "h")
+    hosts = _melange(path, "dhcp", "hosts", probe=True)
+    assert _imported(hosts) == []
+    assert json.loads(hosts.stdout) == ["00:11:22:33:44:55,10.0.0.1,h"]

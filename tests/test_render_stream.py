@@ -10,7 +10,7 @@ import pytest
 from sqlalchemy import create_engine, event, exc, text
 from sqlalchemy.pool import NullPool
 
-from melange import operations
+from melange import hostlines, operations
 from melange.dnsmasq import render
 from melange.errors import NotFound
 from melange.store import Store
@@ -100,8 +100,8 @@ def test_the_inline_line_and_the_general_line_agree_with_an_independent_formatte
     }  # fmt: skip
     for version, rows in families.items():
         expected = [_oracle(*row, version) for row in rows]
-        assert render._format(rows, version) == expected
-        assert [render.host_line(*row, version) for row in rows] == expected
+        assert hostlines.format_batch(rows, version) == expected
+        assert [hostlines.host_line(*row, version) for row in rows] == expected
 
 
 def _fill(store: Store, count: int) -> None:
@@ -117,7 +117,7 @@ def _fill(store: Store, count: int) -> None:
 
 
 def test_a_render_longer_than_a_batch_is_whole_ordered_and_chunked_by_line(store_url):
-    count = 2 * render.STREAM_BATCH + 100
+    count = 2 * hostlines.STREAM_BATCH + 100
     store = Store(store_url)
     try:
         _fill(store, count)

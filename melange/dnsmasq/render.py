@@ -18,52 +18,31 @@ SQLAlchemy's Row objects would cost more than the formatting itself.
 
 from __future__ import annotations
 
-import socket
 from collections.abc import Callable, Iterator, Sequence
 from itertools import chain, groupby
 from operator import itemgetter
 from typing import cast
 
 import netaddr
-from sqlalchemy import Connection, LargeBinary, Select, func, select, type_coerce
+from sqlalchemy import Connection, Select, func, select
 
-from melange import dns_render, holds, subnets
+from melange import dns_render, holds, hostlines, subnets
 from melange.errors import Conflict
+from melange.hostlines import FAMILIES, STREAM_BATCH, HostRow, format_batch, host_line
 from melange.models import blocks, ip_addresses
 from melange.names import require_network
 from melange.prepared import translated_error
 from melange.records import ip_text
 
-STREAM_BATCH = 8192  # rows per fetch: ~250 kB of text, so memory stays flat at any size
-FAMILIES = (4, 6)  # file order: every IPv4 line, then every IPv6 line
-_NTOP = socket.inet_ntop
-_V4 = socket.AF_INET
-_V6 = socket.AF_INET6
 MIN_DHCPV6_PREFIX = 64  # dnsmasq refuses a dhcp-range with a shorter prefix
 MAX_OPTION_BYTES = 255  # one DHCP option's length octet
 MAX_OPTS_LINE = 1024  # characters dnsmasq reads as one opts-file line (measured, 2.90)
-_OCTETS = tuple(str(n) for n in range(256))  # an IPv4 octet's decimal text
-
-HostRow = tuple[int, bytes, str | None]  # mac, 16-byte big-endian address, hostname
 
 
 def _hosts_query(network: str | None, version: int | None) -> Select:
-    """Allocated addresses with a MAC, by address (then block): those of one family,
-    or of both with the version as a fourth column and IPv4 first."""
-    ip = ip_addresses.c
-    query = (
-        select(ip.mac, type_coerce(ip.address, LargeBinary), ip.hostname)
-        .join(blocks, blocks.c.id == ip.block_id)
-        .where(holds.allocated(ip), ip.mac.is_not(None))
-    )
-    if version is None:
-        query = query.add_columns(blocks.c.version)
-        query = query.order_by(blocks.c.version, ip.address, ip.block_id)
-    else:
-        query = query.where(blocks.c.version == version).order_by(ip.address, ip.block_id)
-    if network is not None:
-        query = query.where(blocks.c.network == network)
-    return query
+    """The hosts query of one family (or both, the version a fourth column), for a
+    network or all (melange.hostlines, the one home of the hosts lines)."""
+    return cast(Select, hostlines.hosts_query(network, version))
 
 
 def _family_batches(
@@ -117,36 +96,6 @@ def _sqlite_batches(conn: Connection, query: Select) -> Iterator[list[HostRow]]:
         cursor.close()
 
 
-def host_line(mac: int, address: bytes, hostname: str | None, version: int) -> str:
-    """One `MAC,IP[,HOSTNAME]` line: IPv6 in brackets, as dnsmasq reads it."""
-    if version == 4:
-        shown = _NTOP(_V4, address[12:])
-    else:
-        shown = f"[{_NTOP(_V6, address)}]"
-    if hostname:
-        return f"{mac.to_bytes(6, 'big').hex(':')},{shown},{hostname}\n"
-    return f"{mac.to_bytes(6, 'big').hex(':')},{shown}\n"
-
-
-def _format(rows: Sequence[HostRow], version: int) -> list[str]:
-    """A batch of one family's lines. The common line (IPv4, no hostname) is built
-    inline, its octets looked up as text: about half the time that inet_ntop on a
-    slice and a call per line took. The rest go through host_line."""
-    line = host_line
-    if version != 4:
-        return [line(mac, raw, hostname, version) for mac, raw, hostname in rows]
-    o = _OCTETS
-    return [
-        (
-            f"{mac.to_bytes(6, 'big').hex(':')},"  # one string built, as for a single f-string
-            f"{o[raw[12]]}.{o[raw[13]]}.{o[raw[14]]}.{o[raw[15]]}\n"
-        )
-        if not hostname
-        else line(mac, raw, hostname, 4)
-        for mac, raw, hostname in rows
-    ]
-
-
 Key = tuple[int, int]  # (block id, address as an integer): one address of the store
 
 
@@ -180,7 +129,7 @@ def _line_batches(conn: Connection, network: str | None) -> Iterator[list[str]]:
     """The hosts file's lines a batch at a time. The network is checked here, at the
     call, not at the first batch: a caller writing a file must fail before it opens one."""
     require_network(conn, network)
-    return (_format(rows, version) for version, rows in _family_batches(conn, network))
+    return (format_batch(rows, version) for version, rows in _family_batches(conn, network))
 
 
 def hosts_lines(conn: Connection, network: str | None = None) -> Iterator[str]:
