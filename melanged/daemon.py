@@ -34,6 +34,7 @@ log = logging.getLogger("melanged")
 BACKOFF_START = 0.5
 BACKOFF_MAX = 30.0
 WAKE_GAP = 0.02  # seconds between two looks at the store that commits woke (melanged.wakeup)
+RECHECK, RECHECKS = 0.002, 5  # looks again after a wake-up that found nothing new
 
 
 class PidFile:
@@ -237,7 +238,8 @@ class Daemon:
         seen = None
         healthy: bool | None = None
         backoff = BACKOFF_START
-        force = False
+        force = woken = False
+        rechecks = 0
         self.quiet.changed(time.monotonic())
         while True:
             taken = self._take_signals(", full re-render")
@@ -252,6 +254,7 @@ class Daemon:
                     log.info("store is reachable again")
                 healthy = True
                 now = time.monotonic()
+                rechecks = _rechecks(woken, current != seen, rechecks)
                 if current != seen:
                     self.quiet.changed(now)
                     seen = current
@@ -261,7 +264,8 @@ class Daemon:
                     force = False
                     _log_result(result, self.backend.name)
                 backoff = BACKOFF_START
-                self.wakeup.wait(self._next_look(time.monotonic()), gap=WAKE_GAP)
+                wait = self._next_look(time.monotonic())
+                woken = self.wakeup.wait(min(wait, RECHECK) if rechecks else wait, gap=WAKE_GAP)
             except Exception as error:  # noqa: BLE001  (a daemon outlives any one pass)
                 message = error.message if isinstance(error, MelangeError) else repr(error)
                 if not isinstance(error, MelangeError):
@@ -343,6 +347,17 @@ def _build(settings: DaemonSettings) -> tuple[Store, dhcp_backend.DhcpBackend | 
     except BaseException:
         store.close()
         raise
+
+
+def _rechecks(woken: bool, changed: bool, left: int) -> int:
+    """Looks still to make RECHECK apart after a wake-up that found nothing new: SQLite
+    appends a commit to its WAL (the inotify event) before it syncs it, and only then
+    makes it visible, so the first look can come too soon. Each look after it spends one."""
+    if changed:
+        return 0
+    if woken:
+        return RECHECKS
+    return max(0, left - 1)
 
 
 def _wakeup(settings: DaemonSettings) -> Wakeup:

@@ -188,3 +188,21 @@ def test_melanged_renders_its_own_commit_before_its_poll(tmp_path, kind, backend
         assert waited < LONG / 3
     finally:
         assert daemon.stop() == 0
+
+
+def test_a_wake_up_that_finds_nothing_new_looks_again_soon():
+    """SQLite appends a commit to its WAL (the event) before syncing it and making it
+    visible: a look that finds nothing after a wake-up is followed by RECHECKS more,
+    RECHECK apart, until one finds the change (or they run out)."""
+    from melanged.daemon import RECHECKS, _rechecks
+
+    left = _rechecks(woken=True, changed=False, left=0)
+    assert left == RECHECKS
+    seen = [left]
+    while left:
+        left = _rechecks(woken=False, changed=False, left=left)
+        seen.append(left)
+    assert seen == list(range(RECHECKS, -1, -1))
+    assert _rechecks(woken=False, changed=True, left=3) == 0
+    assert _rechecks(woken=True, changed=True, left=0) == 0
+    assert _rechecks(woken=False, changed=False, left=0) == 0
