@@ -25,9 +25,13 @@ def sync(
     hostsdir: str | None = None,
     release_interface: str | None = None,
     backend: str = dhcp_backend.DEFAULT,
+    dns_hostsdir: str | None = None,
+    addn_hosts: str | None = None,
 ) -> dict:
     """One pass of `backend`. It writes files and may signal the server, so it leaves
-    an audit row (who, which files, what changed), like every change to the store does."""
+    an audit row (who, which files, what changed), like every change to the store does.
+    With `dns_hostsdir` or `addn_hosts`, the DNS names' files too, as melanged keeps
+    them (a one-shot pass folds every name into the addn-hosts file)."""
     if network is not None:
         validate_network(network)
     target = dhcp_backend.Target(
@@ -37,11 +41,14 @@ def sync(
         network=network,
         hostsdir=Path(hostsdir) if hostsdir else None,
         release_interface=release_interface,
+        dns_hostsdir=Path(dns_hostsdir) if dns_hostsdir else None,
+        addn_hosts=Path(addn_hosts) if addn_hosts else None,
     )
     result = dhcp_backend.load(backend, target).sync(store).as_dict()
     params = {"hostsfile": hostsfile, "optsfile": optsfile, "dnsmasq_pidfile": dnsmasq_pidfile,
               "network": network, "hostsdir": hostsdir, "release_interface": release_interface,
-              "backend": backend}  # fmt: skip
+              "backend": backend, "dns_hostsdir": dns_hostsdir,
+              "addn_hosts": addn_hosts}  # fmt: skip
     actor, via = audit.who()
     store.write(
         lambda conn: audit.record(

@@ -55,16 +55,19 @@ def config(app: App, network, backend):
     "--hostsdir", metavar="DIR", help="dnsmasq --dhcp-hostsdir: additions without reload."
 )
 @click.option("--release-interface", metavar="IFACE", help="dhcp_release leases of removed hosts.")
+@click.option("--dns-hostsdir", metavar="DIR", help="dnsmasq --hostsdir of the DNS names.")
+@click.option("--addn-hosts", metavar="FILE", help="dnsmasq --addn-hosts of the DNS names.")
 @click.option(
     "--backend", default="dnsmasq", show_default=True, metavar="NAME",
     help="The DHCP server's backend (dnsmasq, or one installed as a plugin).",
 )  # fmt: skip
 @output_option
 @pass_app
-def sync(
-    app: App, hostsfile, dnsmasq_pidfile, network, optsfile, hostsdir, release_interface, backend
-):
-    """One pass: write the files atomically, SIGHUP dnsmasq only if they changed."""
+def sync(app: App, hostsfile, dnsmasq_pidfile, network, optsfile, hostsdir, release_interface,
+         dns_hostsdir, addn_hosts, backend):  # fmt: skip
+    """One pass: write the files atomically, SIGHUP dnsmasq only if they changed. With
+    --dns-hostsdir/--addn-hosts, the DNS names' files too (all names folded into the
+    addn-hosts file, as melanged's first pass does)."""
     result = app.call(
         "dhcp.sync",
         backend=backend,
@@ -74,5 +77,7 @@ def sync(
         optsfile=optsfile,
         hostsdir=hostsdir,
         release_interface=release_interface,
+        dns_hostsdir=dns_hostsdir,
+        addn_hosts=addn_hosts,
     )
     output.emit(app.output_format(), result, output.SYNC)

@@ -244,3 +244,30 @@ def test_reconcile_finds_and_repairs_dns_drift(tmp_path):
 def _findings(stdout: str) -> list[dict]:
     document = json.loads(stdout)
     return document["findings"] if isinstance(document, dict) else document
+
+
+def test_dhcp_sync_writes_the_dns_names_files_too(tmp_path):
+    """`dhcp sync --dns-hostsdir --addn-hosts`: one pass writes the DNS names as melanged
+    keeps them (folded into the addn-hosts file, no small file left), follows a rename
+    and a release, and leaves nothing for reconcile to find."""
+    run = _melange(f"sqlite:///{tmp_path / 's.db'}", tmp_path)
+    run.ok("block", "create", "10.0.0.0/24", "--name", "a", "--domain", "lab.example")
+    first = run.ok("block", "allocate", "a", "--hostname", "vm1").strip()
+    second = run.ok("block", "allocate", "a", "--hostname", "vm2").strip()
+    hostsdir, addn = tmp_path / "dns.d", tmp_path / "dns.hosts"
+    hostsdir.mkdir()
+    files = ("--dns-hostsdir", str(hostsdir), "--addn-hosts", str(addn))
+    hosts = ("--hostsfile", str(tmp_path / "dhcp.hosts"))
+    synced = run("dhcp", "sync", *hosts, *files, output="json")
+    assert synced.exit_code == 0, synced.stderr
+    assert json.loads(synced.stdout)["dns_names"] == 2
+    assert addn.read_text() == f"{first} vm1.lab.example\n{second} vm2.lab.example\n"
+    assert list(hostsdir.iterdir()) == []
+    run.ok("ip", "update", first, "--hostname", "web1")
+    run.ok("ip", "release", second)
+    assert run("dhcp", "sync", *hosts, *files).exit_code == 0
+    assert addn.read_text() == f"{first} web1.lab.example\n"
+    assert run("reconcile", *files).exit_code == 0
+    row = run.json("history", "--limit", "1")[0]
+    params = json.loads(row["params"]) if isinstance(row["params"], str) else row["params"]
+    assert row["command"] == "dhcp.sync" and params["addn_hosts"] == str(addn)
