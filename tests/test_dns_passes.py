@@ -51,3 +51,31 @@ def test_the_first_pass_folds_and_a_new_name_is_one_small_file(named_store, tmp_
     operations.run(named_store, "ip.release", {"address": address[0]["address"]})
     assert backend.sync(named_store).dns_changed
     assert list((tmp_path / "dns.d").iterdir()) == []
+
+
+@pytest.mark.one_store
+@pytest.mark.parametrize("with_hostsdir", [True, False])
+def test_a_pass_that_changes_nothing_sends_no_sighup(named_store, dnsmasq_server, tmp_path,
+                                                     with_hostsdir):  # fmt: skip
+    """Each one-shot pass (`dhcp sync`; melanged's first) brings the DNS files in step.
+    When they already hold every name, dnsmasq is not reloaded, also with an addn-hosts
+    file alone, where every pass folds: a sync every few minutes signals only when
+    something changed."""
+    hostsdir = tmp_path / "dns.d" if with_hostsdir else None
+    if hostsdir is not None:
+        hostsdir.mkdir()
+    target = Target(hostsfile=dnsmasq_server.hostsfile, pidfile=dnsmasq_server.pidfile,
+                    dns_hostsdir=hostsdir, addn_hosts=tmp_path / "dns.hosts")  # fmt: skip
+
+    def one_shot():
+        return dhcp_backend.load("dnsmasq", target).sync(named_store)
+
+    first = one_shot()
+    assert first.dns_folded and first.dns_changed and first.reloaded
+    again = one_shot()
+    assert not again.dns_changed and not again.reloaded
+    assert again.dns_folded is not with_hostsdir  # without a hosts dir, every pass folds
+    operations.run(named_store, "block.allocate", {"block": "lan", "hostname": "new"})
+    third = one_shot()
+    assert third.dns_changed and third.reloaded
+    assert "new.lab.example" in (tmp_path / "dns.hosts").read_text()

@@ -104,12 +104,12 @@ class Dnsmasq:
                 assert plan is not None
                 result.dns_changed = result.dns_changed or plan.changed
             result.dns_folded, result.dns_names = plan.fold, plan.names
-        needs_reload = needs_reload or (plan is not None and plan.fold)
+        needs_reload = needs_reload or (plan is not None and plan.needs_reload)
         if needs_reload:
             result.server_running, result.reloaded = self._reload()
         elif target.pidfile is not None:
             result.server_running = process.pid(target.pidfile) is not None
-        if plan is not None and plan.fold and self.names is not None:
+        if plan is not None and plan.needs_reload and self.names is not None:
             if result.reloaded:
                 process.after_reload(target.pidfile)
             self.names.after_fold(result.reloaded)

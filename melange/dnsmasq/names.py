@@ -137,10 +137,19 @@ class Plan:
     write: dict[str, frozenset[str]] = field(default_factory=dict)  # small files to (re)write
     delete: list[str] = field(default_factory=list)  # small files to delete
     names: int = 0
+    # Set by DnsFiles.apply: the fold changed the addn-hosts file; small files wait for a
+    # reload to be removed. A fold that did neither needs no reload.
+    rewrote: bool = False
+    small_waiting: bool = False
 
     @property
     def changed(self) -> bool:
-        return self.fold or bool(self.write) or bool(self.delete)
+        return self.rewrote or bool(self.write) or bool(self.delete)
+
+    @property
+    def needs_reload(self) -> bool:
+        """Whether dnsmasq must reload to read this pass's DNS files."""
+        return self.fold and (self.rewrote or self.small_waiting)
 
 
 class DnsFiles:
@@ -217,7 +226,8 @@ class DnsFiles:
         if plan.fold:
             assert self.addn_hosts is not None
             every = [line for name in sorted(wanted) for line in ordered(wanted[name])]
-            write_if_changed(self.addn_hosts, (f"{line}\n" for line in every))
+            plan.rewrote = write_if_changed(self.addn_hosts, (f"{line}\n" for line in every))
+            plan.small_waiting = bool(self.small)
             self.folded = dict(wanted)
             return
         assert self.hostsdir is not None or not (plan.write or plan.delete)
