@@ -157,6 +157,8 @@ def policy_rules(conn: Connection, policy_ids) -> dict[int, PolicyRules]:
     """The rules of several policies in three queries (reports read thousands of blocks);
     on a lean connection, each with its own named statements."""
     ids = sorted({p for p in policy_ids if p is not None})
+    if not ids:
+        return {}
     if is_lean(conn):
         found = {}
         for i in ids:

@@ -195,7 +195,7 @@ class Prepared:
         return form
 
     def _execute(self, conn: Connection, params: dict[str, Any]):
-        if getattr(conn, "lean", False):  # melange.lean: the shipped SQL, on sqlite3
+        if is_lean(conn):  # melange.lean: the shipped SQL, on sqlite3
             return cast(Any, conn).execute_shipped(self.name, params)
         form = self._form(conn.dialect)
         arguments = form.arguments(params)
@@ -213,7 +213,7 @@ class Prepared:
     def send(self, conn: Connection, **params: Any) -> None:
         """Execute a write whose row count nobody needs; in a pipelined transaction it
         waits for the next statement that is read, or for the COMMIT (module doc)."""
-        waiting = None if getattr(conn, "lean", False) else conn.info.get(_WAITING)
+        waiting = None if is_lean(conn) else conn.info.get(_WAITING)
         if waiting is None:
             self.run(conn, **params)
             return
@@ -231,7 +231,7 @@ class Prepared:
         """Execute an INSERT of one row; the new row's id (its one-column primary key).
         Lean, the driver's `lastrowid`; else SQLAlchemy's own, which knows how each
         dialect returns it."""
-        if getattr(conn, "lean", False):
+        if is_lean(conn):
             _form, cursor = self._execute(conn, params)
             key = cursor.lastrowid
             cursor.close()
@@ -262,7 +262,7 @@ class Prepared:
         """Execute a write once per parameter set with the driver's own `executemany`:
         for bulk inserts, where SQLAlchemy's parameter handling per row costs more than
         the driver's work. Writes waiting in a pipelined transaction go first."""
-        if getattr(conn, "lean", False):  # melange.lean: the shipped SQL, on the driver
+        if is_lean(conn):  # melange.lean: the shipped SQL, on the driver
             cast(Any, conn).execute_shipped_many(self.name, rows)
             return
         form = self._form(conn.dialect)

@@ -108,8 +108,9 @@ class Guard:
         """A request the parser refuses (a malformed request line or header), answered
         as every other refusal of the API is, a problem document, not uvicorn's plain
         text; then the connection is closed, as uvicorn closes it."""
-        detail = f"malformed HTTP request: {msg}".rstrip(".")
-        body = json.dumps(problems.document(400, "invalid_input", 2, detail)).encode()
+        refused = InvalidInput(f"malformed HTTP request: {msg}".rstrip("."))
+        document = problems.document(400, refused.code, refused.exit_code, refused.message)
+        body = json.dumps(document).encode()
         self.transport.write(b"HTTP/1.1 400 Bad Request\r\n"
                              b"content-type: " + problems.PROBLEM.encode() + b"\r\n"
                              b"content-length: " + str(len(body)).encode() + b"\r\n"
