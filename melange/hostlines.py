@@ -96,7 +96,8 @@ _FAMILY = {
 
 def lean_batches(conn: Any, network: str | None) -> Iterator[list[str]]:
     """The hosts file's lines a batch at a time, on a lean connection (melange.lean):
-    each family's rows off sqlite3's cursor, in the read transaction the caller holds.
+    each family's rows off the driver's cursor as they come, in the read transaction the
+    caller holds.
     The network is checked here, at the call, as the full path checks it."""
     require_network(conn, network)
     return _lean_lines(conn, network)
@@ -108,7 +109,7 @@ def _lean_lines(conn: Any, network: str | None) -> Iterator[list[str]]:
         params: dict[str, Any] = {"version": version}
         if network is not None:
             params["network"] = network
-        _form, cursor = conn.execute_shipped(statement.name, params)
+        _form, cursor = conn.execute_shipped(statement.name, params, stream=True)
         try:
             while batch := cursor.fetchmany(STREAM_BATCH):
                 yield format_batch(batch, version)

@@ -152,10 +152,16 @@ class LeanConnection:
 
     lean = True
 
-    def __init__(self, raw: sqlite3.Connection, statements: dict[str, tuple]) -> None:
+    def __init__(
+        self,
+        raw: Any,
+        statements: dict[str, tuple],
+        cursors: dict[str, Callable[[], Any]] | None = None,
+    ) -> None:
         self._raw = raw
         self._statements = statements
         self._forms: dict[str, ShippedForm] = {}
+        self._cursors = cursors or {}
 
     def _form(self, name: str | None) -> ShippedForm:
         form = self._forms.get(name) if name is not None else None
@@ -166,12 +172,30 @@ class LeanConnection:
             form = self._forms[name] = ShippedForm(entry)  # type: ignore[index]
         return form
 
-    def execute_shipped(self, name: str | None, params: dict[str, Any]):
-        """(form, cursor) of the statement `name` run with `params` (melange.prepared)."""
+    def execute_shipped(self, name: str | None, params: dict[str, Any], *, stream: bool = False):
+        """(form, cursor) of the statement `name` run with `params` (melange.prepared).
+        With `stream`, on a cursor that reads the rows as they come where the driver's
+        plain one would load them all first (a server's)."""
         form = self._form(name)
-        cursor = self._raw.cursor()
-        cursor.execute(form.sql, form.arguments(params))
+        make = self._cursors.get("stream") if stream else None
+        cursor = make() if make is not None else self._raw.cursor()
+        try:
+            cursor.execute(form.sql, form.arguments(params))
+        except BaseException:
+            cursor.close()
+            raise
         return form, cursor
+
+    def insert_shipped(self, name: str | None, params: dict[str, Any]) -> int:
+        """The new row's id of an INSERT of one row: the id PostgreSQL's statement returns
+        (SQLAlchemy compiles it with RETURNING there), else the driver's `lastrowid`."""
+        _form, cursor = self.execute_shipped(name, params)
+        try:
+            if cursor.description is not None:
+                return cursor.fetchone()[0]
+            return cursor.lastrowid
+        finally:
+            cursor.close()
 
     def execute_shipped_many(self, name: str | None, rows: Iterable[dict[str, Any]]) -> None:
         """The statement `name` once per parameter set, with the driver's `executemany`
@@ -203,9 +227,83 @@ def sqlite_path(url: str) -> Path | None:
     return Path(database)
 
 
-class LeanStore:
-    """The part of melange.store.Store that operations.run uses, for an existing SQLite
-    store whose schema is the one the shipped statements were compiled for."""
+class LeanRunner:
+    """What a lean store shares whatever its driver: one transaction on a schema checked
+    in that same transaction, the core's refusals passed on, anything else rolled back
+    and handed to the full path. The part of melange.store.Store that operations.run
+    uses; a driver's store gives its connection and its transaction's three steps."""
+
+    release_hold: int
+    clock: Clock
+    _shipped: Any  # the backend's shipped module (melange.shipped)
+    _errors: tuple[type[BaseException], ...]  # the driver's own errors
+
+    def _connection(self) -> Any:
+        raise NotImplementedError
+
+    def _begin(self, raw: Any, write: bool) -> None:
+        raise NotImplementedError
+
+    def _commit(self, raw: Any) -> None:
+        raise NotImplementedError
+
+    def _rollback(self, raw: Any) -> None:
+        raise NotImplementedError
+
+    def _cursor_kinds(self, raw: Any) -> dict[str, Callable[[], Any]]:
+        """Cursors other than the plain one, by use ("stream": rows read as they come)."""
+        return {}
+
+    @contextmanager
+    def faults(self) -> Iterator[None]:
+        yield  # a driver error is never mapped here: `run` hands it to the full path
+
+    def ensure_schema(self) -> None:
+        raise NeedsFullPath("whole-store operations run on the full store")
+
+    def run(self, fn: Callable[[Any], T], *, write: bool) -> T:
+        """`fn` in one transaction (BEGIN IMMEDIATE for a write on SQLite, as Store.run),
+        on a schema checked in that same transaction; anything but the core's own
+        refusals is rolled back and becomes `NeedsFullPath`."""
+        handed_on: tuple[type[BaseException], ...] = (*self._errors, NeedsFullPath)
+        try:
+            raw = self._connection()
+            self._begin(raw, write)
+        except self._errors as error:
+            raise NeedsFullPath(str(error)) from None
+        try:
+            cursor = raw.cursor()
+            try:
+                cursor.execute("SELECT version_num FROM alembic_version")
+                revision = cursor.fetchone()
+            finally:
+                cursor.close()
+            if revision is None or revision[0] != self._shipped.SCHEMA_HEAD:
+                raise NeedsFullPath("the store's schema is not the shipped one")
+            with using(self.clock):
+                conn = LeanConnection(raw, self._shipped.STATEMENTS, self._cursor_kinds(raw))
+                result = fn(conn)
+        except MelangeError:
+            self._rollback(raw)
+            raise
+        except handed_on as error:
+            self._rollback(raw)
+            raise NeedsFullPath(str(error)) from None
+        self._commit(raw)
+        return result
+
+    def write(self, fn: Callable[[Any], T]) -> T:
+        return self.run(fn, write=True)
+
+    def read(self, fn: Callable[[Any], T]) -> T:
+        return self.run(fn, write=False)
+
+
+class LeanStore(LeanRunner):
+    """A lean store for an existing SQLite file whose schema is the one the shipped
+    statements were compiled for."""
+
+    _errors = (sqlite3.Error,)
 
     def __init__(self, path: Path, *, release_hold: int = 48 * 3600, clock: Clock = SYSTEM) -> None:
         from melange import shipped_sqlite
@@ -219,13 +317,6 @@ class LeanStore:
     def require_existing(self) -> None:
         if not self.path.exists():
             raise NeedsFullPath("no store yet")  # the full path creates it or says why not
-
-    @contextmanager
-    def faults(self) -> Iterator[None]:
-        yield  # a driver error is never mapped here: `run` hands it to the full path
-
-    def ensure_schema(self) -> None:
-        raise NeedsFullPath("whole-store operations run on the full store")
 
     def _connection(self) -> sqlite3.Connection:
         if self._raw is None:
@@ -241,36 +332,19 @@ class LeanStore:
             self._raw = raw
         return self._raw
 
-    def run(self, fn: Callable[[Any], T], *, write: bool) -> T:
-        """`fn` in one transaction (BEGIN IMMEDIATE for a write, as Store.run), on a schema
-        checked in that same transaction; anything but the core's own refusals is
-        rolled back and becomes `NeedsFullPath`."""
+    def _begin(self, raw: sqlite3.Connection, write: bool) -> None:
+        raw.execute("BEGIN IMMEDIATE" if write else "BEGIN")
+
+    def _commit(self, raw: sqlite3.Connection) -> None:
         try:
-            raw = self._connection()
-            raw.execute("BEGIN IMMEDIATE" if write else "BEGIN")
-        except sqlite3.Error as error:
-            raise NeedsFullPath(str(error)) from None
-        try:
-            revision = raw.execute("SELECT version_num FROM alembic_version").fetchone()
-            if revision is None or revision[0] != self._shipped.SCHEMA_HEAD:
-                raise NeedsFullPath("the store's schema is not the shipped one")
-            with using(self.clock):
-                result = fn(LeanConnection(raw, self._shipped.STATEMENTS))
             raw.execute("COMMIT")
-            return result
-        except MelangeError:
-            raw.execute("ROLLBACK")
-            raise
-        except (sqlite3.Error, NeedsFullPath) as error:
-            if raw.in_transaction:
-                raw.execute("ROLLBACK")
+        except sqlite3.Error as error:  # not committed (busy, I/O): the full path does it
+            self._rollback(raw)
             raise NeedsFullPath(str(error)) from None
 
-    def write(self, fn: Callable[[Any], T]) -> T:
-        return self.run(fn, write=True)
-
-    def read(self, fn: Callable[[Any], T]) -> T:
-        return self.run(fn, write=False)
+    def _rollback(self, raw: sqlite3.Connection) -> None:
+        if raw.in_transaction:
+            raw.execute("ROLLBACK")
 
     def close(self) -> None:
         if self._raw is not None:

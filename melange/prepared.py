@@ -195,7 +195,7 @@ class Prepared:
         return form
 
     def _execute(self, conn: Connection, params: dict[str, Any]):
-        if is_lean(conn):  # melange.lean: the shipped SQL, on sqlite3
+        if is_lean(conn):  # melange.lean: the shipped SQL, on the driver
             return cast(Any, conn).execute_shipped(self.name, params)
         form = self._form(conn.dialect)
         arguments = form.arguments(params)
@@ -229,13 +229,10 @@ class Prepared:
 
     def insert(self, conn: Connection, **params: Any) -> int:
         """Execute an INSERT of one row; the new row's id (its one-column primary key).
-        Lean, the driver's `lastrowid`; else SQLAlchemy's own, which knows how each
-        dialect returns it."""
+        Lean, as melange.lean reads it off the driver; else SQLAlchemy's own, which knows
+        how each dialect returns it."""
         if is_lean(conn):
-            _form, cursor = self._execute(conn, params)
-            key = cursor.lastrowid
-            cursor.close()
-            return key
+            return cast(Any, conn).insert_shipped(self.name, params)
         key = conn.execute(cast(Any, self.statement), params).inserted_primary_key
         if key is None:
             raise TypeError("insert takes an INSERT of one row")

@@ -36,6 +36,7 @@ from sqlalchemy.engine import make_url
 from melange.clock import SYSTEM, Clock, using
 from melange.errors import Conflict, MelangeError, SchemaOutdated, StoreUnavailable
 from melange.lean import SQLITE_BUSY_TIMEOUT_MS, configure_sqlite
+from melange.leanstore import ISOLATION, driver_options
 from melange.locking import insert_one, lock_block, lock_named  # noqa: F401  (their old home)
 from melange.migrations import SCHEMA_HEAD, initialise
 from melange.prepared import (
@@ -56,7 +57,6 @@ from melange.urls import first_line, parse_store_url, redact, safe_url
 MAX_ATTEMPTS = 25
 # An IntegrityError is retried only for the race it can be: see Store.run.
 INTEGRITY_ATTEMPTS = 2
-CONNECT_TIMEOUT = 3
 SERVER_IDLE_REUSE = 2.0  # seconds a server connection is reused without the pool's ping
 T = TypeVar("T")
 
@@ -181,19 +181,13 @@ def make_engine(url: str) -> Engine:
     if backend == "sqlite":
         connect_args["timeout"] = SQLITE_BUSY_TIMEOUT_MS / 1000
     elif backend in ("mysql", "mariadb"):
-        connect_args.update(connect_timeout=CONNECT_TIMEOUT, read_timeout=60, write_timeout=60)
-        if not any(key.startswith("ssl") for key in parsed.query):
-            # PyMySQL 1.2 tries TLS on every connection unless told not to: it loads the
-            # system CA bundle (0.1 s, more than a whole command) to then verify nothing.
-            # TLS to MariaDB is what the URL asks for (`?ssl_ca=…`), verified; else none.
-            connect_args["ssl_disabled"] = True
+        tls_asked = any(key.startswith("ssl") for key in parsed.query)
+        connect_args.update(driver_options("mysql", tls_asked=tls_asked))
     elif backend == "postgresql":
-        connect_args["connect_timeout"] = CONNECT_TIMEOUT
+        connect_args.update(driver_options("postgresql", tls_asked=False))
     options: dict = {}
     if backend != "sqlite":
-        # Once a writer holds a block's lock, each statement must see what the
-        # previous holder committed: REPEATABLE READ's older snapshot would not.
-        options["isolation_level"] = "READ COMMITTED"
+        options["isolation_level"] = ISOLATION  # as the lean store's (melange.leanstore)
     if backend != "sqlite":
         # Connections are kept for the life of the process (a daemon, a script
         # using the library): opening one costs more than a whole allocation.

@@ -91,15 +91,15 @@ class App:
         return operations.run(self.store(), operation, params)
 
     def lean_store(self):
-        """The lean store for a plain SQLite file (melange.lean), else None."""
+        """The lean store of a plain SQLite file or server URL (melange.leanstore), else
+        None."""
         if self._lean is None:
-            from melange.lean import LeanStore, sqlite_path
+            from melange.leanstore import lean_store
 
             settings = self.settings()
-            path = sqlite_path(settings.db_url)
-            if path is None:
-                return None
-            self._lean = LeanStore(path, release_hold=settings.release_hold, clock=self.clock)
+            self._lean = lean_store(
+                settings.db_url, release_hold=settings.release_hold, clock=self.clock
+            )
         return self._lean
 
     def stream(self, operation: str, sink: Callable[[Any], object], **params: Any) -> None:

@@ -84,11 +84,11 @@ def test_the_lean_path_writes_and_answers_exactly_what_the_full_path_does(tmp_pa
     assert len(_dump(lean_path)["audit_addresses"]) == 2  # the runs of the two --count
 
 
-def _hierarchy(path: Path) -> None:
+def build_hierarchy(url: str) -> None:
     """Blocks that use everything `block show` reads: a parent with a policy (ranges and
     octets), DNS servers, routes and subnets, a subnet of a subnet inheriting them, held
     addresses, and a parent with ten subnets."""
-    full = Store(f"sqlite:///{path}", clock=FixedClock(), release_hold=3600)
+    full = Store(url, clock=FixedClock(), release_hold=3600)
 
     def run(operation: str, **params):
         return operations.run(full, operation, params)
@@ -97,8 +97,15 @@ def _hierarchy(path: Path) -> None:
     run("policy.add_range", name="edge", offset=0, length=5)
     run("policy.add_range", name="edge", offset=250, length=3)
     run("policy.add_octet", name="edge", octet=7)
-    run("block.create", cidr="172.16.0.0/16", name="P", gateway="172.16.0.1",
-        dns=["172.16.0.53", "172.16.0.54"], policy="edge", domain="lab.example")
+    run(
+        "block.create",
+        cidr="172.16.0.0/16",
+        name="P",
+        gateway="172.16.0.1",
+        dns=["172.16.0.53", "172.16.0.54"],
+        policy="edge",
+        domain="lab.example",
+    )
     run("route.add", block="P", destination="192.168.0.0/16", gateway="172.16.0.1")
     run("block.create", cidr="172.16.1.0/24", name="S", parent="P")
     run("route.add", block="S", destination="192.168.9.0/24", gateway="172.16.1.1")
@@ -113,7 +120,7 @@ def _hierarchy(path: Path) -> None:
 
 def test_block_show_answers_on_the_lean_path_exactly_what_the_full_path_does(tmp_path):
     path = _store(tmp_path, "s")
-    _hierarchy(path)
+    build_hierarchy(f"sqlite:///{path}")
     lean = LeanStore(path, clock=FixedClock(), release_hold=3600)
     full = Store(f"sqlite:///{path}", clock=FixedClock(), release_hold=3600)
     try:
@@ -280,7 +287,7 @@ def test_a_direct_allocation_show_and_release_import_no_sqlalchemy_nor_netaddr(t
 
 def test_a_direct_block_show_of_a_parent_and_a_subnet_imports_no_sqlalchemy(tmp_path):
     path = _store(tmp_path, "s")
-    _hierarchy(path)
+    build_hierarchy(f"sqlite:///{path}")
     shown = _melange(path, "block", "show", "WIDE", probe=True)
     assert _imported(shown) == []
     assert json.loads(shown.stdout)["utilization"]["subnets"] == 10
@@ -318,10 +325,13 @@ def test_ip_value_accepts_and_refuses_what_netaddr_does(text):
         assert ip_text(*ip_value(text)) == str(expected)
 
 
-def test_the_shipped_statements_are_what_the_models_compile_to():
-    """Regenerate melange/shipped_sqlite.py and compare: `python -m melange.shipped`
-    after changing a hot statement or the models."""
-    assert shipped.generate() == shipped.TARGET.read_text(), "run python -m melange.shipped"
+@pytest.mark.parametrize("kind", shipped.BACKENDS)
+def test_the_shipped_statements_are_what_the_models_compile_to(kind):
+    """Regenerate melange/shipped_{sqlite,mysql,postgresql}.py and compare: `python -m
+    melange.shipped` after changing a hot statement or the models."""
+    assert shipped.generate(kind) == shipped.target(kind).read_text(), (
+        "run python -m melange.shipped"
+    )
 
 
 def test_the_lean_conversions_are_sqlalchemys():
