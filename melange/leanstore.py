@@ -12,9 +12,11 @@ Only a plain URL is served lean: a scheme melange names (`mysql+pymysql`,
 `mariadb+pymysql`, `postgresql+psycopg`), a host, a database, at most a user
 and a password; query arguments (TLS files, a Unix socket, libpq options) are
 SQLAlchemy's to translate, so such a URL takes the full path, as does any
-error here (melange.lean). Once a COMMIT was sent, though, its failure is not
-handed on: the change may have been made, so running it again could make it
-twice; the command stops as the full path stops there (exit 6).
+error here (melange.lean), with two exceptions that stop the command as the
+full path would stop it (exit 6, in its words): a server that cannot be
+reached (a second attempt would only double the wait), and a connection lost
+once a COMMIT was sent (the change may have been made: running it again could
+make it twice).
 """
 
 from __future__ import annotations
@@ -130,8 +132,20 @@ class LeanServerStore(LeanRunner):
 
     def _connection(self) -> Any:
         if self._raw is None:
-            self._raw = self._connect()
+            try:
+                self._raw = self._connect()
+            except self._errors as error:
+                # What the full path would say after its own attempt, without making the
+                # user wait for a second connect timeout.
+                raise StoreUnavailable(self._words("cannot reach the store", error)) from None
         return self._raw
+
+    def _words(self, what: str, error: BaseException) -> str:
+        """`what`, the store's URL and the driver's words, passwords hidden (melange.store's
+        `unavailable`)."""
+        from melange.urls import first_line, redact, safe_url
+
+        return f"{what} {safe_url(self.url)}: {redact(first_line(error), self.url)}"
 
     def _connect(self) -> Any:
         target = self.target
@@ -170,10 +184,7 @@ class LeanServerStore(LeanRunner):
                 self._rollback(raw)
                 raise NeedsFullPath(str(error)) from None
             self.close()
-            from melange.urls import first_line, redact, safe_url
-
-            detail = redact(first_line(error), self.url)
-            raise StoreUnavailable(f"lost the store {safe_url(self.url)}: {detail}") from None
+            raise StoreUnavailable(self._words("lost the store", error)) from None
 
     def _lost(self, raw: Any, error: BaseException) -> bool:
         """Whether the connection itself failed (no answer: the COMMIT may have been

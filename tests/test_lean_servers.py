@@ -258,3 +258,24 @@ def test_lean_processes_on_a_server_allocating_at_once_each_get_their_own_addres
     assert len({out.strip() for out, _ in answers}) == 8
     rows = _dump(url)
     assert len(rows["ip_addresses"]) == 8
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "mysql+pymysql://root:secret@127.0.0.1:1/melange",
+        "postgresql+psycopg://postgres:secret@127.0.0.1:1/melange",
+    ],
+)
+def test_an_unreachable_server_is_exit_6_in_the_full_paths_words_at_once(url):
+    """No second connect (and timeout) on the full path: the lean store says it."""
+    lean = lean_store(url, release_hold=3600)
+    assert isinstance(lean, LeanServerStore)
+    with pytest.raises(StoreUnavailable) as lean_error:
+        operations.run(lean, "ip.show", {"address": "10.0.0.1"})
+    full = Store(url)
+    with pytest.raises(StoreUnavailable) as full_error:
+        operations.run(full, "ip.show", {"address": "10.0.0.1"})
+    full.close()
+    assert str(lean_error.value) == str(full_error.value)
+    assert "secret" not in str(lean_error.value)
