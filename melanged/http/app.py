@@ -37,7 +37,7 @@ from melange.errors import MelangeError, PermissionDenied, Unauthenticated
 from melange.operations import OPERATIONS, Operation
 from melange.store import Store
 from melange.transfer_stream import ndjson_lines
-from melanged.batching import GROUP
+from melanged.batching import BATCHED, GROUP, SERVER_BATCHED
 from melanged.http import auth, inputs, openapi, problems, ui, upload
 from melanged.http.listen import Limits
 
@@ -47,8 +47,16 @@ NDJSON = "application/x-ndjson"
 TEXT = "text/plain; charset=utf-8"
 STREAM_CHUNK = 64 << 10
 POOL_THREADS = 40  # requests running at once (Starlette's pool had as many)
+# Group-committed writes (allocations, releases) run on a pool of their own this size.
+# They are the requests that come in floods, and each thread running one wakes many
+# times for its database's answers, every time taking the interpreter's lock back: 16
+# at once on a server's blocks of their own made 2.7-2.9 ms of CPU per allocation and
+# 257-277 a second on 2 cores, 8 at once 2.2 ms and 368 (docs/performance.md).
+# Requests beyond it wait their turn; the others' pool is not theirs to fill.
+WRITE_THREADS = 8
 R = TypeVar("R")
 Endpoint = Callable[[Request], Awaitable[Response]]
+GROUP_COMMITTED = BATCHED | SERVER_BATCHED
 
 
 class BlockRef(StringConvertor):
@@ -67,7 +75,8 @@ class Service:
     restarting the server; a request uses the store it started with throughout.
 
     `pool`: the threads the (synchronous) core runs on, POOL_THREADS requests at once,
-    the others waiting their turn. asyncio's own executor hand-off, not Starlette's
+    the others waiting their turn; `writes`, the group-committed writes' own
+    (WRITE_THREADS). asyncio's own executor hand-off, not Starlette's
     `run_in_threadpool`: anyio's capacity limiter and cancel scopes around it cost
     more than the hand-off itself."""
 
@@ -75,14 +84,22 @@ class Service:
         self.store = store
         self.limits = limits
         self.pool = ThreadPoolExecutor(POOL_THREADS, thread_name_prefix="melanged-http")
+        self.writes = ThreadPoolExecutor(WRITE_THREADS, thread_name_prefix="melanged-http-w")
 
     async def in_pool(self, fn: Callable[..., R], *args: Any) -> R:
         """`fn(*args)` on one of the pool's threads, awaited."""
         return await asyncio.get_running_loop().run_in_executor(self.pool, fn, *args)
 
+    async def in_pool_for(self, name: str, fn: Callable[..., R], *args: Any) -> R:
+        """`fn(*args)` on the pool of operation `name`: a group-committed write's own
+        (WRITE_THREADS), else the pool of every other request."""
+        pool = self.writes if name in GROUP_COMMITTED else self.pool
+        return await asyncio.get_running_loop().run_in_executor(pool, fn, *args)
+
     def close(self) -> None:
-        """Let the pool's threads end once their requests are answered."""
+        """Let the pools' threads end once their requests are answered."""
         self.pool.shutdown(wait=False)
+        self.writes.shutdown(wait=False)
 
 
 def build(service: Service) -> Starlette:
@@ -156,7 +173,7 @@ def endpoint(service: Service, name: str) -> Endpoint:
             body = await inputs.body_of(request, body_limit, limits.body_timeout)
         call = Call(name, operation, client, header, dict(request.path_params),
                     request.query_params.multi_items(), body)  # fmt: skip
-        result, page = await service.in_pool(call.run, store, identity)
+        result, page = await service.in_pool_for(name, call.run, store, identity)
         return answer(operation, request, result, page)
 
     return serve
