@@ -54,3 +54,31 @@ def test_writes_stuck_on_the_store_do_not_hold_up_reads(tmp_path):
         assert statuses == [201] * stuck
         allocated = operations.run(api.store, "ip.list", {"block": "B"})
         assert len({row["address"] for row in allocated}) == stuck
+
+
+def test_a_tokens_first_use_does_not_make_a_read_wait_for_the_stores_lock(tmp_path):
+    """A use is recorded by a write (melange.tokens.record_use); behind another writer's
+    lock the read is answered at once, and the use is written once the lock is gone."""
+    path = tmp_path / "store.db"
+    with HttpDaemon(f"sqlite:///{path}", tmp_path / "api") as api:
+        operations.run(api.store, "block.create", {"cidr": "10.0.0.0/24", "name": "B"})
+        token = api.make_token("fresh", "reader")  # never used: its first use is recorded
+        holder = sqlite3.connect(path, isolation_level=None)
+        holder.execute("BEGIN IMMEDIATE")
+        try:
+            started = time.monotonic()
+            with api.client(token=token, timeout=30) as reader:
+                assert reader.get("/v1/blocks/B").status_code == 200
+            assert time.monotonic() - started < 5
+        finally:
+            holder.execute("ROLLBACK")
+            holder.close()
+
+        def last_used() -> object:
+            listed = operations.run(api.store, "token.list", {})
+            return next(t["last_used_at"] for t in listed if t["name"] == "fresh")
+
+        deadline = time.monotonic() + 30
+        while last_used() is None:
+            assert time.monotonic() < deadline, "the token's use was never recorded"
+            time.sleep(0.05)

@@ -5,8 +5,10 @@ bounds melanged.http.refusals sets on a flood of them."""
 from __future__ import annotations
 
 import logging
+import threading
 import time
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from typing import TYPE_CHECKING, TypeVar
 
 from sqlalchemy.exc import DBAPIError
@@ -44,19 +46,60 @@ def identify(store: Store, header: str | None, client: str) -> Identity:
     """The identity of a request's token used from `client`; Unauthenticated if none.
 
     The lookup is a read; a token whose last use is over a minute old has it
-    recorded in a short write of its own (melange.tokens.record_use), and a store
-    that refuses that write still lets the request through.
+    recorded in a short write of its own (melange.tokens.record_use), off the
+    request's path (USES): the request never waits for it.
     """
     from melange import tokens
 
     token = bearer(header)
     identity = read_now(store, lambda conn: tokens.authenticate(conn, token, client))
     if identity.stale:
+        USES.record(store, identity)
+    return identity
+
+
+class TokenUses:
+    """Token uses written by a thread of their own. Recorded on the request's thread, a
+    use made a read wait for a write: behind another process's long write on SQLite,
+    a minute (the store's busy timeout) before a `GET` was answered. A use already
+    waiting to be written is not queued again; a store that refuses the write is
+    logged, and the token's next use tries again."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._waiting: set[tuple[int, str]] = set()
+        self._writer = ThreadPoolExecutor(1, thread_name_prefix="melanged-token-uses")
+
+    def record(self, store: Store, identity: Identity) -> None:
+        key = (id(store), identity.key_id)
+        with self._lock:
+            if key in self._waiting:
+                return
+            self._waiting.add(key)
+        self._writer.submit(self._write, store, identity, key)
+
+    def flush(self, timeout: float = 10.0) -> None:
+        """Wait until every use recorded so far is written (or refused): at the server's
+        stop, so none is lost, and by a test before it looks at the store."""
+        self._writer.submit(_nothing).result(timeout)
+
+    def _write(self, store: Store, identity: Identity, key: tuple[int, str]) -> None:
+        from melange import tokens
+
         try:
             store.run(lambda conn: tokens.record_use(conn, identity), write=True)
         except MelangeError as error:
             log.warning("cannot record the use of token %r: %s", identity.name, error.message)
-    return identity
+        finally:
+            with self._lock:
+                self._waiting.discard(key)
+
+
+def _nothing() -> None:
+    pass
+
+
+USES = TokenUses()  # melanged's
 
 
 def read_now(store: Store, read: Callable[[Connection], T]) -> T:

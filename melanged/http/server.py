@@ -44,7 +44,7 @@ except ImportError:  # pragma: no cover  (both are dependencies)
 
 from melange.errors import InvalidInput, MelangeError
 from melange.store import Store
-from melanged.http import problems
+from melanged.http import auth, problems
 from melanged.http.app import Service, build
 from melanged.http.listen import Limits, Listen
 
@@ -346,6 +346,7 @@ class HttpServer:
             load_certificate(self.context, listen)
         self.listen = listen
         self.service.store = store
+        auth.USES.flush()  # written to the old store before the daemon closes it
         if limits is not None and limits != self.limits:
             self.limits = self.service.limits = self.protocol.limits = limits
             config = self.server.config  # uvicorn's protocols read these per connection
@@ -358,6 +359,7 @@ class HttpServer:
         self.server.should_exit = True
         if self.thread is not None:
             self.thread.join(SHUTDOWN_GRACE + 5)
+        auth.USES.flush()  # the uses of tokens that the last requests recorded
         self.service.close()
         self.sock.close()
 

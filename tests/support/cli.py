@@ -41,6 +41,12 @@ class Melange:
             # not whenever the garbage collector gets to them (the servers' connection
             # limits are shared by every test running at once).
             app.close()
+            if self.url:
+                from melanged.http.auth import USES
+
+                # The server writes a token's use after answering (melanged.http.auth):
+                # written before the test looks at the store, as it is by then in life.
+                USES.flush()
 
     def ok(self, *args: str, output: str = "plain") -> str:
         """Run and insist on success; the stdout."""

@@ -63,6 +63,9 @@ class InProcessHttp:
             url = f"https://127.0.0.1:{self.first.http.port}"
             yield Endpoint(url, token_file, self.ca_file)
         finally:
+            from melanged.http.auth import USES
+
+            USES.flush()  # a token's use recorded late must not reopen a closed store
             daemon.store.close()
 
     def close(self) -> None:
