@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 
 from sqlalchemy import create_engine, inspect, text
@@ -25,7 +26,12 @@ def execute_sql(db: Path | str, statement: str) -> list[tuple]:
 def dump_store(db: Path | str) -> list[tuple]:
     """Every row of every table, sorted: equal dumps mean an unchanged store. Each table
     is read with `SELECT *` (reflecting the tables' columns took most of a dump's time
-    on the servers, and the rows are compared as the driver gives them)."""
+    on the servers, and the rows are compared as the driver gives them). The token uses
+    an HTTP server of this process recorded are written first (melanged.http.auth
+    writes them after answering): the store as it is once the requests are done."""
+    auth = sys.modules.get("melanged.http.auth")
+    if auth is not None:
+        auth.USES.flush()
     engine = create_engine(_url(db), poolclass=NullPool)
     rows = []
     with engine.connect() as conn:
