@@ -84,14 +84,14 @@ def server_target(url: str) -> ServerTarget | None:
     if not slash or not database or "/" in database or "%" in database:
         return None
     userinfo, at, hostport = authority.rpartition("@")
-    if "%" in hostport:
+    if "%" in hostport or hostport.endswith(":"):
         return None
     try:
         parts = urlsplit(f"//{hostport}")
         host, port = parts.hostname, parts.port
     except ValueError:
         return None
-    if not host:
+    if not host or port == 0:  # the full path says what is wrong (port 0 is no default)
         return None
     user = password = None
     if at:

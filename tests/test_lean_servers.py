@@ -206,6 +206,9 @@ def test_only_a_plain_server_url_is_served_lean():
         "mysql+mysqldb://u@h/melange",
         "mysql+pymysql://u:p@ss@h/melange",
         "mysql+pymysql://u@h:99999/melange",
+        "mysql+pymysql://u@h:0/melange",
+        "postgresql+psycopg://u@h:/melange",
+        "mysql+pymysql://u@::1/melange",
         "mysql+pymysql://u@h/mel%61nge",
         "sqlite:////srv/melange.db",
     ):
