@@ -166,7 +166,7 @@ class LeanServerStore(LeanRunner):
         given = {"user": target.user, "password": target.password, "port": target.port}
         arguments: dict[str, Any] = {key: value for key, value in given.items() if value}
         raw = psycopg.connect(host=target.host, dbname=target.database, **arguments, **options)
-        raw.isolation_level = psycopg.IsolationLevel.READ_COMMITTED
+        raw.isolation_level = psycopg.IsolationLevel[ISOLATION.replace(" ", "_")]
         return raw
 
     def _begin(self, raw: Any, write: bool) -> None:

@@ -282,3 +282,25 @@ def test_an_unreachable_server_is_exit_6_in_the_full_paths_words_at_once(url):
     full.close()
     assert str(lean_error.value) == str(full_error.value)
     assert "secret" not in str(lean_error.value)
+
+
+def test_a_lean_transaction_is_read_committed_as_the_full_paths(twins, backend):
+    """Once a writer holds a block's lock it must see what the previous holder committed
+    (melange.leanstore ISOLATION); MariaDB's default, REPEATABLE READ, would not."""
+    lean = _lean(twins[0])
+
+    def isolation(conn) -> str:
+        cursor = conn._raw.cursor()
+        try:
+            if backend == "postgresql":
+                cursor.execute("SHOW transaction_isolation")
+            else:
+                cursor.execute("SELECT @@SESSION.tx_isolation")
+            return str(cursor.fetchone()[0]).upper().replace("-", " ")
+        finally:
+            cursor.close()
+
+    try:
+        assert lean.run(isolation, write=False) == "READ COMMITTED"
+    finally:
+        lean.close()
