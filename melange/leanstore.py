@@ -102,7 +102,8 @@ def server_target(url: str) -> ServerTarget | None:
 
 
 class LeanServerStore(LeanRunner):
-    """A lean store on a MariaDB, MySQL or PostgreSQL server (see the module doc)."""
+    """A lean store on a database server (see the module doc); a driver's subclass says
+    how to connect, begin, tell a lost connection and stream."""
 
     def __init__(
         self, target: ServerTarget, url: str, *, release_hold: int, clock: Clock = SYSTEM
@@ -112,20 +113,6 @@ class LeanServerStore(LeanRunner):
         self.release_hold = release_hold
         self.clock = clock
         self._raw: Any = None
-        if target.backend == "mysql":
-            import pymysql
-
-            from melange import shipped_mysql
-
-            self._shipped = shipped_mysql
-            self._errors = (pymysql.Error,)
-        else:
-            import psycopg
-
-            from melange import shipped_postgresql
-
-            self._shipped = shipped_postgresql
-            self._errors = (psycopg.Error,)
 
     def require_existing(self) -> None:
         """A server database is there or not: the connection tells."""
@@ -140,6 +127,14 @@ class LeanServerStore(LeanRunner):
                 raise StoreUnavailable(self._words("cannot reach the store", error)) from None
         return self._raw
 
+    def _connect(self) -> Any:
+        raise NotImplementedError
+
+    def _lost(self, raw: Any, error: BaseException) -> bool:
+        """Whether the connection itself failed (no answer: the COMMIT may have been
+        made), as opposed to the server refusing the statement."""
+        raise NotImplementedError
+
     def _words(self, what: str, error: BaseException) -> str:
         """`what`, the store's URL and the driver's words, passwords hidden (melange.store's
         `unavailable`)."""
@@ -147,32 +142,8 @@ class LeanServerStore(LeanRunner):
 
         return f"{what} {safe_url(self.url)}: {redact(first_line(error), self.url)}"
 
-    def _connect(self) -> Any:
-        target = self.target
-        options = driver_options(target.backend, tls_asked=False)
-        if target.backend == "mysql":
-            import pymysql
-            from pymysql.constants import CLIENT
-
-            return pymysql.connect(
-                host=target.host, port=target.port or 3306, user=target.user,
-                password=target.password or "", database=target.database,
-                client_flag=CLIENT.FOUND_ROWS, autocommit=False,
-                init_command=f"SET SESSION TRANSACTION ISOLATION LEVEL {ISOLATION}",
-                **options,
-            )  # fmt: skip
-        import psycopg
-
-        given = {"user": target.user, "password": target.password, "port": target.port}
-        arguments: dict[str, Any] = {key: value for key, value in given.items() if value}
-        raw = psycopg.connect(host=target.host, dbname=target.database, **arguments, **options)
-        raw.isolation_level = psycopg.IsolationLevel[ISOLATION.replace(" ", "_")]
-        return raw
-
     def _begin(self, raw: Any, write: bool) -> None:
-        if self.target.backend == "mysql":
-            raw.begin()
-        # psycopg begins a transaction with the first statement (autocommit off)
+        pass  # the first statement begins the transaction (autocommit is off)
 
     def _commit(self, raw: Any) -> None:
         try:
@@ -186,26 +157,11 @@ class LeanServerStore(LeanRunner):
             self.close()
             raise StoreUnavailable(self._words("lost the store", error)) from None
 
-    def _lost(self, raw: Any, error: BaseException) -> bool:
-        """Whether the connection itself failed (no answer: the COMMIT may have been
-        made), as opposed to the server refusing the statement."""
-        if self.target.backend == "mysql":
-            code = error.args[0] if error.args else None
-            return code in LOST_MYSQL or not raw.open
-        return bool(raw.broken or raw.closed)
-
     def _rollback(self, raw: Any) -> None:
         try:
             raw.rollback()
         except self._errors:
             self.close()  # a connection that cannot roll back is not reused
-
-    def _cursor_kinds(self, raw: Any) -> dict[str, Any]:
-        if self.target.backend == "mysql":
-            import pymysql.cursors
-
-            return {"stream": lambda: raw.cursor(pymysql.cursors.SSCursor)}
-        return {"stream": lambda: raw.cursor(name="melange_lean_stream")}
 
     def close(self) -> None:
         if self._raw is not None:
@@ -214,6 +170,80 @@ class LeanServerStore(LeanRunner):
             except self._errors:
                 pass
             self._raw = None
+
+
+class LeanMysqlStore(LeanServerStore):
+    """MariaDB and MySQL, on PyMySQL."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        import pymysql
+
+        from melange import shipped_mysql
+
+        super().__init__(*args, **kwargs)
+        self._shipped = shipped_mysql
+        self._errors = (pymysql.Error,)
+
+    def _connect(self) -> Any:
+        import pymysql
+        from pymysql.constants import CLIENT
+
+        target = self.target
+        return pymysql.connect(
+            host=target.host, port=target.port or 3306, user=target.user,
+            password=target.password or "", database=target.database,
+            client_flag=CLIENT.FOUND_ROWS, autocommit=False,
+            init_command=f"SET SESSION TRANSACTION ISOLATION LEVEL {ISOLATION}",
+            **driver_options("mysql", tls_asked=False),
+        )  # fmt: skip
+
+    def _begin(self, raw: Any, write: bool) -> None:
+        raw.begin()
+
+    def _lost(self, raw: Any, error: BaseException) -> bool:
+        code = error.args[0] if error.args else None
+        return code in LOST_MYSQL or not raw.open
+
+    def _cursor_kinds(self, raw: Any) -> dict[str, Any]:
+        import pymysql.cursors
+
+        return {"stream": lambda: raw.cursor(pymysql.cursors.SSCursor)}
+
+
+class LeanPostgresStore(LeanServerStore):
+    """PostgreSQL, on psycopg."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        import psycopg
+
+        from melange import shipped_postgresql
+
+        super().__init__(*args, **kwargs)
+        self._shipped = shipped_postgresql
+        self._errors = (psycopg.Error,)
+
+    def _connect(self) -> Any:
+        import psycopg
+
+        target = self.target
+        given = {"user": target.user, "password": target.password, "port": target.port}
+        arguments: dict[str, Any] = {key: value for key, value in given.items() if value}
+        raw = psycopg.connect(host=target.host, dbname=target.database, **arguments,
+                              **driver_options("postgresql", tls_asked=False))  # fmt: skip
+        raw.isolation_level = psycopg.IsolationLevel[ISOLATION.replace(" ", "_")]
+        return raw
+
+    def _lost(self, raw: Any, error: BaseException) -> bool:
+        return bool(raw.broken or raw.closed)
+
+    def _cursor_kinds(self, raw: Any) -> dict[str, Any]:
+        return {"stream": lambda: raw.cursor(name="melange_lean_stream")}
+
+
+STORES: dict[str, type[LeanServerStore]] = {
+    "mysql": LeanMysqlStore,
+    "postgresql": LeanPostgresStore,
+}
 
 
 def lean_store(url: str, *, release_hold: int, clock: Clock = SYSTEM) -> LeanRunner | None:
@@ -225,4 +255,4 @@ def lean_store(url: str, *, release_hold: int, clock: Clock = SYSTEM) -> LeanRun
     target = server_target(url)
     if target is None:
         return None
-    return LeanServerStore(target, url, release_hold=release_hold, clock=clock)
+    return STORES[target.backend](target, url, release_hold=release_hold, clock=clock)

@@ -107,6 +107,12 @@ class _Lane:
     busy: bool = False  # a leader is running a transaction
 
 
+def grouped(name: str) -> bool:
+    """Whether operation `name` can join a lane on some backend (read at each call: the
+    benchmark's contrast empties the sets)."""
+    return name in BATCHED or name in SERVER_BATCHED
+
+
 def lane_of(store: Store, name: str, params: dict[str, Any]) -> tuple | None:
     """Which lane a request joins, or None to run it on its own: every batched write
     of an SQLite store shares one. On a server, allocations from one block do (as the

@@ -263,7 +263,8 @@ class Front:
             return None
         if not isinstance(request, dict) or request.get("stream") is True:
             return None
-        if request.get("op") not in batching.BATCHED | batching.SERVER_BATCHED:
+        name = request.get("op")
+        if not isinstance(name, str) or not batching.grouped(name):
             return None
         request_id = request.get("id")
         server = self.server

@@ -185,6 +185,10 @@ def test_abuse_leaves_the_daemon_serving(shared_dir):
         assert garbage["ok"] is False and garbage["error"]["exit_code"] == 2
         unknown = json.loads(_request(path, b'{"version": 1, "op": "rm -rf", "params": {}}\n'))
         assert "unknown operation" in unknown["error"]["message"]
+        for op in (b"[1]", b'{"a": 1}', b"null", b"7"):  # not a name, nor hashable for some
+            odd = json.loads(_request(path, b'{"version": 1, "op": ' + op + b', "params": {}}\n'))
+            assert odd["error"]["code"] == "invalid_input", odd
+            assert "unknown operation" in odd["error"]["message"]
         extra = json.loads(_request(
             path, b'{"version": 1, "op": "block.list", "params": {"evil": 1}}\n'))  # fmt: skip
         assert extra["error"]["code"] == "invalid_input"

@@ -37,7 +37,7 @@ from melange.errors import MelangeError, PermissionDenied, Unauthenticated
 from melange.operations import OPERATIONS, Operation
 from melange.store import Store
 from melange.transfer_stream import ndjson_lines
-from melanged.batching import BATCHED, GROUP, SERVER_BATCHED
+from melanged.batching import GROUP, grouped
 from melanged.http import auth, inputs, openapi, problems, ui, upload
 from melanged.http.listen import Limits
 
@@ -56,7 +56,6 @@ POOL_THREADS = 40  # requests running at once (Starlette's pool had as many)
 WRITE_THREADS = 8
 R = TypeVar("R")
 Endpoint = Callable[[Request], Awaitable[Response]]
-GROUP_COMMITTED = BATCHED | SERVER_BATCHED
 
 
 class BlockRef(StringConvertor):
@@ -86,14 +85,10 @@ class Service:
         self.pool = ThreadPoolExecutor(POOL_THREADS, thread_name_prefix="melanged-http")
         self.writes = ThreadPoolExecutor(WRITE_THREADS, thread_name_prefix="melanged-http-w")
 
-    async def in_pool(self, fn: Callable[..., R], *args: Any) -> R:
-        """`fn(*args)` on one of the pool's threads, awaited."""
-        return await asyncio.get_running_loop().run_in_executor(self.pool, fn, *args)
-
-    async def in_pool_for(self, name: str, fn: Callable[..., R], *args: Any) -> R:
-        """`fn(*args)` on the pool of operation `name`: a group-committed write's own
-        (WRITE_THREADS), else the pool of every other request."""
-        pool = self.writes if name in GROUP_COMMITTED else self.pool
+    async def in_pool(self, fn: Callable[..., R], *args: Any, name: str = "") -> R:
+        """`fn(*args)` on one of the pool's threads, awaited: for operation `name`, on the
+        group-committed writes' own pool (WRITE_THREADS) if it is one of them."""
+        pool = self.writes if grouped(name) else self.pool
         return await asyncio.get_running_loop().run_in_executor(pool, fn, *args)
 
     def close(self) -> None:
@@ -173,7 +168,7 @@ def endpoint(service: Service, name: str) -> Endpoint:
             body = await inputs.body_of(request, body_limit, limits.body_timeout)
         call = Call(name, operation, client, header, dict(request.path_params),
                     request.query_params.multi_items(), body)  # fmt: skip
-        result, page = await service.in_pool_for(name, call.run, store, identity)
+        result, page = await service.in_pool(call.run, store, identity, name=name)
         return answer(operation, request, result, page)
 
     return serve
