@@ -121,7 +121,10 @@ def _expiry(expires: str | None) -> datetime | None:
     seconds = parse_duration(expires)  # too long: its own message
     if seconds <= 0:
         raise InvalidInput("a token must expire after more than 0 seconds (e.g. 30d, 12h, 90m)")
-    return utcnow() + timedelta(seconds=seconds)
+    # Whole seconds, rounded up: the same moment on every backend (MariaDB keeps no
+    # fraction) and never sooner than the operator asked for.
+    end = utcnow() + timedelta(seconds=seconds)
+    return end.replace(microsecond=0) + timedelta(seconds=1 if end.microsecond else 0)
 
 
 def _record(row) -> dict:
