@@ -17,7 +17,7 @@ from typing import Protocol
 from sqlalchemy import Connection, text
 
 from melange.errors import SchemaOutdated, StoreUnavailable
-from melange.prepared import raw_connection
+from melange.prepared import on_galera, raw_connection
 
 # The newest revision among schema/versions (a test holds the two together); the
 # store refuses to work on any other.
@@ -70,6 +70,16 @@ def _unlock(conn: Connection) -> None:
     if conn.dialect.name in ("mysql", "mariadb"):
         conn.execute(text("SELECT RELEASE_LOCK('melange_schema')"))
         conn.commit()
+
+
+def _caught_up(conn: Connection) -> None:
+    """On a Galera node, wait until the node has applied what the cluster committed
+    before now. A schema just made through another node replicates its tables (DDL, in
+    order) before its alembic_version row (applied a moment later), and the schema lock
+    is each node's own: without the wait a first command on the second node saw tables
+    without a revision and refused the store as foreign (exit 6)."""
+    if on_galera(conn):
+        conn.execute(text("SET STATEMENT wsrep_sync_wait = 1 FOR SELECT 1"))
 
 
 def _revision(conn: Connection) -> str | None:
@@ -132,6 +142,7 @@ def _migrate(store: Migratable, step: Callable[[Connection], None], only_if_empt
         try:
             with conn.begin():
                 _lock(conn)
+                _caught_up(conn)
                 current = _revision(conn)
                 if only_if_empty and current:
                     return

@@ -37,10 +37,11 @@ if TYPE_CHECKING:  # imported where used: a lean process (melange.lean) never ne
     from sqlalchemy.sql.expression import ClauseElement
 
 Processor = Callable[[Any], Any]
-# Keys, in the pooled connection's info, of the writes waiting to be sent, and of
-# whether a MySQL connection may batch them.
+# Keys, in the pooled connection's info, of the writes waiting to be sent, of whether
+# a MySQL connection may batch them, and of whether it is to a Galera node.
 _WAITING = "melange_waiting_writes"
 _BATCHES = "melange_batches"
+_GALERA = "melange_galera"
 
 
 class _RowType(Protocol):
@@ -399,12 +400,19 @@ def allow_batches(engine: Engine) -> None:
 
         @event.listens_for(engine, "connect")
         def _unless_galera(dbapi_connection, record) -> None:  # noqa: ANN001
-            record.info[_BATCHES] = not _galera_node(dbapi_connection)
+            galera = _galera_node(dbapi_connection)
+            record.info[_GALERA] = galera
+            record.info[_BATCHES] = not galera
 
     if engine.dialect.driver in _SENDERS:
         # Writes waiting in a pipelined transaction go before any statement that
         # SQLAlchemy runs, so it sees them.
         event.listen(engine, "before_cursor_execute", lambda conn, *_: send_waiting(conn))
+
+
+def on_galera(conn: Connection) -> bool:
+    """Whether `conn` is to a node of a Galera cluster (see `allow_batches`)."""
+    return conn.dialect.driver == "pymysql" and bool(conn.info.get(_GALERA, False))
 
 
 def _galera_node(dbapi_connection) -> bool:

@@ -30,7 +30,7 @@ from typing import NamedTuple
 import pytest
 
 from melange import operations
-from melange.store import Store
+from melange.store import SCHEMA_HEAD, Store
 from tests.support.galera import GaleraCluster, GaleraNode, GaleraUnavailable
 from tests.support.melanged_harness import Melanged, cli, served_lines, wait_until
 from tests.support.melanged_harness import env as harness_env
@@ -134,6 +134,66 @@ def test_galera_connections_send_one_statement_per_query(urls, backends, tmp_pat
 
     assert [batching(url) for url in urls] == [False, False, False]
     assert batching(backends.url("mysql", tmp_path)) is True
+
+
+def _busy_in(node: GaleraNode, database: str) -> bool:
+    """Whether a client of `node` is running a statement in `database`."""
+    conn = node.connect()
+    try:
+        with conn.cursor() as cur:
+            cur.execute("SELECT COUNT(*) FROM information_schema.PROCESSLIST WHERE DB = %s "
+                        "AND INFO IS NOT NULL AND ID <> CONNECTION_ID()", (database,))  # fmt: skip
+            return cur.fetchone()[0] > 0
+    finally:
+        conn.close()
+
+
+def test_a_store_made_through_one_node_is_used_through_a_lagging_one(cluster):
+    """A node applies what another committed a moment later, and the schema lock is
+    each node's own: a first command on node 2 just after node 1 made the store saw
+    its tables without their revision and refused the store as foreign (exit 6; the
+    `urls` fixture met it now and then). Node 2 is held behind here (its applier
+    paused by a global read lock) while node 1 makes the store; melange on node 2
+    must wait for it to catch up, then use the store as made."""
+    for node in cluster.nodes:
+        if not node.alive():
+            cluster.restart(node)
+    name = f"melange_galera_{uuid.uuid4().hex[:8]}"
+    cluster.create_database(name)
+    cluster.wait_in_step()
+    lagging = cluster.nodes[1]
+    hold = lagging.connect()
+    outcome: dict = {}
+
+    def first_use() -> None:
+        store = Store(lagging.url(name))
+        try:
+            store.ensure_schema()
+            outcome["revision"] = store.current_revision()
+        except Exception as error:  # noqa: BLE001  (reported by the assertion below)
+            outcome["error"] = error
+        finally:
+            store.close()
+
+    thread = threading.Thread(target=first_use)
+    try:
+        with hold.cursor() as cur:
+            cur.execute("SET GLOBAL wsrep_desync = ON")
+            cur.execute("FLUSH TABLES WITH READ LOCK")
+        made = Store(cluster.nodes[0].url(name))
+        made.ensure_schema()
+        made.close()
+        thread.start()
+        wait_until(lambda: _busy_in(lagging, name) or not thread.is_alive(),
+                   what="melange to reach node 2")  # fmt: skip
+    finally:
+        with hold.cursor() as cur:
+            cur.execute("UNLOCK TABLES")
+            cur.execute("SET GLOBAL wsrep_desync = OFF")
+        hold.close()
+    thread.join(60)
+    cluster.drop_database(name)
+    assert outcome == {"revision": SCHEMA_HEAD}
 
 
 def test_twelve_processes_on_three_nodes_never_collide(cluster, urls):
