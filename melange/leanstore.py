@@ -56,7 +56,9 @@ def driver_options(backend: str, *, tls_asked: bool) -> dict[str, Any]:
             options["ssl_disabled"] = True
         return options
     if backend == "postgresql":
-        return {"connect_timeout": CONNECT_TIMEOUT}
+        # No JIT: melange's statements are short, and a page query whose row estimate
+        # was poor compiled for 0.3 s to then run for 3 ms (every page of `ip list`).
+        return {"connect_timeout": CONNECT_TIMEOUT, "options": "-c jit=off"}
     return {}
 
 

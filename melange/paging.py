@@ -63,14 +63,17 @@ class Page:
 
 
 def _after(columns: Sequence[Any], key: Key, descending: bool) -> Any:
-    """(c1, c2, ...) > (k1, k2, ...) spelt out, which every backend plans on its index."""
+    """(c1, c2, ...) > (k1, k2, ...) spelt out, which every backend plans on its index:
+    `c1 >= k1 AND (c1 > k1 OR (c2, ...) > (k2, ...))`, whose first term is a range an
+    index on c1 can start from (the plain OR form made SQLite scan from the first row)."""
     from sqlalchemy import and_, or_
 
     first, value = columns[0], key[0]
     beyond = first < value if descending else first > value
     if len(columns) == 1:
         return beyond
-    return or_(beyond, and_(first == value, _after(columns[1:], key[1:], descending)))
+    reached = first <= value if descending else first >= value
+    return and_(reached, or_(beyond, _after(columns[1:], key[1:], descending)))
 
 
 def _checked(key: Key, columns: Sequence[Any]) -> Key:

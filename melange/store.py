@@ -185,6 +185,8 @@ def make_engine(url: str) -> Engine:
         connect_args.update(driver_options("mysql", tls_asked=tls_asked))
     elif backend == "postgresql":
         connect_args.update(driver_options("postgresql", tls_asked=False))
+        if "options" in parsed.query:
+            del connect_args["options"]  # the URL's own server options win
     options: dict = {}
     if backend != "sqlite":
         options["isolation_level"] = ISOLATION  # as the lean store's (melange.leanstore)

@@ -44,6 +44,13 @@ def store(store_url):
     run("block.allocate", block="b2", count=6)
     run("block.allocate", block="b1", count=4)
     run("block.allocate", block="b1", hostname="h")
+    # IPv6 addresses whose numbers are IPv4's (::a01:0 is 10.1.0.0's number), and the
+    # same IPv4 addresses in a block of another network: the order is by version, then
+    # address, then row, and no page may lose or repeat one of them.
+    run("block.create", cidr="::a01:0/120", name="low6", network="six")
+    run("block.allocate", block="low6", count=3)
+    run("block.create", cidr="10.1.0.0/24", name="again", network="other")
+    run("block.allocate", block="again", count=3)
     for n in range(5):
         run("policy.create", name=f"p{(n * 7) % 5}")
         run("interface.create", vif=f"vif-{(n * 3) % 5}", network="net", device="d")
@@ -62,6 +69,19 @@ def test_walking_every_page_equals_the_unpaged_list(store, limit):
                 ("report.utilization", {"above": 1.0})]  # fmt: skip
     for name, params in filtered:
         assert walk(store, name, params, limit) == operations.run(store, name, params)
+
+
+def test_addresses_are_listed_by_version_then_address(store):
+    listed = operations.run(store, "ip.list", {})
+    keys = [(ipaddress.ip_address(r["address"]).version, int(ipaddress.ip_address(r["address"])))
+            for r in listed]  # fmt: skip
+    assert keys == sorted(keys)
+    assert [r["block"] for r in listed if r["address"] == "10.1.0.1"] == ["b1", "again"]
+    low6 = [ipaddress.ip_address(r["address"]) for r in listed if r["block"] == "low6"]
+    assert low6 == [ipaddress.ip_address(f"::a01:{n}") for n in (1, 2, 3)]
+    for cursor in ((5, 0, 0), (4, 0), ("4", 0, 0), (4, -1, 0), (True, 0, 0)):
+        with pytest.raises(paging.BadCursor):
+            operations.run(store, "ip.list", {"page": paging.Page(10, cursor)})
 
 
 def test_history_pages_walk_back_from_the_newest(store):
