@@ -14,8 +14,43 @@ from melange_cli.context import FORMATS, App
 USAGE_EXIT = 2
 
 
+# Each top-level command's home: imported when the command is asked for (or help lists
+# it), so a direct `block allocate` does not import the other thirteen modules
+# (click's lazily loaded subcommands).
+COMMANDS = {
+    "block": ("melange_cli.blocks", "group"),
+    "db": ("melange_cli.db", "group"),
+    "dhcp": ("melange_cli.dhcp", "group"),
+    "dns": ("melange_cli.dns", "group"),
+    "export": ("melange_cli.transfer", "export"),
+    "history": ("melange_cli.reports", "history"),
+    "import": ("melange_cli.transfer", "import_"),
+    "interface": ("melange_cli.interfaces", "group"),
+    "ip": ("melange_cli.ips", "group"),
+    "mac-range": ("melange_cli.macranges", "group"),
+    "nat": ("melange_cli.nat", "group"),
+    "policy": ("melange_cli.policies", "group"),
+    "reconcile": ("melange_cli.reconcile", "reconcile"),
+    "report": ("melange_cli.reports", "group"),
+    "route": ("melange_cli.routes", "group"),
+    "token": ("melange_cli.tokens", "group"),
+}
+
+
 class MelangeGroup(click.Group):
-    """A group whose `main` maps every failure to the contract (also under CliRunner)."""
+    """A group whose `main` maps every failure to the contract (also under CliRunner),
+    and whose commands are loaded when asked for (`COMMANDS`)."""
+
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        return sorted({*self.commands, *COMMANDS})
+
+    def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
+        if cmd_name not in self.commands and cmd_name in COMMANDS:
+            from importlib import import_module
+
+            module, attribute = COMMANDS[cmd_name]
+            self.add_command(getattr(import_module(module), attribute), cmd_name)
+        return self.commands.get(cmd_name)
 
     def main(self, args=None, prog_name=None, complete_var=None, standalone_mode=True, **extra):
         argv = list(sys.argv[1:] if args is None else args)
@@ -99,38 +134,6 @@ def _one_store(ctx: click.Context, db, socket, url=None) -> tuple:
         raise click.UsageError(f"{first} and {second} name two stores; give one of them")
     chosen = typed[0] if typed else next((n for n in ("url", "socket") if given[n]), "db")
     return tuple(value if name == chosen else None for name, value in given.items())
-
-
-def _register() -> None:
-    from melange_cli import (
-        blocks,
-        db,
-        dhcp,
-        dns,
-        interfaces,
-        ips,
-        macranges,
-        nat,
-        policies,
-        reconcile,
-        reports,
-        routes,
-        tokens,
-        transfer,
-    )
-
-    for module in (db, blocks, ips, policies, macranges, interfaces, routes, dhcp, reports):
-        cli.add_command(module.group)
-    cli.add_command(reports.history)
-    cli.add_command(reconcile.reconcile)
-    cli.add_command(transfer.export)
-    cli.add_command(transfer.import_)
-    cli.add_command(nat.group)
-    cli.add_command(tokens.group)
-    cli.add_command(dns.group)
-
-
-_register()
 
 
 def _json_errors(argv: list[str]) -> bool:

@@ -239,14 +239,17 @@ def test_a_store_at_another_schema_revision_goes_to_the_full_path(tmp_path):
 
 def _melange(path: Path, *args: str, probe: bool = False) -> subprocess.CompletedProcess:
     """A direct melange process; with `probe`, its stderr's last line names the heavy
-    libraries it imported (SQLAlchemy, netaddr, socket's enums), as JSON."""
+    libraries it imported (SQLAlchemy, netaddr, socket's enums), and the CLI's command
+    modules beyond the one that ran (they load when asked for), as JSON."""
     code = (
         "import sys\n"
-        "from melange_cli.main import cli\n"
+        "from melange_cli.main import cli, COMMANDS\n"
         "code = cli.main(sys.argv[1:], standalone_mode=False)\n"
         "if PROBE:\n"
         "    import json\n"
         "    heavy = {'sqlalchemy', 'netaddr', 'socket'} & {m.split('.')[0] for m in sys.modules}\n"
+        "    loaded = {module for module, _ in COMMANDS.values()} & set(sys.modules)\n"
+        "    heavy |= loaded if len(loaded) > 1 else set()\n"
         "    print(json.dumps(sorted(heavy)), file=sys.stderr)\n"
         "sys.exit(code)\n"
     ).replace("PROBE", str(probe))

@@ -177,7 +177,10 @@ def test_direct_mode_checks_the_same_declaration(store_url, operation, params):
 
 
 def _commands(group: click.Group, prefix: tuple[str, ...] = ()):
-    for name, command in sorted(group.commands.items()):
+    context = click.Context(group)
+    for name in group.list_commands(context):  # loads the lazily loaded ones
+        command = group.get_command(context, name)
+        assert command is not None, name
         if isinstance(command, click.Group):
             yield from _commands(command, (*prefix, name))
         else:
