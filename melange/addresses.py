@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, NamedTuple
 
 from melange import audit, dns, generators, holds, natlinks
 from melange import blocks as block_ops
@@ -301,8 +301,7 @@ def _insert(
     return rows
 
 
-@dataclass(frozen=True)
-class _Asked:
+class _Asked(NamedTuple):
     """What an allocation asked for besides the MAC, to compare with what the MAC has."""
 
     address: netaddr.IPAddress | None

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import functools
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, NamedTuple
 
 from melange import generators, holds, subnets
 from melange.clock import utcnow
@@ -126,8 +126,7 @@ def touch(conn: Connection, block_id: int, *, allocated: int = 0) -> None:
     _TOUCH.send(conn, block_id=block_id, allocated=allocated)
 
 
-@dataclass(frozen=True)
-class PolicyRules:
+class PolicyRules(NamedTuple):
     name: str
     ranges: tuple[tuple[int, int], ...]  # (offset, length)
     octets: frozenset[int]

@@ -8,7 +8,7 @@ third-party generator cannot hand out a duplicate or a forbidden address.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Protocol
+from typing import NamedTuple, Protocol
 
 from melange.errors import Conflict, InvalidInput
 from melange.freespace import FreeSpace
@@ -16,8 +16,7 @@ from melange.freespace import FreeSpace
 GROUP = "melange.ip_generators"
 
 
-@dataclass(frozen=True)
-class BlockInfo:
+class BlockInfo(NamedTuple):
     """What a generator may know of the block it serves."""
 
     id: int

@@ -21,9 +21,8 @@ make it twice).
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 from urllib.parse import unquote, urlsplit
 
 from melange.clock import SYSTEM, Clock
@@ -62,8 +61,7 @@ def driver_options(backend: str, *, tls_asked: bool) -> dict[str, Any]:
     return {}
 
 
-@dataclass(frozen=True)
-class ServerTarget:
+class ServerTarget(NamedTuple):
     """A server store as a plain URL names it."""
 
     backend: str  # "mysql" or "postgresql"

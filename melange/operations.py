@@ -10,8 +10,7 @@ from __future__ import annotations
 
 import functools
 from collections.abc import Callable
-from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Any, Literal, NamedTuple
 
 from melange import params as declared
 from melange.clock import using
@@ -25,8 +24,7 @@ Role = Literal["reader", "writer", "admin"]
 ROLES: tuple[Role, ...] = ("reader", "writer", "admin")  # each may do what the one before may
 
 
-@dataclass(frozen=True)
-class Http:
+class Http(NamedTuple):
     """Where an operation lives in the HTTP API (docs/api.md).
 
     `{name}` segments of `path` are parameters of the operation; the others come
@@ -48,8 +46,7 @@ class Http:
         return tuple(re.findall(r"{(\w+)(?::\w+)?}", self.path))
 
 
-@dataclass(frozen=True)
-class Operation:
+class Operation(NamedTuple):
     """One operation, declared once: the core function behind it, the role it needs,
     and where it is served. Its parameters are the function's own (melange.params).
 
@@ -323,8 +320,7 @@ def parameters(name: str) -> set[str]:
     return set(_operation(name).parameters())
 
 
-@dataclass(frozen=True)
-class Request:
+class Request(NamedTuple):
     """One caller's write, for `run_batch`: the operation, its parameters, and who asks
     through which channel (recorded in the audit trail as `run` records them)."""
 

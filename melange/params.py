@@ -17,7 +17,7 @@ import types
 import typing
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, NamedTuple
 
 from melange.errors import InvalidInput
 
@@ -27,8 +27,7 @@ INT_MIN, INT_MAX = -(2**63), 2**63 - 1
 SUPPLIED = frozenset({"hold_seconds"})
 
 
-@dataclass(frozen=True)
-class Bounds:
+class Bounds(NamedTuple):
     """`Annotated[int, Bounds(1, 10_000)]`: the smallest and largest value accepted."""
 
     low: int = INT_MIN
@@ -57,8 +56,7 @@ _ACCEPTS: dict[type, tuple[str, Callable[[Any], bool]]] = {
 }  # fmt: skip
 
 
-@dataclass(frozen=True)
-class Parameter:
+class Parameter(NamedTuple):
     name: str
     kind: type  # str, int, float, bool or list (of str)
     required: bool

@@ -8,15 +8,13 @@ from __future__ import annotations
 import json
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
 from itertools import chain, islice
-from typing import Any
+from typing import Any, NamedTuple
 
 import click
 
 
-@dataclass(frozen=True)
-class View:
+class View(NamedTuple):
     """Which fields a kind of record shows, in order, and the table's title."""
 
     title: str
