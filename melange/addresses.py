@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
-from typing import TYPE_CHECKING, NamedTuple
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 from melange import audit, dns, generators, holds, natlinks
 from melange import blocks as block_ops
@@ -433,8 +433,11 @@ def list_addresses(
     wanted = [holds.held(IP) if released else holds.allocated(IP)]
     if block is not None:
         wanted.append(IP.block_id == block_ops.resolve(conn, block).id)
+    narrow = block is not None or mac is not None or interface is not None or released
     if network is not None:
-        wanted.append(_of_block(blocks.c.network) == network)
+        condition, few = _in_network(conn, network, None if narrow else page)
+        wanted.append(condition)
+        narrow = narrow or few
     if mac is not None:
         wanted.append(IP.mac == parse_mac(mac))
     if interface is not None:
@@ -442,8 +445,46 @@ def list_addresses(
     if page is None:
         query = _joined().where(*wanted).order_by(blocks.c.version, IP.address, IP.id)
         return [address_record(row) for row in conn.execute(query)]
-    by_address = not released and block is None and mac is None and interface is None
-    return [address_record(row) for row in _page_by_version(conn, wanted, page, by_address)]
+    return [address_record(row) for row in _page_by_version(conn, wanted, page, not narrow)]
+
+
+# Up to this many blocks, a network's are named in the query itself (a server's planner
+# then weighs each block's own addresses); more, and they are a subquery.
+NAMED_BLOCKS = 1000
+
+
+def _in_network(conn: Connection, network: str, page: Page | None) -> tuple[Any, bool]:
+    """The condition "in this network", and whether the network is narrow: its
+    addresses few enough to read through its blocks.
+
+    A network's K addresses are read through its blocks and sorted on each of their
+    K / limit pages, or picked out of the whole store's N on the address index (once
+    over all pages, see `_page_by_version`), whichever costs less: through its blocks
+    when K * K <= limit * N. A small network in a large store is then a few index
+    lookups rather than a scan of every address before its own. Without a `page`
+    (everything at once, or a list narrowed already) always through the blocks.
+    """
+    from sqlalchemy import select
+
+    from melange.models import blocks, ip_addresses
+
+    B = blocks.c
+    inside = conn.execute(select(B.id, B.allocated_count).where(B.network == network)).all()
+    few = True
+    if page is not None:
+        everywhere = sum(conn.execute(select(B.allocated_count)).scalars())
+        few = sum(row.allocated_count for row in inside) ** 2 <= page.limit * everywhere
+    if len(inside) > NAMED_BLOCKS:
+        named = select(B.id).where(B.network == network)
+        return (ip_addresses.c.block_id.in_(named) if few else _of_block(B.network) == network), few
+    if not few and conn.dialect.name == "sqlite":
+        # Named blocks would lead SQLite, which keeps no statistics, to read them block
+        # by block and sort; a condition of each row leaves it the address index.
+        return _of_block(B.network) == network, few
+    # Named, so a server's planner weighs each block's own addresses from its statistics:
+    # given a subquery, or a condition of each row, PostgreSQL guessed at their share and
+    # read every address, for a network of 20 addresses and for one of 20,000 alike.
+    return ip_addresses.c.block_id.in_([row.id for row in inside]), few
 
 
 def _of_block(column):
@@ -477,8 +518,8 @@ def _page_by_version(conn: Connection, wanted: list, page: Page, by_address: boo
     each row), where the address index, which holds the row id on every backend,
     serves both the order and the LIMIT; only those rows are joined to their blocks.
     `by_address`: nothing narrower than the address index serves `wanted` (no block,
-    MAC or interface, allocated addresses), so MariaDB is told to use it; on its own
-    it chose, from one run to the next, to read and sort every row instead.
+    MAC, interface or small network, allocated addresses), so MariaDB is told to use
+    it; on its own it chose, from one run to the next, to read and sort every row.
     """
     from sqlalchemy import literal, select
 
