@@ -78,8 +78,15 @@ def _caught_up(conn: Connection) -> None:
     order) before its alembic_version row (applied a moment later), and the schema lock
     is each node's own: without the wait a first command on the second node saw tables
     without a revision and refused the store as foreign (exit 6)."""
-    if on_galera(conn):
-        conn.execute(text("SET STATEMENT wsrep_sync_wait = 1 FOR SELECT 1"))
+    if not on_galera(conn):
+        return
+    # Session-wide for one read and back (MariaDB's `SET STATEMENT` is not MySQL's).
+    before = conn.execute(text("SELECT @@SESSION.wsrep_sync_wait")).scalar_one()
+    conn.execute(text("SET SESSION wsrep_sync_wait = 1"))
+    try:
+        conn.execute(text("SELECT 1"))
+    finally:
+        conn.execute(text("SET SESSION wsrep_sync_wait = :before"), {"before": before})
 
 
 def _revision(conn: Connection) -> str | None:
