@@ -58,6 +58,8 @@ MAX_ATTEMPTS = 25
 # An IntegrityError is retried only for the race it can be: see Store.run.
 INTEGRITY_ATTEMPTS = 2
 SERVER_IDLE_REUSE = 2.0  # seconds a server connection is reused without the pool's ping
+# The tables an import fills, whose statistics `Store.loaded` renews.
+LOADED = ("blocks", "ip_addresses", "interfaces", "allowed_ips", "nat_mappings")
 T = TypeVar("T")
 
 # Lock wait timeout; deadlock, which is also how Galera reports a failed certification
@@ -497,6 +499,15 @@ class Store:
 
     def read(self, fn: Callable[[Connection], T]) -> T:
         return self.run(fn, write=False)
+
+    def loaded(self) -> None:
+        """After a bulk load (an import): PostgreSQL's planner would otherwise know
+        nothing of the new rows until autovacuum's first ANALYZE, about a minute later,
+        and meanwhile sorted the whole address table for every page of `ip list`.
+        SQLite keeps no statistics (its plans do not depend on them); MariaDB renews its
+        own in the background, and the address pages name their index there."""
+        if self.engine.dialect.name == "postgresql":
+            self.write(lambda conn: conn.execute(text(f"ANALYZE {', '.join(LOADED)}")))
 
 
 def _alive(conn: Connection) -> bool:

@@ -60,7 +60,9 @@ def import_text(
                 )  # fmt: skip
             return result
 
-        return store.write(change)
+        result = store.write(change)
+    store.loaded()
+    return result
 
 
 @dataclass

@@ -126,3 +126,27 @@ def test_a_page_costs_the_same_in_a_store_ten_times_larger(store_url, backend):
     for (small, small_page), (large, large_page) in zip(before, after, strict=True):
         assert small_page == large_page and len(small_page) == 10
         assert large < 2 * small, (small, large)
+
+
+def test_an_import_leaves_postgresql_statistics_of_what_it_loaded(tmp_path):
+    """Until autovacuum's first ANALYZE, about a minute after a load, PostgreSQL knew
+    nothing of the imported rows and sorted the whole address table for every page of
+    `ip list` (melange.store `Store.loaded`)."""
+    from melange.transfer_format import export_json
+    from tests.support.backends import ServerDatabase
+
+    source = Store(f"sqlite:///{tmp_path / 'source.db'}")
+    operations.run(source, "block.create", {"cidr": "10.0.0.0/16", "name": "big"})
+    operations.run(source, "block.allocate", {"block": "big", "count": 500})
+    document = export_json(operations.run(source, "export", {}))
+    source.close()
+    database = ServerDatabase("postgresql")
+    database.create()
+    store = Store(database.url)
+    try:
+        operations.run(store, "import", {"text": document})
+        query = "SELECT reltuples FROM pg_class WHERE relname = 'ip_addresses'"
+        assert store.read(lambda conn: conn.execute(text(query)).scalar_one()) == 500
+    finally:
+        store.close()
+        database.drop()
