@@ -306,6 +306,8 @@ class Daemon:
         self._refresh_socket(before)
         self._refresh_http(before)
         old_store.close()
+        # After the work, not before: a client (a test) waiting for it may rely on it.
+        log.info("configuration re-read: every part serves it")
 
     def _refresh_socket(self, before: DaemonSettings) -> None:
         """The same socket re-pointed at the new store and roles; a socket moved, added
