@@ -464,7 +464,7 @@ def _in_network(conn: Connection, network: str, page: Page | None) -> tuple[Any,
     lookups rather than a scan of every address before its own. Without a `page`
     (everything at once, or a list narrowed already) always through the blocks.
     """
-    from sqlalchemy import select
+    from sqlalchemy import func, select
 
     from melange.models import blocks, ip_addresses
 
@@ -472,7 +472,8 @@ def _in_network(conn: Connection, network: str, page: Page | None) -> tuple[Any,
     inside = conn.execute(select(B.id, B.allocated_count).where(B.network == network)).all()
     few = True
     if page is not None:
-        everywhere = sum(conn.execute(select(B.allocated_count)).scalars())
+        total = select(func.coalesce(func.sum(B.allocated_count), 0))
+        everywhere = int(conn.execute(total).scalar_one())  # one row, not one per block
         few = sum(row.allocated_count for row in inside) ** 2 <= page.limit * everywhere
     if len(inside) > NAMED_BLOCKS:
         named = select(B.id).where(B.network == network)

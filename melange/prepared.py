@@ -37,10 +37,9 @@ if TYPE_CHECKING:  # imported where used: a lean process (melange.lean) never ne
     from sqlalchemy.sql.expression import ClauseElement
 
 Processor = Callable[[Any], Any]
-# Keys, in the pooled connection's info, of the writes waiting to be sent, of whether
-# a MySQL connection may batch them, and of whether it is to a Galera node.
+# Keys, in the pooled connection's info, of the writes waiting to be sent, and of
+# whether a MySQL connection is to a Galera node (absent: not checked, no batches).
 _WAITING = "melange_waiting_writes"
-_BATCHES = "melange_batches"
 _GALERA = "melange_galera"
 
 
@@ -375,7 +374,7 @@ def batches(conn: Connection) -> bool:
     """Whether `send` writes may wait on this connection (see `allow_batches`)."""
     driver = conn.dialect.driver
     if driver == "pymysql":
-        return conn.info.get(_BATCHES, False)
+        return not conn.info.get(_GALERA, True)
     return driver in _SENDERS
 
 
@@ -400,9 +399,7 @@ def allow_batches(engine: Engine) -> None:
 
         @event.listens_for(engine, "connect")
         def _unless_galera(dbapi_connection, record) -> None:  # noqa: ANN001
-            galera = _galera_node(dbapi_connection)
-            record.info[_GALERA] = galera
-            record.info[_BATCHES] = not galera
+            record.info[_GALERA] = _galera_node(dbapi_connection)
 
     if engine.dialect.driver in _SENDERS:
         # Writes waiting in a pipelined transaction go before any statement that
