@@ -32,6 +32,7 @@ if TYPE_CHECKING:  # SQLAlchemy is imported where a statement is built (melange.
     from sqlalchemy import Connection
 
 INSERT_BATCH = 5000
+MACS_AT_ONCE = 16  # MACs looked up by one statement of `active_macs`
 
 
 def _columns():
@@ -65,7 +66,7 @@ def _joined():
 
 def _statements() -> dict:
     """The statements of the allocation and lookup paths, built on first use."""
-    from sqlalchemy import bindparam, delete, insert, update
+    from sqlalchemy import bindparam, delete, insert, select, update
 
     from melange.models import blocks, ip_addresses
 
@@ -75,6 +76,10 @@ def _statements() -> dict:
             IP.block_id == bindparam("block_id"), IP.active_mac == bindparam("mac")
         ),
         "expired": _expired(),
+        "active_macs": select(IP.active_mac).where(
+            IP.block_id == bindparam("block_id"),
+            IP.active_mac.in_([bindparam(f"mac{i}") for i in range(MACS_AT_ONCE)]),
+        ),
         "insert_one": insert(ip_addresses).values(
             {name: bindparam(name) for name in _INSERT_COLUMNS}
         ),
@@ -122,6 +127,7 @@ _INSERT_COLUMNS = (
 )  # fmt: skip
 _BY_ACTIVE_MAC = _prepared("by_active_mac")
 _EXPIRED = _prepared("expired")
+_ACTIVE_MACS = _prepared("active_macs")
 _INSERT_ONE = _prepared("insert_one")
 _FIND = {
     in_block: _prepared(f"find{'.in_block' if in_block else ''}") for in_block in (False, True)
@@ -171,14 +177,15 @@ class _Request:
     tenant: str | None
 
 
-def _parse_request(
+def parse_request(
     mac: str | None,
     address: str | None,
     count: int | None,
     hostname: str | None,
     tenant: str | None,
 ) -> _Request:
-    """The checked form of `allocate`'s arguments (see `_Request`)."""
+    """The checked form of `allocate`'s arguments (see `_Request`); also the batched
+    path's (melange.batch_allocation)."""
     if count is not None and (mac is not None or address is not None or hostname is not None):
         raise InvalidInput("--count cannot be combined with --mac, --address or --hostname")
     checked_count = validate_count(count) if count is not None else 1
@@ -208,7 +215,7 @@ def allocate(
     `progress(done, total)` is called after each insert batch, for a caller
     that shows a bar on a terminal.
     """
-    request = _parse_request(mac, address, count, hostname, tenant)
+    request = parse_request(mac, address, count, hostname, tenant)
     row = block_ops.resolve(conn, block, for_update=True)
     interface_id = None
     if interface is not None:
@@ -228,7 +235,7 @@ def allocate(
     rows = _insert(conn, row, chosen, request, interface_id, progress, named)
     block_ops.touch(conn, row.id, allocated=len(rows))
     audit.note(row.id, chosen)
-    return _new_records(rows, row, interface)
+    return new_records(rows, row, interface)
 
 
 def _choose(conn: Connection, block, request: _Request) -> list[int]:
@@ -272,24 +279,9 @@ def _insert(
     driver: once for one address, with the driver's `executemany` in batches of
     INSERT_BATCH for many (reporting `progress` after each); the rows. `named` holds
     the DNS name columns of a single named address (melange.dns)."""
-    dns_columns = named or {"dns_name": None, "dns_version": None}
     now = utcnow()
     rows = [
-        {
-            "block_id": block.id,
-            "address": value,
-            "mac": request.mac,
-            "active_mac": request.mac,
-            "hostname": request.hostname,
-            "interface_id": interface_id,
-            "tenant": request.tenant,
-            "state": "allocated",
-            "allocated_at": now,
-            "released_at": None,
-            "held_until": None,
-            **dns_columns,
-        }
-        for value in chosen
+        address_row(block.id, value, request, interface_id, now, named) for value in chosen
     ]
     if len(rows) == 1:
         _INSERT_ONE.send(conn, **rows[0])
@@ -299,6 +291,47 @@ def _insert(
         if progress is not None:
             progress(min(start + INSERT_BATCH, len(rows)), len(rows))
     return rows
+
+
+def address_row(
+    block_id: int, value: int, request: _Request, interface_id: int | None, now: Any,
+    named: dict | None,
+) -> dict:  # fmt: skip
+    """The row of a newly allocated address; `named` its DNS name columns (melange.dns)."""
+    return {
+        "block_id": block_id,
+        "address": value,
+        "mac": request.mac,
+        "active_mac": request.mac,
+        "hostname": request.hostname,
+        "interface_id": interface_id,
+        "tenant": request.tenant,
+        "state": "allocated",
+        "allocated_at": now,
+        "released_at": None,
+        "held_until": None,
+        **(named or _NO_NAME),
+    }
+
+
+_NO_NAME = {"dns_name": None, "dns_version": None}
+
+
+def insert_many(conn: Connection, rows: list[dict]) -> None:
+    """Insert rows made by `address_row` with the driver's executemany."""
+    _INSERT_ONE.many(conn, rows)
+
+
+def active_macs(conn: Connection, block_id: int, macs: list[int]) -> set[int]:
+    """Which of `macs` hold an allocated address in the block: one statement per
+    MACS_AT_ONCE of them (a batch's idempotency check, melange.batch_allocation)."""
+    found: set[int] = set()
+    for start in range(0, len(macs), MACS_AT_ONCE):
+        chunk = macs[start : start + MACS_AT_ONCE]
+        padded = chunk + [chunk[0]] * (MACS_AT_ONCE - len(chunk))
+        params = {f"mac{i}": mac for i, mac in enumerate(padded)}
+        found.update(row.active_mac for row in _ACTIVE_MACS.all(conn, block_id=block_id, **params))
+    return found
 
 
 class _Asked(NamedTuple):
@@ -354,7 +387,7 @@ def _check_capacity(conn: Connection, block, count: int) -> None:
         raise InvalidInput(f"--count {count} is more than the {MAX_COUNT} allowed in one command")
 
 
-def _new_records(rows: list[dict], block, vif: str | None) -> list[dict]:
+def new_records(rows: list[dict], block, vif: str | None) -> list[dict]:
     """Records of the rows just inserted, without reading them back: one template, N addresses."""
     first = rows[0]
     template = {

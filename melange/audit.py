@@ -224,11 +224,41 @@ def record(
     conn: Connection, *, actor: str, via: str, command: str, params: dict, result: Any
 ) -> None:
     """One audit row for a change (and its address runs when it touched several)."""
+    row, per_block = entry(actor, via, command, params, result, _noted_runs())
+    if not per_block:
+        _INSERT.send(conn, **row)
+        return
+    audit_id = _INSERT.insert(conn, **row)
+    _INSERT_RUNS.many(
+        conn,
+        [
+            {"audit_id": audit_id, "block_id": b, "first_addr": first, "last_addr": last}
+            for b, spans in sorted(per_block.items())
+            for first, last in spans
+        ],
+    )
+
+
+def record_many(conn: Connection, rows: list[dict]) -> None:
+    """Audit rows made by `entry` that need no address runs, with one executemany: the
+    changes of a batch of single allocations (melange.batch_allocation)."""
+    _INSERT.many(conn, rows)
+
+
+def entry(
+    actor: str,
+    via: str,
+    command: str,
+    params: dict,
+    result: Any,
+    per_block: dict[int, list[tuple[int, int]]],
+) -> tuple[dict, dict[int, list[tuple[int, int]]]]:
+    """The audit row of a change that touched `per_block`'s address runs, and the runs
+    that do not fit in the row itself (one address goes in the row)."""
     kind = kind_of(command)
     if isinstance(result, dict) and UNRECORDED & result.keys():
         result = {k: v for k, v in result.items() if k not in UNRECORDED}
     block_id, subject_id, subject = _identity(kind, result)
-    per_block = _noted_runs()
     address = None
     if len(per_block) == 1:
         ((noted_block, spans),) = per_block.items()
@@ -251,18 +281,7 @@ def record(
         "subject_id": subject_id,
         "subject": subject,
     }
-    if not per_block:
-        _INSERT.send(conn, **row)
-        return
-    audit_id = _INSERT.insert(conn, **row)
-    _INSERT_RUNS.many(
-        conn,
-        [
-            {"audit_id": audit_id, "block_id": b, "first_addr": first, "last_addr": last}
-            for b, spans in sorted(per_block.items())
-            for first, last in spans
-        ],
-    )
+    return row, per_block
 
 
 def record_refusal(

@@ -362,14 +362,34 @@ def run_batch(store: Store, requests: list[Request]) -> list[Any]:
         attempts += 1
         careful = attempts > 1  # a retry: each request's writes confirmed before the next
         _lock_in_order(store, conn, [request for _, request, _, _ in calls])
-        return {index: _savepoint(store, conn, request, params, call, careful)
-                for index, request, params, call in calls}  # fmt: skip
+        done, left = _together(conn, calls) if not careful else ({}, None)
+        for index, request, params, call in calls:
+            if left is None or index in left:
+                done[index] = _savepoint(store, conn, request, params, call, careful)
+        return done
 
     with store.faults(), using(store.clock):
         outcomes_by_index = store.run(batch, write=True)
     for index, outcome in outcomes_by_index.items():
         outcomes[index] = outcome
     return outcomes
+
+
+def _together(conn: Any, calls: list) -> tuple[dict[int, Any], set[int] | None]:
+    """The batch's plain single allocations done together (melange.batch_allocation):
+    their outcomes by index, and the indexes of every request still to run one by one
+    (None: all of them, when fewer than two can be done together)."""
+    from melange import batch_allocation as together
+
+    asked = [together.Asked(index, params, request.actor, request.via)
+             for index, request, params, _ in calls
+             if together.can_join(request.name, params)]  # fmt: skip
+    if len(asked) < 2:
+        return {}, None
+    grouped = together.allocate_together(conn, asked)
+    joined = {one.at for one in asked}
+    left = {index for index, _, _, _ in calls if index not in joined}
+    return grouped.outcomes, left | set(grouped.left)
 
 
 def _lock_in_order(store: Store, conn: Any, requests: list[Request]) -> None:

@@ -8,7 +8,32 @@ result columns, result conversions).
 # fmt: off
 # ruff: noqa: E501
 SCHEMA_HEAD = '0010'
-STATEMENTS: dict[str, tuple] = {'addresses.by_active_mac': ('SELECT ip_addresses.id, ip_addresses.block_id, ip_addresses.address, '
+STATEMENTS: dict[str, tuple] = {'addresses.active_macs': ('SELECT ip_addresses.active_mac \n'
+                           'FROM ip_addresses \n'
+                           'WHERE ip_addresses.block_id = %s AND ip_addresses.active_mac IN (%s, '
+                           '%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)',
+                           ('block_id',
+                            'mac0',
+                            'mac1',
+                            'mac2',
+                            'mac3',
+                            'mac4',
+                            'mac5',
+                            'mac6',
+                            'mac7',
+                            'mac8',
+                            'mac9',
+                            'mac10',
+                            'mac11',
+                            'mac12',
+                            'mac13',
+                            'mac14',
+                            'mac15'),
+                           {},
+                           (),
+                           ('active_mac',),
+                           ()),
+ 'addresses.by_active_mac': ('SELECT ip_addresses.id, ip_addresses.block_id, ip_addresses.address, '
                              'ip_addresses.mac, ip_addresses.active_mac, ip_addresses.hostname, '
                              'ip_addresses.interface_id, ip_addresses.tenant, ip_addresses.state, '
                              'ip_addresses.allocated_at, ip_addresses.released_at, '
