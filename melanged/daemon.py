@@ -303,6 +303,9 @@ class Daemon:
         self.wakeup = _wakeup(settings)
         old_wakeup.close()
         self._remove_leftovers()
+        from melanged.server import forget_names
+
+        forget_names()  # a group renamed or removed counts from the next connection
         self._refresh_socket(before)
         self._refresh_http(before)
         old_store.close()

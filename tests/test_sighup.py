@@ -96,3 +96,23 @@ def test_sighup_gives_and_takes_away_a_role_on_the_socket(top, users):
         _hangup(daemon)
         _until(lambda: _serving(daemon, reader).returncode == 7, "took the role away")
         assert daemon.alive()
+
+
+def test_sighup_reads_group_names_afresh(top, users):
+    """melanged keeps the names of the groups it has seen (reading the group database at
+    every connection was a fifteenth of a batched allocation's work); SIGHUP forgets
+    them: a group renamed away from the configured name gives no role from then on."""
+    readers = users.group("hupname")
+    reader = users.user("hupnamer", groups=[readers])
+    url = _store(top, "store.db", "10.4.0.0/24")
+    _config(top, url, readers=readers)
+    with SocketDaemon(None, top / "daemon", top / "melange.conf") as daemon:
+        os.chmod(daemon.socket.parent, 0o755)
+        os.chmod(daemon.socket, 0o666)
+        assert _serving(daemon, reader).returncode == 0
+        renamed = readers[:-1] + "x"
+        subprocess.run(["groupmod", "-n", renamed, readers], check=True, capture_output=True)
+        users.groups[users.groups.index(readers)] = renamed  # removed at the end
+        _hangup(daemon)
+        _until(lambda: _serving(daemon, reader).returncode == 7, "read the new group name")
+        assert daemon.alive()
