@@ -74,6 +74,7 @@ class _Connection:
     deadline: float
     pending: bytes = b""
     busy: bool = field(default=False)  # a request of it is in a lane
+    watched: bool = field(default=False)  # registered with the selector
 
 
 class Front:
@@ -99,6 +100,7 @@ class Front:
 
     def adopt(self, sock: socket.socket, peer: Peer) -> None:
         """A connection admitted by the server: read its requests from now on."""
+        sock.setblocking(False)  # from now on: a handed-off one is made blocking again
         conn = _Connection(sock, peer, 0.0)
         if not self._call(lambda: self._watch(conn)):
             self._release(conn)  # stopped
@@ -193,15 +195,25 @@ class Front:
         if self._stopping:
             self._release(conn)
             return
-        conn.sock.setblocking(False)
         conn.deadline = time.monotonic() + self.deadline
         conn.busy = False
         self._connections.add(conn)
-        self._selector.register(conn.sock, selectors.EVENT_READ, conn)
-        self._readable(conn)  # often there already: the peer wrote as it connected
+        # Read first: a new peer has usually written its request as it connected, and a
+        # peer answered has often closed; the selector is told only when nothing is there
+        # (a registration and its removal cost as much as the read).
+        self._readable(conn)
+
+    def _wait_for(self, conn: _Connection) -> None:
+        """Read the connection again when the selector says it has something."""
+        if not conn.watched:
+            self._selector.register(conn.sock, selectors.EVENT_READ, conn)
+            conn.watched = True
 
     def _forget(self, conn: _Connection) -> None:
         self._connections.discard(conn)
+        if not conn.watched:
+            return
+        conn.watched = False
         try:
             self._selector.unregister(conn.sock)
         except (KeyError, ValueError):
@@ -226,6 +238,7 @@ class Front:
         try:
             chunk = conn.sock.recv(65536)
         except (BlockingIOError, InterruptedError):
+            self._wait_for(conn)
             return
         except OSError:
             chunk = b""
@@ -237,6 +250,8 @@ class Front:
         if end < 0:
             if len(conn.pending) > LINE_LIMIT:
                 self._hand_off(conn)
+            else:
+                self._wait_for(conn)  # the rest of the line
             return
         if end != len(conn.pending) - 1:  # more than one request at once: in turn, there
             self._hand_off(conn)
