@@ -215,6 +215,48 @@ def test_abuse_leaves_the_daemon_serving(shared_dir):
         assert client.call(str(path), "block.show", {"block": "b"})["utilization"]["used"] == 1
 
 
+def _line_from(sock: socket.socket) -> dict:
+    data = b""
+    while not data.endswith(b"\n"):
+        chunk = sock.recv(65536)
+        assert chunk, "closed before a whole answer"
+        data += chunk
+    return json.loads(data)
+
+
+def test_requests_that_come_late_or_in_pieces_are_answered(shared_dir):
+    """melanged reads a new connection before watching it (most peers have written their
+    request by then): a peer silent at first, one writing its line in pieces, and one
+    sending a second request after the first answer are each answered, batched writes
+    (allocations, handled by the front) and others alike."""
+    daemon = _daemon(shared_dir)
+    with daemon:
+        path = str(daemon.socket)
+        allocate = b'{"version": 1, "id": 1, "op": "block.allocate", "params": {"block": "b"}}\n'
+        show = b'{"version": 1, "id": 2, "op": "block.show", "params": {"block": "b"}}\n'
+        with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as late:
+            late.settimeout(10)
+            late.connect(path)
+            time.sleep(0.3)  # nothing at first
+            late.sendall(allocate)
+            first = _line_from(late)
+            assert first["ok"] and first["result"][0]["address"], first
+            time.sleep(0.3)  # a second request on the same connection, later
+            late.sendall(allocate)
+            second = _line_from(late)
+            assert second["ok"] and second["result"][0]["address"] != first["result"][0]["address"]
+            late.sendall(show)
+            assert _line_from(late)["result"]["utilization"]["used"] == 2
+        with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as pieces:
+            pieces.settimeout(10)
+            pieces.connect(path)
+            for start in range(0, len(allocate), 20):
+                pieces.sendall(allocate[start:start + 20])
+                time.sleep(0.05)
+            assert _line_from(pieces)["ok"]
+        assert daemon.alive()
+
+
 def test_a_stale_socket_is_replaced_and_a_live_one_is_not_stolen(shared_dir):
     first = _daemon(shared_dir)
     first.start()
