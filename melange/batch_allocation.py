@@ -23,6 +23,7 @@ one by one (run_batch's careful path).
 
 from __future__ import annotations
 
+import copy
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any, NamedTuple
 
@@ -95,8 +96,8 @@ def _in_block(
         block = block_ops.resolve(conn, ref, for_update=True)
         block_ops.refuse_parent(block, block.has_subnets)
     except MelangeError as error:
-        for one, _ in group:
-            outcomes[one.at] = error
+        for one, _ in group:  # each its own: every caller's thread raises the one it gets
+            outcomes[one.at] = copy.copy(error)
         return
     ready = _checked(conn, block, group, outcomes, left)
     chosen = _chosen(conn, block, ready, outcomes)

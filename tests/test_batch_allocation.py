@@ -72,6 +72,7 @@ def test_a_batch_of_every_kind_of_request_gets_the_one_by_one_answers(store_url:
             # (its MAC holds an address), so this one finds the name in use, as it would
             # had it come first: both orders are answers concurrent callers may get.
             _allocate("b", mac="02:00:00:00:00:0b", hostname="db"),
+            _allocate("nosuch", mac="02:00:00:00:00:0c"),
         ]
         out = operations.run_batch(store, batch)
         first, second, again = _address(out[0]), _address(out[1]), _address(out[2])
@@ -89,6 +90,7 @@ def test_a_batch_of_every_kind_of_request_gets_the_one_by_one_answers(store_url:
         assert isinstance(out[11], Exhausted)
         assert _address(out[12]) == "fd00:61::ff:fe00:a"  # EUI-64 of its MAC
         assert isinstance(out[13], Conflict) and "db.lab.test" in out[13].message
+        assert isinstance(out[14], NotFound) and out[14] is not out[5]  # each its own
 
         rows = operations.run(store, "ip.list", {})
         by_address = {row["address"]: row for row in rows}
