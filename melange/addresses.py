@@ -280,9 +280,7 @@ def _insert(
     INSERT_BATCH for many (reporting `progress` after each); the rows. `named` holds
     the DNS name columns of a single named address (melange.dns)."""
     now = utcnow()
-    rows = [
-        address_row(block.id, value, request, interface_id, now, named) for value in chosen
-    ]
+    rows = [address_row(block.id, value, request, interface_id, now, named) for value in chosen]
     if len(rows) == 1:
         _INSERT_ONE.send(conn, **rows[0])
         return rows
