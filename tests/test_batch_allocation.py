@@ -192,7 +192,10 @@ def _outcome(value: Any) -> Any:
 
 
 def _run(template: Path, path: Path, requests: list[Request], together: bool) -> tuple:
+    for suffix in ("-wal", "-shm"):  # nothing of the last example's store may be replayed
+        Path(f"{path}{suffix}").unlink(missing_ok=True)
     shutil.copyfile(template, path)
+    assert len(_state(path)[2]) == 5, "the copy lacks the template's blocks"
     store = Store(f"sqlite:///{path}", release_hold=3600)
     try:
         if together:
