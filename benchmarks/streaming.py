@@ -78,22 +78,6 @@ def _only(names: str | None) -> list[str]:
     return [n.strip() for n in names.split(",")] if names else [*COMMANDS, "import"]
 
 
-def _wait_http(port: int, timeout: float = 30) -> None:
-    """Until melanged's /v1/health answers on the loopback `port`."""
-    import urllib.error
-    import urllib.request
-
-    deadline = time.monotonic() + timeout
-    while True:
-        try:
-            with urllib.request.urlopen(f"http://127.0.0.1:{port}/v1/health", timeout=5):
-                return
-        except (urllib.error.URLError, OSError):
-            if time.monotonic() > deadline:
-                raise RuntimeError(f"melanged did not serve HTTP on port {port}") from None
-            time.sleep(0.05)
-
-
 def imports(tmp: Path, url: str, old: str | None) -> list[list[str]]:
     """The store's export imported into a fresh store on each channel: the client's
     peak, and the daemon's (VmHWM) for the socket and HTTP."""
@@ -120,8 +104,6 @@ def imports(tmp: Path, url: str, old: str | None) -> list[list[str]]:
         port = free_port()
         with SocketDaemon(target, tmp / f"d-{through}", extra=("--http", f"127.0.0.1:{port}")) as d:
             assert d.proc is not None
-            if through == "HTTP":
-                _wait_http(port)  # the socket is there first: the port may not be yet
             start = _vm_hwm(d.proc.pid)
             api = ("--url", f"http://127.0.0.1:{port}", "--token-file", str(token))
             channel = ("--socket", str(d.socket)) if through == "socket" else api

@@ -48,6 +48,9 @@ class Asked(NamedTuple):
     via: str
 
 
+_Ready = tuple[Asked, Any, dict]  # a request, its parsed form, its DNS name columns
+
+
 class Grouped(NamedTuple):
     """What `allocate_together` did: outcomes (a list of one record, or the MelangeError)
     by index, and the indexes left for the one-by-one path."""
@@ -66,8 +69,7 @@ def can_join(name: str, params: dict[str, Any]) -> bool:
 def allocate_together(conn: Connection, asked: Sequence[Asked]) -> Grouped:
     """Allocate an address for each request, block by block, in the caller's
     transaction; see `Grouped`."""
-    outcomes: dict[int, Any] = {}
-    left: list[int] = []
+    batch = _Batch(conn)
     by_block: dict[str, list[tuple[Asked, Any]]] = {}
     for one in asked:
         p = one.params
@@ -76,117 +78,101 @@ def allocate_together(conn: Connection, asked: Sequence[Asked]) -> Grouped:
                 p.get("mac"), None, None, p.get("hostname"), p.get("tenant")
             )
         except MelangeError as error:
-            outcomes[one.at] = error
+            batch.outcomes[one.at] = error
             continue
         by_block.setdefault(p["block"], []).append((one, request))
     for ref, group in by_block.items():
-        _in_block(conn, ref, group, outcomes, left)
-    return Grouped(outcomes, sorted(left))
+        batch.in_block(ref, group)
+    return Grouped(batch.outcomes, sorted(batch.left))
 
 
-def _in_block(
-    conn: Connection,
-    ref: str,
-    group: list[tuple[Asked, Any]],
-    outcomes: dict[int, Any],
-    left: list[int],
-) -> None:
-    """The requests of one block reference: checks, then every write at once."""
-    try:
-        block = block_ops.resolve(conn, ref, for_update=True)
-        block_ops.refuse_parent(block, block.has_subnets)
-    except MelangeError as error:
-        for one, _ in group:  # each its own: every caller's thread raises the one it gets
-            outcomes[one.at] = copy.copy(error)
-        return
-    ready = _checked(conn, block, group, outcomes, left)
-    chosen = _chosen(conn, block, ready, outcomes)
-    if not chosen:
-        return
-    now = utcnow()
-    rows, entries = [], []
-    for (one, request, named), value in chosen:
-        row = addresses.address_row(block.id, value, request, None, now, named)
-        result = addresses.new_records([row], block, None)
-        rows.append(row)
-        entry, _ = audit.entry(one.actor, one.via, "block.allocate", one.params, result,
-                               {block.id: [(value, value)]})  # fmt: skip
-        entries.append(entry)
-        outcomes[one.at] = result
-    addresses.insert_many(conn, rows)
-    block_ops.touch(conn, block.id, allocated=len(rows))
-    audit.record_many(conn, entries)
+class _Batch:
+    """The work of `allocate_together`: each request's outcome as it is decided, and the
+    requests left for the one-by-one path."""
 
+    def __init__(self, conn: Connection) -> None:
+        self.conn = conn
+        self.outcomes: dict[int, Any] = {}
+        self.left: list[int] = []
 
-def _checked(
-    conn: Connection,
-    block: Any,
-    group: list[tuple[Asked, Any]],
-    outcomes: dict[int, Any],
-    left: list[int],
-) -> list[tuple[Asked, Any, dict | None]]:
-    """The requests that can be done together, with their DNS name columns; the rest
-    failed (in `outcomes`) or left for the one-by-one path (in `left`)."""
-    macs = [request.mac for _, request in group if request.mac is not None]
-    holding = addresses.active_macs(conn, block.id, macs) if macs else set()
-    seen_macs: set[int] = set()
-    seen_names: set[str] = set()
-    domain: list[str | None] = []  # the block's domain, read once when a hostname needs it
-    ready = []
-    for one, request in group:
-        if request.mac is not None:
-            if request.mac in holding or request.mac in seen_macs:
-                left.append(one.at)
-                continue
-            seen_macs.add(request.mac)
-        named = None
-        if request.hostname is not None:
-            try:
-                if not domain:
-                    domain.append(dns.effective_domain(conn, block))
-                name = dns.qualified(request.hostname, domain[0])
-                if name is not None and name in seen_names:
-                    left.append(one.at)
-                    continue
-                dns.check_free(conn, name, block.version)
-            except MelangeError as error:
-                outcomes[one.at] = error
-                continue
-            if name is not None:
-                seen_names.add(name)
-                named = {"dns_name": name, "dns_version": block.version}
-        ready.append((one, request, named))
-    return ready
-
-
-def _chosen(
-    conn: Connection,
-    block: Any,
-    ready: list[tuple[Asked, Any, dict | None]],
-    outcomes: dict[int, Any],
-) -> list[tuple[tuple[Asked, Any, dict | None], int]]:
-    """Each ready request with the address its block's generator picks for it, claimed
-    in the block's free space; a request refused (an exhausted block, an unusable
-    address) gets its error in `outcomes`."""
-    if not ready:
-        return []
-    space = block_ops.free_space(conn, block)
-    addresses.reclaim_expired(conn, block, space)
-    generator = generators.load(block.generator)
-    if isinstance(generator, generators.LowestFree):
-        try:  # the lowest free addresses for all of them, in one search
-            return list(zip(ready, space.take_lowest(len(ready)), strict=True))
-        except Exhausted:
-            pass  # fewer than asked: one by one, until the block runs out
-    info = block_ops.block_info(block)
-    chosen = []
-    for item in ready:
-        _one, request, _ = item
+    def in_block(self, ref: str, group: list[tuple[Asked, Any]]) -> None:
+        """The requests of one block reference: checks, then every write at once."""
+        conn = self.conn
         try:
-            asked = generators.Request(count=1, mac=request.mac, tenant=request.tenant)
-            (value,) = generator.choose(info, asked, space)
+            block = block_ops.resolve(conn, ref, for_update=True)
+            block_ops.refuse_parent(block, block.has_subnets)
         except MelangeError as error:
-            outcomes[item[0].at] = error
-            continue
-        chosen.append((item, value))
-    return chosen
+            for one, _ in group:  # each its own: every caller's thread raises the one it gets
+                self.outcomes[one.at] = copy.copy(error)
+            return
+        chosen = self._chosen(block, self._checked(block, group))
+        if not chosen:
+            return
+        now = utcnow()
+        rows, entries = [], []
+        for (one, request, named), value in chosen:
+            row = addresses.address_row(block.id, value, request, None, now, named)
+            result = addresses.new_records([row], block, None)
+            rows.append(row)
+            entry, _ = audit.entry(one.actor, one.via, "block.allocate", one.params, result,
+                                   {block.id: [(value, value)]})  # fmt: skip
+            entries.append(entry)
+            self.outcomes[one.at] = result
+        addresses.insert_many(conn, rows)
+        block_ops.touch(conn, block.id, allocated=len(rows))
+        audit.record_many(conn, entries)
+
+    def _checked(self, block: Any, group: list[tuple[Asked, Any]]) -> list[_Ready]:
+        """The requests that can be done together, with their DNS name columns; the
+        others failed or are left for the one-by-one path."""
+        macs = [request.mac for _, request in group if request.mac is not None]
+        holding = addresses.active_macs(self.conn, block.id, macs) if macs else set()
+        seen_macs: set[int] = set()
+        seen_names: set[str] = set()
+        ready = []
+        for one, request in group:
+            if request.mac is not None:
+                if request.mac in holding or request.mac in seen_macs:
+                    self.left.append(one.at)
+                    continue
+                seen_macs.add(request.mac)
+            try:
+                named = dns.name_for(self.conn, block, request.hostname)
+            except MelangeError as error:
+                self.outcomes[one.at] = error
+                continue
+            name = named["dns_name"]
+            if name is not None:
+                if name in seen_names:
+                    self.left.append(one.at)
+                    continue
+                seen_names.add(name)
+            ready.append((one, request, named))
+        return ready
+
+    def _chosen(self, block: Any, ready: list[_Ready]) -> list[tuple[_Ready, int]]:
+        """Each ready request with the address its block's generator picks for it,
+        claimed in the block's free space; a request refused (an exhausted block, an
+        unusable address) gets its error as its outcome."""
+        if not ready:
+            return []
+        space = block_ops.free_space(self.conn, block)
+        addresses.reclaim_expired(self.conn, block, space)
+        generator = generators.load(block.generator)
+        if isinstance(generator, generators.LowestFree):
+            try:  # the lowest free addresses for all of them, in one search
+                return list(zip(ready, space.take_lowest(len(ready)), strict=True))
+            except Exhausted:
+                pass  # fewer than asked: one by one, until the block runs out
+        info = block_ops.block_info(block)
+        chosen = []
+        for item in ready:
+            one, request, _ = item
+            try:
+                asked = generators.Request(count=1, mac=request.mac, tenant=request.tenant)
+                (value,) = generator.choose(info, asked, space)
+            except MelangeError as error:
+                self.outcomes[one.at] = error
+                continue
+            chosen.append((item, value))
+        return chosen

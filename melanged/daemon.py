@@ -192,8 +192,12 @@ class Daemon:
     def run(self) -> int:
         """Serve the socket and follow the store until SIGTERM; then clean up."""
         self.install_signal_handlers()
-        self.open_socket()
         try:
+            # The HTTP address is bound before the socket serves: a client that finds
+            # the socket answering finds the port accepting too (and a port that cannot
+            # be bound stops melanged before any part has served).
+            self.prepare_http()
+            self.open_socket()
             self.open_http()
             status = self._loop()
             server = getattr(self, "http", None)

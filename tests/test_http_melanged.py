@@ -306,3 +306,21 @@ def test_http_limits_from_the_config_file_are_served_and_follow_sighup(tmp_path)
             assert made.status_code == 201, made.text
     finally:
         assert daemon.stop() == 0
+
+
+def test_the_port_accepts_as_soon_as_the_socket_answers(tmp_path):
+    """melanged binds its HTTP address before its socket serves: a script that waits for
+    the socket and then uses the API is never refused (an import through `--url` right
+    after the socket appeared was, when the port was bound after it)."""
+    from tests.support.socket_daemon import SocketDaemon
+
+    db = sqlite(tmp_path / "store.db")
+    tokens = make_tokens(db)
+    for attempt in range(3):
+        port = free_port()
+        with SocketDaemon(db, tmp_path / f"d{attempt}", extra=("--http", f"127.0.0.1:{port}")):
+            with socket.create_connection(("127.0.0.1", port), timeout=10):
+                pass  # accepted (a refusal raises ConnectionRefusedError)
+            headers = {"Authorization": f"Bearer {tokens['reader']}"}
+            answer = httpx.get(f"http://127.0.0.1:{port}/v1/blocks", headers=headers, timeout=10)
+            assert answer.status_code == 200, answer.text
