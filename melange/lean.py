@@ -29,6 +29,7 @@ from typing import Any, TypeVar
 
 from melange.clock import SYSTEM, Clock, using
 from melange.errors import MelangeError
+from melange.prepared import executemany
 
 SQLITE_BUSY_TIMEOUT_MS = 60_000
 # FULL: each commit is on disk (the WAL synced) before anyone is told its address. With
@@ -205,7 +206,7 @@ class LeanConnection:
         if arguments:
             cursor = self._raw.cursor()
             try:
-                cursor.executemany(form.sql, arguments)
+                executemany(cursor, form.sql, arguments)
             finally:
                 cursor.close()
 

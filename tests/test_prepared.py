@@ -108,3 +108,36 @@ def test_expanding_parameters_are_refused_when_first_compiled(store):
     many = Prepared(select(PROBE.c.id).where(PROBE.c.id.in_(bindparam("ids", expanding=True))))
     with pytest.raises(ValueError, match="plain bind parameters"):
         store.read(lambda conn: many.all(conn, ids=[1, 2]))
+
+
+@pytest.mark.parametrize("count", [1, 2, 166, 167, 400])
+def test_many_inserts_every_row_as_sqlalchemy_would(store, count):
+    """`many` (on SQLite: many rows per INSERT, a statement per 166 rows of this
+    six-column table) stores exactly the rows SQLAlchemy's own executemany stores."""
+    put = Prepared(insert(PROBE))
+    rows = [{"id": 100 + i, "address": (2**128 - 1) - i if i % 2 else i,
+             "at": datetime(2026, 1, 1, 0, 0, i % 60) if i % 3 else None,
+             "label": f"row {i}" if i % 5 else None, "flag": i % 2 == 0,
+             "parent_id": None if i % 7 else 1} for i in range(count)]  # fmt: skip
+    store.write(lambda conn: put.many(conn, rows))
+    mine = store.read(lambda conn: conn.execute(select(PROBE).where(PROBE.c.id >= 100)
+                                                 .order_by(PROBE.c.id)).all())  # fmt: skip
+    store.write(lambda conn: conn.execute(PROBE.delete().where(PROBE.c.id >= 100)))
+    store.write(lambda conn: conn.execute(insert(PROBE), rows))
+    theirs = store.read(lambda conn: conn.execute(select(PROBE).where(PROBE.c.id >= 100)
+                                                   .order_by(PROBE.c.id)).all())  # fmt: skip
+    assert len(mine) == count
+    assert mine == theirs
+
+
+def test_only_a_plain_insert_is_made_multi_row():
+    from melange.prepared import _rows_form
+
+    plain = "INSERT INTO t (a, b) VALUES (?, ?)"
+    assert _rows_form(plain, 3) == "INSERT INTO t (a, b) VALUES (?, ?), (?, ?), (?, ?)"
+    for other in ("UPDATE t SET a = ? WHERE b = ?",
+                  "INSERT INTO t (a, b) VALUES (?, ?) RETURNING a",
+                  "INSERT INTO t (a, b) VALUES (?, ?) ON CONFLICT DO NOTHING",
+                  "INSERT INTO t (a, b) VALUES (?, 1)",
+                  "INSERT INTO t (a) SELECT a FROM u WHERE b = ?"):  # fmt: skip
+        assert _rows_form(other, 3) is None, other
