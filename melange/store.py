@@ -38,6 +38,7 @@ from melange.errors import Conflict, MelangeError, SchemaOutdated, StoreUnavaila
 from melange.lean import SQLITE_BUSY_TIMEOUT_MS, configure_sqlite
 from melange.leanstore import ISOLATION, driver_options
 from melange.locking import insert_one, lock_block, lock_named  # noqa: F401  (their old home)
+from melange.lockwait import begin_write
 from melange.migrations import SCHEMA_HEAD, initialise
 from melange.prepared import (
     Prepared,
@@ -150,7 +151,10 @@ def _configure_sqlite(engine: Engine) -> None:
         # than the BEGIN itself on the allocation path.
         statement = "BEGIN IMMEDIATE" if write else "BEGIN"
         try:
-            raw_connection(conn).execute(statement)
+            if write:
+                begin_write(raw_connection(conn))  # LockBusy inside no_lock_wait
+            else:
+                raw_connection(conn).execute(statement)
         except conn.dialect.loaded_dbapi.Error as error:
             raise translated_error(conn, statement, (), error) from error
 

@@ -18,7 +18,9 @@ leader has committed (or failed) and set its outcome.
 A request can also be submitted with a function to call with its outcome
 (`submit`: the socket's front, melanged.front, whose one thread reads every
 connection and must never wait): nobody's thread waits for it, so when such a
-request is next in line, a runner thread kept for that leads the lane instead.
+request is next in line, a runner thread kept for that leads the lane instead,
+or, on SQLite, the submitter itself once it has read what else is waiting
+(`lead_here`, which never waits for the write lock: melange.lockwait).
 """
 
 from __future__ import annotations
@@ -34,6 +36,7 @@ from typing import Any
 
 from melange import operations
 from melange.errors import MelangeError
+from melange.lockwait import LockBusy, no_lock_wait
 from melange.operations import Request
 from melange.store import Store
 
@@ -173,10 +176,17 @@ class GroupCommit:
         return entry.outcome()
 
     def submit(self, store: Store, name: str, params: dict[str, Any], *, actor: str,
-               via: str, done: Callable[[Any], None]) -> None:  # fmt: skip
+               via: str, done: Callable[[Any], None],
+               lead: bool = True) -> tuple | None:  # fmt: skip
         """As `run`, but nobody waits: `done` is called with the request's result or
-        exception, from the runner thread that ran its transaction, once that has
-        committed. Only for a request that has a lane (`lane_of`)."""
+        exception, from the thread that ran its transaction, once that has committed.
+        Only for a request that has a lane (`lane_of`). A request that finds its lane
+        idle is led by a runner thread; with `lead=False`, on SQLite, the lane is
+        claimed for the caller instead, who gathers more requests into it and then
+        calls `lead_here` with the key returned (None: a runner leads, or the lane was
+        running already). On a server a leader waits for the block's row, held by
+        any other writer of the block, for as long as it is held: never in the
+        caller's thread."""
         key = lane_of(store, name, params)
         if key is None:
             raise ValueError(f"{name} has no lane to join")
@@ -186,8 +196,33 @@ class GroupCommit:
             lane.waiting.append(entry)
             idle = not lane.busy
             lane.busy = True
-        if idle:
-            self._runners.lead(functools.partial(self._lead_all, store, key, lane))
+        if not idle:
+            return None
+        if not lead and store.backend == "sqlite":
+            return key  # only SQLite's lock can be asked for without waiting (lockwait)
+        self._runners.lead(functools.partial(self._lead_all, store, key, lane))
+        return None
+
+    def lead_here(self, store: Store, key: tuple) -> bool:
+        """Run the lane claimed by `submit(lead=False)` in this thread, one transaction,
+        without waiting for the store's write lock (melange.lockwait): taken by another
+        process, the lane goes to a runner thread, which waits. True when the lane is
+        still the caller's (requests it submitted meanwhile wait in it: lead again)."""
+        with self._lock:
+            lane = self._lanes[key]
+        try:
+            with no_lock_wait():
+                again = self._lead(store, key, lane)
+        except LockBusy:
+            again = False
+            self.hand_off(store, key)
+        return again
+
+    def hand_off(self, store: Store, key: tuple) -> None:
+        """A lane claimed by `submit(lead=False)` led by a runner thread instead."""
+        with self._lock:
+            lane = self._lanes[key]
+        self._runners.lead(functools.partial(self._lead_all, store, key, lane))
 
     def _lead_all(self, store: Store, key: tuple, lane: _Lane) -> None:
         """A runner's turn: lead the lane until it is empty or a waiting thread leads."""
@@ -201,9 +236,16 @@ class GroupCommit:
         or has a runner do it."""
         with self._lock:
             batch, lane.waiting = lane.waiting, []
-        submitted_next = counted = False
+        submitted_next = counted = requeued = False
         try:
-            outcomes = _outcomes(store, batch)
+            try:
+                outcomes = _outcomes(store, batch)
+            except LockBusy:  # nothing ran (lead_here): back in the lane, for a runner
+                with self._lock:
+                    lane.waiting[:0] = batch
+                requeued = counted = True
+                batch = []
+                raise
             if not all(isinstance(outcome, Exception) for outcome in outcomes):
                 self.committed()
             with self._lock:  # counted before anyone hears of it
@@ -218,7 +260,9 @@ class GroupCommit:
             with self._lock:
                 if not counted:
                     self.stats.count(len(batch))
-                if not lane.waiting:
+                if requeued:
+                    pass  # still busy: the caller hands it off
+                elif not lane.waiting:
                     lane.busy = False
                     del self._lanes[key]
                 elif lane.waiting[0].done is None:
@@ -263,10 +307,14 @@ def _outcomes(store: Store, batch: list[_Entry]) -> list[Any]:
         try:
             return [operations.run(store, request.name, request.params, actor=request.actor,
                                    via=request.via)]  # fmt: skip
+        except LockBusy:
+            raise
         except Exception as error:  # noqa: BLE001  (handed to its caller's thread)
             return [error]
     try:
         return operations.run_batch(store, [entry.request for entry in batch])
+    except LockBusy:
+        raise  # nothing ran: the lane goes to a thread that may wait
     except Exception as error:  # noqa: BLE001  (the transaction failed: for every caller)
         return [_copy(error) for _ in batch]
 

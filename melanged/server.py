@@ -509,11 +509,23 @@ class SocketServer(socketserver.ThreadingMixIn, socketserver.UnixStreamServer):
         self.front.listen()
         self._serving.wait()
 
-    def accept_one(self) -> None:
+    def accept_one(self) -> bool:
         """Accept a waiting connection (from the front's thread): checked, then adopted by
-        the front or turned away (process_request)."""
-        # socketserver's own step of serve_forever (not in typeshed's stubs)
-        self._handle_request_noblock()  # type: ignore[attr-defined]
+        the front or turned away (process_request). False when none was waiting (or the
+        accept failed): socketserver's own step of serve_forever, which does not say."""
+        try:
+            request, client_address = self.get_request()
+        except OSError:
+            return False
+        try:
+            self.process_request(request, client_address)
+        except Exception:
+            self.handle_error(request, client_address)
+            self.shutdown_request(request)
+        except BaseException:
+            self.shutdown_request(request)
+            raise
+        return True
 
     def shutdown(self) -> None:
         """No connection is accepted after this returns."""

@@ -421,6 +421,33 @@ def test_a_single_request_runs_at_once(store_url: str, socket_server: Path) -> N
     assert sorted(through)[5] < 2 * sorted(direct)[5] + 0.05, (through, direct)
 
 
+@pytest.mark.sqlite_only
+def test_the_socket_serves_while_another_process_holds_the_write_lock(
+    store_url: str, socket_server: Path
+) -> None:
+    """On SQLite the socket's front leads an allocation's transaction in its own thread
+    (melanged.front), but never waits there for the write lock: while another process
+    holds it, an allocation waits (in a runner thread) and a read through the same socket
+    is answered meanwhile; once the lock is let go, the allocation is made, once."""
+    outcome: list[Any] = []
+    with _lane_held(store_url):
+        sender = threading.Thread(target=lambda: outcome.append(client.call(
+            str(socket_server), "block.allocate", {"block": "g", "mac": _mac(9, 1)})))  # fmt: skip
+        sender.start()
+        _wait_for(lambda: GROUP.running() >= 1, "the allocation to be taken by its lane")
+        shown: list[Any] = []
+        reader = threading.Thread(target=lambda: shown.append(client.call(
+            str(socket_server), "block.show", {"block": "g"})), daemon=True)  # fmt: skip
+        reader.start()
+        reader.join(timeout=30)
+        assert shown and shown[0]["name"] == "g", "the read waited for the write lock"
+        assert sender.is_alive() and not outcome
+    sender.join(timeout=60)
+    assert len(outcome) == 1 and outcome[0][0]["mac"] == _mac(9, 1), outcome
+    assert _macs_of(store_url) == {_mac(9, 1): outcome[0][0]["address"]}
+    assert _audit_rows(store_url) == 1
+
+
 def test_sigkill_mid_batch_loses_no_answered_allocation(store_url: str, tmp_path: Path) -> None:
     """A real melanged, killed while sixteen clients allocate: every address a client was
     told it has is in the store with its MAC; what is stored beyond that was in flight
