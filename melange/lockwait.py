@@ -50,10 +50,17 @@ def begin_write(raw: Any) -> None:
     try:
         raw.execute("BEGIN IMMEDIATE")
     except sqlite3.OperationalError as error:
-        if getattr(error, "sqlite_errorcode", None) == sqlite3.SQLITE_BUSY or "locked" in str(
-            error
-        ):
+        _wait_again(raw, quietly=True)  # the error is what the caller hears of
+        if getattr(error, "sqlite_errorcode", 0) & 0xFF == sqlite3.SQLITE_BUSY:  # or BUSY_*
             raise LockBusy(str(error)) from None
         raise
-    finally:
+    _wait_again(raw)
+
+
+def _wait_again(raw: Any, *, quietly: bool = False) -> None:
+    """The connection's busy timeout back, for every later caller."""
+    try:
         raw.execute(f"PRAGMA busy_timeout = {SQLITE_BUSY_TIMEOUT_MS}")
+    except sqlite3.Error:
+        if not quietly:
+            raise
