@@ -143,6 +143,12 @@ class GroupCommit:
         # Told after each write this melanged commits (melanged.wakeup: the watcher
         # looks at the store at once instead of at its next poll).
         self.committed: Callable[[], None] = _nothing
+        # Set by the socket's front (melanged.front): takes back an SQLite lane that a
+        # runner led for it (after LockBusy, or behind an HTTP leader), so that under a
+        # steady stream of requests the lane goes back to being led in the front's
+        # thread instead of staying with the runner for as long as requests keep coming.
+        # False when it cannot (stopped, another store): the runner leads on.
+        self.reclaim: Callable[[Store, tuple], bool] | None = None
 
     def waiting(self) -> int:
         """Requests queued behind a running transaction, in every lane."""
@@ -225,9 +231,12 @@ class GroupCommit:
         self._runners.lead(functools.partial(self._lead_all, store, key, lane))
 
     def _lead_all(self, store: Store, key: tuple, lane: _Lane) -> None:
-        """A runner's turn: lead the lane until it is empty or a waiting thread leads."""
+        """A runner's turn: lead the lane until it is empty, a waiting thread leads, or
+        (SQLite) the socket's front takes it back."""
         while self._lead(store, key, lane):
-            pass
+            reclaim = self.reclaim
+            if store.backend == "sqlite" and reclaim is not None and reclaim(store, key):
+                return
 
     def _lead(self, store: Store, key: tuple, lane: _Lane) -> bool:
         """Run every request waiting in the lane in one transaction and answer each; then

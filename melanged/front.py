@@ -111,6 +111,15 @@ class Front:
         self._later: list[Callable[[], None]] = []
         self._thread = threading.Thread(target=self._loop, name="socket-front", daemon=True)
         self._thread.start()
+        batching.GROUP.reclaim = self._reclaim
+
+    def _reclaim(self, store: Store, key: tuple) -> bool:
+        """Lead lane `key` here again from the next round on (called from a runner that
+        led it for this front: melanged.batching); False once stopped, or for a store
+        this front does not serve."""
+        if store is not self.server.store:
+            return False
+        return self._call(lambda: self._claimed.append((store, key)))
 
     def adopt(self, sock: socket.socket, peer: Peer) -> None:
         """A connection admitted by the server: read its requests from now on."""
@@ -188,12 +197,16 @@ class Front:
                 next_sweep = now + SWEEP
                 for conn in [c for c in self._connections if not c.busy and c.deadline < now]:
                     self._close(conn)  # no whole request within the deadline
-        for store, lane in self._claimed:  # stopped first: runners answer them
-            batching.GROUP.hand_off(store, lane)
-        with self._lock:
+        with self._lock:  # nothing more reaches the inbox; what is in it runs below
             self._closed = True
+            left, self._inbox = self._inbox, deque()
             os.close(self._wake_r)
             os.close(self._wake_w)
+        for item in left:  # lanes taken back among them
+            self._run(item)
+        for store, lane in self._claimed:  # stopped first: runners answer them
+            batching.GROUP.hand_off(store, lane)
+        self._claimed = []
         self._selector.close()
 
     def _accept(self) -> None:

@@ -448,6 +448,40 @@ def test_the_socket_serves_while_another_process_holds_the_write_lock(
     assert _audit_rows(store_url) == 1
 
 
+def test_a_lane_a_runner_led_goes_back_to_the_front(tmp_path: Path) -> None:
+    """An SQLite lane handed to a runner (its write lock held by another process) is
+    given back to the front that claimed it once the runner has led one batch, so that
+    a steady stream of requests does not keep it with the runner: the requests that came
+    meanwhile are left for the front to lead (melanged.batching `reclaim`)."""
+    from melanged.batching import GroupCommit
+
+    store = Store(f"sqlite:///{tmp_path / 'm.db'}", release_hold=3600)
+    operations.run(store, "block.create", {"cidr": "10.78.0.0/24", "name": "r"})
+    group = GroupCommit()
+    given_back: list[tuple] = []
+    group.reclaim = lambda _store, key: given_back.append(key) is None  # taken: True
+    answered: list[Any] = []
+
+    def submit(n: int) -> tuple | None:
+        return group.submit(store, "block.allocate", {"block": "r", "mac": _mac(11, n)},
+                            actor="t", via="socket", done=answered.append, lead=False)  # fmt: skip
+
+    try:
+        with _lane_held(store.url):
+            key = submit(1)
+            assert key is not None  # claimed by the caller, as the front claims it
+            assert group.lead_here(store, key) is False  # LockBusy: a runner has it now
+            assert submit(2) is None  # joins the lane the runner leads
+            assert not answered
+        _wait_for(lambda: len(answered) == 1 and given_back == [key], "the runner's batch")
+        assert answered[0][0]["mac"] == _mac(11, 1)
+        assert group.lead_here(store, key) is False  # the front leads the rest: done
+        assert [a[0]["mac"] for a in answered] == [_mac(11, 1), _mac(11, 2)]
+        assert group.running() == 0 and group.waiting() == 0
+    finally:
+        store.close()
+
+
 def test_sigkill_mid_batch_loses_no_answered_allocation(store_url: str, tmp_path: Path) -> None:
     """A real melanged, killed while sixteen clients allocate: every address a client was
     told it has is in the store with its MAC; what is stored beyond that was in flight
