@@ -170,10 +170,10 @@ def executemany(cursor: Any, sql: str, arguments: Sequence[Sequence[Any]]) -> No
     if not isinstance(cursor, sqlite3.Cursor) or len(arguments) < 2 or not arguments[0]:
         cursor.executemany(sql, arguments)
         return
-    per = max(1, SQLITE_VARIABLES // len(arguments[0]))
-    if _rows_form(sql, per if len(arguments) > per else len(arguments)) is None:
+    if _rows_form(sql, 1) is None:  # not a plain one-row INSERT
         cursor.executemany(sql, arguments)
         return
+    per = max(1, SQLITE_VARIABLES // len(arguments[0]))
     for start in range(0, len(arguments), per):
         chunk = arguments[start : start + per]
         values = [value for row in chunk for value in row]

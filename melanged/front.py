@@ -162,7 +162,7 @@ class Front:
     def _call(self, work: Callable[[], None]) -> bool:
         """Run `work` in the front's thread: now if this is it, else as soon as it wakes.
         False when the front has stopped (its connections are closed already)."""
-        if threading.get_ident() == self._thread.ident:
+        if self._here():
             work()
             return True
         with self._lock:
@@ -368,16 +368,20 @@ class Front:
             self._claimed.append((server.store, claimed))
         return True
 
+    def _here(self) -> bool:
+        """Whether this is the front's own thread."""
+        return threading.get_ident() == self._thread.ident
+
     def _after_reads(self, work: Callable[[], None]) -> None:
         """`work` in the front's thread after its next reads (queued there when this is
         it, else handed over as `_call` does)."""
-        if threading.get_ident() == self._thread.ident:
+        if self._here():
             self._later.append(work)
         else:
             self._call(work)
 
     def _answered(self, conn: _Connection, data: bytes, sent: int) -> None:
-        """After the runner wrote the answer: read the next request, or finish the write
+        """After the lane's leader wrote the answer: read the next request, or finish the write
         in a handler thread (a peer slow to read), or close (a peer gone)."""
         if self._stopping:
             return  # closed by _shut
